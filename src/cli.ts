@@ -1,0 +1,20 @@
+#!/usr/bin/env bun
+/**
+ * siri: SIRI reinforcement learning on hand-written WGSL kernels.
+ * One entry point; each command is loaded only when it runs, so commands
+ * that need no GPU never load dawn.node.
+ */
+import { defineCommand, runMain } from "citty";
+
+const main = defineCommand({
+  meta: {
+    name: "siri",
+    version: "0.1.0",
+    description: "SIRI (interleaved compression/expansion RL) for reasoning models on WebGPU",
+  },
+  subCommands: {
+    gpu: () => import("./commands/gpu.ts").then((m) => m.default),
+  },
+});
+
+runMain(main);

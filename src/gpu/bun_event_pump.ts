@@ -1,0 +1,67 @@
+/**
+ * The one place that works around Bun's crash with dawn.node's event pump.
+ *
+ * Problem (measured with Bun 1.2.21, 1.3.14, 1.4.5): dawn.node processes GPU
+ * events (buffer mapping, queue completion, device creation) by calling the
+ * global `setImmediate` again and again while anything is outstanding. Under
+ * Bun, when such a dawn.node promise stays pending across an event-loop turn
+ * (any kernel that runs more than a few ms), the process segfaults at
+ * address 0x28. Node runs the same code fine; `bun test` did not show it;
+ * only a real CLI process does (tests/gpu_cli.test.ts spawns one).
+ *
+ * Fix: replace `setImmediate` before dawn.node is loaded with a pump that
+ *  - while one of *our* GPU promises is pending (see `track`), runs dawn's
+ *    callback on the microtask queue after a ~50 µs sleep (Atomics.wait), so
+ *    the promise resolves without ever crossing an event-loop turn;
+ *  - while nothing of ours is pending, parks dawn's callback instead of
+ *    spinning. dawn.node keeps a tick queued for as long as the device lives
+ *    (its `lost` promise), so spinning then would starve timers, signal
+ *    handlers and I/O forever and keep the process from exiting.
+ * Every dawn.node promise this project awaits must therefore go through
+ * `track()`; an untracked one would wait on a parked pump.
+ * Deferring through `setTimeout` instead was measured to crash as well.
+ */
+
+type Callback = () => void;
+
+let parked: Callback | null = null;
+let pending = 0;
+let installed = false;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const SLEEP_MS = 0.05;
+
+function spin(run: Callback): void {
+  queueMicrotask(() => {
+    Atomics.wait(sleeper, 0, 0, SLEEP_MS);
+    run();
+  });
+}
+
+/** Install the pump. Idempotent; must run before dawn.node is first used. */
+export function installEventPump(): void {
+  if (installed || process.env.SIRI_NO_EVENT_PUMP === "1") return;
+  installed = true;
+  const pump = (cb: (...a: unknown[]) => void, ...args: unknown[]) => {
+    const run = () => cb(...args);
+    if (pending > 0) spin(run);
+    else parked = run;
+    return 0;
+  };
+  (globalThis as { setImmediate: unknown }).setImmediate = pump;
+}
+
+/** Await a dawn.node promise with the pump running until it settles. */
+export async function track<T>(promise: Promise<T>): Promise<T> {
+  if (!installed) return promise; // Node, or the workaround disabled
+  pending++;
+  if (parked) {
+    const run = parked;
+    parked = null;
+    spin(run);
+  }
+  try {
+    return await promise;
+  } finally {
+    pending--;
+  }
+}
