@@ -14,6 +14,12 @@ const main = defineCommand({
   },
   subCommands: {
     gpu: () => import("./commands/gpu.ts").then((m) => m.default),
+    "make-tiny-model": () => import("./commands/make_tiny_model.ts").then((m) => m.default),
+    generate: () => import("./commands/generate.ts").then((m) => m.default),
+    logits: () => import("./commands/logits.ts").then((m) => m.default),
+    grade: () => import("./commands/grade.ts").then((m) => m.default),
+    datasets: () => import("./commands/datasets.ts").then((m) => m.default),
+    schedule: () => import("./commands/schedule.ts").then((m) => m.default),
   },
 });
 
