@@ -16,4 +16,12 @@ export const TOL: Record<string, Tolerance> = {
   f32_matmul: { atol: 1e-4, rtol: 1e-3, why: "K-length dot products (K <= 4096) in tiled order; error grows ~sqrt(K)·eps·|a||b|" },
   f16_elementwise: { atol: 2e-3, rtol: 1e-2, why: "f16 storage rounds each value to 11 significant bits (rel 4.9e-4), plus the op" },
   f16_matmul: { atol: 1e-2, rtol: 2e-2, why: "f16 inputs/outputs with f32 accumulation; output rounding dominates" },
+  // Small Qwen2 forward kernels (tests/kernels_basic.test.ts).
+  rmsnorm_f32: { atol: 1e-6, rtol: 1e-5, why: "f32 sum of up to 8960 squares (tree order vs f64), one rsqrt, two products: a few f32 ulp relative" },
+  rmsnorm_f16: { atol: 1e-3, rtol: 1e-3, why: "f32 math on f16 inputs (exact in the reference), one rounding of the output to f16 (rel 4.9e-4)" },
+  rope_f32: { atol: 2e-6, rtol: 1e-5, why: "angle bit-identical to HF's f32 angle; Cody-Waite reduction to [-pi, pi] adds ~1.2e-7 rad, sin/cos a few ulp, times |x| <= 1" },
+  rope_f16: { atol: 1e-3, rtol: 1e-3, why: "as rope_f32, plus rounding the rotated value to f16 (rel 4.9e-4, |x| <= 1)" },
+  elementwise_f32: { atol: 1e-6, rtol: 1e-5, why: "one exp and a divide (silu) or one add, f32; GPU exp differs by a few ulp" },
+  elementwise_f16: { atol: 1e-4, rtol: 1e-3, why: "f32 math on f16 inputs (exact in the reference), one rounding of the output to f16 (rel 4.9e-4)" },
+  logprob: { atol: 2e-4, rtol: 1e-5, why: "f32 log-sum-exp over up to 50000 terms (online rescaling, tree merge) vs f64; log S ~ 11 has ulp 1e-6, summation error ~1e-5 relative" },
 };

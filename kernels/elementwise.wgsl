@@ -1,0 +1,61 @@
+// Elementwise kernels of the Qwen2 MLP and residual stream.
+// Storage type {{T}} (f32 or f16); arithmetic always in f32.
+// One invocation per element; the workgroup grid may be 2-D when n needs more
+// than maxComputeWorkgroupsPerDimension groups, so the linear index is
+// (wid.y * nwg.x + wid.x) * WG + lid.x.
+{{ENABLE}}
+
+struct Params {
+  n: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+
+fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+  return (wid.y * nwg.x + wid.x) * {{WG}}u + lid.x;
+}
+
+// silu(g) = g * sigmoid(g); sigmoid written so exp never overflows.
+fn silu(g: f32) -> f32 {
+  let e = exp(-abs(g));
+  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
+  return g * s;
+}
+
+// ---- swiglu: out = silu(gate) * up ----
+@group(0) @binding(1) var<storage, read> sw_gate: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> sw_up: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> sw_out: array<{{T}}>;
+
+@compute @workgroup_size({{WG}})
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = linear(wid, nwg, lid);
+  if (i >= P.n) { return; }
+  sw_out[i] = {{T}}(silu(f32(sw_gate[i])) * f32(sw_up[i]));
+}
+
+// ---- add: out = x + y (three distinct buffers) ----
+@group(0) @binding(1) var<storage, read> ad_x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> ad_y: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> ad_out: array<{{T}}>;
+
+@compute @workgroup_size({{WG}})
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = linear(wid, nwg, lid);
+  if (i >= P.n) { return; }
+  ad_out[i] = {{T}}(f32(ad_x[i]) + f32(ad_y[i]));
+}
+
+// ---- add_inplace: x += y (x bound once, read_write) ----
+@group(0) @binding(1) var<storage, read_write> ai_x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> ai_y: array<{{T}}>;
+
+@compute @workgroup_size({{WG}})
+fn add_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = linear(wid, nwg, lid);
+  if (i >= P.n) { return; }
+  ai_x[i] = {{T}}(f32(ai_x[i]) + f32(ai_y[i]));
+}

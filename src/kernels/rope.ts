@@ -1,0 +1,114 @@
+/**
+ * Rotary position embedding (kernels/rope.wgsl), Qwen2/HF rotate-half form,
+ * applied in place to q or k laid out [T, H, hd].
+ *
+ * inv_freq is computed here on the CPU with HF's f32 steps
+ * (1 / f32(theta ** f32(2i / hd))) and uploaded once per (hd, theta): a GPU
+ * pow would be a few ulp off, and at position 32768 one ulp of inv_freq is
+ * ~2e-3 rad. The angle pos·inv_freq is then one f32 multiply on the GPU,
+ * bit-identical to HF's.
+ */
+import type { Batch } from "../gpu/batch.ts";
+import type { Binding, Gpu } from "../gpu/index.ts";
+import { KernelError, params } from "../gpu/index.ts";
+import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./elementwise.ts";
+
+const WG = 64;
+const f = Math.fround;
+
+/** HF's inv_freq in f32: 1 / theta^(f32(2i) / hd), each step rounded to f32. */
+export function invFreqRef(hd: number, theta: number): Float32Array {
+  const out = new Float32Array(hd / 2);
+  for (let i = 0; i < hd / 2; i++) out[i] = f(1 / f(Math.pow(f(theta), f(f(2 * i) / hd))));
+  return out;
+}
+
+/**
+ * Reference with HF's f32 semantics: f32 inv_freq, angle = f32(pos·inv_freq);
+ * cos/sin and the rotation in f64, rounded once. Returns a new array.
+ */
+export function ropeRef(x: Float32Array, pos: Uint32Array, T: number, H: number, hd: number, theta: number): Float32Array {
+  const inv = invFreqRef(hd, theta);
+  return rotate(x, pos, T, H, hd, (p, i) => f(p * inv[i]));
+}
+
+/** Reference in exact (f64) arithmetic throughout: what f32 semantics approximate. */
+export function ropeRefF64(x: Float32Array, pos: Uint32Array, T: number, H: number, hd: number, theta: number): Float32Array {
+  return rotate(x, pos, T, H, hd, (p, i) => p * Math.pow(theta, -(2 * i) / hd));
+}
+
+function rotate(
+  x: Float32Array,
+  pos: Uint32Array,
+  T: number,
+  H: number,
+  hd: number,
+  angle: (p: number, i: number) => number,
+): Float32Array {
+  if (x.length !== T * H * hd || pos.length !== T || hd % 2) {
+    throw new Error(`ropeRef: x has ${x.length} elements (want ${T}×${H}×${hd}, hd even), pos ${pos.length} (want ${T})`);
+  }
+  const half = hd / 2;
+  const out = new Float32Array(x);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const a = angle(pos[t], i);
+      const c = Math.cos(a);
+      const s = Math.sin(a);
+      for (let h = 0; h < H; h++) {
+        const j = (t * H + h) * hd + i;
+        const x1 = x[j];
+        const x2 = x[j + half];
+        out[j] = x1 * c - x2 * s;
+        out[j + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+  return out;
+}
+
+// Cody-Waite split of 2π: C1 has 8 significant bits, C2 9, so k·C1 and k·C2
+// are exact in f32 for k < 2^15; C3 is the f32-rounded rest.
+const TWO_PI = 2 * Math.PI;
+const C1 = 201 / 32; // 6.28125
+const C2 = Math.floor((TWO_PI - C1) * 2 ** 18) / 2 ** 18;
+const C3 = f(TWO_PI - C1 - C2);
+
+export async function loadRope(gpu: Gpu, dtype: Dtype) {
+  const k = await gpu.kernel("rope", "rope", { ...dtypeConstants(gpu, dtype, "rope"), WG });
+  const bytes = dtype === "f16" ? 2 : 4;
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  // Tiny per-(hd, theta) tables, made on first use and kept for the loader's life.
+  const tables = new Map<string, GPUBuffer>();
+  const table = (hd: number, theta: number): GPUBuffer => {
+    const key = `${hd}:${theta}`;
+    let buf = tables.get(key);
+    if (!buf) tables.set(key, (buf = gpu.buffer(invFreqRef(hd, theta), `rope.inv_freq[hd=${hd},theta=${theta}]`)));
+    return buf;
+  };
+  return {
+    /** In place on x [T, H, hd] at positions pos (u32 [T]). */
+    rope(b: Batch, x: Binding, pos: Binding, T: number, H: number, hd: number, theta: number): void {
+      const what = "rope";
+      for (const [v, n] of [[T, "T"], [H, "H"], [hd, "hd"]] as const) checkCount(v, n, what);
+      if (hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${hd} must be even`);
+      if (!(theta > 1) || !Number.isFinite(theta)) throw new KernelError(`kernel ${what}: rope_theta ${theta} must be a finite number > 1`);
+      if (T * H * hd > 0xffffffff) throw new KernelError(`kernel ${what}: T·H·hd overflows u32`);
+      checkBinding(x, T * H * hd, bytes, "x", what);
+      checkBinding(pos, T, 4, "pos", what);
+      const n = (T * H * hd) / 2;
+      if (n === 0) return;
+      b.dispatch(k, {
+        params: params().u32(n).u32(H).u32(hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI),
+        buffers: [x, pos, table(hd, theta)],
+        groups: grid(Math.ceil(n / WG), max, what),
+        label: "rope",
+      });
+    },
+    /** Free the inv_freq tables. */
+    destroy(): void {
+      for (const buf of tables.values()) buf.destroy();
+      tables.clear();
+    },
+  };
+}
