@@ -24,4 +24,8 @@ export const TOL: Record<string, Tolerance> = {
   elementwise_f32: { atol: 1e-6, rtol: 1e-5, why: "one exp and a divide (silu) or one add, f32; GPU exp differs by a few ulp" },
   elementwise_f16: { atol: 1e-4, rtol: 1e-3, why: "f32 math on f16 inputs (exact in the reference), one rounding of the output to f16 (rel 4.9e-4)" },
   logprob: { atol: 2e-4, rtol: 1e-5, why: "f32 log-sum-exp over up to 50000 terms (online rescaling, tree merge) vs f64; log S ~ 11 has ulp 1e-6, summation error ~1e-5 relative" },
+  attention_f32: { atol: 2e-6, rtol: 1e-4, why: "attention: hd-long f32 dot products, online-softmax rescaling and sums over up to ~4k keys in tile order vs an f64 two-pass reference (measured max abs 1.5e-7)" },
+  attention_f16: { atol: 5e-4, rtol: 2e-3, why: "attention with f16 q/k/v (exact in the reference), f32 accumulation, output rounded once to f16: half an ulp of |out| <= 1 is 2.4e-4 (measured 2.4e-4)" },
+  attention_f32_large_scores: { atol: 1e-4, rtol: 1e-3, why: "attention with scores ~1e3: an f32 score's rounding (~|s|·eps·sqrt(hd) ~ 1e-4) shifts softmax weights by that relative amount (measured 2.3e-5)" },
+  attention_f16_large_scores: { atol: 5e-4, rtol: 4e-3, why: "as attention_f32_large_scores plus the f16 output rounding (measured 2.4e-4)" },
 };

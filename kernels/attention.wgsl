@@ -1,0 +1,346 @@
+// Attention over the paged KV cache (grouped-query, causal).
+// Legend: T query tokens, NH query heads, NKV kv heads, G = NH / NKV query
+// heads per kv head (query head h reads kv head h / G, as HF's repeat_kv),
+// HD head dim, BS block size, MB max blocks per sequence slot.
+//   q, k, v, out   [T, NH|NKV, HD]                         {{T}}
+//   kcache, vcache [num_blocks, BS, NKV, HD]                {{T}}
+//   table          [max_seqs, MB] u32: physical block of each logical block
+//   tokSeq, tokPos [T] u32: sequence slot and position of each query token
+// Position p of slot s lives in block table[s*MB + p/BS], row p % BS.
+// Accumulation is always f32; softmax is online (running max m, sum l), so
+// scores of any magnitude stay finite.
+//
+// Entry points:
+//   write_kv:       copy each token's k, v into its (slot, position) row.
+//   prefill:        a workgroup owns BR "rows" = consecutive (token, group
+//                   head) pairs of one kv head, so consecutive tokens of one
+//                   sequence and all heads sharing a kv head read each K/V tile
+//                   from workgroup memory once. Rows of different sequences
+//                   in one workgroup are handled one sequence after another.
+//   decode_partial: flash-decoding. Workgroup (chunk, kv head x row group,
+//                   token) attends the G heads of one token over one chunk
+//                   of the context; writes unnormalised (o, m, l).
+//   decode_combine: merges the chunks' (o, m, l) of each (token, head).
+//
+// Thread layout (prefill and decode_partial): WG = BR * TPR threads; thread
+// (r, j) scores columns j, j+TPR, ... of its row and accumulates output dims
+// j, j+TPR, ... in registers (at most MAXHD / TPR of them).
+// Compile-time constants: ENABLE, T, BR, BC (keys per tile), TPR, MAXHD.
+
+{{ENABLE}}
+
+struct Params {
+  T: u32,
+  nh: u32,
+  nkv: u32,
+  hd: u32,
+  bs: u32,
+  maxBlocks: u32,
+  scale: f32,
+  chunkLen: u32, // decode: context positions per chunk (a multiple of BC)
+  nChunks: u32,  // decode: chunks per (token, head) in the scratch buffers
+}
+
+const WG: u32 = {{BR}}u * {{TPR}}u;
+const NEG: f32 = -1.0e30;   // "minus infinity" that keeps exp() and max() finite
+const NEG_HALF: f32 = -5.0e29;
+const LD: u32 = {{MAXHD}}u + 1u; // max row stride in workgroup memory (+1 against bank conflicts)
+const DPT: u32 = {{MAXHD}}u / {{TPR}}u;
+const CPT: u32 = {{BC}}u / {{TPR}}u;
+
+@group(0) @binding(0) var<uniform> P: Params;
+
+// write_kv bindings
+@group(0) @binding(1) var<storage, read> k_in: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> v_in: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> kc_w: array<{{T}}>;
+@group(0) @binding(4) var<storage, read_write> vc_w: array<{{T}}>;
+@group(0) @binding(5) var<storage, read> table_w: array<u32>;
+@group(0) @binding(6) var<storage, read> seq_w: array<u32>;
+@group(0) @binding(7) var<storage, read> pos_w: array<u32>;
+
+// prefill / decode_partial bindings
+@group(0) @binding(1) var<storage, read> q: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> kc: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> vc: array<{{T}}>;
+@group(0) @binding(4) var<storage, read> table: array<u32>;
+@group(0) @binding(5) var<storage, read> tokSeq: array<u32>;
+@group(0) @binding(6) var<storage, read> tokPos: array<u32>;
+@group(0) @binding(7) var<storage, read_write> out: array<{{T}}>;          // prefill
+@group(0) @binding(7) var<storage, read_write> partO: array<f32>;          // decode_partial [T, NH, nChunks, HD]
+@group(0) @binding(8) var<storage, read_write> partML: array<f32>;         // decode_partial [T, NH, nChunks, 2]
+
+// decode_combine bindings
+@group(0) @binding(1) var<storage, read> pos_c: array<u32>;
+@group(0) @binding(2) var<storage, read> partO_c: array<f32>;
+@group(0) @binding(3) var<storage, read> partML_c: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_c: array<{{T}}>;
+
+var<workgroup> Qs: array<f32, {{BR}}u * LD>;
+var<workgroup> Ks: array<f32, {{BC}}u * LD>;
+var<workgroup> Vs: array<f32, {{BC}}u * LD>;
+var<workgroup> Ss: array<f32, {{BR}}u * {{BC}}u>;
+var<workgroup> rowSeq: array<u32, {{BR}}>;
+var<workgroup> rowPos: array<u32, {{BR}}>;
+var<workgroup> rowTodo: array<u32, {{BR}}>;
+var<workgroup> segSeq: u32;
+var<workgroup> segEnd: u32;
+
+@compute @workgroup_size(64)
+fn write_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  let per = P.nkv * P.hd;
+  if (i >= P.T * per) { return; }
+  let t = i / per;
+  let rest = i % per; // kv head * HD + d
+  let pos = pos_w[t];
+  let lb = pos / P.bs;
+  if (lb >= P.maxBlocks) { return; } // outside the slot's block table: the wrapper's reference throws
+  let phys = table_w[seq_w[t] * P.maxBlocks + lb];
+  let dst = (phys * P.bs + pos % P.bs) * per + rest;
+  kc_w[dst] = k_in[i];
+  vc_w[dst] = v_in[i];
+}
+
+/** Row of the cache holding position p of slot `seq`, kv head kvh (element offset). */
+fn cache_row(seq: u32, p: u32, kvh: u32) -> u32 {
+  let phys = table[seq * P.maxBlocks + p / P.bs];
+  return ((phys * P.bs + p % P.bs) * P.nkv + kvh) * P.hd;
+}
+
+/** Stage keys/values [k0, k0 + BC) of slot `seq` (zeros at and past `end`). */
+fn load_kv_tile(lid: u32, seq: u32, kvh: u32, k0: u32, end: u32) {
+  let hd = P.hd;
+  for (var idx = lid; idx < {{BC}}u * hd; idx += WG) {
+    let c = idx / hd;
+    let d = idx % hd;
+    let p = k0 + c;
+    var kx = 0.0;
+    var vx = 0.0;
+    if (p < end) {
+      let src = cache_row(seq, p, kvh) + d;
+      kx = f32(kc[src]);
+      vx = f32(vc[src]);
+    }
+    Ks[c * (hd + 1u) + d] = kx;
+    Vs[c * (hd + 1u) + d] = vx;
+  }
+}
+
+/** Scores of row r (columns j, j+TPR, ...) into Ss; masked entries NEG. */
+fn score_tile(r: u32, j: u32, live: bool, rpos: u32, k0: u32, end: u32) {
+  let ld = P.hd + 1u;
+  var acc: array<f32, CPT>;
+  for (var d = 0u; d < P.hd; d++) {
+    let qd = Qs[r * ld + d];
+    for (var i = 0u; i < CPT; i++) {
+      acc[i] += qd * Ks[(j + i * {{TPR}}u) * ld + d];
+    }
+  }
+  for (var i = 0u; i < CPT; i++) {
+    let c = j + i * {{TPR}}u;
+    let p = k0 + c;
+    Ss[r * {{BC}}u + c] = select(NEG, acc[i], live && p < end && p <= rpos);
+  }
+}
+
+struct Running {
+  m: f32,
+  l: f32,
+}
+
+/** Online-softmax update of row r with the tile's scores; o holds dims j, j+TPR, ... */
+fn accumulate_tile(r: u32, j: u32, run: ptr<function, Running>, o: ptr<function, array<f32, DPT>>) {
+  let ld = P.hd + 1u;
+  var mt = NEG;
+  for (var c = 0u; c < {{BC}}u; c++) {
+    mt = max(mt, Ss[r * {{BC}}u + c]);
+  }
+  let mNew = max((*run).m, mt);
+  let alpha = exp((*run).m - mNew); // 0 when the old max was NEG and a real score came
+  var p: array<f32, {{BC}}>;
+  var sum = 0.0;
+  for (var c = 0u; c < {{BC}}u; c++) {
+    let s = Ss[r * {{BC}}u + c];
+    p[c] = select(0.0, exp(s - mNew), s > NEG_HALF);
+    sum += p[c];
+  }
+  (*run).l = (*run).l * alpha + sum;
+  (*run).m = mNew;
+  let nd = (P.hd - j + {{TPR}}u - 1u) / {{TPR}}u;
+  for (var i = 0u; i < nd; i++) {
+    let d = j + i * {{TPR}}u;
+    var a = (*o)[i] * alpha;
+    for (var c = 0u; c < {{BC}}u; c++) {
+      a += p[c] * Vs[c * ld + d];
+    }
+    (*o)[i] = a;
+  }
+}
+
+@compute @workgroup_size({{BR}} * {{TPR}})
+fn prefill(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let G = P.nh / P.nkv;
+  let kvh = wid.y;
+  let r = lid / {{TPR}}u;
+  let j = lid % {{TPR}}u;
+  let hd = P.hd;
+  let ld = hd + 1u;
+
+  // Rows of this workgroup: flattened (token, group head) pairs.
+  if (lid < {{BR}}u) {
+    let gr = wid.x * {{BR}}u + lid;
+    let valid = gr < P.T * G;
+    let t = min(gr / G, P.T - 1u);
+    rowSeq[lid] = tokSeq[t];
+    rowPos[lid] = min(tokPos[t], P.maxBlocks * P.bs - 1u);
+    rowTodo[lid] = select(0u, 1u, valid);
+  }
+  for (var idx = lid; idx < {{BR}}u * hd; idx += WG) {
+    let rr = idx / hd;
+    let d = idx % hd;
+    let gr = wid.x * {{BR}}u + rr;
+    var x = 0.0;
+    if (gr < P.T * G) {
+      let t = gr / G;
+      let h = kvh * G + gr % G;
+      x = f32(q[(t * P.nh + h) * hd + d]) * P.scale;
+    }
+    Qs[rr * ld + d] = x;
+  }
+
+  loop {
+    workgroupBarrier();
+    // Next sequence among the rows still to do, and how many keys it needs.
+    if (lid == 0u) {
+      var end = 0u;
+      var seq = 0u;
+      var found = false;
+      for (var rr = 0u; rr < {{BR}}u; rr++) {
+        if (rowTodo[rr] == 1u) {
+          if (!found) {
+            found = true;
+            seq = rowSeq[rr];
+          }
+          if (rowSeq[rr] == seq) {
+            end = max(end, rowPos[rr] + 1u);
+          }
+        }
+      }
+      segSeq = seq;
+      segEnd = end;
+    }
+    let end = workgroupUniformLoad(&segEnd);
+    if (end == 0u) { break; }
+    let seq = segSeq;
+    let live = rowTodo[r] == 1u && rowSeq[r] == seq;
+    let rpos = rowPos[r];
+
+    var run = Running(NEG, 0.0);
+    var o: array<f32, DPT>;
+    for (var k0 = 0u; k0 < end; k0 += {{BC}}u) {
+      load_kv_tile(lid, seq, kvh, k0, end);
+      workgroupBarrier();
+      score_tile(r, j, live, rpos, k0, end);
+      workgroupBarrier();
+      accumulate_tile(r, j, &run, &o);
+      workgroupBarrier();
+    }
+    if (live) {
+      let gr = wid.x * {{BR}}u + r;
+      let t = gr / G;
+      let h = kvh * G + gr % G;
+      let inv = 1.0 / run.l;
+      let nd = (hd - j + {{TPR}}u - 1u) / {{TPR}}u;
+      for (var i = 0u; i < nd; i++) {
+        out[(t * P.nh + h) * hd + j + i * {{TPR}}u] = {{T}}(o[i] * inv);
+      }
+    }
+    workgroupBarrier();
+    if (live && j == 0u) {
+      rowTodo[r] = 0u;
+    }
+  }
+}
+
+@compute @workgroup_size({{BR}} * {{TPR}})
+fn decode_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let G = P.nh / P.nkv;
+  let rowGroups = (G + {{BR}}u - 1u) / {{BR}}u;
+  let chunk = wid.x;
+  let kvh = wid.y / rowGroups;
+  let g0 = (wid.y % rowGroups) * {{BR}}u;
+  let t = wid.z;
+  let r = lid / {{TPR}}u;
+  let j = lid % {{TPR}}u;
+  let hd = P.hd;
+  let ld = hd + 1u;
+
+  if (lid == 0u) {
+    segSeq = tokSeq[t];
+    segEnd = min(tokPos[t], P.maxBlocks * P.bs - 1u) + 1u;
+  }
+  for (var idx = lid; idx < {{BR}}u * hd; idx += WG) {
+    let rr = idx / hd;
+    let d = idx % hd;
+    var x = 0.0;
+    if (g0 + rr < G) {
+      x = f32(q[(t * P.nh + kvh * G + g0 + rr) * hd + d]) * P.scale;
+    }
+    Qs[rr * ld + d] = x;
+  }
+  let n = workgroupUniformLoad(&segEnd);
+  let seq = segSeq;
+  let start = chunk * P.chunkLen;
+  let end = min(start + P.chunkLen, n);
+  let live = g0 + r < G;
+  let rpos = n - 1u;
+
+  var run = Running(NEG, 0.0);
+  var o: array<f32, DPT>;
+  for (var k0 = start; k0 < end; k0 += {{BC}}u) {
+    load_kv_tile(lid, seq, kvh, k0, end);
+    workgroupBarrier();
+    score_tile(r, j, live, rpos, k0, end);
+    workgroupBarrier();
+    accumulate_tile(r, j, &run, &o);
+    workgroupBarrier();
+  }
+  if (live && start < end) {
+    let slot = (t * P.nh + kvh * G + g0 + r) * P.nChunks + chunk;
+    let nd = (hd - j + {{TPR}}u - 1u) / {{TPR}}u;
+    for (var i = 0u; i < nd; i++) {
+      partO[slot * hd + j + i * {{TPR}}u] = o[i];
+    }
+    if (j == 0u) {
+      partML[slot * 2u] = run.m;
+      partML[slot * 2u + 1u] = run.l;
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn decode_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let th = wid.x + wid.y * 65535u; // (token, head) index
+  if (th >= P.T * P.nh) { return; }
+  let t = th / P.nh;
+  let n = min(pos_c[t], P.maxBlocks * P.bs - 1u) + 1u;
+  let used = min((n + P.chunkLen - 1u) / P.chunkLen, P.nChunks); // chunks that saw keys
+  let base = th * P.nChunks;
+  var m = NEG;
+  for (var c = 0u; c < used; c++) {
+    m = max(m, partML_c[(base + c) * 2u]);
+  }
+  var l = 0.0;
+  for (var c = 0u; c < used; c++) {
+    l += partML_c[(base + c) * 2u + 1u] * exp(partML_c[(base + c) * 2u] - m);
+  }
+  let inv = 1.0 / l;
+  for (var d = lid; d < P.hd; d += 64u) {
+    var a = 0.0;
+    for (var c = 0u; c < used; c++) {
+      a += partO_c[(base + c) * P.hd + d] * exp(partML_c[(base + c) * 2u] - m);
+    }
+    out_c[th * P.hd + d] = {{T}}(a * inv);
+  }
+}
