@@ -55,10 +55,7 @@ export function renderPrompt(problem: string, chatTemplate: string, specialToken
     return tpl.render({
       ...tokens,
       messages,
-      add_generation_prompt: true,
-      raise_exception: (msg: string) => {
-        throw new Error(msg);
-      },
+      add_generation_prompt: true, // raise_exception is a built-in of @huggingface/jinja
     });
   } catch (e) {
     throw new Error(`renderPrompt: chat template failed to render: ${(e as Error).message}`);
