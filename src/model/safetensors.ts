@@ -8,6 +8,7 @@
 // then the data; offsets are relative to the start of the data.
 import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { f16BitsToF32, f32ToF16Bits } from "../kernels/f16.ts";
 import type { Qwen2Config } from "./config.ts";
 
 /** Bytes per element of every dtype the format defines. */
@@ -48,67 +49,6 @@ export interface WeightReader {
 }
 
 // ---------------------------------------------------------------- dtype conversions
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** One f32 to IEEE binary16 bits, round to nearest even; overflow gives ±inf, NaN stays NaN. */
-export function f32ToF16Bit(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  const mant = b & 0x7fffff;
-  if (exp === 0xff) return mant ? sign | 0x7e00 | (mant >>> 13) : sign | 0x7c00;
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    // f16 subnormal: value / 2^-24 = (1.mant) * 2^(e-14) rounded to an integer.
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rem = m & ((1 << shift) - 1);
-    let r = m >>> shift;
-    if (rem > half || (rem === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++; // a carry into the exponent is correct (up to inf)
-  return sign | r;
-}
-
-let f16Table: Float32Array | null = null;
-
-/** Every binary16 bit pattern's value (built once; 256 KiB). */
-function f16Values(): Float32Array {
-  if (f16Table) return f16Table;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    if (e === 0) t[h] = s * m * 2 ** -24;
-    else if (e === 31) t[h] = m ? NaN : s * Infinity;
-    else t[h] = s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  f16Table = t;
-  return t;
-}
-
-export function f32ToF16Bits(x: Float32Array): Uint16Array {
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = f32ToF16Bit(x[i]);
-  return out;
-}
-
-export function f16BitsToF32(h: Uint16Array): Float32Array {
-  const t = f16Values();
-  const out = new Float32Array(h.length);
-  for (let i = 0; i < h.length; i++) out[i] = t[h[i]];
-  return out;
-}
 
 /** bfloat16 is the top half of an f32: exact widening. */
 export function bf16BitsToF32(h: Uint16Array): Float32Array {
