@@ -44,6 +44,7 @@ struct Params {
 const WG: u32 = {{BR}}u * {{TPR}}u;
 const NEG: f32 = -1.0e30;   // "minus infinity" that keeps exp() and max() finite
 const NEG_HALF: f32 = -5.0e29;
+const NO_KEY: u32 = 0xffffffffu;
 const LD: u32 = {{MAXHD}}u + 1u; // max row stride in workgroup memory (+1 against bank conflicts)
 const DPT: u32 = {{MAXHD}}u / {{TPR}}u;
 const CPT: u32 = {{BC}}u / {{TPR}}u;
@@ -83,6 +84,7 @@ var<workgroup> Ss: array<f32, {{BR}}u * {{BC}}u>;
 var<workgroup> rowSeq: array<u32, {{BR}}>;
 var<workgroup> rowPos: array<u32, {{BR}}>;
 var<workgroup> rowTodo: array<u32, {{BR}}>;
+var<workgroup> kvBase: array<u32, {{BC}}>; // cache offset of each key of the tile, NO_KEY past the end
 var<workgroup> segSeq: u32;
 var<workgroup> segEnd: u32;
 
@@ -108,22 +110,32 @@ fn cache_row(seq: u32, p: u32, kvh: u32) -> u32 {
   return ((phys * P.bs + p % P.bs) * P.nkv + kvh) * P.hd;
 }
 
-/** Stage keys/values [k0, k0 + BC) of slot `seq` (zeros at and past `end`). */
-fn load_kv_tile(lid: u32, seq: u32, kvh: u32, k0: u32, end: u32) {
+/**
+ * Stage keys/values [k0, k0 + BC) of slot `seq` (zeros at and past `end`).
+ * The caller has put each key's cache offset in kvBase (via set_kv_base and a barrier).
+ */
+fn load_kv_tile(lid: u32) {
   let hd = P.hd;
   for (var idx = lid; idx < {{BC}}u * hd; idx += WG) {
     let c = idx / hd;
-    let d = idx % hd;
-    let p = k0 + c;
+    let d = idx - c * hd;
+    let src = kvBase[c];
     var kx = 0.0;
     var vx = 0.0;
-    if (p < end) {
-      let src = cache_row(seq, p, kvh) + d;
-      kx = f32(kc[src]);
-      vx = f32(vc[src]);
+    if (src != NO_KEY) {
+      kx = f32(kc[src + d]);
+      vx = f32(vc[src + d]);
     }
     Ks[c * (hd + 1u) + d] = kx;
     Vs[c * (hd + 1u) + d] = vx;
+  }
+}
+
+/** Threads 0..BC-1 look up the cache rows of keys [k0, k0 + BC) once per tile. */
+fn set_kv_base(lid: u32, seq: u32, kvh: u32, k0: u32, end: u32) {
+  if (lid < {{BC}}u) {
+    let p = k0 + lid;
+    kvBase[lid] = select(NO_KEY, cache_row(seq, min(p, end - 1u), kvh), p < end);
   }
 }
 
@@ -239,7 +251,9 @@ fn prefill(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     var run = Running(NEG, 0.0);
     var o: array<f32, DPT>;
     for (var k0 = 0u; k0 < end; k0 += {{BC}}u) {
-      load_kv_tile(lid, seq, kvh, k0, end);
+      set_kv_base(lid, seq, kvh, k0, end);
+      workgroupBarrier();
+      load_kv_tile(lid);
       workgroupBarrier();
       score_tile(r, j, live, rpos, k0, end);
       workgroupBarrier();
@@ -299,7 +313,9 @@ fn decode_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
   var run = Running(NEG, 0.0);
   var o: array<f32, DPT>;
   for (var k0 = start; k0 < end; k0 += {{BC}}u) {
-    load_kv_tile(lid, seq, kvh, k0, end);
+    set_kv_base(lid, seq, kvh, k0, end);
+    workgroupBarrier();
+    load_kv_tile(lid);
     workgroupBarrier();
     score_tile(r, j, live, rpos, k0, end);
     workgroupBarrier();

@@ -181,7 +181,7 @@ interface Tiling {
 /** Bytes of workgroup memory a tiling needs (f32 tiles, padded row stride). */
 function sharedBytes(t: Tiling): number {
   const ld = MAX_HEAD_DIM + 1;
-  return 4 * (t.BR * ld + 2 * t.BC * ld + t.BR * t.BC + 3 * t.BR + 2);
+  return 4 * (t.BR * ld + 2 * t.BC * ld + t.BR * t.BC + 3 * t.BR + t.BC + 2);
 }
 
 /** The first tiling that fits the device's workgroup memory (biggest first). */
