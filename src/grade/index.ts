@@ -1,0 +1,13 @@
+// Answer extraction, grading and rewards: the public surface of src/grade/.
+export { extractAnswer, textAfterThink, type ExtractOptions } from "./extract.ts";
+export { isEquivalent, parseAnswer, DEFAULT_BUDGET_MS, type Answer, type GradeOptions } from "./equivalence.ts";
+export { normalizeAnswer } from "./normalize.ts";
+export {
+  lengthCappedReward,
+  overlongPenalty,
+  gradeResponse,
+  type RewardOptions,
+  type RewardInput,
+  type RewardResult,
+  type GradeResult,
+} from "./reward.ts";

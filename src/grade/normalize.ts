@@ -1,0 +1,93 @@
+// String-level LaTeX clean-up of an answer before it is parsed: everything
+// that changes how an answer is written but not what it means. Each rule is
+// one regex pass, so the cost is linear in the (capped) answer length.
+
+/** Answers longer than this are compared as normalised strings only. */
+export const MAX_ANSWER_CHARS = 600;
+
+const UNITS = [
+  "units?", "square units?", "sq units?", "cm\\^?2?", "mm", "km", "meters?", "metres?", "centimeters?",
+  "kilometers?", "inches", "inch", "feet", "foot", "ft", "yards?", "miles?", "mph", "hours?", "hrs?",
+  "minutes?", "mins?", "seconds?", "secs?", "days?", "weeks?", "months?", "years?", "dollars?", "cents?",
+  "degrees?", "radians?", "grams?", "kg", "pounds?", "lbs?", "liters?", "litres?", "gallons?", "people",
+  "ways", "times", "points?", "students?", "cups?", "pages?", "books?", "marbles?", "cookies?", "coins?",
+  "handshakes?", "games?", "steps?", "boxes?", "squares?", "triangles?", "digits?", "numbers?", "integers?",
+];
+/** A unit word after a number or a closing bracket, or after a space. */
+const UNIT_RE = new RegExp(`^(.*?[0-9})]|.*?\\S\\s)\\s*(?:${UNITS.join("|")})$`);
+
+const UNICODE: [RegExp, string][] = [
+  [/\u2212|\u2013|\u2014/g, "-"],
+  [/\u00d7/g, "\\times "],
+  [/\u00b7|\u22c5/g, "\\cdot "],
+  [/\u00f7/g, "\\div "],
+  [/\u03c0/g, "\\pi "],
+  [/\u221e/g, "\\infty "],
+  [/\u221a/g, "\\sqrt "],
+  [/\u2264/g, "\\le "],
+  [/\u2265/g, "\\ge "],
+  [/\u00b1/g, "\\pm "],
+  [/\u222a/g, "\\cup "],
+  [/\u00b0/g, ""],
+];
+
+/** Commands whose brace argument is just text: `\text{abc}` -> `abc`. */
+const TEXT_CMDS = /\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal|mathsf)\s*\{([^{}]*)\}/g;
+
+/**
+ * Clean one answer. The result is still LaTeX-like text; `latex.ts` parses it.
+ */
+export function normalizeAnswer(raw: string): string {
+  let s = raw.length > 4 * MAX_ANSWER_CHARS ? raw.slice(0, 4 * MAX_ANSWER_CHARS) : raw;
+  for (const [re, to] of UNICODE) s = s.replace(re, to);
+  s = s.replace(/\\(?:boxed|fbox)\s*\{/g, "{"); // a box inside the box
+  s = s.replace(/\$/g, "").replace(/\\[()[\]]/g, ""); // math delimiters (\( \) \[ \])
+  s = s.replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*/g, "");
+  s = s.replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![A-Za-z])/g, "");
+  s = s.replace(/\\[dtc]frac(?![A-Za-z])/g, "\\frac").replace(/\\[dt]binom(?![A-Za-z])/g, "\\binom");
+  s = s.replace(/\\(?:leqslant|leq|le)(?![A-Za-z])/g, "\\le ").replace(/\\(?:geqslant|geq|ge)(?![A-Za-z])/g, "\\ge ");
+  s = s.replace(/\\lt(?![A-Za-z])/g, "<").replace(/\\gt(?![A-Za-z])/g, ">");
+  // Thousands separators written as {,} or thin spaces between digit groups.
+  s = s.replace(/(\d)\{,\}(?=\d{3})/g, "$1");
+  s = s.replace(/(\d)(?:\\,|\\!|\\ |~|\\;|\\:)(?=\d{3}(?!\d))/g, "$1");
+  // Degrees and percent carry no value of their own here.
+  s = s.replace(/\^\s*\{?\s*\\circ\s*\}?/g, "").replace(/\\(?:circ|degree)(?![A-Za-z])/g, "");
+  s = s.replace(/\\?%/g, "");
+  // Text answers and text units: multiple choice \text{(B)}, units \text{ cm}.
+  s = s.replace(/\\text\{\s*(?:or|and)\s*\}/g, ",");
+  for (let i = 0; i < 3 && TEXT_CMDS.test(s); i++) {
+    TEXT_CMDS.lastIndex = 0;
+    s = s.replace(TEXT_CMDS, (_m, inner: string) => inner);
+  }
+  TEXT_CMDS.lastIndex = 0;
+  s = s.replace(/\s+(?:or|and)\s+/g, ",");
+  s = s.replace(/\\(?:!|,|;|:|quad|qquad|enspace|thinspace)(?![A-Za-z])/g, " ").replace(/\\ /g, " ").replace(/~/g, " ");
+  s = s.replace(/\s+/g, " ").trim();
+  // Trailing full stop (not a decimal point: "5." -> "5", "\pi." -> "\pi").
+  s = s.replace(/(?:\s*\.)+$/, "").trim();
+  s = s.replace(/\s*\\?[.,;]\s*$/, "").trim();
+  // A trailing unit word after a number or expression.
+  for (let i = 0; i < 2; i++) {
+    const m = UNIT_RE.exec(s);
+    if (!m || /^[a-zA-Z]?$/.test(m[1].trim())) break;
+    s = m[1].trim();
+  }
+  // Thousands separators with plain commas or spaces: only for a lone number.
+  if (/^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, "");
+  if (/^[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/ /g, "");
+  return s;
+}
+
+/** The letter of a multiple-choice answer: "B", "(B)", "B)", "(B) 42", else null. */
+export function choiceLetter(s: string): string | null {
+  const t = s.trim();
+  let m = /^\(?\s*([A-E])\s*\)?$/.exec(t);
+  if (m) return m[1];
+  m = /^\(\s*([A-E])\s*\)/.exec(t) ?? /^([A-E])\)/.exec(t) ?? /^([A-E])\s*[:.]\s/.exec(t);
+  return m ? m[1] : null;
+}
+
+/** A canonical string for plain text answers: lower case, no spaces or braces. */
+export function textKey(s: string): string {
+  return s.toLowerCase().replace(/[\s{}]/g, "").replace(/\\/g, "");
+}
