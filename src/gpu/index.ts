@@ -8,7 +8,7 @@ import { BufferPool, readback, upload, STORAGE } from "./buffers.ts";
 import { openGpu, type GpuContext, type GpuOptions } from "./device.ts";
 import { KernelCache, type Constants, type Kernel } from "./kernels.ts";
 
-export { params, Params, type Binding } from "./batch.ts";
+export { params, Params, Batch, type Binding } from "./batch.ts";
 export { GpuError, GpuDeviceLostError, NO_ADAPTER_HELP, type GpuOptions } from "./device.ts";
 export { KernelError, type Kernel, type Constants } from "./kernels.ts";
 export { STORAGE } from "./buffers.ts";
