@@ -1,0 +1,250 @@
+// Token sampling: one workgroup per row of logits [B, V].
+//
+// Per row (CPU reference with the same steps: src/kernels/sample.ts):
+//   1. max logit (first index on ties), min logit;  Z = sum exp((l - max) / T)
+//   2. greedy (T = 0): token = argmax, logp = log_softmax(l)[token]; done.
+//   3. top-k: bisection on the order-preserving u32 key of the logit for the
+//      largest key t_k with count(key >= t_k) >= k; every token tied at t_k
+//      is kept (so ties never depend on index order).
+//   4. top-p (HF): a token is kept when the mass of strictly higher logits
+//      (within the top-k set, renormalised) is < p. That set is {key >= t_p}
+//      with t_p the smallest key x whose mass above x is < p * Z_k: found by
+//      bisection on the key. Ties are kept together.
+//   5. draw u in [0,1) from a counter-based hash of (seed, step, row), then
+//      inverse CDF in index order over the kept tokens: each thread owns a
+//      contiguous chunk, thread 0 scans the chunk sums, the owning thread
+//      walks its chunk.
+//   logp = log softmax(l / T)[token], before truncation (the behaviour policy).
+// Every reduction has a fixed order, so a row's result is reproducible.
+
+struct Params {
+  V: u32,        // vocabulary (row length)
+  row_base: u32, // global index of this dispatch's first row (for the RNG)
+  top_k: u32,    // 0 = off
+  greedy: u32,   // 1: argmax
+  inv_t: f32,    // 1 / temperature (1 when greedy)
+  top_p: f32,    // >= 1 = off
+  seed: u32,
+  step: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;     // [B, V]
+@group(0) @binding(2) var<storage, read_write> tokens: array<u32>; // [B]
+@group(0) @binding(3) var<storage, read_write> logp: array<f32>;   // [B]
+
+const WG: u32 = {{WG}}u;
+
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+var<workgroup> red_i: array<u32, WG>;
+var<workgroup> pick: vec2<u32>; // (owning thread, 0) chosen by thread 0
+var<workgroup> pick_start: f32; // exclusive prefix of the owning thread's chunk
+var<workgroup> pick_target: f32;
+
+/// Order-preserving map f32 -> u32 (-0 folded onto +0).
+fn key_of(x: f32) -> u32 {
+  let b = bitcast<u32>(select(x, 0.0, x == 0.0));
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+/// PCG-style 3D hash (Jarzynski & Olano 2020 construction); all lanes mixed.
+fn hash3(v0: vec3<u32>) -> vec3<u32> {
+  var v = v0 * 1664525u + 1013904223u;
+  v.x += v.y * v.z; v.y += v.z * v.x; v.z += v.x * v.y;
+  v ^= v >> vec3<u32>(16u);
+  v.x += v.y * v.z; v.y += v.z * v.x; v.z += v.x * v.y;
+  return v;
+}
+
+/// Uniform in [0, 1) with 24 random bits, from (seed, step, row).
+fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
+  let h = hash3(vec3<u32>(row, step, seed));
+  return f32(h.x >> 8u) * (1.0 / 16777216.0);
+}
+
+fn reduce_sum_f(v: f32, lid: u32) -> f32 {
+  red_f[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { red_f[lid] = red_f[lid] + red_f[lid + s]; }
+    workgroupBarrier();
+  }
+  let r = workgroupUniformLoad(&red_f[0]);
+  workgroupBarrier(); // everyone has read red_f[0] before it is written again
+  return r;
+}
+
+fn reduce_sum_u(v: u32, lid: u32) -> u32 {
+  red_u[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { red_u[lid] = red_u[lid] + red_u[lid + s]; }
+    workgroupBarrier();
+  }
+  let r = workgroupUniformLoad(&red_u[0]);
+  workgroupBarrier();
+  return r;
+}
+
+fn reduce_min_u(v: u32, lid: u32) -> u32 {
+  red_u[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { red_u[lid] = min(red_u[lid], red_u[lid + s]); }
+    workgroupBarrier();
+  }
+  let r = workgroupUniformLoad(&red_u[0]);
+  workgroupBarrier();
+  return r;
+}
+
+/// Max key with the lowest index among equal keys; returns (key, index).
+fn reduce_argmax(k: u32, i: u32, lid: u32) -> vec2<u32> {
+  red_u[lid] = k;
+  red_i[lid] = i;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      let ka = red_u[lid];
+      let kb = red_u[lid + s];
+      let ib = red_i[lid + s];
+      if (kb > ka || (kb == ka && ib < red_i[lid])) {
+        red_u[lid] = kb;
+        red_i[lid] = ib;
+      }
+    }
+    workgroupBarrier();
+  }
+  let r = vec2<u32>(workgroupUniformLoad(&red_u[0]), workgroupUniformLoad(&red_i[0]));
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size({{WG}})
+fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let V = P.V;
+  let row = wid.x;
+  let base = row * V;
+
+  // 1. max key (first index), min key
+  var kmax = 0u;
+  var imax = 0xffffffffu;
+  var kmin = 0xffffffffu;
+  for (var j = lid; j < V; j += WG) {
+    let k = key_of(logits[base + j]);
+    if (imax == 0xffffffffu || k > kmax) { kmax = k; imax = j; }
+    kmin = min(kmin, k);
+  }
+  let am = reduce_argmax(kmax, imax, lid);
+  let key_hi = am.x;
+  let arg = am.y;
+  let key_lo = reduce_min_u(kmin, lid);
+  let m = logits[base + arg];
+  let inv_t = P.inv_t;
+
+  var z_part = 0.0;
+  for (var j = lid; j < V; j += WG) {
+    z_part += exp((logits[base + j] - m) * inv_t);
+  }
+  let z = reduce_sum_f(z_part, lid);
+
+  if (P.greedy != 0u) {
+    if (lid == 0u) {
+      tokens[row] = arg;
+      logp[row] = -log(z);
+    }
+    return;
+  }
+
+  // 3. top-k threshold: largest key t with count(key >= t) >= k
+  var t = key_lo;
+  var zk = z;
+  if (P.top_k > 0u && P.top_k < V) {
+    var lo = key_lo;
+    var hi = key_hi;
+    loop {
+      if (lo >= hi) { break; }
+      let d = hi - lo;
+      let mid = lo + (d >> 1u) + (d & 1u);
+      var c = 0u;
+      for (var j = lid; j < V; j += WG) {
+        c += select(0u, 1u, key_of(logits[base + j]) >= mid);
+      }
+      if (reduce_sum_u(c, lid) >= P.top_k) { lo = mid; } else { hi = mid - 1u; }
+    }
+    t = lo;
+    var zp = 0.0;
+    for (var j = lid; j < V; j += WG) {
+      let l = logits[base + j];
+      if (key_of(l) >= t) { zp += exp((l - m) * inv_t); }
+    }
+    zk = reduce_sum_f(zp, lid);
+  }
+
+  // 4. top-p threshold: smallest key x >= t with mass(key > x) < p * Z_k
+  if (P.top_p < 1.0) {
+    let pz = P.top_p * zk;
+    var lo = t;
+    var hi = key_hi;
+    loop {
+      if (lo >= hi) { break; }
+      let mid = lo + ((hi - lo) >> 1u);
+      var g = 0.0;
+      for (var j = lid; j < V; j += WG) {
+        let l = logits[base + j];
+        if (key_of(l) > mid) { g += exp((l - m) * inv_t); }
+      }
+      if (reduce_sum_f(g, lid) < pz) { hi = mid; } else { lo = mid + 1u; }
+    }
+    t = lo;
+  }
+
+  // 5. inverse CDF in index order over {key >= t}
+  let chunk = (V + WG - 1u) / WG;
+  let j0 = min(lid * chunk, V);
+  let j1 = min(j0 + chunk, V);
+  var c = 0.0;
+  for (var j = j0; j < j1; j++) {
+    let l = logits[base + j];
+    if (key_of(l) >= t) { c += exp((l - m) * inv_t); }
+  }
+  red_f[lid] = c;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var total = 0.0;
+    for (var i = 0u; i < WG; i++) { total += red_f[i]; }
+    let goal = uniform01(P.seed, P.step, P.row_base + row) * total;
+    var run = 0.0;
+    var owner = 0u;
+    var start = 0.0;
+    var found = false;
+    for (var i = 0u; i < WG; i++) {
+      let ci = red_f[i];
+      if (ci > 0.0 && (!found || run <= goal)) { owner = i; start = run; found = true; }
+      run += ci;
+    }
+    pick = vec2<u32>(owner, 0u);
+    pick_start = start;
+    pick_target = goal;
+  }
+  workgroupBarrier();
+  if (lid == pick.x) {
+    let goal = pick_target;
+    var run = pick_start;
+    var tok = 0xffffffffu;
+    var last = 0u;
+    for (var j = j0; j < j1; j++) {
+      let l = logits[base + j];
+      if (key_of(l) >= t) {
+        let e = exp((l - m) * inv_t);
+        if (e > 0.0) { last = j; }
+        run += e;
+        if (run > goal) { tok = j; break; }
+      }
+    }
+    if (tok == 0xffffffffu) { tok = last; } // rounding left the goal past the end
+    tokens[row] = tok;
+    logp[row] = (logits[base + tok] - m) * inv_t - log(z);
+  }
+}
