@@ -15,6 +15,7 @@ export const TOL: Record<string, Tolerance> = {
   f32_reduction: { atol: 1e-5, rtol: 1e-4, why: "sums of up to a few thousand f32 terms in a different order than the CPU" },
   f32_matmul: { atol: 1e-4, rtol: 1e-3, why: "K-length dot products (K <= 4096) in tiled order; error grows ~sqrt(K)·eps·|a||b|" },
   f16_elementwise: { atol: 2e-3, rtol: 1e-2, why: "f16 storage rounds each value to 11 significant bits (rel 4.9e-4), plus the op" },
+  f16_matmul_f32out: { atol: 1e-4, rtol: 1e-3, why: "f16 inputs (exact in the reference) with f32 accumulation and f32 output (LM-head logits): same as f32_matmul" },
   f16_matmul: { atol: 1e-2, rtol: 2e-2, why: "f16 inputs/outputs with f32 accumulation; output rounding dominates" },
   // Small Qwen2 forward kernels (tests/kernels_basic.test.ts).
   rmsnorm_f32: { atol: 1e-6, rtol: 1e-5, why: "f32 sum of up to 8960 squares (tree order vs f64), one rsqrt, two products: a few f32 ulp relative" },
