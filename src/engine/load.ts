@@ -1,0 +1,94 @@
+/**
+ * Open a Hugging Face Qwen2 checkpoint folder onto the GPU: config, weights
+ * (checked against the config before anything is uploaded), tokenizer.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { Gpu } from "../gpu/index.ts";
+import { loadQwen2Config, type Qwen2Config } from "../model/config.ts";
+import { checkQwen2Weights, openCheckpoint, type WeightReader } from "../model/safetensors.ts";
+import { loadTokenizer, type LoadedTokenizer } from "../model/tokenizer.ts";
+import { KvCache } from "./kv_cache.ts";
+import { createWorkspace, destroyWorkspace, Qwen2Gpu, type DType, type WeightSource } from "./model.ts";
+
+export interface LoadedModel {
+  dir: string;
+  config: Qwen2Config;
+  tokenizer: LoadedTokenizer;
+  model: Qwen2Gpu;
+}
+
+export function weightSource(reader: WeightReader): WeightSource {
+  return {
+    has: (name) => reader.has(name),
+    get: (name, dtype) => (dtype === "f16" ? reader.readF16Bits(name) : reader.readF32(name)),
+  };
+}
+
+/** Pick f16 where the adapter has it, unless asked otherwise. */
+export function defaultDtype(gpu: Gpu, asked?: string): DType {
+  if (asked === "f32" || asked === "f16") return asked;
+  if (asked) throw new Error(`--dtype: expected f32 or f16, got "${asked}"`);
+  return gpu.features.f16 ? "f16" : "f32";
+}
+
+export async function loadModel(gpu: Gpu, dir: string, dtype: DType): Promise<LoadedModel> {
+  const cfgPath = join(dir, "config.json");
+  if (!existsSync(cfgPath)) throw new Error(`${dir}: no config.json; is this a Hugging Face model folder?`);
+  const config = loadQwen2Config(cfgPath);
+  const reader = openCheckpoint(dir);
+  try {
+    checkQwen2Weights(config, reader);
+    const tokenizer = loadTokenizer(dir);
+    const model = await Qwen2Gpu.create(gpu, config, weightSource(reader), dtype);
+    return { dir, config, tokenizer, model };
+  } finally {
+    reader.close();
+  }
+}
+
+/**
+ * Full-vocabulary logits at every position of one sequence, [T, V] f32,
+ * computed in prefill chunks of `chunk` tokens through a one-slot cache.
+ */
+export async function sequenceLogits(m: Qwen2Gpu, tokens: number[], chunk = 64): Promise<Float32Array> {
+  const gpu = m.gpu;
+  const c = m.config;
+  const T = tokens.length;
+  tokens.forEach((t, i) => {
+    if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`token ${i} = ${t} is outside the vocabulary 0..${c.vocabSize - 1}`);
+  });
+  const rowCap = Math.max(1, Math.min(chunk, Math.floor(gpu.limits.maxStorageBufferBindingSize / (c.vocabSize * 4))));
+  const step = Math.min(chunk, rowCap);
+  const cache = new KvCache(gpu, {
+    numLayers: c.numLayers,
+    nKv: c.numKvHeads,
+    headDim: c.headDim,
+    blockSize: 16,
+    numBlocks: Math.ceil(T / 16),
+    maxSeqs: 1,
+    maxSeqLen: Math.ceil(T / 16) * 16,
+    bytesPerElement: m.dtype === "f16" ? 2 : 4,
+  });
+  const ws = createWorkspace(gpu, c, m.dtype, step, step);
+  const out = new Float32Array(T * c.vocabSize);
+  try {
+    cache.admit(T);
+    cache.sync();
+    for (let s = 0; s < T; s += step) {
+      const n = Math.min(step, T - s);
+      gpu.write(ws.tokens, new Uint32Array(tokens.slice(s, s + n)));
+      gpu.write(ws.tokSeq, new Uint32Array(n));
+      gpu.write(ws.tokPos, Uint32Array.from({ length: n }, (_, i) => s + i));
+      gpu.write(ws.rowIdx, Uint32Array.from({ length: n }, (_, i) => i));
+      const b = gpu.batch();
+      m.recordForward(b, ws, cache, n, n, "prefill");
+      b.submit();
+      out.set(await gpu.readF32(ws.logits, n * c.vocabSize), s * c.vocabSize);
+    }
+  } finally {
+    destroyWorkspace(ws);
+    cache.destroy();
+  }
+  return out;
+}

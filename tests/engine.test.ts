@@ -1,0 +1,151 @@
+// The GPU Qwen2 engine against the independent CPU reference (src/model/reference.ts),
+// and batched generation against one-at-a-time generation.
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Engine, type Completion, type GenRequest } from "../src/engine/generate.ts";
+import { loadModel, sequenceLogits, type LoadedModel } from "../src/engine/load.ts";
+import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
+import { makeTinyModel, type TinyDtype, type TinyPreset } from "../src/model/tiny.ts";
+import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
+import { TOL } from "./tolerances.ts";
+
+const GPU = await hasGpu();
+const ROOT = mkdtempSync(join(tmpdir(), "siri-engine-"));
+afterAll(() => rmSync(ROOT, { recursive: true, force: true }));
+
+function tiny(preset: TinyPreset, dtype: TinyDtype = "f32", seed = 7): string {
+  const dir = join(ROOT, `${preset}-${dtype}-${seed}`);
+  makeTinyModel(dir, { preset, dtype, seed });
+  return dir;
+}
+
+// Token ids inside the tiny vocabulary, deterministic.
+function someTokens(n: number, vocab: number, salt = 1): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 37 + salt * 101 + 11) % vocab);
+}
+
+describe.skipIf(!GPU)("whole-model logits vs the CPU reference", () => {
+  const cases: [TinyPreset, TinyDtype][] = [
+    ["tiny", "f32"],
+    ["tiny-gqa", "f32"],
+    ["tiny-mqa", "f32"],
+    ["tiny-untied", "f32"],
+    ["tiny", "bf16"],
+    ["tiny", "f16"],
+  ];
+  for (const [preset, ckptDtype] of cases) {
+    test(`${preset}, ${ckptDtype} checkpoint, f32 compute`, async () => {
+      const gpu = await gpuOrSkip();
+      const dir = tiny(preset, ckptDtype);
+      const ref = loadReferenceModel(dir);
+      const m = await loadModel(gpu, dir, "f32");
+      // 70 tokens: more than one prefill chunk of 64, so chunked prefill over the cache is covered.
+      const tokens = someTokens(70, m.config.vocabSize);
+      const got = await sequenceLogits(m.model, tokens);
+      const want = referenceLogits(ref.weights, ref.config, tokens);
+      m.model.destroy();
+      const t = TOL.model_logits_f32;
+      expectClose(got, want, t.atol, t.rtol, `${preset}/${ckptDtype} logits`);
+    });
+  }
+
+  test("f16 compute stays within the f16 tolerance", async () => {
+    const gpu = await gpuOrSkip();
+    if (!gpu.features.f16) return; // checked: the f32 path above covers adapters without shader-f16
+    const dir = tiny("tiny", "f32");
+    const ref = loadReferenceModel(dir);
+    const m = await loadModel(gpu, dir, "f16");
+    const tokens = someTokens(20, m.config.vocabSize, 3);
+    const got = await sequenceLogits(m.model, tokens);
+    const want = referenceLogits(ref.weights, ref.config, tokens);
+    m.model.destroy();
+    const t = TOL.model_logits_f16;
+    expectClose(got, want, t.atol, t.rtol, "f16 logits");
+  });
+});
+
+async function runAll(m: LoadedModel, reqs: GenRequest[], maxBatch: number, cacheTokens: number): Promise<Map<string | number, Completion>> {
+  const engine = await Engine.create(m.model, { maxBatch, maxSeqLen: 64, cacheTokens, blockSize: 16, prefillChunk: 32 });
+  const out = new Map<string | number, Completion>();
+  for await (const c of engine.generate(reqs, { temperature: 0, topP: 1, topK: 0, seed: 1 })) out.set(c.id, c);
+  expect(engine.cache.freeBlockCount).toBe(Math.ceil(cacheTokens / 16));
+  expect(engine.cache.freeSlotCount).toBe(maxBatch);
+  engine.destroy();
+  return out;
+}
+
+describe.skipIf(!GPU)("batched generation", () => {
+  test("batched greedy decode gives exactly the tokens of one-at-a-time decode", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32", 11), "f32");
+    const V = m.config.vocabSize;
+    const lens = [3, 9, 17, 30, 5];
+    const reqs: GenRequest[] = lens.map((n, i) => ({ id: i, prompt: someTokens(n, V, i + 2), maxTokens: 12 + i, stop: [] }));
+    const batched = await runAll(m, reqs, 5, 5 * 64);
+    for (const r of reqs) {
+      const single = await runAll(m, [r], 1, 64);
+      expect(batched.get(r.id)!.tokens).toEqual(single.get(r.id)!.tokens);
+      expect(batched.get(r.id)!.tokens.length).toBe(r.maxTokens);
+      expectClose(batched.get(r.id)!.logprobs, single.get(r.id)!.logprobs, 1e-5, 1e-4, `logprobs of ${r.id}`);
+    }
+    m.model.destroy();
+  });
+
+  test("greedy tokens follow the reference model's argmax", async () => {
+    const gpu = await gpuOrSkip();
+    const dir = tiny("tiny", "f32", 13);
+    const m = await loadModel(gpu, dir, "f32");
+    const ref = loadReferenceModel(dir);
+    const prompt = someTokens(6, m.config.vocabSize, 9);
+    const out = await runAll(m, [{ id: "a", prompt, maxTokens: 8, stop: [] }], 1, 64);
+    const seq = [...prompt];
+    const V = m.config.vocabSize;
+    for (const tok of out.get("a")!.tokens) {
+      const logits = referenceLogits(ref.weights, ref.config, seq);
+      const last = logits.subarray((seq.length - 1) * V);
+      let best = 0;
+      for (let i = 1; i < V; i++) if (last[i] > last[best]) best = i;
+      // A near-tie could legitimately flip; require the chosen token to be within 1e-4 of the max.
+      expect(last[best] - last[tok]).toBeLessThanOrEqual(1e-4);
+      seq.push(tok);
+    }
+    m.model.destroy();
+  });
+
+  test("slots are freed and reused: 7 requests through 2 slots, stop tokens end sequences", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32", 17), "f32");
+    const V = m.config.vocabSize;
+    // Find what greedy produces first for one prompt, then use that token as a stop token.
+    const probe = await runAll(m, [{ id: 0, prompt: someTokens(4, V, 1), maxTokens: 3, stop: [] }], 1, 64);
+    const stopTok = probe.get(0)!.tokens[1];
+    const reqs: GenRequest[] = Array.from({ length: 7 }, (_, i) => ({ id: i, prompt: someTokens(4 + i, V, 1 + (i % 2 ? 0 : i)), maxTokens: 10, stop: [stopTok] }));
+    const out = await runAll(m, reqs, 2, 2 * 64);
+    expect(out.size).toBe(7);
+    const first = out.get(0)!;
+    expect(first.stopReason).toBe("stop");
+    expect(first.tokens[first.tokens.length - 1]).toBe(stopTok);
+    for (const c of out.values()) {
+      const hit = c.tokens.indexOf(stopTok);
+      if (c.stopReason === "stop") expect(hit).toBe(c.tokens.length - 1);
+      else {
+        expect(hit).toBe(-1);
+        expect(c.tokens.length).toBe(10);
+      }
+      for (const lp of c.logprobs) expect(Number.isFinite(lp) && lp <= 0).toBe(true);
+    }
+    m.model.destroy();
+  });
+
+  test("a request that can never fit is a clear error", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32", 19), "f32");
+    const engine = await Engine.create(m.model, { maxBatch: 1, maxSeqLen: 32, cacheTokens: 32, blockSize: 16, prefillChunk: 16 });
+    const gen = engine.generate([{ id: "big", prompt: someTokens(30, m.config.vocabSize), maxTokens: 10, stop: [] }], { temperature: 0, topP: 1, topK: 0, seed: 0 });
+    await expect(gen.next()).rejects.toThrow(/big.*exceeds max sequence length 32/);
+    engine.destroy();
+    m.model.destroy();
+  });
+});
