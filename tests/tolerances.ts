@@ -30,4 +30,8 @@ export const TOL: Record<string, Tolerance> = {
   attention_f32_large_scores: { atol: 1e-4, rtol: 1e-3, why: "attention with scores ~1e3: an f32 score's rounding (~|s|·eps·sqrt(hd) ~ 1e-4) shifts softmax weights by that relative amount (measured 2.3e-5)" },
   attention_f16_large_scores: { atol: 5e-4, rtol: 4e-3, why: "as attention_f32_large_scores plus the f16 output rounding (measured 2.4e-4)" },
   sample_logp: { atol: 1e-5, rtol: 1e-5, why: "sampler logp = (l - max)·(1/T) - log Z: f32 sum of up to 151936 exps (tree order vs f64), 1/T rounded to f32, |logp| <= ~40 so a few ulp ~ 1e-5" },
+  // Optimiser and loss kernels (tests/kernels_train.test.ts).
+  adamw_f32: { atol: 1e-7, rtol: 1e-5, why: "one AdamW step from the same state: f32 moments (two products and a sum each), sqrt and divide; a few ulp of each value, 1e-7 absolute for moments that nearly cancel" },
+  adamw_closed_form: { atol: 1e-6, rtol: 2e-6, why: "up to 5 f32 steps vs the f64 closed form: each step rounds |p| <= ~4 to f32 (half-ulp 2.4e-7) and the f32 decay factor 1 - lr·wd is off by <= 3e-8" },
+  grad_norm_sq: { atol: 0, rtol: 1e-5, why: "sum of ~2e4 f32 squares (fixed 4096-element tree slices, then compensated partial sums) vs f64: ~log2(4096)·eps relative" },
 };
