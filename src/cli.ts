@@ -20,6 +20,7 @@ const main = defineCommand({
     grade: () => import("./commands/grade.ts").then((m) => m.default),
     datasets: () => import("./commands/datasets.ts").then((m) => m.default),
     schedule: () => import("./commands/schedule.ts").then((m) => m.default),
+    bench: () => import("./commands/bench.ts").then((m) => m.default),
   },
 });
 
