@@ -371,6 +371,28 @@ describe.skipIf(!GPU)("sample kernel", () => {
     }
   }, SLOW);
 
+  test("-inf logits (masked tokens) are never drawn and do not disturb logp", async () => {
+    const gpu = await gpuOrSkip();
+    const s = await getSampler();
+    const B = 64;
+    const V = 3000;
+    const x = randn(B * V, 9, 3);
+    for (let i = 0; i < x.length; i++) if (i % 3 === 1) x[i] = -Infinity;
+    // topK 2500 > the 2000 finite tokens: the -inf tie at the threshold is kept, with mass 0.
+    for (const o of [opt({ temperature: 0 }), opt({ temperature: 0.8, topK: 20, topP: 0.9, seed: 3 }), opt({ topK: 2500, seed: 4 })]) {
+      const got = await runSample(gpu, s, x, B, V, o);
+      const ref = sampleRef(x, B, V, o);
+      const what = `masked ${JSON.stringify(o)}`;
+      expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens ${what}`);
+      const want = new Float32Array(B);
+      for (let r = 0; r < B; r++) {
+        if (got.tokens[r] % 3 === 1) throw new Error(`${what}: row ${r} drew masked token ${got.tokens[r]}`);
+        want[r] = logSoftmaxF64(x.subarray(r * V, (r + 1) * V), o.temperature || 1)[got.tokens[r]];
+      }
+      expectClose(got.logp, want, TOL.sample_logp.atol, TOL.sample_logp.rtol, `logp ${what}`);
+    }
+  }, SLOW);
+
   test("rows split over several dispatches keep their global row index", async () => {
     const gpu = await gpuOrSkip();
     const split = await loadSampler(gpu, { rowsPerDispatch: 64 });

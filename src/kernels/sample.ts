@@ -6,7 +6,8 @@
  * [B] and logp f32 [B] out. logp is log softmax(logits / T)[token], taken
  * BEFORE top-k/top-p truncation: the behaviour policy's log-prob that the RL
  * trainer's importance ratio needs. Greedy (T = 0): argmax (lowest index on
- * ties) and logp = log_softmax(logits)[token].
+ * ties) and logp = log_softmax(logits)[token]. Logits may be -inf (masked
+ * tokens: never drawn); NaN and +inf are not supported.
  *
  * Thresholds are found by bisection on an order-preserving u32 key of the
  * logit (no sort): tokens tied at a threshold are all kept. The random draw
