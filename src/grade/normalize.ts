@@ -41,7 +41,7 @@ export function normalizeAnswer(raw: string): string {
   let s = raw.length > 4 * MAX_ANSWER_CHARS ? raw.slice(0, 4 * MAX_ANSWER_CHARS) : raw;
   for (const [re, to] of UNICODE) s = s.replace(re, to);
   s = s.replace(/\\(?:boxed|fbox)\s*\{/g, "{"); // a box inside the box
-  s = s.replace(/\$/g, "").replace(/\\[()[\]]/g, ""); // math delimiters (\( \) \[ \])
+  s = s.replace(/\\?\$/g, "").replace(/\\[()[\]]/g, ""); // math delimiters (\( \) \[ \])
   s = s.replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*/g, "");
   s = s.replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![A-Za-z])/g, "");
   s = s.replace(/\\[dtc]frac(?![A-Za-z])/g, "\\frac").replace(/\\[dt]binom(?![A-Za-z])/g, "\\binom");
@@ -61,7 +61,9 @@ export function normalizeAnswer(raw: string): string {
   }
   TEXT_CMDS.lastIndex = 0;
   s = s.replace(/\s+(?:or|and)\s+/g, ",");
-  s = s.replace(/\\(?:!|,|;|:|quad|qquad|enspace|thinspace)(?![A-Za-z])/g, " ").replace(/\\ /g, " ").replace(/~/g, " ");
+  // Spacing commands (but not the row break \\ of a matrix).
+  s = s.replace(/(?<!\\)\\(?:!|,|;|:|quad|qquad|enspace|thinspace)(?![A-Za-z])/g, " ");
+  s = s.replace(/(?<!\\)\\ /g, " ").replace(/~/g, " ");
   s = s.replace(/\s+/g, " ").trim();
   // Trailing full stop (not a decimal point: "5." -> "5", "\pi." -> "\pi").
   s = s.replace(/(?:\s*\.)+$/, "").trim();
