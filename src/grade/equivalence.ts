@@ -7,7 +7,7 @@
 
 import { exactValue, closeTo, compileExpr, evalAt, freeVars, randomPoints, ratEq, type Rat } from "./expr.ts";
 import { expandPm, parseLatex, ParseError, type Expr } from "./latex.ts";
-import { choiceLetter, MAX_ANSWER_CHARS, normalizeAnswer, textKey } from "./normalize.ts";
+import { MAX_ANSWER_CHARS, normalizeAnswer, splitChoice, textKey } from "./normalize.ts";
 
 export type Answer =
   | { kind: "expr"; e: Expr; key: string; exact?: Rat | null }
@@ -77,7 +77,8 @@ function matchBracket(s: string, open: number): number {
   return -1;
 }
 
-const VAR_RE = /^(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+|[A-Za-z]\s*\(\s*[A-Za-z]\s*\))$/;
+/** What may stand left of "=" in an answer: x, x_1, \theta, f(x), a segment AB. */
+const VAR_RE = /^(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+|[A-Za-z]\s*\(\s*[A-Za-z]\s*\)|[A-Z]{2,3}|\\overline\{[A-Z]{2}\})$/;
 const REL_RE = /(<|>|\\le(?![A-Za-z])|\\ge(?![A-Za-z]))/;
 
 function parseScalar(s: string): Answer {
@@ -333,6 +334,7 @@ function eqAnswer(a: Answer, b: Answer, ctx: Ctx): boolean {
   if (a.kind === "assign" && b.kind === "assign") return a.name === b.name && eqAnswer(a.value, b.value, ctx);
   if (a.kind === "assign") return eqAnswer(a.value, b, ctx);
   if (b.kind === "assign") return eqAnswer(a, b.value, ctx);
+  if (b.kind === "set" && a.kind !== "set") return eqAnswer(b, a, ctx);
   if (a.kind === "text" || b.kind === "text") return a.kind === "text" && b.kind === "text" && a.key === b.key;
   switch (a.kind) {
     case "expr":
@@ -348,7 +350,8 @@ function eqAnswer(a: Answer, b: Answer, ctx: Ctx): boolean {
       }
       return b.kind === "tuple" && a.open === b.open && a.close === b.close && eqOrdered(a.items, b.items, ctx);
     case "set":
-      return b.kind === "set" && eqUnordered(a.items, b.items, ctx);
+      if (b.kind !== "set") return a.items.length === 1 && eqAnswer(a.items[0], b, ctx); // \{3\} vs 3
+      return eqUnordered(a.items, b.items, ctx);
     case "union":
       return b.kind === "union" && eqUnordered(a.parts, b.parts, ctx);
     case "matrix":
@@ -374,12 +377,13 @@ export function isEquivalent(gold: string, pred: string | null, opts: GradeOptio
   const ng = normalizeAnswer(gold);
   const np = normalizeAnswer(pred);
   if (ng === np) return true;
-  // Multiple choice: a gold letter (B), \text{(B)} matches a predicted letter.
-  const gl = choiceLetter(ng);
-  if (gl !== null) {
-    const pl = choiceLetter(np);
-    if (pl !== null) return pl === gl;
-  }
+  // Multiple choice: a gold letter (B), \text{(B)}, or "(B) 42", against a
+  // predicted letter; a letter with a value on one side only compares values.
+  const gc = splitChoice(ng);
+  const pc = splitChoice(np);
+  if (gc && pc) return gc.letter === pc.letter;
+  if (pc && pc.rest !== "") return isEquivalent(gold, pc.rest, opts);
+  if (gc && gc.rest !== "") return isEquivalent(gc.rest, pred, opts);
   try {
     return eqAnswer(parseAnswer(gold), parseAnswer(pred), ctx);
   } catch (err) {

@@ -39,7 +39,7 @@ const INVERSE: Partial<Record<Fn, Fn>> = { sin: "asin", cos: "acos", tan: "atan"
 /** Commands that continue an expression rather than start a factor. */
 const INFIX_CMDS = new Set([
   "cdot", "times", "div", "pm", "mp", "le", "ge", "neq", "ne", "cup", "cap", "choose", "to", "rightarrow",
-  "Rightarrow", "in", "rfloor", "rceil", "approx", "equiv", "setminus", "}",
+  "Rightarrow", "in", "rfloor", "rceil", "approx", "equiv", "setminus", "over", "}",
 ]);
 
 /** Plain words that are notation, not text. */
@@ -241,6 +241,11 @@ class Parser {
   private group(open: string, close: string): Expr {
     this.expect(open);
     const a = this.sum();
+    if (open === "{" && this.takeCmd("over")) {
+      const b = this.sum();
+      this.expect(close);
+      return { t: "div", a, b };
+    }
     if (open === "{" && this.takeCmd("choose")) {
       const b = this.sum();
       this.expect(close);

@@ -46,9 +46,11 @@ export function normalizeAnswer(raw: string): string {
   s = s.replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![A-Za-z])/g, "");
   s = s.replace(/\\[dtc]frac(?![A-Za-z])/g, "\\frac").replace(/\\[dt]binom(?![A-Za-z])/g, "\\binom");
   s = s.replace(/\\(?:leqslant|leq|le)(?![A-Za-z])/g, "\\le ").replace(/\\(?:geqslant|geq|ge)(?![A-Za-z])/g, "\\ge ");
+  s = s.replace(/\\(?:emptyset|varnothing)(?![A-Za-z])/g, "\\{\\}");
+  s = s.replace(/\\mathbb\s*\{?R\}?/g, "(-\\infty,\\infty)");
   s = s.replace(/\\lt(?![A-Za-z])/g, "<").replace(/\\gt(?![A-Za-z])/g, ">");
   // Thousands separators written as {,} or thin spaces between digit groups.
-  s = s.replace(/(\d)\{,\}(?=\d{3})/g, "$1");
+  s = s.replace(/(\d)(?:\{,\}|,\\!)(?=\d{3})/g, "$1");
   s = s.replace(/(\d)(?:\\,|\\!|\\ |~|\\;|\\:)(?=\d{3}(?!\d))/g, "$1");
   // Degrees and percent carry no value of their own here.
   s = s.replace(/\^\s*\{?\s*\\circ\s*\}?/g, "").replace(/\\(?:circ|degree)(?![A-Za-z])/g, "");
@@ -80,13 +82,25 @@ export function normalizeAnswer(raw: string): string {
   return s;
 }
 
-/** The letter of a multiple-choice answer: "B", "(B)", "B)", "(B) 42", else null. */
-export function choiceLetter(s: string): string | null {
+export interface Choice {
+  letter: string;
+  /** What follows the letter ("(B) 42" -> "42"), or "" for a bare letter. */
+  rest: string;
+}
+
+/**
+ * A multiple-choice answer: "B", "(B)", "B)", "(B) 42", "B: 42". Null when
+ * it is not one, or when it names two letters ("(C) or (D)" is a hedge).
+ */
+export function splitChoice(s: string): Choice | null {
   const t = s.trim();
   let m = /^\(?\s*([A-E])\s*\)?$/.exec(t);
-  if (m) return m[1];
+  if (m) return { letter: m[1], rest: "" };
   m = /^\(\s*([A-E])\s*\)/.exec(t) ?? /^([A-E])\)/.exec(t) ?? /^([A-E])\s*[:.]\s/.exec(t);
-  return m ? m[1] : null;
+  if (!m) return null;
+  const rest = t.slice(m[0].length).trim();
+  if (/\(\s*[A-E]\s*\)|^[A-E]$|[,;]\s*[A-E]\b/.test(rest)) return null;
+  return { letter: m[1], rest };
 }
 
 /** A canonical string for plain text answers: lower case, no spaces or braces. */
