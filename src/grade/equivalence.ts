@@ -5,7 +5,7 @@
 // Every step is bounded: answer length, parse depth, number sizes, list
 // lengths, and a per-call time budget after which the verdict is "different".
 
-import { exactValue, closeTo, compileExpr, evalAt, freeVars, randomPoints, ratEq, type Rat } from "./expr.ts";
+import { exactValue, closeTo, compileExpr, evalAt, freeVars, nodeCount, randomPoints, ratEq, type Rat } from "./expr.ts";
 import { expandPm, parseLatex, ParseError, type Expr } from "./latex.ts";
 import { MAX_ANSWER_CHARS, normalizeAnswer, splitChoice, textKey } from "./normalize.ts";
 
@@ -20,6 +20,8 @@ export type Answer =
   | { kind: "text"; key: string };
 
 const MAX_ITEMS = 32;
+/** Larger expression trees are not compiled for the numeric test (mathjs compiles ~50 µs a node). */
+const MAX_NUMERIC_NODES = 160;
 const MAX_STRUCT_DEPTH = 6;
 /** Default time budget of one comparison; past it the answers count as different. */
 export const DEFAULT_BUDGET_MS = 50;
@@ -248,6 +250,7 @@ function exactOf(a: Extract<Answer, { kind: "expr" }>): Rat | null {
 
 /** Numeric identity test of two expressions (or, with `ratio`, proportionality of two equations). */
 function numericEqual(a: Expr, b: Expr, ratio: boolean): boolean {
+  if (nodeCount(a) + nodeCount(b) > 2 * MAX_NUMERIC_NODES) return false;
   const vars = [...freeVars(a, freeVars(b))];
   if (vars.length > 8) return false;
   let fa, fb;

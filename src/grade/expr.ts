@@ -24,6 +24,21 @@ const MAX_BITS = 40_000;
 const MAX_FACTORIAL = 3000;
 const MAX_BINOM_K = 5000;
 const MAX_ROOT_INDEX = 16;
+/**
+ * Work allowed for one exact evaluation, in big-integer multiply steps
+ * (a factorial of n costs n): many large factorials in one answer give up
+ * instead of taking a hundred milliseconds.
+ */
+const FUEL = 6000;
+let fuel = FUEL;
+/** Multiplies by factorials, separately: each is a multiply of a number of up to ~30,000 bits. */
+const FACT_FUEL = 500;
+let factFuel = FACT_FUEL;
+
+function burn(steps: number): boolean {
+  fuel -= steps;
+  return fuel >= 0;
+}
 
 function babs(x: bigint): bigint {
   return x < 0n ? -x : x;
@@ -97,15 +112,29 @@ function ratPow(a: Rat, e: Rat): Rat | null {
   if (a.d === 1n && (a.n === 1n || a.n === -1n)) return a.n === 1n || e.n % 2n === 0n ? { n: 1n, d: 1n } : a;
   const k = babs(e.n);
   if (k > BigInt(MAX_BITS) || Math.max(bits(a.n), bits(a.d)) * Number(k) > MAX_BITS * 4) return null;
+  if (!burn(Math.ceil((Math.max(bits(a.n), bits(a.d)) * Number(k)) / 1000))) return null;
   const n = a.n ** k;
   const d = a.d ** k;
   return e.n < 0n ? rat(d, n) : rat(n, d);
 }
 
+/** n! for every multiple of 100 reached so far: a factorial costs at most 99 more multiplies. */
+const FACT_CHECKPOINTS: bigint[] = [1n];
+
 function factorial(a: Rat): Rat | null {
   if (!isInt(a) || a.n < 0n || a.n > BigInt(MAX_FACTORIAL)) return null;
-  let p = 1n;
-  for (let i = 2n; i <= a.n; i++) p *= i;
+  const n = Number(a.n);
+  const k = Math.floor(n / 100);
+  // Extending the checkpoints is paid once per process (all of them: ~50 ms), not per answer.
+  for (let j = FACT_CHECKPOINTS.length; j <= k; j++) {
+    let p = FACT_CHECKPOINTS[j - 1];
+    for (let i = 100 * (j - 1) + 1; i <= 100 * j; i++) p *= BigInt(i);
+    FACT_CHECKPOINTS.push(p);
+  }
+  factFuel -= n - 100 * k;
+  if (factFuel < 0) return null;
+  let p = FACT_CHECKPOINTS[k];
+  for (let i = 100 * k + 1; i <= n; i++) p *= BigInt(i);
   return { n: p, d: 1n };
 }
 
@@ -113,7 +142,7 @@ function binom(n: Rat, k: Rat): Rat | null {
   if (!isInt(n) || !isInt(k) || n.n < 0n) return null;
   if (k.n < 0n || k.n > n.n) return { n: 0n, d: 1n };
   const kk = k.n < n.n - k.n ? k.n : n.n - k.n;
-  if (kk > BigInt(MAX_BINOM_K) || bits(n.n) > 64 || Number(kk) * bits(n.n) > 2 * MAX_BITS) return null;
+  if (kk > BigInt(MAX_BINOM_K) || bits(n.n) > 64 || Number(kk) * bits(n.n) > 2 * MAX_BITS || !burn(Number(kk))) return null;
   let p = 1n;
   for (let i = 1n; i <= kk; i++) p = (p * (n.n - kk + i)) / i;
   return rat(p, 1n);
@@ -128,17 +157,24 @@ function parseDecimal(v: string): Rat | null {
 
 /** The exact rational value of `e`, or null when it is not (provably) rational within the caps. */
 export function exactValue(e: Expr): Rat | null {
+  fuel = FUEL;
+  factFuel = FACT_FUEL;
+  return exact(e);
+}
+
+function exact(e: Expr): Rat | null {
+  if (!burn(1)) return null;
   switch (e.t) {
     case "num":
       return parseDecimal(e.v);
     case "neg": {
-      const a = exactValue(e.a);
+      const a = exact(e.a);
       return a && { n: -a.n, d: a.d };
     }
     case "add": case "sub": case "mul": case "div": case "pow": {
-      const a = exactValue(e.a);
+      const a = exact(e.a);
       if (!a) return null;
-      const b = exactValue(e.b);
+      const b = exact(e.b);
       if (!b) return null;
       switch (e.t) {
         case "add": return rat(a.n * b.d + b.n * a.d, a.d * b.d);
@@ -150,13 +186,13 @@ export function exactValue(e: Expr): Rat | null {
       return null;
     }
     case "fact": {
-      const a = exactValue(e.a);
+      const a = exact(e.a);
       return a && factorial(a);
     }
     case "fn": {
       const args: Rat[] = [];
       for (const x of e.args) {
-        const v = exactValue(x);
+        const v = exact(x);
         if (!v) return null;
         args.push(v);
       }
@@ -239,6 +275,17 @@ export function toMathjs(e: Expr): string {
     case "fact": return `g_fact(${toMathjs(e.a)})`;
     case "fn": return `${FN_NAME[e.name]}(${e.args.map(toMathjs).join(", ")})`;
     case "pm": throw new Error("grade: ± must be expanded before evaluation");
+  }
+}
+
+/** Number of nodes in `e` (the numeric path skips trees too big to compile quickly). */
+export function nodeCount(e: Expr): number {
+  switch (e.t) {
+    case "add": case "sub": case "mul": case "div": case "pow": return 1 + nodeCount(e.a) + nodeCount(e.b);
+    case "neg": case "fact": return 1 + nodeCount(e.a);
+    case "pm": return 1 + (e.a ? nodeCount(e.a) : 0) + nodeCount(e.b);
+    case "fn": return e.args.reduce((n, a) => n + nodeCount(a), 1);
+    default: return 1;
   }
 }
 
