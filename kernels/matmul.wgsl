@@ -167,28 +167,28 @@ fn gemv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var c = 0u; c < NC; c++) { acc[r * NC + c] += mulv(a, w[c]); }
       }
     }
-    if (KS == 1u) {
-      for (var i = 0u; i < MT * NC; i++) {
-        let m = m0 + i / NC;
-        let n = n0 + i % NC;
-        if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(dot(acc[i], vec4<f32>(1.0)) + bias_at(n)); }
-      }
-    } else {
-      // tree reduction over the KS threads of each column group
-      for (var i = 0u; i < MT * NC; i++) { red[i * WG + lid.x] = dot(acc[i], vec4<f32>(1.0)); }
-      workgroupBarrier();
-      for (var s = KS / 2u; s > 0u; s /= 2u) {
-        if (kt < s) {
-          for (var i = 0u; i < MT * NC; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
-        }
-        workgroupBarrier();
-      }
-      for (var i = kt; i < MT * NC; i += KS) {
-        let m = m0 + i / NC;
-        let n = n0 + i % NC;
-        if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(red[i * WG + g * KS] + bias_at(n)); }
-      }
-      workgroupBarrier();
-    }
+    // KS == 1: each thread owns its columns, no reduction and no barrier
+    // (on lavapipe a shader with a barrier runs as coroutines, much slower).
+{{IF_DIRECT}}    for (var i = 0u; i < MT * NC; i++) {
+{{IF_DIRECT}}      let m = m0 + i / NC;
+{{IF_DIRECT}}      let n = n0 + i % NC;
+{{IF_DIRECT}}      if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(dot(acc[i], vec4<f32>(1.0)) + bias_at(n)); }
+{{IF_DIRECT}}    }
+    // KS > 1: tree reduction over the KS threads of each column group
+{{IF_REDUCE}}    // tree reduction over the KS threads of each column group
+{{IF_REDUCE}}    for (var i = 0u; i < MT * NC; i++) { red[i * WG + lid.x] = dot(acc[i], vec4<f32>(1.0)); }
+{{IF_REDUCE}}    workgroupBarrier();
+{{IF_REDUCE}}    for (var s = KS / 2u; s > 0u; s /= 2u) {
+{{IF_REDUCE}}      if (kt < s) {
+{{IF_REDUCE}}        for (var i = 0u; i < MT * NC; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
+{{IF_REDUCE}}      }
+{{IF_REDUCE}}      workgroupBarrier();
+{{IF_REDUCE}}    }
+{{IF_REDUCE}}    for (var i = kt; i < MT * NC; i += KS) {
+{{IF_REDUCE}}      let m = m0 + i / NC;
+{{IF_REDUCE}}      let n = n0 + i % NC;
+{{IF_REDUCE}}      if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(red[i * WG + g * KS] + bias_at(n)); }
+{{IF_REDUCE}}    }
+{{IF_REDUCE}}    workgroupBarrier();
   }
 }

@@ -116,8 +116,8 @@ for (const dtype of ["f32", "f16"] as const) {
 
     test("both kernel paths are exercised by the shapes below", async () => {
       const { mm } = await get();
-      expect(mm.config.gemvMaxM).toBeGreaterThanOrEqual(3);
-      expect(mm.config.gemvMaxM).toBeLessThan(40);
+      expect(mm.config.gemvMaxM).toBeGreaterThanOrEqual(3); // M 1, 3 take gemv; 130 takes tiled
+      expect(mm.config.gemvMaxM).toBeLessThan(130);
     });
 
     for (const M of [1, 3, 40, 130]) {

@@ -70,7 +70,7 @@ export interface MatmulConfig {
 /** Tile sizes measured best (benchmarks/kernels.ts) on each kind of adapter. */
 export function matmulConfig(gpu: Gpu): MatmulConfig {
   return gpu.adapter.isFallback
-    ? { WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, WG: 64, KS: 1, NC: 1, MT: 4, gemvMaxM: 8 }
+    ? { WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, WG: 64, KS: 1, NC: 2, MT: 4, gemvMaxM: 32 }
     : { WX: 16, WY: 16, TM: 4, TN: 4, BK: 16, WG: 128, KS: 32, NC: 2, MT: 4, gemvMaxM: 16 };
 }
 
@@ -131,6 +131,8 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
           BK: cfg.BK,
           WG: cfg.WG,
           KS: cfg.KS,
+          IF_DIRECT: cfg.KS === 1 ? "" : "//",
+          IF_REDUCE: cfg.KS === 1 ? "//" : "",
           NC: cfg.NC,
           MT: cfg.MT,
         };
