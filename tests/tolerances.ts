@@ -40,3 +40,15 @@ export const TOL: Record<string, Tolerance> = {
   loss_lsm_backward: { atol: 1e-6, rtol: 1e-5, why: "p = exp(z - lse) in f32: lse off by a few ulp of |lse| (<= ~100 for logits scaled by 60) shifts p by ~1e-6 relative; outputs |dlogp|/τ·|δ - p| <= ~2 (measured max abs 2.1e-7; tiny p may underflow to 0, hence atol)" },
   loss_lsm_backward_fd: { atol: 2e-6, rtol: 1e-5, why: "as loss_lsm_backward, plus central-difference truncation h²/6·|third derivative| ~ 3e-7 (h = 1e-3, τ = 0.7)" },
 };
+
+// Matmul backward (tests/kernels_matmul_grad.test.ts).
+TOL.matmul_grad_f32 = {
+  atol: 1e-5,
+  rtol: 1e-4,
+  why: "matmul backward, f32: sums of up to 70 products (|terms| <= 1) in tile order with fma vs f64, plus one add onto an accumulated value |v| <= ~6: a few ulp of 6 (measured max abs 3.8e-6)",
+};
+TOL.matmul_grad_fd = {
+  atol: 1e-5,
+  rtol: 1e-4,
+  why: "kernel gradients vs central differences (h = 1/16) of L = Σ r·y through the f32 CPU forward: L is linear in each element, so no truncation error; only the f32 rounding of the 12 outputs y (~6e-8·|y| each, |y| <= ~3) over 2h = 1/8 remains, ~1e-6 (measured max abs 9.5e-7)",
+};
