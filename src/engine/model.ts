@@ -231,21 +231,21 @@ export class Qwen2Gpu {
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.weights.layers[l];
       norm.rmsnorm(b, ws.x, w.ln1, ws.h, T, H, c.rmsNormEps);
-      mm.matmul(b, ws.h, w.wq, w.bq, ws.q, T, nh * hd, H);
-      mm.matmul(b, ws.h, w.wk, w.bk, ws.k, T, nkv * hd, H);
-      mm.matmul(b, ws.h, w.wv, w.bv, ws.v, T, nkv * hd, H);
+      mm.matmul(b, ws.h, w.wq, w.bq, ws.q, T, nh * hd, H, { path: mode });
+      mm.matmul(b, ws.h, w.wk, w.bk, ws.k, T, nkv * hd, H, { path: mode });
+      mm.matmul(b, ws.h, w.wv, w.bv, ws.v, T, nkv * hd, H, { path: mode });
       rope.rope(b, ws.q, ws.tokPos, T, nh, hd, c.ropeTheta);
       rope.rope(b, ws.k, ws.tokPos, T, nkv, hd, c.ropeTheta);
       attn.writeKV(b, ws.k, ws.v, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, T, nkv, hd, bs, mb);
       const run = mode === "decode" ? attn.decode : attn.prefill;
       run(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
-      mm.matmul(b, ws.att, w.wo, null, ws.h, T, H, nh * hd);
+      mm.matmul(b, ws.att, w.wo, null, ws.h, T, H, nh * hd, { path: mode });
       ew.addInPlace(b, ws.x, ws.h, T * H);
       norm.rmsnorm(b, ws.x, w.ln2, ws.h, T, H, c.rmsNormEps);
-      mm.matmul(b, ws.h, w.wg, null, ws.g, T, I, H);
-      mm.matmul(b, ws.h, w.wu, null, ws.u, T, I, H);
+      mm.matmul(b, ws.h, w.wg, null, ws.g, T, I, H, { path: mode });
+      mm.matmul(b, ws.h, w.wu, null, ws.u, T, I, H, { path: mode });
       ew.swiglu(b, ws.g, ws.u, ws.a, T * I);
-      mm.matmul(b, ws.a, w.wd, null, ws.h, T, H, I);
+      mm.matmul(b, ws.a, w.wd, null, ws.h, T, H, I, { path: mode });
       ew.addInPlace(b, ws.x, ws.h, T * H);
     }
     if (R === 0) return;
@@ -262,6 +262,7 @@ export class Qwen2Gpu {
         ldc: c.vocabSize,
         col0: ch.row0,
         outF32: true,
+        path: R <= 32 ? "decode" : "prefill",
       });
     }
   }
