@@ -141,6 +141,13 @@ describe("pathological inputs return in bounded time", () => {
     ["a set of 5000 numbers", "5", "\\{" + Array.from({ length: 5000 }, (_, i) => i).join(",") + "\\}", false],
     ["a list of 5000 numbers vs a permutation", Array.from({ length: 5000 }, (_, i) => i).join(","),
       Array.from({ length: 5000 }, (_, i) => 4999 - i).join(","), false],
+    ["100 large factorials", "5", Array(100).fill("2999!").join("+"), false],
+    ["100 distinct large factorials", "5", Array.from({ length: 100 }, (_, i) => `${2900 + i}!`).join("+"), false],
+    ["60 powers of 2^{39999}", "5", Array(60).fill("(2^{39999})").join("\\cdot "), false],
+    ["100 nested exponent towers", "x", Array(100).fill("x^{x^{x}}").join("+"), false],
+    ["a union of 30 sets", "5", Array(30).fill("\\{1,2,3,4,5\\}").join("\\cup "), false],
+    ["32 shuffled expressions in x, equal", Array.from({ length: 32 }, (_, i) => `x+${i}`).join(","),
+      Array.from({ length: 32 }, (_, i) => `${31 - i}+x`).join(","), true],
     ["450-digit integers, equal", "123456789".repeat(50), "123456789".repeat(50), true],
     ["450-digit integers, last digit differs", "123456789".repeat(50), "123456789".repeat(49) + "123456788", false],
   ];

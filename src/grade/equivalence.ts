@@ -390,7 +390,10 @@ export function isEquivalent(gold: string, pred: string | null, opts: GradeOptio
   try {
     return eqAnswer(parseAnswer(gold), parseAnswer(pred), ctx);
   } catch (err) {
-    if (err instanceof RangeError) return false; // stack or BigInt limits: treat as different
-    throw err;
+    // A grader bug must not stop a training run: say so loudly, count it wrong.
+    if (!(err instanceof RangeError)) {
+      console.warn(`grade: internal error comparing ${JSON.stringify(gold.slice(0, 80))} with ${JSON.stringify(pred.slice(0, 80))}: ${(err as Error).message}`);
+    }
+    return false;
   }
 }
