@@ -22,6 +22,26 @@
 //                   of the context; writes unnormalised (o, m, l).
 //   decode_combine: merges the chunks' (o, m, l) of each (token, head).
 //
+// Training (packed sequences, no cache; recompute-style backward):
+//   q [T, NH, HD], k, v [T, NKV, HD], segStart [T] u32 (first token of each
+//   token's sequence: token t attends to keys segStart[t]..t), lse [T, NH] f32
+//   (log-sum-exp of the scaled scores), stats [T, NH, 2] f32 scratch (lse, D).
+//   train_forward: as prefill, rows = (token, group head) pairs of one kv
+//                  head; keys of the tile's span [min segStart, max t] with
+//                  the per-row mask; writes out and lse.
+//   train_delta:   stats = (lse, D = sum_d dout * out) per (token, head).
+//   train_dq:      the forward's row tiling; per key tile recomputes
+//                  P = exp(S - lse), dS = P * (dP - D), and dq += dS k.
+//   train_dkdv:    a workgroup owns BC keys of one kv head (TPR threads per
+//                  key) and walks the query rows that can see them in tiles
+//                  of BR rows: dv += P^T dout, dk += dS^T q. Every gradient
+//                  element is summed by one thread in a fixed order: the
+//                  backward is deterministic with no atomics. Its query span
+//                  ends at the first token whose segStart is past the tile,
+//                  found by bisection: segStart must be non-decreasing
+//                  (sequences packed contiguously), which the wrapper's
+//                  reference checks.
+//
 // Thread layout (prefill and decode_partial): WG = BR * TPR threads; thread
 // (r, j) scores columns j, j+TPR, ... of its row and accumulates output dims
 // j, j+TPR, ... in registers (at most MAXHD / TPR of them).
@@ -358,5 +378,319 @@ fn decode_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
       a += partO_c[(base + c) * P.hd + d] * exp(partML_c[(base + c) * 2u] - m);
     }
     out_c[th * P.hd + d] = {{T}}(a * inv);
+  }
+}
+
+// ---------------------------------------------------------------- training
+
+// train_forward bindings (q at 1 as above)
+@group(0) @binding(2) var<storage, read> tk: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> tv: array<{{T}}>;
+@group(0) @binding(4) var<storage, read> segStart: array<u32>;
+@group(0) @binding(5) var<storage, read_write> tOut: array<{{T}}>;
+@group(0) @binding(6) var<storage, read_write> tLse: array<f32>;
+
+// train_delta bindings
+@group(0) @binding(1) var<storage, read> d_out: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> d_dout: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> d_lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> d_stats: array<f32>;
+
+// train_dq / train_dkdv bindings (q, tk, tv, segStart at 1..4 as above)
+@group(0) @binding(5) var<storage, read> tdOut: array<{{T}}>;
+@group(0) @binding(6) var<storage, read> tStats: array<f32>;
+@group(0) @binding(7) var<storage, read_write> tdq: array<{{T}}>;  // train_dq
+@group(0) @binding(7) var<storage, read_write> tdk: array<{{T}}>;  // train_dkdv
+@group(0) @binding(8) var<storage, read_write> tdv: array<{{T}}>;  // train_dkdv
+
+var<workgroup> dOs: array<f32, {{BR}}u * LD>;
+var<workgroup> Ps: array<f32, {{BR}}u * {{BC}}u>;
+var<workgroup> rowTok: array<u32, {{BR}}>;
+var<workgroup> rowLo: array<u32, {{BR}}>;
+var<workgroup> rowLive: array<u32, {{BR}}>;
+var<workgroup> rowLse: array<f32, {{BR}}>;
+var<workgroup> rowD: array<f32, {{BR}}>;
+var<workgroup> spanLo: u32;
+var<workgroup> spanHi: u32;
+
+const RPT: u32 = {{BR}}u / {{TPR}}u; // train_dkdv: query rows scored per thread
+
+/**
+ * Rows [r0, r0 + BR) of (token, group head) pairs of kv head kvh: token,
+ * first key and liveness of each, and q * scale into Qs. `nt` threads.
+ */
+fn train_rows(lid: u32, nt: u32, r0: u32, G: u32, kvh: u32) {
+  let hd = P.hd;
+  if (lid < {{BR}}u) {
+    let gr = r0 + lid;
+    let t = min(gr / G, P.T - 1u);
+    rowTok[lid] = t;
+    rowLo[lid] = min(segStart[t], t);
+    rowLive[lid] = select(0u, 1u, gr < P.T * G);
+  }
+  for (var idx = lid; idx < {{BR}}u * hd; idx += nt) {
+    let rr = idx / hd;
+    let d = idx - rr * hd;
+    let gr = r0 + rr;
+    var x = 0.0;
+    if (gr < P.T * G) {
+      x = f32(q[((gr / G) * P.nh + kvh * G + gr % G) * hd + d]) * P.scale;
+    }
+    Qs[rr * (hd + 1u) + d] = x;
+  }
+}
+
+/** dout rows and (lse, D) of the same rows as train_rows. */
+fn train_rows_grad(lid: u32, nt: u32, r0: u32, G: u32, kvh: u32) {
+  let hd = P.hd;
+  if (lid < {{BR}}u) {
+    let gr = r0 + lid;
+    var lse = 0.0;
+    var dd = 0.0;
+    if (gr < P.T * G) {
+      let th = (gr / G) * P.nh + kvh * G + gr % G;
+      lse = tStats[2u * th];
+      dd = tStats[2u * th + 1u];
+    }
+    rowLse[lid] = lse;
+    rowD[lid] = dd;
+  }
+  for (var idx = lid; idx < {{BR}}u * hd; idx += nt) {
+    let rr = idx / hd;
+    let d = idx - rr * hd;
+    let gr = r0 + rr;
+    var x = 0.0;
+    if (gr < P.T * G) {
+      x = f32(tdOut[((gr / G) * P.nh + kvh * G + gr % G) * hd + d]);
+    }
+    dOs[rr * (hd + 1u) + d] = x;
+  }
+}
+
+/** Thread 0: the keys the live rows need, [min first key, max token + 1). */
+fn train_span(lid: u32) {
+  if (lid == 0u) {
+    var lo = 0xffffffffu;
+    var hi = 0u;
+    for (var rr = 0u; rr < {{BR}}u; rr++) {
+      if (rowLive[rr] == 1u) {
+        lo = min(lo, rowLo[rr]);
+        hi = max(hi, rowTok[rr] + 1u);
+      }
+    }
+    spanLo = min(lo, hi);
+    spanHi = hi;
+  }
+}
+
+/** Keys/values [k0, k0 + BC) of kv head kvh into Ks, Vs (zeros at and past `end`). */
+fn train_load_kv(lid: u32, nt: u32, kvh: u32, k0: u32, end: u32) {
+  let hd = P.hd;
+  for (var idx = lid; idx < {{BC}}u * hd; idx += nt) {
+    let c = idx / hd;
+    let d = idx - c * hd;
+    let p = k0 + c;
+    var kx = 0.0;
+    var vx = 0.0;
+    if (p < end) {
+      let src = (p * P.nkv + kvh) * hd + d;
+      kx = f32(tk[src]);
+      vx = f32(tv[src]);
+    }
+    Ks[c * (hd + 1u) + d] = kx;
+    Vs[c * (hd + 1u) + d] = vx;
+  }
+}
+
+/** Scaled score of Qs row r and Ks column c (the same sum order in forward and backward). */
+fn train_dot_qk(r: u32, c: u32) -> f32 {
+  let ld = P.hd + 1u;
+  var acc = 0.0;
+  for (var d = 0u; d < P.hd; d++) {
+    acc += Qs[r * ld + d] * Ks[c * ld + d];
+  }
+  return acc;
+}
+
+/** dout row r . value column c. */
+fn train_dot_dov(r: u32, c: u32) -> f32 {
+  let ld = P.hd + 1u;
+  var acc = 0.0;
+  for (var d = 0u; d < P.hd; d++) {
+    acc += dOs[r * ld + d] * Vs[c * ld + d];
+  }
+  return acc;
+}
+
+/** Key p is visible to row r: live, in the row's sequence, not after it. */
+fn train_visible(r: u32, p: u32) -> bool {
+  return rowLive[r] == 1u && p >= rowLo[r] && p <= rowTok[r];
+}
+
+@compute @workgroup_size({{BR}} * {{TPR}})
+fn train_forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let G = P.nh / P.nkv;
+  let kvh = wid.y;
+  let r = lid / {{TPR}}u;
+  let j = lid % {{TPR}}u;
+  train_rows(lid, WG, wid.x * {{BR}}u, G, kvh);
+  workgroupBarrier();
+  train_span(lid);
+  let lo = workgroupUniformLoad(&spanLo);
+  let hi = workgroupUniformLoad(&spanHi);
+
+  var run = Running(NEG, 0.0);
+  var o: array<f32, DPT>;
+  for (var k0 = lo; k0 < hi; k0 += {{BC}}u) {
+    train_load_kv(lid, WG, kvh, k0, hi);
+    workgroupBarrier();
+    for (var i = 0u; i < CPT; i++) {
+      let c = j + i * {{TPR}}u;
+      Ss[r * {{BC}}u + c] = select(NEG, train_dot_qk(r, c), train_visible(r, k0 + c));
+    }
+    workgroupBarrier();
+    accumulate_tile(r, j, &run, &o);
+    workgroupBarrier();
+  }
+  if (rowLive[r] == 1u) {
+    let gr = wid.x * {{BR}}u + r;
+    let th = (gr / G) * P.nh + kvh * G + gr % G;
+    let inv = 1.0 / run.l;
+    let nd = (P.hd - j + {{TPR}}u - 1u) / {{TPR}}u;
+    for (var i = 0u; i < nd; i++) {
+      tOut[th * P.hd + j + i * {{TPR}}u] = {{T}}(o[i] * inv);
+    }
+    if (j == 0u) {
+      tLse[th] = run.m + log(run.l);
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn train_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let th = gid.x + gid.y * nwg.x * 64u; // (token, head)
+  if (th >= P.T * P.nh) { return; }
+  var acc = 0.0;
+  for (var d = 0u; d < P.hd; d++) {
+    acc += f32(d_dout[th * P.hd + d]) * f32(d_out[th * P.hd + d]);
+  }
+  d_stats[2u * th] = d_lse[th];
+  d_stats[2u * th + 1u] = acc;
+}
+
+@compute @workgroup_size({{BR}} * {{TPR}})
+fn train_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let G = P.nh / P.nkv;
+  let kvh = wid.y;
+  let r = lid / {{TPR}}u;
+  let j = lid % {{TPR}}u;
+  let ld = P.hd + 1u;
+  train_rows(lid, WG, wid.x * {{BR}}u, G, kvh);
+  train_rows_grad(lid, WG, wid.x * {{BR}}u, G, kvh);
+  workgroupBarrier();
+  train_span(lid);
+  let lo = workgroupUniformLoad(&spanLo);
+  let hi = workgroupUniformLoad(&spanHi);
+  let lse = rowLse[r];
+  let dd = rowD[r];
+  let nd = (P.hd - j + {{TPR}}u - 1u) / {{TPR}}u;
+
+  var acc: array<f32, DPT>;
+  for (var k0 = lo; k0 < hi; k0 += {{BC}}u) {
+    train_load_kv(lid, WG, kvh, k0, hi);
+    workgroupBarrier();
+    for (var i = 0u; i < CPT; i++) {
+      let c = j + i * {{TPR}}u;
+      var ds = 0.0;
+      if (train_visible(r, k0 + c)) {
+        let p = exp(train_dot_qk(r, c) - lse);
+        ds = p * (train_dot_dov(r, c) - dd);
+      }
+      Ss[r * {{BC}}u + c] = ds;
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < nd; i++) {
+      let d = j + i * {{TPR}}u;
+      var a = acc[i];
+      for (var c = 0u; c < {{BC}}u; c++) {
+        a += Ss[r * {{BC}}u + c] * Ks[c * ld + d];
+      }
+      acc[i] = a;
+    }
+    workgroupBarrier();
+  }
+  if (rowLive[r] == 1u) {
+    let gr = wid.x * {{BR}}u + r;
+    let th = (gr / G) * P.nh + kvh * G + gr % G;
+    for (var i = 0u; i < nd; i++) {
+      tdq[th * P.hd + j + i * {{TPR}}u] = {{T}}(acc[i] * P.scale);
+    }
+  }
+}
+
+@compute @workgroup_size({{BC}} * {{TPR}})
+fn train_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let nt = {{BC}}u * {{TPR}}u;
+  let G = P.nh / P.nkv;
+  let kvh = wid.y;
+  let c = lid / {{TPR}}u;
+  let j = lid % {{TPR}}u;
+  let ld = P.hd + 1u;
+  let k0 = wid.x * {{BC}}u;
+  let k1 = min(k0 + {{BC}}u, P.T);
+  let key = k0 + c;
+  let keyLive = key < P.T;
+  if (lid == 0u) {
+    // First token at or after k1 whose sequence starts at or after k1: no
+    // later query sees this tile (segStart is non-decreasing).
+    var a = k1;
+    var b = P.T;
+    while (a < b) {
+      let m = (a + b) / 2u;
+      if (segStart[m] >= k1) { b = m; } else { a = m + 1u; }
+    }
+    spanHi = a;
+  }
+  train_load_kv(lid, nt, kvh, k0, k1);
+  let rowsEnd = workgroupUniformLoad(&spanHi) * G;
+  let nd = (P.hd - j + {{TPR}}u - 1u) / {{TPR}}u;
+
+  var dk: array<f32, DPT>;
+  var dv: array<f32, DPT>;
+  for (var r0 = k0 * G; r0 < rowsEnd; r0 += {{BR}}u) {
+    train_rows(lid, nt, r0, G, kvh);
+    train_rows_grad(lid, nt, r0, G, kvh);
+    workgroupBarrier();
+    for (var i = 0u; i < RPT; i++) {
+      let rr = j + i * {{TPR}}u;
+      var p = 0.0;
+      var ds = 0.0;
+      if (keyLive && train_visible(rr, key)) {
+        p = exp(train_dot_qk(rr, c) - rowLse[rr]);
+        ds = p * (train_dot_dov(rr, c) - rowD[rr]);
+      }
+      Ps[rr * {{BC}}u + c] = p;
+      Ss[rr * {{BC}}u + c] = ds;
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < nd; i++) {
+      let d = j + i * {{TPR}}u;
+      var a = dv[i];
+      var b = dk[i];
+      for (var rr = 0u; rr < {{BR}}u; rr++) {
+        a += Ps[rr * {{BC}}u + c] * dOs[rr * ld + d];
+        b += Ss[rr * {{BC}}u + c] * Qs[rr * ld + d]; // Qs holds q * scale: dk = dS^T q scale
+      }
+      dv[i] = a;
+      dk[i] = b;
+    }
+    workgroupBarrier();
+  }
+  if (keyLive) {
+    let base = (key * P.nkv + kvh) * P.hd;
+    for (var i = 0u; i < nd; i++) {
+      tdk[base + j + i * {{TPR}}u] = {{T}}(dk[i]);
+      tdv[base + j + i * {{TPR}}u] = {{T}}(dv[i]);
+    }
   }
 }

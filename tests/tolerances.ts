@@ -52,3 +52,11 @@ TOL.matmul_grad_fd = {
   rtol: 1e-4,
   why: "kernel gradients vs central differences (h = 1/16) of L = Σ r·y through the f32 CPU forward: L is linear in each element, so no truncation error; only the f32 rounding of the 12 outputs y (~6e-8·|y| each, |y| <= ~3) over 2h = 1/8 remains, ~1e-6 (measured max abs 9.5e-7)",
 };
+
+// Training attention (kernels/attention.wgsl train_*, tests/kernels_attention_train.test.ts).
+TOL.attention_train_f32 = { atol: 2e-6, rtol: 1e-4, why: "as attention_f32: hd-long f32 dots, online softmax over up to 70 keys in tile order vs f64 (measured max abs 1.4e-6 with scores ~30, 1.8e-7 otherwise)" };
+TOL.attention_train_lse = { atol: 2e-6, rtol: 1e-6, why: "f32 running max + log of an f32 sum of up to 70 exps: a few ulp of |lse| <= ~32 (measured 3.8e-6 at lse 32, 4.8e-7 at lse 4)" };
+TOL.attention_train_f16 = { atol: 2e-5, rtol: 1e-3, why: "f16 inputs (exact in the reference), f32 math, output rounded once to f16: half-ulp rel 4.9e-4 (measured 4.9e-4)" };
+TOL.attention_train_bwd_f32 = { atol: 1e-5, rtol: 1e-4, why: "backward: P recomputed as exp(s - lse) in f32, sums of up to 70 keys (dq) or 70·G rows (dk, dv) of products of O(1) terms, with cancellation around D (measured max abs 3.3e-6 at |grad| ~5, 2.2e-6 at scores ~30)" };
+TOL.attention_train_bwd_f16 = { atol: 5e-5, rtol: 1e-3, why: "f16 inputs (exact in the reference), f32 math, each gradient rounded once to f16: half-ulp rel 4.9e-4, plus the f32 error of attention_train_bwd_f32 (measured ~1e-5 on near-zero dq with scores ~30)" };
+TOL.attention_train_fd = { atol: 3e-5, rtol: 1e-3, why: "backward vs central differences (step h = 1e-2) of the f32 forward, L = sum(w·out) summed in f64: truncation h^2/6·|L'''| ~ 2e-5·|L'''| (relative, hence rtol) and f32 rounding of out ~1e-7 over ~70 terms / (2h) ~ 1e-5 absolute (measured max abs 7.9e-6 GPU, 3.8e-6 f64 reference)" };

@@ -11,6 +11,14 @@
  *   blockTable      [max_seqs, MB] u32   physical block of each logical block
  *   tokSeq, tokPos  [T] u32              each query token's slot and position
  * Query token t attends to positions 0..tokPos[t] of slot tokSeq[t].
+ *
+ * Training (no cache): T tokens of several sequences packed one after another,
+ *   q, out, dout, dq [T, NH, HD], k, v, dk, dv [T, NKV, HD]   dtype
+ *   segStart [T] u32   index of the first token of each token's sequence
+ *   lse [T, NH] f32    log-sum-exp of the scaled scores (saved for backward)
+ * Token t attends to tokens segStart[t]..t. The backward recomputes the
+ * probabilities from q, k and lse (FlashAttention-2 style), so no [T, T]
+ * matrix is ever stored.
  */
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
@@ -166,6 +174,143 @@ export function denseAttentionRef(
   return out;
 }
 
+/** Shape of one training attention call. */
+export interface TrainShape {
+  T: number;
+  nh: number;
+  nKv: number;
+  hd: number;
+}
+
+/**
+ * Checks that segStart describes sequences packed one after another: each
+ * token starts a sequence (segStart[t] = t) or continues the previous
+ * token's (segStart[t] = segStart[t-1]). The GPU backward relies on it.
+ */
+export function checkSegStart(segStart: Uint32Array, T: number, what: string): void {
+  if (segStart.length < T) throw new KernelError(`${what}: segStart has ${segStart.length} entries, T = ${T}`);
+  for (let t = 0; t < T; t++) {
+    const s = segStart[t];
+    if (s !== t && (t === 0 || s !== segStart[t - 1])) {
+      throw new KernelError(
+        `${what}: segStart[${t}] = ${s}; expected ${t} (a new sequence)` + (t > 0 ? ` or ${segStart[t - 1]} (as token ${t - 1})` : ""),
+      );
+    }
+  }
+}
+
+function checkTrainArrays(s: TrainShape, what: string, arrays: Record<string, [Float32Array, number]>): void {
+  for (const [name, [a, per]] of Object.entries(arrays)) {
+    if (a.length !== s.T * per) throw new KernelError(`${what}: tensor ${name} has ${a.length} elements, expected ${s.T} x ${per}`);
+  }
+}
+
+/**
+ * Softmax weights (f64) of query head h of token t over keys segStart[t]..t,
+ * and their log-sum-exp.
+ */
+function trainWeights(q: Float32Array, k: Float32Array, t: number, h: number, lo: number, s: TrainShape, G: number, scale: number) {
+  const { nh, nKv, hd } = s;
+  const kvh = Math.floor(h / G);
+  const n = t - lo + 1;
+  const w = new Float64Array(n);
+  let m = -Infinity;
+  for (let i = 0; i < n; i++) {
+    let dot = 0;
+    for (let d = 0; d < hd; d++) dot += q[(t * nh + h) * hd + d] * k[((lo + i) * nKv + kvh) * hd + d];
+    w[i] = dot * scale;
+    if (w[i] > m) m = w[i];
+  }
+  let l = 0;
+  for (let i = 0; i < n; i++) l += w[i] = Math.exp(w[i] - m);
+  for (let i = 0; i < n; i++) w[i] /= l;
+  return { w, lse: m + Math.log(l) };
+}
+
+/**
+ * Training attention forward (dense, f64): out [T, NH, HD] and lse [T, NH],
+ * the log-sum-exp of token t's scaled scores over keys segStart[t]..t.
+ */
+export function trainAttentionRef(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  segStart: Uint32Array,
+  s: TrainShape,
+  scale: number,
+): { out: Float32Array; lse: Float32Array } {
+  const what = "trainAttentionRef";
+  const { T, nh, nKv, hd } = s;
+  const G = checkGroups(nh, nKv, what);
+  checkTrainArrays(s, what, { q: [q, nh * hd], k: [k, nKv * hd], v: [v, nKv * hd] });
+  checkSegStart(segStart, T, what);
+  const out = new Float32Array(T * nh * hd);
+  const lse = new Float32Array(T * nh);
+  for (let t = 0; t < T; t++) {
+    const lo = segStart[t];
+    for (let h = 0; h < nh; h++) {
+      const kvh = Math.floor(h / G);
+      const r = trainWeights(q, k, t, h, lo, s, G, scale);
+      lse[t * nh + h] = r.lse;
+      for (let d = 0; d < hd; d++) {
+        let acc = 0;
+        for (let i = 0; i < r.w.length; i++) acc += r.w[i] * v[((lo + i) * nKv + kvh) * hd + d];
+        out[(t * nh + h) * hd + d] = acc;
+      }
+    }
+  }
+  return { out, lse };
+}
+
+/**
+ * Training attention backward (dense, f64): with P the softmax weights
+ * (recomputed here from q and k), D_t = sum_d dout·out (from the given out,
+ * as the kernel does), dS = P (dP - D), dP = dout·vᵀ:
+ *   dq = dS k scale, dk = dSᵀ q scale, dv = Pᵀ dout,
+ * dk and dv summed over the query heads that share a kv head.
+ */
+export function trainAttentionBackwardRef(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  segStart: Uint32Array,
+  out: Float32Array,
+  dout: Float32Array,
+  s: TrainShape,
+  scale: number,
+): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+  const what = "trainAttentionBackwardRef";
+  const { T, nh, nKv, hd } = s;
+  const G = checkGroups(nh, nKv, what);
+  checkTrainArrays(s, what, { q: [q, nh * hd], k: [k, nKv * hd], v: [v, nKv * hd], out: [out, nh * hd], dout: [dout, nh * hd] });
+  checkSegStart(segStart, T, what);
+  const dq = new Float64Array(T * nh * hd);
+  const dk = new Float64Array(T * nKv * hd);
+  const dv = new Float64Array(T * nKv * hd);
+  for (let t = 0; t < T; t++) {
+    const lo = segStart[t];
+    for (let h = 0; h < nh; h++) {
+      const kvh = Math.floor(h / G);
+      const qo = (t * nh + h) * hd;
+      const { w } = trainWeights(q, k, t, h, lo, s, G, scale);
+      let D = 0;
+      for (let d = 0; d < hd; d++) D += dout[qo + d] * out[qo + d];
+      for (let i = 0; i < w.length; i++) {
+        const ko = ((lo + i) * nKv + kvh) * hd;
+        let dp = 0;
+        for (let d = 0; d < hd; d++) dp += dout[qo + d] * v[ko + d];
+        const ds = w[i] * (dp - D) * scale;
+        for (let d = 0; d < hd; d++) {
+          dq[qo + d] += ds * k[ko + d];
+          dk[ko + d] += ds * q[qo + d];
+          dv[ko + d] += w[i] * dout[qo + d];
+        }
+      }
+    }
+  }
+  return { dq: Float32Array.from(dq), dk: Float32Array.from(dk), dv: Float32Array.from(dv) };
+}
+
 // ---------------------------------------------------------------- GPU
 
 /** Largest head dim the kernels' workgroup tiles hold. */
@@ -185,10 +330,10 @@ function sharedBytes(t: Tiling): number {
 }
 
 /** The first tiling that fits the device's workgroup memory (biggest first). */
-function pickTiling(gpu: Gpu, options: Tiling[], what: string): Tiling {
+function pickTiling(gpu: Gpu, options: Tiling[], what: string, bytes = sharedBytes): Tiling {
   const limit = gpu.limits.maxComputeWorkgroupStorageSize;
-  const t = options.find((o) => sharedBytes(o) <= limit);
-  if (!t) throw new KernelError(`kernel ${what}: needs ${sharedBytes(options.at(-1)!)} bytes of workgroup memory, adapter allows ${limit}`);
+  const t = options.find((o) => bytes(o) <= limit);
+  if (!t) throw new KernelError(`kernel ${what}: needs ${bytes(options.at(-1)!)} bytes of workgroup memory, adapter allows ${limit}`);
   return t;
 }
 
@@ -201,6 +346,23 @@ const DECODE_TILINGS: Tiling[] = [
   { BR: 8, BC: 16, TPR: 8 },
   { BR: 8, BC: 8, TPR: 8 },
 ];
+
+// Training: forward as prefill; dq holds q, dout rows and k, v tiles; dkdv
+// owns BC keys (TPR threads each) and walks BR query rows at a time.
+const TRAIN_FWD_TILINGS: Tiling[] = PREFILL_TILINGS;
+const TRAIN_DQ_TILINGS: Tiling[] = [
+  { BR: 16, BC: 8, TPR: 4 },
+  { BR: 8, BC: 8, TPR: 8 },
+];
+const TRAIN_DKDV_TILINGS: Tiling[] = [
+  { BR: 8, BC: 16, TPR: 4 },
+  { BR: 8, BC: 8, TPR: 8 },
+];
+
+/** Bytes of workgroup memory of train_dq / train_dkdv (dout rows, P tile, row stats on top of the prefill tiles). */
+function trainSharedBytes(t: Tiling): number {
+  return sharedBytes(t) + 4 * (t.BR * (MAX_HEAD_DIM + 1) + t.BR * t.BC + 5 * t.BR + 2);
+}
 
 /** Workgroups of flash-decoding to aim for (enough to fill a big GPU). */
 const DECODE_TARGET_GROUPS = 512;
@@ -301,11 +463,52 @@ export interface Attention {
     scale: number,
     chunkLen?: number,
   ): void;
+  /**
+   * Training forward over packed sequences (no cache): out [T, NH, HD] and
+   * lse f32 [T, NH]. segStart must describe contiguous sequences (checkSegStart).
+   */
+  trainForward(
+    b: Batch,
+    q: Binding,
+    k: Binding,
+    v: Binding,
+    segStart: Binding,
+    out: Binding,
+    lse: Binding,
+    T: number,
+    nh: number,
+    nKv: number,
+    hd: number,
+    scale: number,
+  ): void;
+  /**
+   * Training backward: writes (does not accumulate) dq [T, NH, HD] and
+   * dk, dv [T, NKV, HD] from the forward's out and lse and the output
+   * gradient dout. Deterministic: no atomics, fixed summation order.
+   */
+  trainBackward(
+    b: Batch,
+    q: Binding,
+    k: Binding,
+    v: Binding,
+    segStart: Binding,
+    out: Binding,
+    dout: Binding,
+    lse: Binding,
+    dq: Binding,
+    dk: Binding,
+    dv: Binding,
+    T: number,
+    nh: number,
+    nKv: number,
+    hd: number,
+    scale: number,
+  ): void;
   /** Keys per decode tile: a forced chunkLen must be a multiple of it. */
   readonly decodeTileKeys: number;
-  /** Bytes of decode scratch held (for tests and memory accounting). */
+  /** Bytes of decode and training-backward scratch held (for tests and memory accounting). */
   scratchBytes(): number;
-  /** Frees the decode scratch (after every batch using it has executed). */
+  /** Frees the scratch buffers (after every batch using them has executed). */
   destroy(): void;
 }
 
@@ -319,12 +522,19 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
   const base = { T: dtype, ENABLE: dtype === "f16" ? "enable f16;" : "", MAXHD: MAX_HEAD_DIM };
   const pt = pickTiling(gpu, PREFILL_TILINGS, "attention.prefill");
   const dt = pickTiling(gpu, DECODE_TILINGS, "attention.decode_partial");
-  const small = { BR: 1, BC: 1, TPR: 1 }; // write_kv and decode_combine use no tiles
-  const [kWrite, kPrefill, kPartial, kCombine]: Kernel[] = await Promise.all([
+  const ft = pickTiling(gpu, TRAIN_FWD_TILINGS, "attention.train_forward");
+  const qt = pickTiling(gpu, TRAIN_DQ_TILINGS, "attention.train_dq", trainSharedBytes);
+  const kt = pickTiling(gpu, TRAIN_DKDV_TILINGS, "attention.train_dkdv", trainSharedBytes);
+  const small = { BR: 1, BC: 1, TPR: 1 }; // write_kv, decode_combine and train_delta use no tiles
+  const [kWrite, kPrefill, kPartial, kCombine, kTrainFwd, kDelta, kDq, kDkdv]: Kernel[] = await Promise.all([
     gpu.kernel("attention", "write_kv", { ...base, ...small }),
     gpu.kernel("attention", "prefill", { ...base, ...pt }),
     gpu.kernel("attention", "decode_partial", { ...base, ...dt }),
     gpu.kernel("attention", "decode_combine", { ...base, ...small }),
+    gpu.kernel("attention", "train_forward", { ...base, ...ft }),
+    gpu.kernel("attention", "train_delta", { ...base, ...small }),
+    gpu.kernel("attention", "train_dq", { ...base, ...qt }),
+    gpu.kernel("attention", "train_dkdv", { ...base, ...kt }),
   ]);
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
 
@@ -341,6 +551,36 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
       partML = gpu.buffer(Math.max(bytesML, partML ? partML.size * 2 : 0), "attention.decode.partML");
     }
     return [partO, partML];
+  }
+  let stats: GPUBuffer | null = null; // training backward: (lse, D) per (token, head)
+  function statsScratch(bytes: number): GPUBuffer {
+    if (!stats || stats.size < bytes) {
+      if (stats) retired.push(stats);
+      stats = gpu.buffer(Math.max(bytes, stats ? stats.size * 2 : 0), "attention.train.stats");
+    }
+    return stats;
+  }
+
+  function checkTrain(s: TrainShape, scale: number, what: string, tensors: Record<string, [Binding, number]>) {
+    u32Arg(s.T, "T", what);
+    u32Arg(s.nh, "n_heads", what, 1);
+    u32Arg(s.nKv, "n_kv_heads", what, 1);
+    u32Arg(s.hd, "head_dim", what, 1);
+    checkGroups(s.nh, s.nKv, `kernel ${what}`);
+    if (s.hd > MAX_HEAD_DIM) throw new KernelError(`kernel ${what}: head_dim ${s.hd} is over the supported ${MAX_HEAD_DIM}`);
+    if (!Number.isFinite(scale)) throw new KernelError(`kernel ${what}: scale ${scale} is not finite`);
+    for (const [name, [b, bytes]] of Object.entries(tensors)) checkBinding(b, bytes, name, what);
+  }
+
+  function trainUniforms(s: TrainShape, scale: number) {
+    return uniforms({ ...s, blockSize: 0, maxBlocks: 0 }, scale);
+  }
+
+  /** Row tiles of (token, group head) pairs per kv head, checked against the dispatch limit. */
+  function rowTiles(s: TrainShape, br: number, what: string): number {
+    const tiles = Math.ceil((s.T * (s.nh / s.nKv)) / br);
+    if (tiles > maxGroups) throw new KernelError(`kernel ${what}: ${s.T} tokens x ${s.nh / s.nKv} heads need ${tiles} workgroups, over ${maxGroups} (split the call)`);
+    return tiles;
   }
 
   function uniforms(s: AttentionShape, scale: number, chunkLen = 0, nChunks = 0) {
@@ -423,14 +663,68 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
       });
     },
 
+    trainForward(b, q, k, v, segStart, out, lse, T, nh, nKv, hd, scale) {
+      const what = "attention.train_forward";
+      const s = { T, nh, nKv, hd };
+      checkTrain(s, scale, what, {
+        q: [q, T * nh * hd * el],
+        k: [k, T * nKv * hd * el],
+        v: [v, T * nKv * hd * el],
+        segStart: [segStart, T * 4],
+        out: [out, T * nh * hd * el],
+        lse: [lse, T * nh * 4],
+      });
+      b.dispatch(kTrainFwd, {
+        params: trainUniforms(s, scale),
+        buffers: [q, k, v, segStart, out, lse],
+        groups: [rowTiles(s, ft.BR, what), nKv],
+        label: what,
+      });
+    },
+
+    trainBackward(b, q, k, v, segStart, out, dout, lse, dq, dk, dv, T, nh, nKv, hd, scale) {
+      const what = "attention.train_backward";
+      const s = { T, nh, nKv, hd };
+      const qBytes = T * nh * hd * el;
+      const kBytes = T * nKv * hd * el;
+      checkTrain(s, scale, what, {
+        q: [q, qBytes],
+        k: [k, kBytes],
+        v: [v, kBytes],
+        segStart: [segStart, T * 4],
+        out: [out, qBytes],
+        dout: [dout, qBytes],
+        lse: [lse, T * nh * 4],
+        dq: [dq, qBytes],
+        dk: [dk, kBytes],
+        dv: [dv, kBytes],
+      });
+      if (T === 0) return;
+      const dqTiles = rowTiles(s, qt.BR, what);
+      const keyTiles = Math.ceil(T / kt.BC);
+      if (keyTiles > maxGroups) throw new KernelError(`kernel ${what}: ${T} tokens need ${keyTiles} key tiles, over ${maxGroups} (split the call)`);
+      const st = statsScratch(T * nh * 2 * 4);
+      const u = trainUniforms(s, scale);
+      const th = T * nh;
+      const dGroups = Math.ceil(th / 64);
+      b.dispatch(kDelta, {
+        params: u,
+        buffers: [out, dout, lse, st],
+        groups: [Math.min(dGroups, maxGroups), Math.ceil(dGroups / maxGroups)],
+        label: `${what}.delta`,
+      });
+      b.dispatch(kDq, { params: u, buffers: [q, k, v, segStart, dout, st, dq], groups: [dqTiles, nKv], label: `${what}.dq` });
+      b.dispatch(kDkdv, { params: u, buffers: [q, k, v, segStart, dout, st, dk, dv], groups: [keyTiles, nKv], label: `${what}.dkdv` });
+    },
+
     scratchBytes() {
-      return (partO?.size ?? 0) + (partML?.size ?? 0);
+      return (partO?.size ?? 0) + (partML?.size ?? 0) + (stats?.size ?? 0);
     },
 
     destroy() {
-      for (const buf of [...retired, partO, partML]) buf?.destroy();
+      for (const buf of [...retired, partO, partML, stats]) buf?.destroy();
       retired.length = 0;
-      partO = partML = null;
+      partO = partML = stats = null;
     },
   };
 }
