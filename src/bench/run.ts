@@ -237,7 +237,11 @@ export async function runBench(config: BenchConfig, source: CompletionSource, ho
   }
 
   const meta: DatasetMeta[] = sets.map((d) => ({ name: d.name, problem_ids: d.problems.map((p) => p.id), n: config.n }));
-  const summary = summarize(log.records, meta, { equivalent: graderEquivalent, ks: defaultKs(config.n) });
+  // Records in sample order: the file is in completion order, and summarize's
+  // per-problem majority breaks ties by first appearance, so without this a
+  // resumed run could report another (tied) majority answer than an uninterrupted one.
+  const ordered = [...log.records].sort((a, b) => a.sample - b.sample);
+  const summary = summarize(ordered, meta, { equivalent: graderEquivalent, ks: defaultKs(config.n) });
   writeReports(config.out, summary);
   const report = readFileSync(join(config.out, RUN_FILES.report), "utf8");
   return { runDir: config.out, summary, report, complete: log.records.length === planned, generated, resumed };
