@@ -59,3 +59,27 @@ fn add_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   if (i >= P.n) { return; }
   ai_x[i] = {{T}}(f32(ai_x[i]) + f32(ai_y[i]));
 }
+
+// ---- swiglu_backward (training; f32 only, whatever {{T}} is) ----
+// out = silu(g)·u with silu(g) = g·s, s = sigmoid(g), silu'(g) = s·(1 + g·(1 − s)):
+//   dup = dout·silu(g),  dgate = dout·u·silu'(g).  Both written (overwritten).
+// The residual add needs no backward kernel: its gradient flows unchanged to
+// both branches (see src/kernels/elementwise.ts).
+@group(0) @binding(1) var<storage, read> sb_gate: array<f32>;
+@group(0) @binding(2) var<storage, read> sb_up: array<f32>;
+@group(0) @binding(3) var<storage, read> sb_dout: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sb_dgate: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sb_dup: array<f32>;
+
+@compute @workgroup_size({{WG}})
+fn swiglu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = linear(wid, nwg, lid);
+  if (i >= P.n) { return; }
+  let g = sb_gate[i];
+  let e = exp(-abs(g));
+  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
+  let d = sb_dout[i];
+  sb_dup[i] = d * (g * s);
+  sb_dgate[i] = d * sb_up[i] * (s * (1.0 + g * (1.0 - s)));
+}

@@ -60,3 +60,42 @@ TOL.attention_train_f16 = { atol: 2e-5, rtol: 1e-3, why: "f16 inputs (exact in t
 TOL.attention_train_bwd_f32 = { atol: 1e-5, rtol: 1e-4, why: "backward: P recomputed as exp(s - lse) in f32, sums of up to 70 keys (dq) or 70·G rows (dk, dv) of products of O(1) terms, with cancellation around D (measured max abs 3.3e-6 at |grad| ~5, 2.2e-6 at scores ~30)" };
 TOL.attention_train_bwd_f16 = { atol: 5e-5, rtol: 1e-3, why: "f16 inputs (exact in the reference), f32 math, each gradient rounded once to f16: half-ulp rel 4.9e-4, plus the f32 error of attention_train_bwd_f32 (measured ~1e-5 on near-zero dq with scores ~30)" };
 TOL.attention_train_fd = { atol: 3e-5, rtol: 1e-3, why: "backward vs central differences (step h = 1e-2) of the f32 forward, L = sum(w·out) summed in f64: truncation h^2/6·|L'''| ~ 2e-5·|L'''| (relative, hence rtol) and f32 rounding of out ~1e-7 over ~70 terms / (2h) ~ 1e-5 absolute (measured max abs 7.9e-6 GPU, 3.8e-6 f64 reference)" };
+
+// Backward kernels of the small ops (tests/kernels_backward_basic.test.ts), f32.
+TOL.rmsnorm_backward_f32 = {
+  atol: 1e-5,
+  rtol: 1e-4,
+  why: "rmsnorm backward: f32 sums over dim (tree order) and over rows (32-row chunks, then chunks in order) vs f64; dx = inv·(g − x̂·mean(g·x̂)) cancels, so its error follows |inv·g| (up to ~130 on rows of RMS 1e-2), not |dx| (measured max abs 2.3e-5 at |dx| 126, 6e-6 at dim 1 where x̂² = 1 cancels fully)",
+};
+TOL.rope_backward_f32 = {
+  atol: 2e-6,
+  rtol: 1e-5,
+  why: "as rope_f32: the same f32 angle and Cody-Waite reduction (1.2e-7 rad), sin/cos a few ulp, times |dy| <= ~1.4 (measured max abs 1.8e-7)",
+};
+TOL.swiglu_backward_f32 = {
+  atol: 1e-6,
+  rtol: 1e-5,
+  why: "one exp, a divide and four products per element in f32; GPU exp differs by a few ulp (measured max abs 8.3e-7 at |dgate| ~2; relative 1e-4 only on values below 1e-6)",
+};
+TOL.embedding_backward_f32 = {
+  atol: 1e-6,
+  rtol: 5e-5,
+  why: "per row an f32 sum of its tokens' dy in token order, then one add onto |dTable| <= ~5; sums of up to ~13000 terms (2-D grid test) drift ~sqrt(n)·eps relative to the sum (measured 6.5e-6 relative there, 9.5e-7 absolute elsewhere)",
+};
+// Finite-difference checks: central differences (L(x+h) − L(x−h)) / (f32(x+h) − f32(x−h)),
+// h = 1e-2, of L = Σ r·y with y from the f32 forward (outputs rounded to f32), vs the GPU backward.
+TOL.fd_rmsnorm_f32 = {
+  atol: 2e-4,
+  rtol: 2e-3,
+  why: "truncation h²/6·|L'''| with |L'''| ~ |L'|/rms² for rows of RMS ~0.9..5: up to ~1e-3 relative (hence rtol); rounding: the row's dim <= 37 outputs |y| <= ~5 rounded to f32 (half-ulp 2.4e-7) twice over 2h = 2e-2: <= ~1e-4 absolute at worst, ~1e-5 typically (measured max abs 6.3e-5, max rel 4.9e-4)",
+};
+TOL.fd_linear_f32 = {
+  atol: 3e-5,
+  rtol: 1e-5,
+  why: "RoPE and the embedding gather are linear: no truncation error, only the f32 rounding of the few outputs one input feeds (2 for RoPE, the <= 5 tokens sharing an id) of |y| <= ~2.5, half-ulp 1.2e-7, twice, over 2h = 2e-2: <= ~3e-5 (measured max abs 2e-6)",
+};
+TOL.fd_elementwise_f32 = {
+  atol: 1e-4,
+  rtol: 1e-3,
+  why: "SwiGLU, one output per input: truncation h²/6·|silu'''(g)·up| <= ~2e-5 for |up| <= 2, plus the rounding of |y| <= ~8 (half-ulp 4.8e-7) twice over 2h = 2e-2: <= 5e-5 (measured max abs 1.05e-5)",
+};

@@ -1,5 +1,6 @@
 /**
- * Elementwise kernels (kernels/elementwise.wgsl): SwiGLU and residual adds.
+ * Elementwise kernels (kernels/elementwise.wgsl): SwiGLU and residual adds,
+ * and the SwiGLU backward (f32 only).
  * Also the small helpers the other forward-kernel wrappers share: the dtype
  * constants, the 2-D workgroup grid and binding checks.
  *
@@ -93,14 +94,45 @@ export function addRef(x: Float32Array, y: Float32Array): Float32Array {
   return out;
 }
 
+/**
+ * Backward of out = silu(gate)·up: dup = dout·silu(gate),
+ * dgate = dout·up·silu'(gate) with silu'(g) = s·(1 + g·(1 − s)), s = sigmoid(g).
+ */
+export function swigluBackwardRef(
+  gate: Float32Array,
+  up: Float32Array,
+  dout: Float32Array,
+): { dgate: Float32Array; dup: Float32Array } {
+  if (gate.length !== up.length || gate.length !== dout.length) {
+    throw new Error(`swigluBackwardRef: gate has ${gate.length} elements, up ${up.length}, dout ${dout.length}; all must match`);
+  }
+  const dgate = new Float32Array(gate.length);
+  const dup = new Float32Array(gate.length);
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i];
+    const s = 1 / (1 + Math.exp(-g));
+    dup[i] = dout[i] * g * s;
+    dgate[i] = dout[i] * up[i] * s * (1 + g * (1 - s));
+  }
+  return { dgate, dup };
+}
+
+// Residual add, backward: y = x + f(x) passes dy unchanged to both branches,
+// so it needs no kernel. The model keeps one gradient buffer for the residual
+// stream: the branch's backward takes dy as its output gradient, and the
+// gradient it produces for the branch input is merged with `addInPlace(dx, dBranch)`
+// (or `add` into a fresh buffer) before flowing to the layer below.
+
 // ---- GPU ----
 
 export async function loadElementwise(gpu: Gpu, dtype: Dtype) {
   const c = { ...dtypeConstants(gpu, dtype, "elementwise"), WG };
-  const [kSwiglu, kAdd, kAddInPlace] = await Promise.all([
+  const [kSwiglu, kAdd, kAddInPlace, kSwigluBack] = await Promise.all([
     gpu.kernel("elementwise", "swiglu", c),
     gpu.kernel("elementwise", "add", c),
     gpu.kernel("elementwise", "add_inplace", c),
+    // Backward kernels are f32-only (training keeps f32 activations and gradients).
+    dtype === "f32" ? gpu.kernel("elementwise", "swiglu_backward", c) : null,
   ]);
   const bytes = dtype === "f16" ? 2 : 4;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -135,6 +167,27 @@ export async function loadElementwise(gpu: Gpu, dtype: Dtype) {
     },
     /** x += y. */
     addInPlace,
+    /**
+     * Backward of swiglu over n f32 elements: dgate and dup written
+     * (overwritten) from gate, up and dout. f32 loaders only.
+     */
+    swigluBackward(b: Batch, gate: Binding, up: Binding, dout: Binding, dgate: Binding, dup: Binding, n: number): void {
+      const what = "elementwise.swiglu_backward";
+      if (!kSwigluBack) throw new KernelError(`kernel ${what} is f32-only; load the elementwise kernels with dtype "f32" for training`);
+      check(what, n, [[gate, "gate"], [up, "up"], [dout, "dout"], [dgate, "dgate"], [dup, "dup"]]);
+      for (const [o, oName] of [[dgate, "dgate"], [dup, "dup"]] as const) {
+        for (const [x, xName] of [[gate, "gate"], [up, "up"], [dout, "dout"]] as const) {
+          if (sameBuffer(o, x)) throw new KernelError(`kernel ${what}: ${oName} shares a buffer with ${xName}; give it its own buffer`);
+        }
+      }
+      if (sameBuffer(dgate, dup)) throw new KernelError(`kernel ${what}: dgate and dup share a buffer; give each its own`);
+      b.dispatch(kSwigluBack, {
+        params: paramsN(n),
+        buffers: [gate, up, dout, dgate, dup],
+        groups: groups(n, what),
+        label: "swiglu_backward",
+      });
+    },
   };
 }
 

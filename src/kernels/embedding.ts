@@ -4,12 +4,13 @@
  * Legend: T tokens, D hidden size, V vocabulary. The table may be split into
  * row chunks [row0, row0 + rows) so each chunk fits one storage binding
  * (151936 × 1536 × 2 bytes is over the 128 MiB limit); one `gather` per chunk
- * writes exactly the tokens whose id lies in it.
+ * writes exactly the tokens whose id lies in it. The backward (f32 only)
+ * scatter-adds dy into the table gradient chunk by chunk the same way.
  */
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./elementwise.ts";
+import { checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./elementwise.ts";
 
 const WG = 64;
 
@@ -43,8 +44,43 @@ export function gatherRef(
   return out;
 }
 
+/**
+ * Backward of gather, in place: dTable[ids[t] - row0] += dy[t] for ids in
+ * [row0, row0 + rows) (f64 sums per row, rounded once onto dTable).
+ */
+export function embeddingBackwardRef(
+  ids: Uint32Array,
+  dy: Float32Array, // [T, D]
+  dTable: Float32Array, // [rows, D], accumulated
+  D: number,
+  row0 = 0,
+): Float32Array {
+  const T = ids.length;
+  const rows = dTable.length / D;
+  if (dy.length !== T * D || !Number.isInteger(rows)) {
+    throw new Error(`embeddingBackwardRef: dy has ${dy.length} elements (want ${T}×${D}), dTable ${dTable.length} (want rows×${D})`);
+  }
+  const sums = new Map<number, Float64Array>();
+  for (let t = 0; t < T; t++) {
+    const r = ids[t] - row0;
+    if (r < 0 || r >= rows) continue;
+    let acc = sums.get(r);
+    if (!acc) sums.set(r, (acc = new Float64Array(D)));
+    for (let d = 0; d < D; d++) acc[d] += dy[t * D + d];
+  }
+  for (const [r, acc] of sums) for (let d = 0; d < D; d++) dTable[r * D + d] += acc[d];
+  return dTable;
+}
+
+const PER = 16; // accumulators per invocation in scatter_add: a column block of WG·PER = 1024
+
 export async function loadEmbedding(gpu: Gpu, dtype: Dtype) {
-  const k = await gpu.kernel("embedding", "gather", { ...dtypeConstants(gpu, dtype, "embedding"), WG });
+  const c = { ...dtypeConstants(gpu, dtype, "embedding"), WG, PER };
+  const [k, kScatter] = await Promise.all([
+    gpu.kernel("embedding", "gather", c),
+    // The backward is f32-only: dy and the table gradient are f32 in training.
+    dtype === "f32" ? gpu.kernel("embedding", "scatter_add", c) : null,
+  ]);
   const bytes = dtype === "f16" ? 2 : 4;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   return {
@@ -62,6 +98,30 @@ export async function loadEmbedding(gpu: Gpu, dtype: Dtype) {
         buffers: [ids, table, out],
         groups: grid(T * Math.ceil(D / WG), max, what),
         label: "embedding",
+      });
+    },
+    /**
+     * Backward of gather (f32): dTable[ids[t] - row0, :] += dy[t, :] for the
+     * tokens whose id lies in this chunk [row0, row0 + rows); dTable [rows, D]
+     * is accumulated, so micro-batches (and tied LM-head gradients) add up.
+     * Deterministic: each row is summed by one workgroup in token order.
+     * f32 loaders only.
+     */
+    embeddingBackward(b: Batch, ids: Binding, dy: Binding, dTable: Binding, T: number, D: number, row0: number, rows: number): void {
+      const what = "embedding.scatter_add";
+      if (!kScatter) throw new KernelError(`kernel ${what} is f32-only; load the embedding kernels with dtype "f32" for training`);
+      for (const [v, n] of [[T, "T"], [D, "D"], [row0, "row0"], [rows, "rows"]] as const) checkCount(v, n, what);
+      if (T * D > 0xffffffff || rows * D > 0xffffffff) throw new KernelError(`kernel ${what}: T·D or rows·D overflows u32`);
+      checkBinding(ids, T, 4, "ids", what);
+      checkBinding(dy, T * D, 4, "dy", what);
+      checkBinding(dTable, rows * D, 4, "dTable", what);
+      if (sameBuffer(dTable, ids) || sameBuffer(dTable, dy)) throw new KernelError(`kernel ${what}: dTable shares a buffer with ids or dy`);
+      if (T === 0 || D === 0 || rows === 0) return;
+      b.dispatch(kScatter, {
+        params: params().u32(T).u32(D).u32(row0).u32(rows),
+        buffers: [ids, dy, dTable],
+        groups: grid(T, max, what),
+        label: "embedding.scatter_add",
       });
     },
   };

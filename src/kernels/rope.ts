@@ -1,6 +1,7 @@
 /**
  * Rotary position embedding (kernels/rope.wgsl), Qwen2/HF rotate-half form,
- * applied in place to q or k laid out [T, H, hd].
+ * applied in place to q or k laid out [T, H, hd]; and its backward (f32
+ * only), the rotation by −angle applied in place to the gradient.
  *
  * inv_freq is computed here on the CPU with HF's f32 steps
  * (1 / f32(theta ** f32(2i / hd))) and uploaded once per (hd, theta): a GPU
@@ -9,7 +10,7 @@
  * bit-identical to HF's.
  */
 import type { Batch } from "../gpu/batch.ts";
-import type { Binding, Gpu } from "../gpu/index.ts";
+import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
 import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./elementwise.ts";
 
@@ -30,6 +31,15 @@ export function invFreqRef(hd: number, theta: number): Float32Array {
 export function ropeRef(x: Float32Array, pos: Uint32Array, T: number, H: number, hd: number, theta: number): Float32Array {
   const inv = invFreqRef(hd, theta);
   return rotate(x, pos, T, H, hd, (p, i) => f(p * inv[i]));
+}
+
+/**
+ * Backward of ropeRef: the rotation is orthogonal, so dx is dy rotated by
+ * −angle (same f32 angle as the forward). Returns a new array.
+ */
+export function ropeBackwardRef(dy: Float32Array, pos: Uint32Array, T: number, H: number, hd: number, theta: number): Float32Array {
+  const inv = invFreqRef(hd, theta);
+  return rotate(dy, pos, T, H, hd, (p, i) => -f(p * inv[i]));
 }
 
 /** Reference in exact (f64) arithmetic throughout: what f32 semantics approximate. */
@@ -75,7 +85,12 @@ const C2 = Math.floor((TWO_PI - C1) * 2 ** 18) / 2 ** 18;
 const C3 = f(TWO_PI - C1 - C2);
 
 export async function loadRope(gpu: Gpu, dtype: Dtype) {
-  const k = await gpu.kernel("rope", "rope", { ...dtypeConstants(gpu, dtype, "rope"), WG });
+  const c = { ...dtypeConstants(gpu, dtype, "rope"), WG };
+  const [k, kBack] = await Promise.all([
+    gpu.kernel("rope", "rope", c),
+    // The backward is f32-only (training keeps f32 activation gradients).
+    dtype === "f32" ? gpu.kernel("rope", "rope_backward", c) : null,
+  ]);
   const bytes = dtype === "f16" ? 2 : 4;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   // Tiny per-(hd, theta) tables, made on first use and kept for the loader's life.
@@ -86,24 +101,46 @@ export async function loadRope(gpu: Gpu, dtype: Dtype) {
     if (!buf) tables.set(key, (buf = gpu.buffer(invFreqRef(hd, theta), `rope.inv_freq[hd=${hd},theta=${theta}]`)));
     return buf;
   };
+  // Forward and backward share the uniform, the bindings and the grid.
+  const record = (
+    b: Batch,
+    kernel: Kernel,
+    what: string,
+    bytesPer: number,
+    x: Binding,
+    pos: Binding,
+    T: number,
+    H: number,
+    hd: number,
+    theta: number,
+  ): void => {
+    for (const [v, n] of [[T, "T"], [H, "H"], [hd, "hd"]] as const) checkCount(v, n, what);
+    if (hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${hd} must be even`);
+    if (!(theta > 1) || !Number.isFinite(theta)) throw new KernelError(`kernel ${what}: rope_theta ${theta} must be a finite number > 1`);
+    if (T * H * hd > 0xffffffff) throw new KernelError(`kernel ${what}: T·H·hd overflows u32`);
+    checkBinding(x, T * H * hd, bytesPer, "x", what);
+    checkBinding(pos, T, 4, "pos", what);
+    const n = (T * H * hd) / 2;
+    if (n === 0) return;
+    b.dispatch(kernel, {
+      params: params().u32(n).u32(H).u32(hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI),
+      buffers: [x, pos, table(hd, theta)],
+      groups: grid(Math.ceil(n / WG), max, what),
+      label: what,
+    });
+  };
   return {
     /** In place on x [T, H, hd] at positions pos (u32 [T]). */
     rope(b: Batch, x: Binding, pos: Binding, T: number, H: number, hd: number, theta: number): void {
-      const what = "rope";
-      for (const [v, n] of [[T, "T"], [H, "H"], [hd, "hd"]] as const) checkCount(v, n, what);
-      if (hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${hd} must be even`);
-      if (!(theta > 1) || !Number.isFinite(theta)) throw new KernelError(`kernel ${what}: rope_theta ${theta} must be a finite number > 1`);
-      if (T * H * hd > 0xffffffff) throw new KernelError(`kernel ${what}: T·H·hd overflows u32`);
-      checkBinding(x, T * H * hd, bytes, "x", what);
-      checkBinding(pos, T, 4, "pos", what);
-      const n = (T * H * hd) / 2;
-      if (n === 0) return;
-      b.dispatch(k, {
-        params: params().u32(n).u32(H).u32(hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI),
-        buffers: [x, pos, table(hd, theta)],
-        groups: grid(Math.ceil(n / WG), max, what),
-        label: "rope",
-      });
+      record(b, k, "rope", bytes, x, pos, T, H, hd, theta);
+    },
+    /**
+     * Backward, in place on dx [T, H, hd] (f32): dy in, dx out (dy rotated
+     * by −angle). f32 loaders only.
+     */
+    ropeBackward(b: Batch, dx: Binding, pos: Binding, T: number, H: number, hd: number, theta: number): void {
+      if (!kBack) throw new KernelError(`kernel rope.rope_backward is f32-only; load the rope kernels with dtype "f32" for training`);
+      record(b, kBack, "rope.rope_backward", 4, dx, pos, T, H, hd, theta);
     },
     /** Free the inv_freq tables. */
     destroy(): void {
