@@ -370,6 +370,10 @@ describe.skipIf(!GPU)("embedding backward (scatter-add)", () => {
     const c = gpu.buffer(64, "c");
     expect(() => emb.embeddingBackward(gpu.batch(), a, a, c, 4, 8, 0, 2)).toThrow(/embedding\.scatter_add: dy binds 64 bytes/);
     expect(() => emb.embeddingBackward(gpu.batch(), a, c, c, 2, 2, 0, 2)).toThrow(/dTable shares a buffer/);
+    const limit = gpu.limits.maxStorageBufferBindingSize;
+    const huge = gpu.device.createBuffer({ size: limit + 256, usage: GPUBufferUsage.STORAGE, label: "huge" });
+    expect(() => emb.embeddingBackward(gpu.batch(), a, c, huge, 1, 4, 0, 2)).toThrow(/dTable binds .* over the adapter's maxStorageBufferBindingSize .* row chunks/);
+    huge.destroy();
     if (gpu.features.f16) {
       const half = await loadEmbedding(gpu, "f16");
       expect(() => half.embeddingBackward(gpu.batch(), a, a, c, 1, 1, 0, 1)).toThrow(/f32-only/);

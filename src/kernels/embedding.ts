@@ -10,7 +10,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./elementwise.ts";
+import { bindingBytes, checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./elementwise.ts";
 
 const WG = 64;
 
@@ -115,6 +115,15 @@ export async function loadEmbedding(gpu: Gpu, dtype: Dtype) {
       checkBinding(ids, T, 4, "ids", what);
       checkBinding(dy, T * D, 4, "dy", what);
       checkBinding(dTable, rows * D, 4, "dTable", what);
+      const limit = gpu.limits.maxStorageBufferBindingSize;
+      for (const [x, name] of [[dTable, "dTable"], [dy, "dy"]] as const) {
+        if (bindingBytes(x) > limit) {
+          throw new KernelError(
+            `kernel ${what}: ${name} binds ${bindingBytes(x)} bytes, over the adapter's maxStorageBufferBindingSize ${limit}; ` +
+              `bind a byte range and split the vocabulary into row chunks [row0, row0 + rows)`,
+          );
+        }
+      }
       if (sameBuffer(dTable, ids) || sameBuffer(dTable, dy)) throw new KernelError(`kernel ${what}: dTable shares a buffer with ids or dy`);
       if (T === 0 || D === 0 || rows === 0) return;
       b.dispatch(kScatter, {
