@@ -1,0 +1,385 @@
+/**
+ * Qwen2 training on the GPU: f32 master weights, forward with per-layer
+ * activation checkpointing, backward, gradients accumulated over
+ * micro-batches of packed sequences.
+ *
+ * Legend: T packed tokens, H hidden, I intermediate, nh/nkv heads, hd head
+ * dim, V vocab. A micro-batch is several sequences concatenated; segStart[t]
+ * is the index of token t's sequence start (attention stays inside it),
+ * pos[t] its position in that sequence, targets[t] the next token (the
+ * log-prob at t is log p(targets[t] | tokens ≤ t)), and mask[t] says whether
+ * that log-prob carries loss (response tokens only).
+ *
+ * Checkpointing: only each layer's input x_l is kept from the forward; the
+ * backward recomputes the layer's internals from x_l into one set of scratch
+ * buffers, so activation memory is O(L·T·H + T·I) instead of O(L·T·I).
+ */
+import type { Batch, Gpu } from "../gpu/index.ts";
+import { loadAttention } from "../kernels/attention.ts";
+import { loadElementwise } from "../kernels/elementwise.ts";
+import { loadEmbedding } from "../kernels/embedding.ts";
+import { loadLogprob } from "../kernels/logprob.ts";
+import { loadLoss } from "../kernels/loss.ts";
+import { loadMatmul } from "../kernels/matmul.ts";
+import { loadMatmulGrad } from "../kernels/matmul_grad.ts";
+import { loadRmsNorm } from "../kernels/rmsnorm.ts";
+import { loadRope } from "../kernels/rope.ts";
+import type { Qwen2Config } from "../model/config.ts";
+import { qwen2WeightSpec, type WeightSpec } from "../model/safetensors.ts";
+
+export interface Param {
+  name: string;
+  shape: number[];
+  size: number; // elements
+  value: GPUBuffer; // f32 master weight
+  grad: GPUBuffer; // f32, accumulated
+}
+
+export interface PackedBatch {
+  tokens: Uint32Array;
+  pos: Uint32Array;
+  segStart: Uint32Array;
+  targets: Uint32Array;
+  mask: Float32Array;
+}
+
+async function loadKernels(gpu: Gpu) {
+  const [mm, mg, emb, norm, rope, ew, attn, lp, loss] = await Promise.all([
+    loadMatmul(gpu, "f32"),
+    loadMatmulGrad(gpu),
+    loadEmbedding(gpu, "f32"),
+    loadRmsNorm(gpu, "f32"),
+    loadRope(gpu, "f32"),
+    loadElementwise(gpu, "f32"),
+    loadAttention(gpu, "f32"),
+    loadLogprob(gpu),
+    loadLoss(gpu),
+  ]);
+  return { mm, mg, emb, norm, rope, ew, attn, lp, loss };
+}
+type Kernels = Awaited<ReturnType<typeof loadKernels>>;
+
+/** Activation and gradient buffers for micro-batches of up to `cap` tokens. */
+interface Acts {
+  cap: number;
+  tokens: GPUBuffer;
+  pos: GPUBuffer;
+  segStart: GPUBuffer;
+  targets: GPUBuffer;
+  mask: GPUBuffer;
+  xs: GPUBuffer[]; // x_l for l = 0..L (x_L is the final residual)
+  h1: GPUBuffer;
+  q: GPUBuffer;
+  k: GPUBuffer;
+  v: GPUBuffer;
+  att: GPUBuffer;
+  lse: GPUBuffer;
+  xmid: GPUBuffer;
+  h2: GPUBuffer;
+  g: GPUBuffer;
+  u: GPUBuffer;
+  a: GPUBuffer;
+  hN: GPUBuffer;
+  logits: GPUBuffer; // f32 [T, V]
+  logp: GPUBuffer;
+  entropy: GPUBuffer;
+  // gradients
+  dlogp: GPUBuffer;
+  dlogits: GPUBuffer;
+  dx: GPUBuffer;
+  dtmp: GPUBuffer;
+  dh: GPUBuffer;
+  dq: GPUBuffer;
+  dk: GPUBuffer;
+  dv: GPUBuffer;
+  datt: GPUBuffer;
+  dg: GPUBuffer;
+  du: GPUBuffer;
+  da: GPUBuffer;
+}
+
+export class TrainModel {
+  readonly params: Param[];
+  readonly byName: Map<string, Param>;
+  private acts: Acts | null = null;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: Qwen2Config,
+    private readonly k: Kernels,
+    specs: WeightSpec[],
+    values: Map<string, Float32Array>,
+  ) {
+    this.params = specs.map((s) => {
+      const size = s.shape.reduce((a, b) => a * b, 1);
+      const data = values.get(s.name);
+      if (!data) throw new Error(`training model: no values for parameter ${s.name}`);
+      if (data.length !== size) throw new Error(`training model: ${s.name} has ${data.length} values, shape ${s.shape} needs ${size}`);
+      if (size * 4 > gpu.limits.maxStorageBufferBindingSize) {
+        throw new Error(`training model: ${s.name} (${size * 4} bytes in f32) exceeds the adapter's max storage binding; not supported yet`);
+      }
+      return { name: s.name, shape: s.shape, size, value: gpu.buffer(data, s.name), grad: gpu.buffer(size * 4, `grad.${s.name}`) };
+    });
+    this.byName = new Map(this.params.map((p) => [p.name, p]));
+  }
+
+  /** Build from f32 values keyed by HF tensor names (tied models have no lm_head). */
+  static async create(gpu: Gpu, config: Qwen2Config, values: Map<string, Float32Array>): Promise<TrainModel> {
+    return new TrainModel(gpu, config, await loadKernels(gpu), qwen2WeightSpec(config), values);
+  }
+
+  private p(name: string): Param {
+    const x = this.byName.get(name);
+    if (!x) throw new Error(`training model: no parameter ${name}`);
+    return x;
+  }
+
+  private ensureActs(T: number): Acts {
+    if (this.acts && this.acts.cap >= T) return this.acts;
+    if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((b) => b.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
+    const c = this.config;
+    const cap = Math.max(T, 16);
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    const Q = c.numHeads * c.headDim;
+    const KV = c.numKvHeads * c.headDim;
+    const f = (n: number, label: string) => {
+      if (n * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
+        throw new Error(`training: activation ${label} of ${n * 4} bytes for ${cap} tokens exceeds the max storage binding; use smaller micro-batches`);
+      }
+      return this.gpu.buffer(n * 4, `act.${label}`);
+    };
+    this.acts = {
+      cap,
+      tokens: f(cap, "tokens"),
+      pos: f(cap, "pos"),
+      segStart: f(cap, "segStart"),
+      targets: f(cap, "targets"),
+      mask: f(cap, "mask"),
+      xs: Array.from({ length: c.numLayers + 1 }, (_, l) => f(cap * H, `x${l}`)),
+      h1: f(cap * H, "h1"),
+      q: f(cap * Q, "q"),
+      k: f(cap * KV, "k"),
+      v: f(cap * KV, "v"),
+      att: f(cap * Q, "att"),
+      lse: f(cap * c.numHeads, "lse"),
+      xmid: f(cap * H, "xmid"),
+      h2: f(cap * H, "h2"),
+      g: f(cap * I, "g"),
+      u: f(cap * I, "u"),
+      a: f(cap * I, "a"),
+      hN: f(cap * H, "hN"),
+      logits: f(cap * c.vocabSize, "logits"),
+      logp: f(cap, "logp"),
+      entropy: f(cap, "entropy"),
+      dlogp: f(cap, "dlogp"),
+      dlogits: f(cap * c.vocabSize, "dlogits"),
+      dx: f(cap * H, "dx"),
+      dtmp: f(cap * H, "dtmp"),
+      dh: f(cap * H, "dh"),
+      dq: f(cap * Q, "dq"),
+      dk: f(cap * KV, "dk"),
+      dv: f(cap * KV, "dv"),
+      datt: f(cap * Q, "datt"),
+      dg: f(cap * I, "dg"),
+      du: f(cap * I, "du"),
+      da: f(cap * I, "da"),
+    };
+    return this.acts;
+  }
+
+  /** Upload a packed micro-batch; returns T. */
+  private upload(mb: PackedBatch): number {
+    const T = mb.tokens.length;
+    const V = this.config.vocabSize;
+    for (const [name, arr] of [["tokens", mb.tokens], ["targets", mb.targets]] as const) {
+      arr.forEach((t, i) => {
+        if (t >= V) throw new Error(`training batch: ${name}[${i}] = ${t} is outside the vocabulary 0..${V - 1}`);
+      });
+    }
+    for (const a of [mb.pos, mb.segStart, mb.targets, mb.mask]) {
+      if (a.length !== T) throw new Error(`training batch: every field must have ${T} entries (tokens), got ${a.length}`);
+    }
+    const A = this.ensureActs(T);
+    this.gpu.write(A.tokens, mb.tokens);
+    this.gpu.write(A.pos, mb.pos);
+    this.gpu.write(A.segStart, mb.segStart);
+    this.gpu.write(A.targets, mb.targets);
+    this.gpu.write(A.mask, mb.mask);
+    return T;
+  }
+
+  /** Layer l's forward from xs[l] into the scratch activations; xs[l+1] = output. */
+  private recordLayer(b: Batch, A: Acts, l: number, T: number): void {
+    const c = this.config;
+    const { mm, norm, rope, ew, attn } = this.k;
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    const nh = c.numHeads;
+    const nkv = c.numKvHeads;
+    const hd = c.headDim;
+    const P = (s: string) => this.p(`model.layers.${l}.${s}`).value;
+    norm.rmsnorm(b, A.xs[l], P("input_layernorm.weight"), A.h1, T, H, c.rmsNormEps);
+    mm.matmul(b, A.h1, P("self_attn.q_proj.weight"), P("self_attn.q_proj.bias"), A.q, T, nh * hd, H);
+    mm.matmul(b, A.h1, P("self_attn.k_proj.weight"), P("self_attn.k_proj.bias"), A.k, T, nkv * hd, H);
+    mm.matmul(b, A.h1, P("self_attn.v_proj.weight"), P("self_attn.v_proj.bias"), A.v, T, nkv * hd, H);
+    rope.rope(b, A.q, A.pos, T, nh, hd, c.ropeTheta);
+    rope.rope(b, A.k, A.pos, T, nkv, hd, c.ropeTheta);
+    attn.trainForward(b, A.q, A.k, A.v, A.segStart, A.att, A.lse, T, nh, nkv, hd, 1 / Math.sqrt(hd));
+    mm.matmul(b, A.att, P("self_attn.o_proj.weight"), null, A.xmid, T, H, nh * hd);
+    ew.addInPlace(b, A.xmid, A.xs[l], T * H);
+    norm.rmsnorm(b, A.xmid, P("post_attention_layernorm.weight"), A.h2, T, H, c.rmsNormEps);
+    mm.matmul(b, A.h2, P("mlp.gate_proj.weight"), null, A.g, T, I, H);
+    mm.matmul(b, A.h2, P("mlp.up_proj.weight"), null, A.u, T, I, H);
+    ew.swiglu(b, A.g, A.u, A.a, T * I);
+    mm.matmul(b, A.a, P("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I);
+    ew.addInPlace(b, A.xs[l + 1], A.xmid, T * H);
+  }
+
+  private lmHead(): Param {
+    return this.config.tieWordEmbeddings ? this.p("model.embed_tokens.weight") : this.p("lm_head.weight");
+  }
+
+  /** Forward of a micro-batch: log-probs of the targets and entropies, [T] each. */
+  recordForward(b: Batch, mb: PackedBatch, temperature = 1): number {
+    const c = this.config;
+    const T = this.upload(mb);
+    const A = this.acts!;
+    const { mm, emb, norm, lp } = this.k;
+    const E = this.p("model.embed_tokens.weight");
+    emb.gather(b, A.tokens, E.value, A.xs[0], T, c.hiddenSize, 0, c.vocabSize);
+    for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T);
+    norm.rmsnorm(b, A.xs[c.numLayers], this.p("model.norm.weight").value, A.hN, T, c.hiddenSize, c.rmsNormEps);
+    mm.matmul(b, A.hN, this.lmHead().value, null, A.logits, T, c.vocabSize, c.hiddenSize);
+    lp.chosen(b, A.logits, A.targets, A.logp, A.entropy, T, c.vocabSize, temperature);
+    return T;
+  }
+
+  /** Read the log-probs and entropies of the last forward. */
+  async readLogp(T: number): Promise<{ logp: Float32Array; entropy: Float32Array }> {
+    const A = this.acts!;
+    const [logp, entropy] = await Promise.all([this.gpu.readF32(A.logp, T), this.gpu.readF32(A.entropy, T)]);
+    return { logp, entropy };
+  }
+
+  get buffers(): { logp: GPUBuffer; dlogp: GPUBuffer; mask: GPUBuffer } {
+    const A = this.acts!;
+    return { logp: A.logp, dlogp: A.dlogp, mask: A.mask };
+  }
+
+  get loss() {
+    return this.k.loss;
+  }
+
+  /**
+   * Backward of the last forward, given d loss / d logp in `buffers.dlogp`
+   * (written by a loss kernel in the same batch): adds every parameter's
+   * gradient into its grad buffer.
+   */
+  recordBackward(b: Batch, T: number, temperature = 1): void {
+    const c = this.config;
+    const A = this.acts!;
+    const { mm, mg, emb, norm, rope, ew, attn, loss } = this.k;
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    const nh = c.numHeads;
+    const nkv = c.numKvHeads;
+    const hd = c.headDim;
+    const V = c.vocabSize;
+    // LM head and final norm.
+    loss.logsoftmaxBackward(b, A.logits, A.targets, A.dlogp, A.dlogits, T, V, temperature);
+    const W = this.lmHead();
+    mg.dInput(b, A.dlogits, W.value, A.dh, T, V, H);
+    mg.dWeight(b, A.dlogits, A.hN, W.grad, T, V, H);
+    const fn = this.p("model.norm.weight");
+    norm.rmsnormBackward(b, A.xs[c.numLayers], fn.value, A.dh, A.dx, fn.grad, T, H, c.rmsNormEps);
+    // Layers, last first; A.dx holds d loss / d x_{l+1} on entry, d loss / d x_l on exit.
+    for (let l = c.numLayers - 1; l >= 0; l--) {
+      const P = (s: string) => this.p(`model.layers.${l}.${s}`);
+      this.recordLayer(b, A, l, T); // recompute internals (checkpointing); rewrites xs[l+1] identically
+      // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
+      mg.dInput(b, A.dx, P("mlp.down_proj.weight").value, A.da, T, H, I);
+      mg.dWeight(b, A.dx, A.a, P("mlp.down_proj.weight").grad, T, H, I);
+      ew.swigluBackward(b, A.g, A.u, A.da, A.dg, A.du, T * I);
+      mg.dInput(b, A.dg, P("mlp.gate_proj.weight").value, A.dh, T, I, H);
+      mg.dInput(b, A.du, P("mlp.up_proj.weight").value, A.dh, T, I, H, { accumulate: true });
+      mg.dWeight(b, A.dg, A.h2, P("mlp.gate_proj.weight").grad, T, I, H);
+      mg.dWeight(b, A.du, A.h2, P("mlp.up_proj.weight").grad, T, I, H);
+      norm.rmsnormBackward(b, A.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dtmp, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps);
+      ew.addInPlace(b, A.dx, A.dtmp, T * H); // dx = d loss / d xmid
+      // Attention: xmid = x_l + o_proj(attn(rope(q), rope(k), v)).
+      mg.dInput(b, A.dx, P("self_attn.o_proj.weight").value, A.datt, T, H, nh * hd);
+      mg.dWeight(b, A.dx, A.att, P("self_attn.o_proj.weight").grad, T, H, nh * hd);
+      attn.trainBackward(b, A.q, A.k, A.v, A.segStart, A.att, A.datt, A.lse, A.dq, A.dk, A.dv, T, nh, nkv, hd, 1 / Math.sqrt(hd));
+      rope.ropeBackward(b, A.dq, A.pos, T, nh, hd, c.ropeTheta);
+      rope.ropeBackward(b, A.dk, A.pos, T, nkv, hd, c.ropeTheta);
+      const proj: [string, GPUBuffer, number][] = [
+        ["q_proj", A.dq, nh * hd],
+        ["k_proj", A.dk, nkv * hd],
+        ["v_proj", A.dv, nkv * hd],
+      ];
+      proj.forEach(([name, d, N], i) => {
+        const w = P(`self_attn.${name}.weight`);
+        mg.dInput(b, d, w.value, A.dh, T, N, H, { accumulate: i > 0 });
+        mg.dWeight(b, d, A.h1, w.grad, T, N, H);
+        mg.dBias(b, d, P(`self_attn.${name}.bias`).grad, T, N);
+      });
+      norm.rmsnormBackward(b, A.xs[l], P("input_layernorm.weight").value, A.dh, A.dtmp, P("input_layernorm.weight").grad, T, H, c.rmsNormEps);
+      ew.addInPlace(b, A.dx, A.dtmp, T * H); // dx = d loss / d x_l
+    }
+    const E = this.p("model.embed_tokens.weight");
+    emb.embeddingBackward(b, A.tokens, A.dx, E.grad, T, H, 0, V);
+  }
+
+  /** Zero every gradient (start of an optimiser step). */
+  recordZeroGrad(b: Batch): void {
+    for (const p of this.params) b.clear(p.grad);
+  }
+
+  /** Read the f32 master weights (for checkpoints and the inference engine). */
+  async readWeights(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const p of this.params) out.set(p.name, await this.gpu.readF32(p.value, p.size));
+    return out;
+  }
+
+  async readGrads(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const p of this.params) out.set(p.name, await this.gpu.readF32(p.grad, p.size));
+    return out;
+  }
+
+  destroy(): void {
+    for (const p of this.params) {
+      p.value.destroy();
+      p.grad.destroy();
+    }
+    if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((x) => x.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
+  }
+}
+
+/** Pack sequences (prompt + response token ids) into one micro-batch. */
+export function packSequences(seqs: { tokens: number[]; lossFrom: number }[]): PackedBatch {
+  const T = seqs.reduce((a, s) => a + s.tokens.length, 0);
+  const mb: PackedBatch = {
+    tokens: new Uint32Array(T),
+    pos: new Uint32Array(T),
+    segStart: new Uint32Array(T),
+    targets: new Uint32Array(T),
+    mask: new Float32Array(T),
+  };
+  let o = 0;
+  for (const s of seqs) {
+    const n = s.tokens.length;
+    for (let i = 0; i < n; i++) {
+      mb.tokens[o + i] = s.tokens[i];
+      mb.pos[o + i] = i;
+      mb.segStart[o + i] = o;
+      // The log-prob at i is of token i+1; the last position predicts nothing.
+      mb.targets[o + i] = i + 1 < n ? s.tokens[i + 1] : 0;
+      mb.mask[o + i] = i + 1 < n && i + 1 >= s.lossFrom ? 1 : 0;
+    }
+    o += n;
+  }
+  return mb;
+}
