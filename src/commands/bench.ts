@@ -116,23 +116,18 @@ export default defineCommand({
       console.error(`bench: ${requests.length} sample(s) to generate with ${basename(m.dir)} (${m.model.dtype}) on ${gpu.adapter.description}`);
       yield* engineSource(m, { maxBatch, cacheTokens })(requests, sampling);
     };
-    // First Ctrl-C: finish the current sample, write the reports, stop. Second: exit at once.
-    const abort = new AbortController();
-    const onInt = () => {
-      if (abort.signal.aborted) process.exit(130);
-      console.error("\nbench: stopping after the next finished sample (Ctrl-C again to quit now); rerun the same command to resume");
-      abort.abort();
-    };
-    process.on("SIGINT", onInt);
+    // No SIGINT handler on purpose: each sample is appended with a synchronous
+    // write as it finishes, so the default Ctrl-C (immediate exit) loses nothing
+    // finished, and a JS handler would not even run while the engine keeps the
+    // GPU event pump busy (src/gpu/bun_event_pump.ts). Rerun to resume.
     try {
-      const r = await runBench(config, source, { signal: abort.signal });
+      const r = await runBench(config, source);
       console.log(r.report);
       console.error(
         `bench: ${r.generated} new sample(s), ${r.resumed} already done; run folder ${r.runDir}` +
           (r.complete ? "" : " (unfinished: rerun the same command to resume)"),
       );
     } finally {
-      process.off("SIGINT", onInt);
       (m as LoadedModel | null)?.model.destroy();
       (gpu as Gpu | null)?.destroy();
     }
