@@ -190,6 +190,11 @@ export class Qwen2Gpu {
   ) {}
 
   static async create(gpu: Gpu, config: Qwen2Config, src: WeightSource, dtype: DType): Promise<Qwen2Gpu> {
+    return Qwen2Gpu.withWeights(gpu, config, dtype, () => uploadWeights(gpu, config, src, dtype));
+  }
+
+  /** Build around weight buffers made by `make` (e.g. shared with the trainer). */
+  static async withWeights(gpu: Gpu, config: Qwen2Config, dtype: DType, make: () => Qwen2Weights): Promise<Qwen2Gpu> {
     if (dtype === "f16" && !gpu.features.f16) {
       throw new Error(`dtype f16 needs the adapter feature shader-f16, which "${gpu.adapter.description}" lacks`);
     }
@@ -201,8 +206,7 @@ export class Qwen2Gpu {
       loadElementwise(gpu, dtype),
       loadAttention(gpu, dtype),
     ]);
-    const weights = uploadWeights(gpu, config, src, dtype);
-    return new Qwen2Gpu(gpu, config, dtype, weights, { mm, emb, norm, rope, ew, attn });
+    return new Qwen2Gpu(gpu, config, dtype, make(), { mm, emb, norm, rope, ew, attn });
   }
 
   /**

@@ -1,0 +1,277 @@
+/**
+ * One policy update (GRPO with DAPO's clip-higher, no KL) and one supervised
+ * step, over micro-batches of packed sequences.
+ *
+ * Policy update, as verl does it: the old policy's log-probs are computed
+ * once per step by a forward of the current weights (before any update);
+ * the rollouts are split into `miniBatches` mini-batches, each one optimiser
+ * step, repeated for `epochs`; each mini-batch is split into micro-batches
+ * of at most `microBatchTokens` tokens whose gradients accumulate. With
+ * token-mean aggregation the loss of a mini-batch is the sum over all its
+ * response tokens divided by their count (DAPO), so the micro-batch losses
+ * are divided by the mini-batch's token count, not their own.
+ */
+import type { Gpu } from "../gpu/index.ts";
+import { STAT, STATS_LEN } from "../kernels/loss.ts";
+import type { Aggregation } from "../rl/policy_loss.ts";
+import { packSequences, type PackedBatch, type TrainModel } from "./model.ts";
+import type { Optimizer } from "./optim.ts";
+
+export interface Rollout {
+  prompt: number[];
+  response: number[];
+  /** The response's advantage (same for every token). */
+  advantage: number;
+  /** 0 masks the whole response out of the loss (e.g. DAPO's overlong filter). */
+  weight?: number;
+}
+
+export interface PolicyConfig {
+  epsLow: number; // 0.2
+  epsHigh: number; // 0.28 (clip-higher)
+  aggregation: Aggregation; // "token-mean" (DAPO)
+  miniBatches: number; // optimiser steps per epoch
+  epochs: number;
+  microBatchTokens: number;
+  temperature: number; // the rollout temperature (log-probs of softmax(logits / τ))
+}
+
+export const DEFAULT_POLICY: PolicyConfig = {
+  epsLow: 0.2,
+  epsHigh: 0.28,
+  aggregation: "token-mean",
+  miniBatches: 1,
+  epochs: 1,
+  microBatchTokens: 4096,
+  temperature: 1,
+};
+
+export interface UpdateStats {
+  loss: number;
+  clipFracLow: number;
+  clipFracHigh: number;
+  approxKl: number;
+  entropy: number;
+  gradNorm: number;
+  tokens: number;
+  updates: number;
+  skipped: number; // updates skipped for a non-finite gradient
+}
+
+interface Micro {
+  idx: number[]; // rollout indices
+  batch: PackedBatch;
+}
+
+/** Split rollouts (by index) into micro-batches of at most `maxTokens` tokens. */
+export function microBatches(rollouts: Rollout[], idx: number[], maxTokens: number): Micro[] {
+  const out: Micro[] = [];
+  let cur: number[] = [];
+  let tokens = 0;
+  const flush = () => {
+    if (!cur.length) return;
+    out.push({ idx: cur, batch: packSequences(cur.map((i) => ({ tokens: [...rollouts[i].prompt, ...rollouts[i].response], lossFrom: rollouts[i].prompt.length }))) });
+    cur = [];
+    tokens = 0;
+  };
+  for (const i of idx) {
+    const n = rollouts[i].prompt.length + rollouts[i].response.length;
+    if (tokens + n > maxTokens) flush();
+    cur.push(i);
+    tokens += n;
+  }
+  flush();
+  return out;
+}
+
+/** Positions in a packed micro-batch whose log-prob belongs to each rollout's response tokens. */
+function responsePositions(rollouts: Rollout[], m: Micro): number[][] {
+  const out: number[][] = [];
+  let o = 0;
+  for (const i of m.idx) {
+    const r = rollouts[i];
+    out.push(r.response.map((_, j) => o + r.prompt.length - 1 + j));
+    o += r.prompt.length + r.response.length;
+  }
+  return out;
+}
+
+/** Scratch buffers for the loss inputs, grown on demand. */
+class LossInputs {
+  cap = 0;
+  logpOld!: GPUBuffer;
+  adv!: GPUBuffer;
+  mask!: GPUBuffer;
+  readonly stats: GPUBuffer;
+  constructor(private readonly gpu: Gpu) {
+    this.stats = gpu.buffer(STATS_LEN * 4, "policy.stats");
+  }
+  ensure(T: number): void {
+    if (T <= this.cap) return;
+    if (this.cap) [this.logpOld, this.adv, this.mask].forEach((b) => b.destroy());
+    this.cap = Math.max(T, 2 * this.cap);
+    this.logpOld = this.gpu.buffer(this.cap * 4, "policy.logpOld");
+    this.adv = this.gpu.buffer(this.cap * 4, "policy.adv");
+    this.mask = this.gpu.buffer(this.cap * 4, "policy.mask");
+  }
+  destroy(): void {
+    if (this.cap) [this.logpOld, this.adv, this.mask].forEach((b) => b.destroy());
+    this.stats.destroy();
+  }
+}
+
+/** Log-probs of every rollout's response tokens under the model's current weights. */
+export async function responseLogprobs(model: TrainModel, rollouts: Rollout[], cfg: Pick<PolicyConfig, "microBatchTokens" | "temperature">): Promise<{ logp: Float32Array[]; entropy: Float32Array[] }> {
+  const logp: Float32Array[] = new Array(rollouts.length);
+  const entropy: Float32Array[] = new Array(rollouts.length);
+  for (const m of microBatches(rollouts, rollouts.map((_, i) => i), cfg.microBatchTokens)) {
+    const b = model.gpu.batch();
+    const T = model.recordForward(b, m.batch, cfg.temperature);
+    b.submit();
+    const r = await model.readLogp(T);
+    responsePositions(rollouts, m).forEach((pos, k) => {
+      logp[m.idx[k]] = Float32Array.from(pos, (p) => r.logp[p]);
+      entropy[m.idx[k]] = Float32Array.from(pos, (p) => r.entropy[p]);
+    });
+  }
+  return { logp, entropy };
+}
+
+/** Deterministic shuffle (mini-batch split) from a seed. */
+function shuffled(n: number, seed: number): number[] {
+  const idx = Array.from({ length: n }, (_, i) => i);
+  let s = (seed >>> 0) || 1;
+  for (let i = n - 1; i > 0; i--) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    const j = s % (i + 1);
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx;
+}
+
+/**
+ * GRPO/DAPO policy update on a step's rollouts. Returns the statistics over
+ * every micro-batch of every update.
+ */
+export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: Rollout[], cfg: PolicyConfig, seed = 0): Promise<UpdateStats> {
+  const gpu = model.gpu;
+  const old = await responseLogprobs(model, rollouts, cfg);
+  const inputs = new LossInputs(gpu);
+  const sum = { loss: 0, clipLow: 0, clipHigh: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, updates: 0, skipped: 0 };
+  try {
+    for (let epoch = 0; epoch < cfg.epochs; epoch++) {
+      const order = shuffled(rollouts.length, seed * 1000 + epoch);
+      const per = Math.ceil(rollouts.length / cfg.miniBatches);
+      for (let mbStart = 0; mbStart < order.length; mbStart += per) {
+        const mini = order.slice(mbStart, mbStart + per);
+        const live = mini.filter((i) => (rollouts[i].weight ?? 1) > 0 && rollouts[i].response.length > 0);
+        // Denominator of the mini-batch loss: its response tokens (token-mean) or its sequences.
+        const denom =
+          cfg.aggregation === "token-mean" ? live.reduce((a, i) => a + rollouts[i].response.length, 0) : live.length;
+        if (denom === 0) continue;
+        const zb = gpu.batch();
+        model.recordZeroGrad(zb);
+        zb.submit();
+        let first = true;
+        for (const m of microBatches(rollouts, mini, cfg.microBatchTokens)) {
+          const T = m.batch.tokens.length;
+          inputs.ensure(T);
+          const lpOld = new Float32Array(T);
+          const adv = new Float32Array(T);
+          const mask = new Float32Array(T);
+          responsePositions(rollouts, m).forEach((pos, k) => {
+            const r = rollouts[m.idx[k]];
+            const w = r.weight ?? 1;
+            // seq-mean-token-mean: each sequence's tokens carry 1/|y| so that the
+            // sum over them is the sequence mean; denom is the sequence count.
+            const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
+            pos.forEach((p, j) => {
+              lpOld[p] = old.logp[m.idx[k]][j];
+              adv[p] = a;
+              mask[p] = w > 0 ? 1 : 0;
+            });
+          });
+          gpu.write(inputs.logpOld, lpOld);
+          gpu.write(inputs.adv, adv);
+          gpu.write(inputs.mask, mask);
+          const b = gpu.batch();
+          model.recordForward(b, m.batch, cfg.temperature);
+          model.loss.policy(b, model.buffers.logp, inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
+            epsLow: cfg.epsLow,
+            epsHigh: cfg.epsHigh,
+            denom,
+            accumulate: !first,
+          });
+          model.recordBackward(b, T, cfg.temperature);
+          b.submit();
+          first = false;
+          const { entropy } = await model.readLogp(T);
+          for (let p = 0; p < T; p++) if (mask[p]) sum.entropy += entropy[p];
+        }
+        const st = await gpu.readF32(inputs.stats, STATS_LEN);
+        const o = await opt.update();
+        if (o.skipped) sum.skipped++;
+        else sum.gradNorm += o.gradNorm;
+        sum.updates++;
+        sum.loss += st[STAT.loss];
+        sum.tokens += st[STAT.tokens];
+        sum.clipLow += st[STAT.clipLow];
+        sum.clipHigh += st[STAT.clipHigh];
+        sum.kl += st[STAT.klSum];
+      }
+    }
+  } finally {
+    inputs.destroy();
+  }
+  const t = Math.max(sum.tokens, 1);
+  const u = Math.max(sum.updates, 1);
+  return {
+    loss: sum.loss / u,
+    clipFracLow: sum.clipLow / t,
+    clipFracHigh: sum.clipHigh / t,
+    approxKl: sum.kl / t,
+    entropy: sum.entropy / t,
+    gradNorm: sum.gradNorm / Math.max(sum.updates - sum.skipped, 1),
+    tokens: sum.tokens,
+    updates: sum.updates,
+    skipped: sum.skipped,
+  };
+}
+
+/** One supervised step (mean NLL over the masked tokens of all sequences). */
+export async function sftStep(
+  model: TrainModel,
+  opt: Optimizer,
+  seqs: { tokens: number[]; lossFrom: number }[],
+  microBatchTokens = 4096,
+): Promise<{ loss: number; gradNorm: number; tokens: number; skipped: boolean }> {
+  const gpu = model.gpu;
+  const rollouts: Rollout[] = seqs.map((s) => ({ prompt: s.tokens.slice(0, s.lossFrom), response: s.tokens.slice(s.lossFrom), advantage: 0 }));
+  const denom = rollouts.reduce((a, r) => a + r.response.length, 0);
+  if (denom === 0) throw new Error("sftStep: no tokens carry loss");
+  const stats = gpu.buffer(STATS_LEN * 4, "sft.stats");
+  try {
+    const zb = gpu.batch();
+    model.recordZeroGrad(zb);
+    zb.submit();
+    let first = true;
+    for (const m of microBatches(rollouts, rollouts.map((_, i) => i), microBatchTokens)) {
+      const T = m.batch.tokens.length;
+      const b = gpu.batch();
+      model.recordForward(b, m.batch);
+      model.loss.sft(b, model.buffers.logp, model.buffers.mask, model.buffers.dlogp, stats, T, denom, !first);
+      model.recordBackward(b, T);
+      b.submit();
+      first = false;
+    }
+    const st = await gpu.readF32(stats, STATS_LEN);
+    const o = await opt.update();
+    return { loss: st[STAT.loss], gradNorm: o.gradNorm, tokens: denom, skipped: o.skipped };
+  } finally {
+    stats.destroy();
+  }
+}
