@@ -9,7 +9,7 @@
  * token or reaches its budget is yielded at once and its slot and blocks go
  * back to the pool for the next waiting request.
  */
-import type { Gpu } from "../gpu/index.ts";
+import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { loadSampler } from "../kernels/sample.ts";
 import { KvCache } from "./kv_cache.ts";
 import { createWorkspace, elementBytes, type Qwen2Gpu, type Workspace } from "./model.ts";
@@ -99,6 +99,7 @@ export class Engine {
     for (const r of waiting) this.validate(r);
     const running: Running[] = [];
     while (waiting.length || running.length) {
+      await yieldToEventLoop(); // let signal handlers and timers run between steps
       // Admit as many waiting requests as fit, in order.
       const admitted: Running[] = [];
       while (waiting.length && this.cache.canAdmit(waiting[0].prompt.length + waiting[0].maxTokens)) {

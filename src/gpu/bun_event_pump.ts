@@ -65,3 +65,19 @@ export async function track<T>(promise: Promise<T>): Promise<T> {
     pending--;
   }
 }
+
+let lastTurn = 0;
+
+/**
+ * Give the event loop a real turn (timers, signal handlers, I/O) if none
+ * was given in the last `everyMs`. Long GPU loops call this between steps:
+ * while our promises are pending the pump runs on microtasks, so without it
+ * a Ctrl-C handler would never run. Safe: nothing of ours is pending here,
+ * and dawn's own tick stays parked across the turn.
+ */
+export async function yieldToEventLoop(everyMs = 50): Promise<void> {
+  const now = performance.now();
+  if (now - lastTurn < everyMs) return;
+  await new Promise<void>((resolve) => setTimeout(resolve, 0));
+  lastTurn = performance.now();
+}

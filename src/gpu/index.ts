@@ -12,7 +12,7 @@ export { params, Params, Batch, type Binding } from "./batch.ts";
 export { GpuError, GpuDeviceLostError, NO_ADAPTER_HELP, type GpuOptions } from "./device.ts";
 export { KernelError, type Kernel, type Constants } from "./kernels.ts";
 export { STORAGE } from "./buffers.ts";
-export { track } from "./bun_event_pump.ts";
+export { track, yieldToEventLoop } from "./bun_event_pump.ts";
 
 export interface KernelTiming {
   label: string;
