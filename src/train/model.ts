@@ -80,7 +80,9 @@ interface Acts {
   u: GPUBuffer;
   a: GPUBuffer;
   hN: GPUBuffer;
-  logits: GPUBuffer; // f32 [T, V]
+  /** Rows of logits computed at once: the LM head runs over token chunks. */
+  chunk: number;
+  logits: GPUBuffer; // f32 [chunk, V]
   logp: GPUBuffer;
   entropy: GPUBuffer;
   // gradients
@@ -98,6 +100,11 @@ interface Acts {
   da: GPUBuffer;
 }
 
+export interface TrainModelOptions {
+  /** Most rows of logits at once (a multiple of 64); default: what fits one binding, at most 1024. */
+  logitRows?: number;
+}
+
 export class TrainModel {
   readonly params: Param[];
   readonly byName: Map<string, Param>;
@@ -109,6 +116,7 @@ export class TrainModel {
     private readonly k: Kernels,
     specs: WeightSpec[],
     values: Map<string, Float32Array>,
+    private readonly opts: TrainModelOptions,
   ) {
     this.params = specs.map((s) => {
       const size = s.shape.reduce((a, b) => a * b, 1);
@@ -124,8 +132,8 @@ export class TrainModel {
   }
 
   /** Build from f32 values keyed by HF tensor names (tied models have no lm_head). */
-  static async create(gpu: Gpu, config: Qwen2Config, values: Map<string, Float32Array>): Promise<TrainModel> {
-    return new TrainModel(gpu, config, await loadKernels(gpu), qwen2WeightSpec(config), values);
+  static async create(gpu: Gpu, config: Qwen2Config, values: Map<string, Float32Array>, opts: TrainModelOptions = {}): Promise<TrainModel> {
+    return new TrainModel(gpu, config, await loadKernels(gpu), qwen2WeightSpec(config), values, opts);
   }
 
   private p(name: string): Param {
@@ -143,6 +151,8 @@ export class TrainModel {
     const I = c.intermediateSize;
     const Q = c.numHeads * c.headDim;
     const KV = c.numKvHeads * c.headDim;
+    const chunk = Math.min(logitChunk(cap, c.vocabSize, this.gpu.limits.maxStorageBufferBindingSize), this.opts.logitRows ?? Infinity);
+    if (chunk < cap && chunk % 64) throw new Error(`training: logitRows ${chunk} must be a multiple of 64`);
     const f = (n: number, label: string) => {
       if (n * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
         throw new Error(`training: activation ${label} of ${n * 4} bytes for ${cap} tokens exceeds the max storage binding; use smaller micro-batches`);
@@ -169,11 +179,12 @@ export class TrainModel {
       u: f(cap * I, "u"),
       a: f(cap * I, "a"),
       hN: f(cap * H, "hN"),
-      logits: f(cap * c.vocabSize, "logits"),
+      chunk,
+      logits: f(chunk * c.vocabSize, "logits"),
       logp: f(cap, "logp"),
       entropy: f(cap, "entropy"),
       dlogp: f(cap, "dlogp"),
-      dlogits: f(cap * c.vocabSize, "dlogits"),
+      dlogits: f(chunk * c.vocabSize, "dlogits"),
       dx: f(cap * H, "dx"),
       dtmp: f(cap * H, "dtmp"),
       dh: f(cap * H, "dh"),
@@ -250,8 +261,14 @@ export class TrainModel {
     emb.gather(b, A.tokens, E.value, A.xs[0], T, c.hiddenSize, 0, c.vocabSize);
     for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T);
     norm.rmsnorm(b, A.xs[c.numLayers], this.p("model.norm.weight").value, A.hN, T, c.hiddenSize, c.rmsNormEps);
-    mm.matmul(b, A.hN, this.lmHead().value, null, A.logits, T, c.vocabSize, c.hiddenSize);
-    lp.chosen(b, A.logits, A.targets, A.logp, A.entropy, T, c.vocabSize, temperature);
+    const W = this.lmHead().value;
+    const V = c.vocabSize;
+    const H = c.hiddenSize;
+    // The LM head and log-softmax over token chunks: [T, V] logits never exist at once.
+    for (const [t0, n] of chunks(T, A.chunk)) {
+      mm.matmul(b, rows(A.hN, t0, n, H), W, null, A.logits, n, V, H);
+      lp.chosen(b, A.logits, rows(A.targets, t0, n, 1), rows(A.logp, t0, n, 1), rows(A.entropy, t0, n, 1), n, V, temperature);
+    }
     return T;
   }
 
@@ -287,10 +304,14 @@ export class TrainModel {
     const hd = c.headDim;
     const V = c.vocabSize;
     // LM head and final norm.
-    loss.logsoftmaxBackward(b, A.logits, A.targets, A.dlogp, A.dlogits, T, V, temperature);
     const W = this.lmHead();
-    mg.dInput(b, A.dlogits, W.value, A.dh, T, V, H);
-    mg.dWeight(b, A.dlogits, A.hN, W.grad, T, V, H);
+    // Per token chunk: recompute the logits, then log-softmax and LM-head backward.
+    for (const [t0, n] of chunks(T, A.chunk)) {
+      mm.matmul(b, rows(A.hN, t0, n, H), W.value, null, A.logits, n, V, H);
+      loss.logsoftmaxBackward(b, A.logits, rows(A.targets, t0, n, 1), rows(A.dlogp, t0, n, 1), A.dlogits, n, V, temperature);
+      mg.dInput(b, A.dlogits, W.value, rows(A.dh, t0, n, H), n, V, H);
+      mg.dWeight(b, A.dlogits, rows(A.hN, t0, n, H), W.grad, n, V, H);
+    }
     const fn = this.p("model.norm.weight");
     norm.rmsnormBackward(b, A.xs[c.numLayers], fn.value, A.dh, A.dx, fn.grad, T, H, c.rmsNormEps);
     // Layers, last first; A.dx holds d loss / d x_{l+1} on entry, d loss / d x_l on exit.
@@ -356,6 +377,27 @@ export class TrainModel {
     }
     if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((x) => x.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
   }
+}
+
+/**
+ * Rows of logits per LM-head chunk: as many as fit one storage binding (and
+ * at most 1024), a multiple of 64 so every chunk's byte offset into the
+ * [T, H] and [T] buffers stays 256-byte aligned.
+ */
+export function logitChunk(T: number, V: number, maxBinding: number): number {
+  const fit = Math.floor(maxBinding / (V * 4));
+  if (fit < 64) throw new Error(`training: 64 rows of logits (${64 * V * 4} bytes) exceed the max storage binding ${maxBinding}`);
+  const c = Math.min(1024, Math.floor(fit / 64) * 64);
+  return T <= c ? Math.max(T, 1) : c;
+}
+
+function* chunks(T: number, size: number): Generator<[number, number]> {
+  for (let t0 = 0; t0 < T; t0 += size) yield [t0, Math.min(size, T - t0)];
+}
+
+/** Rows [t0, t0+n) of a row-major f32/u32 buffer with `width` elements per row. */
+function rows(buf: GPUBuffer, t0: number, n: number, width: number): { buffer: GPUBuffer; offset: number; size: number } {
+  return { buffer: buf, offset: t0 * width * 4, size: n * width * 4 };
 }
 
 /** Pack sequences (prompt + response token ids) into one micro-batch. */
