@@ -22,8 +22,8 @@ BUN=node_modules/.bin/bun
 
 probe() { "$BUN" src/gpu/probe.ts 2>/dev/null; }
 
-if probe; then
-  say "WebGPU adapter found: $(probe)"
+if found="$(probe)"; then
+  say "WebGPU adapter found: $found"
   exit 0
 fi
 
@@ -37,8 +37,8 @@ if [ -r /etc/os-release ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-releas
   apt-get update -qq
   say "installing Mesa lavapipe (mesa-vulkan-drivers, libvulkan1) from bookworm-backports"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
-  if probe; then
-    say "WebGPU adapter found after install: $(probe)"
+  if found="$(probe)"; then
+    say "WebGPU adapter found after install: $found"
     exit 0
   fi
   say "still no WebGPU adapter after installing lavapipe"
