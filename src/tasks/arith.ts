@@ -1,0 +1,376 @@
+/**
+ * The synthetic math task of the default run: small-number sums and
+ * differences with checkable integer answers, and reasoning traces whose
+ * redundancy can be switched on and off, so a tiny model can show SIRI's
+ * effect in miniature.
+ *
+ * A trace is the assistant's text after the chat template's `<think>\n`:
+ *
+ *   We are given 3+4.                      restate   (redundant)
+ *   3+4=4+3=5+2=6+1=7+0=7.                 count     (redundant: one by one)
+ *   3+4=7.                                 result    (always)
+ *   Let me check:\n7-4=3, so it is right.  check     (redundant)
+ *   The answer is 7.                       restate   (redundant)
+ *   </think>\n\boxed{7}                    answer    (always)
+ *
+ * With everything on a trace costs ~40-110 tokens of the tiny tokenizer; the
+ * compressed form ("3+4=7.\n</think>\n\boxed{7}") ~12. The counting chain
+ * moves one unit at a time from the right operand to the left, so every step
+ * is computable from the previous one (the verbose trace is an algorithm,
+ * the compressed one needs the fact by heart). Numbers are written without
+ * spaces because Qwen2's pre-tokenizer gives every digit its own token and a
+ * space before a digit costs one more.
+ */
+import type { Gpu } from "../gpu/index.ts";
+import { DEEPSCALER_INSTRUCTION, renderPrompt } from "../data/prompt.ts";
+import { Engine } from "../engine/generate.ts";
+import { Qwen2Gpu } from "../engine/model.ts";
+import { gradeResponse, lengthCappedReward } from "../grade/index.ts";
+import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import type { TrainModel } from "../train/model.ts";
+import type { Optimizer } from "../train/optim.ts";
+import { sftStep } from "../train/step.ts";
+
+export type ArithKind = "add" | "sub" | "add3";
+export const ARITH_KINDS: readonly ArithKind[] = ["add", "sub", "add3"];
+
+/** Short instruction (7 tiny-tokenizer tokens; DeepScaleR's costs 21). */
+export const SHORT_INSTRUCTION = "Let's think step by step.";
+
+export interface ArithOptions {
+  /** Problem kinds drawn uniformly. Default add and sub. */
+  kinds?: readonly ArithKind[];
+  /** Operands are 0..maxOperand (sub: a >= b so answers stay >= 0). Default 9. */
+  maxOperand?: number;
+  /**
+   * "train" / "test": a fixed partition of the operand tuples (by hash,
+   * `testFraction` of them held out), so held-out accuracy is on unseen
+   * problems; "all": no partition. Default "all".
+   */
+  split?: "train" | "test" | "all";
+  testFraction?: number; // default 0.2
+  /** The user turn's instruction after the problem: "short" (default), "deepscaler", or any text. */
+  instruction?: "short" | "deepscaler" | string;
+}
+
+export interface ArithProblem {
+  id: string; // e.g. "add:3:4"
+  kind: ArithKind;
+  operands: number[];
+  problem: string; // the user-facing text, e.g. "Compute 3+4."
+  answer: string; // the integer answer as text
+}
+
+/** Which redundant parts a trace carries. */
+export interface TraceStyle {
+  restate: boolean;
+  count: boolean;
+  check: boolean;
+}
+export const FULL_STYLE: TraceStyle = { restate: true, count: true, check: true };
+export const COMPRESSED_STYLE: TraceStyle = { restate: false, count: false, check: false };
+
+/** Probability of each redundant part in a warm-start trace. */
+export interface StyleMix {
+  restate: number;
+  count: number;
+  check: number;
+}
+/**
+ * Mostly verbose, with every shorter combination present: the warm-started
+ * policy starts long, and RL under a falling cap has shorter modes to select.
+ */
+export const DEFAULT_MIX: StyleMix = { restate: 0.7, count: 0.8, check: 0.7 };
+
+/** mulberry32: a small seeded uniform [0, 1) generator (deterministic across runtimes). */
+export function seededUniform(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** FNV-1a of a string into [0, 1): the fixed train/test partition. */
+function hashUnit(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0;
+  return ((h ^ (h >>> 16)) >>> 0) / 4294967296;
+}
+
+function checkOptions(opts: ArithOptions): Required<Omit<ArithOptions, "instruction">> {
+  const kinds = opts.kinds ?? ["add", "sub"];
+  const maxOperand = opts.maxOperand ?? 9;
+  const split = opts.split ?? "all";
+  const testFraction = opts.testFraction ?? 0.2;
+  if (!kinds.length) throw new Error("arith task: kinds is empty; pick from add, sub, add3");
+  for (const k of kinds) if (!ARITH_KINDS.includes(k)) throw new Error(`arith task: unknown kind "${k}" (known: ${ARITH_KINDS.join(", ")})`);
+  if (!Number.isInteger(maxOperand) || maxOperand < 1 || maxOperand > 99) throw new Error(`arith task: maxOperand must be an integer in 1..99, got ${maxOperand}`);
+  if (!["train", "test", "all"].includes(split)) throw new Error(`arith task: split must be train, test or all, got "${split}"`);
+  if (!(testFraction > 0 && testFraction < 1)) throw new Error(`arith task: testFraction must be in (0, 1), got ${testFraction}`);
+  return { kinds, maxOperand, split, testFraction };
+}
+
+/** The answer of a problem, computed from its operands. */
+export function solve(kind: ArithKind, operands: readonly number[]): number {
+  if (kind === "add") return operands[0] + operands[1];
+  if (kind === "sub") return operands[0] - operands[1];
+  return operands[0] + operands[1] + operands[2];
+}
+
+function expression(kind: ArithKind, x: readonly number[]): string {
+  return kind === "sub" ? `${x[0]}-${x[1]}` : x.join("+");
+}
+
+function makeProblem(kind: ArithKind, operands: number[]): ArithProblem {
+  return { id: `${kind}:${operands.join(":")}`, kind, operands, problem: `Compute ${expression(kind, operands)}.`, answer: String(solve(kind, operands)) };
+}
+
+/** Whether a problem's operand tuple belongs to the held-out part. */
+export function isHeldOut(p: Pick<ArithProblem, "id">, testFraction = 0.2): boolean {
+  return hashUnit(p.id) < testFraction;
+}
+
+/**
+ * `n` problems drawn with replacement from the split's problem set,
+ * deterministic per (seed, options).
+ */
+export function makeProblems(n: number, seed: number, opts: ArithOptions = {}): ArithProblem[] {
+  if (!Number.isInteger(n) || n < 0) throw new Error(`makeProblems: n must be a non-negative integer, got ${n}`);
+  if (!Number.isInteger(seed)) throw new Error(`makeProblems: seed must be an integer, got ${seed}`);
+  const o = checkOptions(opts);
+  const rand = seededUniform(seed);
+  const int = (hi: number) => Math.floor(rand() * (hi + 1)); // 0..hi
+  const out: ArithProblem[] = [];
+  let tries = 0;
+  while (out.length < n) {
+    if (++tries > 1000 * (n + 10)) throw new Error(`makeProblems: split "${o.split}" of ${o.kinds.join("/")} up to ${o.maxOperand} is (nearly) empty`);
+    const kind = o.kinds[Math.floor(rand() * o.kinds.length)];
+    let operands: number[];
+    if (kind === "add") operands = [int(o.maxOperand), int(o.maxOperand)];
+    else if (kind === "sub") {
+      const a = int(o.maxOperand);
+      operands = [a, int(a)];
+    } else operands = [int(o.maxOperand), int(o.maxOperand), int(o.maxOperand)];
+    const p = makeProblem(kind, operands);
+    if (o.split !== "all" && isHeldOut(p, o.testFraction) !== (o.split === "test")) continue;
+    out.push(p);
+  }
+  return out;
+}
+
+/** Every problem of the split once, in a fixed order (e.g. a complete held-out set). */
+export function enumerateProblems(opts: ArithOptions = {}): ArithProblem[] {
+  const o = checkOptions(opts);
+  const out: ArithProblem[] = [];
+  const r = Array.from({ length: o.maxOperand + 1 }, (_, i) => i);
+  for (const kind of o.kinds) {
+    const tuples = kind === "add" ? r.flatMap((a) => r.map((b) => [a, b])) : kind === "sub" ? r.flatMap((a) => r.filter((b) => b <= a).map((b) => [a, b])) : r.flatMap((a) => r.flatMap((b) => r.map((c) => [a, b, c])));
+    for (const t of tuples) {
+      const p = makeProblem(kind, t);
+      if (o.split === "all" || isHeldOut(p, o.testFraction) === (o.split === "test")) out.push(p);
+    }
+  }
+  return out;
+}
+
+/** "a+b=(a+1)+(b-1)=...=(a+b)+0=a+b" (sub: both sides step down). */
+function chain(kind: "add" | "sub", a: number, b: number): string {
+  let s = kind === "add" ? `${a}+${b}` : `${a}-${b}`;
+  for (let i = 1; i <= b; i++) s += kind === "add" ? `=${a + i}+${b - i}` : `=${a - i}-${b - i}`;
+  return `${s}=${solve(kind, [a, b])}.\n`;
+}
+
+/** The reasoning trace of a problem (the response after `<think>\n`), without the end-of-sequence token. */
+export function verboseTrace(p: Pick<ArithProblem, "kind" | "operands">, style: TraceStyle = FULL_STYLE): string {
+  const { kind, operands: x } = p;
+  const ans = solve(kind, x);
+  let s = "";
+  if (style.restate) s += `We are given ${expression(kind, x)}.\n`;
+  if (kind === "add3") {
+    const ab = x[0] + x[1];
+    if (style.count) s += chain("add", x[0], x[1]) + chain("add", ab, x[2]);
+    s += `${x[0]}+${x[1]}+${x[2]}=${ab}+${x[2]}=${ans}.\n`;
+    if (style.check) s += `Let me check:\n${ans}-${x[2]}-${x[1]}=${x[0]}, so it is right.\n`;
+  } else {
+    if (style.count) s += chain(kind, x[0], x[1]);
+    s += `${expression(kind, x)}=${ans}.\n`;
+    if (style.check) s += `Let me check:\n${kind === "add" ? `${ans}-${x[1]}` : `${ans}+${x[1]}`}=${x[0]}, so it is right.\n`;
+  }
+  if (style.restate) s += `The answer is ${ans}.\n`;
+  return `${s}</think>\n\\boxed{${ans}}`;
+}
+
+/** A random style: each redundant part present with its probability. */
+export function sampleStyle(rand: () => number, mix: StyleMix = DEFAULT_MIX): TraceStyle {
+  return { restate: rand() < mix.restate, count: rand() < mix.count, check: rand() < mix.check };
+}
+
+function instructionText(i: ArithOptions["instruction"]): string {
+  if (i === undefined || i === "short") return SHORT_INSTRUCTION;
+  if (i === "deepscaler") return DEEPSCALER_INSTRUCTION;
+  return i;
+}
+
+/** The chat-rendered user turn (problem + instruction) ending with the assistant's `<think>\n`. */
+export function promptText(p: Pick<ArithProblem, "problem">, tokenizer: LoadedTokenizer, opts: Pick<ArithOptions, "instruction"> = {}): string {
+  if (!tokenizer.chatTemplate) throw new Error("arith task: the tokenizer has no chat_template (tokenizer_config.json)");
+  return renderPrompt(p.problem, tokenizer.chatTemplate, { bos_token: tokenizer.bosToken, eos_token: tokenizer.eosToken }, { instruction: instructionText(opts.instruction) });
+}
+
+/** The end-of-sequence id a trace ends with (the tokenizer's first eos id). */
+function eosId(tokenizer: LoadedTokenizer): number {
+  const id = tokenizer.eosTokenIds[0];
+  if (id === undefined) throw new Error("arith task: the tokenizer has no eos token (tokenizer_config.json eos_token)");
+  return id;
+}
+
+/** Token ids of prompt and response (trace + end of sequence), for supervised steps. */
+export function encodeExample(p: ArithProblem, style: TraceStyle, tokenizer: LoadedTokenizer, opts: Pick<ArithOptions, "instruction"> = {}): { prompt: number[]; response: number[] } {
+  return { prompt: tokenizer.encode(promptText(p, tokenizer, opts)), response: [...tokenizer.encode(verboseTrace(p, style)), eosId(tokenizer)] };
+}
+
+/** DeepScaleR's format rule with R1-Distill's template: the prompt opened `<think>`, the response must close it. */
+const REWARD_OPTIONS = { requireThink: true, promptOpensThink: true } as const;
+
+/**
+ * The reward of a response text: 1 if it closes `</think>` and the last
+ * `\boxed{}` after it equals the answer, else 0; `capHit` (stopped at the
+ * cap, not at end of sequence) is passed through as `truncated` and does not
+ * by itself change the reward: a cut response almost never holds a complete
+ * box after `</think>`, so it scores 0 through extraction.
+ */
+export function reward(responseText: string, answer: string, capHit: boolean): { reward: number; correct: boolean; truncated: boolean } {
+  const closed = responseText.includes("</think>");
+  const correct = closed && gradeResponse(responseText, answer, { afterThink: true }).correct;
+  return { reward: correct ? 1 : 0, correct, truncated: capHit };
+}
+
+/**
+ * The length-capped reward of generated token ids through the project's
+ * grader: the ids are cut at `cap`, decoded without special tokens, graded.
+ */
+export function cappedReward(tokens: ArrayLike<number>, answer: string, cap: number, tokenizer: LoadedTokenizer, finished: boolean) {
+  return lengthCappedReward({
+    tokens,
+    cap,
+    gold: answer,
+    finished,
+    decode: (ids) => tokenizer.decode(ids, { skipSpecialTokens: true }),
+    options: REWARD_OPTIONS,
+  });
+}
+
+export interface WarmStartOptions {
+  steps: number;
+  /** Traces per step. Default 32. */
+  batchSize?: number;
+  seed?: number;
+  task?: ArithOptions;
+  mix?: StyleMix;
+  microBatchTokens?: number;
+  /** Called after every step; returning true stops early. */
+  onProgress?: (p: { step: number; steps: number; loss: number; gradNorm: number; seconds: number }) => void | boolean | Promise<void | boolean>;
+}
+
+export interface WarmStartResult {
+  steps: number;
+  seconds: number;
+  losses: number[];
+  tokens: number; // response tokens trained on
+}
+
+/**
+ * Supervised warm start: `steps` sftSteps on fresh batches of traces (train
+ * split unless `task.split` says otherwise), styles drawn from `mix`.
+ */
+export async function warmStart(model: TrainModel, opt: Optimizer, tokenizer: LoadedTokenizer, opts: WarmStartOptions): Promise<WarmStartResult> {
+  const { steps } = opts;
+  const batchSize = opts.batchSize ?? 32;
+  const seed = opts.seed ?? 0;
+  if (!Number.isInteger(steps) || steps < 0) throw new Error(`warmStart: steps must be a non-negative integer, got ${steps}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`warmStart: batchSize must be a positive integer, got ${batchSize}`);
+  const task: ArithOptions = { split: "train", ...opts.task };
+  const rand = seededUniform(seed ^ 0x5eed);
+  const t0 = performance.now();
+  const losses: number[] = [];
+  let tokens = 0;
+  for (let step = 0; step < steps; step++) {
+    const problems = makeProblems(batchSize, seed * 100003 + step, task);
+    const seqs = problems.map((p) => {
+      const e = encodeExample(p, sampleStyle(rand, opts.mix), tokenizer, task);
+      return { tokens: [...e.prompt, ...e.response], lossFrom: e.prompt.length };
+    });
+    const r = await sftStep(model, opt, seqs, opts.microBatchTokens);
+    if (!Number.isFinite(r.loss)) throw new Error(`warmStart: step ${step}: loss is ${r.loss}`);
+    losses.push(r.loss);
+    tokens += r.tokens;
+    const stop = await opts.onProgress?.({ step: step + 1, steps, loss: r.loss, gradNorm: r.gradNorm, seconds: (performance.now() - t0) / 1000 });
+    if (stop === true) break;
+  }
+  return { steps: losses.length, seconds: (performance.now() - t0) / 1000, losses, tokens };
+}
+
+export interface EvalOptions {
+  /** Most new tokens per response (the rollout cap). */
+  cap: number;
+  task?: Pick<ArithOptions, "instruction">;
+  temperature?: number; // default 0 (greedy)
+  seed?: number;
+  maxBatch?: number; // default 64
+}
+
+export interface EvalResult {
+  accuracy: number;
+  meanLength: number;
+  truncation: number; // fraction stopped at the cap
+  responses: { id: string; text: string; length: number; correct: boolean; truncated: boolean }[];
+}
+
+/**
+ * Generate one response per problem with the inference engine from f32
+ * weights (e.g. TrainModel.readWeights()) and grade it under the cap.
+ */
+export async function evaluate(gpu: Gpu, model: TrainModel | { config: TrainModel["config"]; weights: Map<string, Float32Array> }, tokenizer: LoadedTokenizer, problems: ArithProblem[], opts: EvalOptions): Promise<EvalResult> {
+  const config = model.config;
+  const weights = "weights" in model ? model.weights : await model.readWeights();
+  const src = {
+    has: (name: string) => weights.has(name),
+    get: (name: string) => {
+      const w = weights.get(name);
+      if (!w) throw new Error(`evaluate: no weight ${name}`);
+      return w;
+    },
+  };
+  const prompts = problems.map((p) => tokenizer.encode(promptText(p, tokenizer, opts.task)));
+  const longest = Math.max(1, ...prompts.map((p) => p.length)) + opts.cap;
+  const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 64, problems.length));
+  const blockSize = 16;
+  const seqLen = Math.ceil(longest / blockSize) * blockSize;
+  const qm = await Qwen2Gpu.create(gpu, config, src, "f32");
+  const engine = await Engine.create(qm, { maxBatch, maxSeqLen: seqLen, cacheTokens: seqLen * maxBatch, blockSize, prefillChunk: 512 });
+  const stop = tokenizer.eosTokenIds;
+  const out: EvalResult["responses"] = new Array(problems.length);
+  try {
+    const reqs = problems.map((p, i) => ({ id: i, prompt: prompts[i], maxTokens: opts.cap, stop }));
+    for await (const c of engine.generate(reqs, { temperature: opts.temperature ?? 0, topP: 1, topK: 0, seed: opts.seed ?? 0 })) {
+      const i = c.id as number;
+      const r = cappedReward(c.tokens, problems[i].answer, opts.cap, tokenizer, c.stopReason === "stop");
+      out[i] = { id: problems[i].id, text: tokenizer.decode(c.tokens, { skipSpecialTokens: true }), length: c.tokens.length, correct: r.correct, truncated: c.stopReason === "length" };
+    }
+  } finally {
+    engine.destroy();
+    qm.destroy();
+  }
+  const n = Math.max(out.length, 1);
+  return {
+    accuracy: out.filter((r) => r.correct).length / n,
+    meanLength: out.reduce((a, r) => a + r.length, 0) / n,
+    truncation: out.filter((r) => r.truncated).length / n,
+    responses: out,
+  };
+}

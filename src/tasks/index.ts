@@ -1,0 +1,33 @@
+// Training tasks: generated problems with checkable answers, their prompts,
+// reasoning traces for a supervised warm start, and rewards. The default run
+// trains on the synthetic arithmetic task; the real path uses DeepScaleR's
+// data with src/data/prompt.ts and src/grade/ directly.
+export {
+  ARITH_KINDS,
+  COMPRESSED_STYLE,
+  DEFAULT_MIX,
+  FULL_STYLE,
+  SHORT_INSTRUCTION,
+  cappedReward,
+  encodeExample,
+  enumerateProblems,
+  evaluate,
+  isHeldOut,
+  makeProblems,
+  promptText,
+  reward,
+  sampleStyle,
+  seededUniform,
+  solve,
+  verboseTrace,
+  warmStart,
+  type ArithKind,
+  type ArithOptions,
+  type ArithProblem,
+  type EvalOptions,
+  type EvalResult,
+  type StyleMix,
+  type TraceStyle,
+  type WarmStartOptions,
+  type WarmStartResult,
+} from "./arith.ts";

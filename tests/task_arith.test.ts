@@ -1,0 +1,219 @@
+// The synthetic arithmetic task: problems and answers, traces that grade
+// correct at every verbosity, zero reward for a cut trace, and a short
+// supervised warm start that lowers the loss of the tiny model.
+import { describe, expect, test } from "bun:test";
+import { buildTinyTokenizer, tinyWeights, TINY_PRESETS } from "../src/model/tiny.ts";
+import { tokenizerFromJson } from "../src/model/tokenizer.ts";
+import type { Qwen2Config } from "../src/model/config.ts";
+import { gradeResponse } from "../src/grade/index.ts";
+import { packSequences, TrainModel } from "../src/train/model.ts";
+import { Optimizer } from "../src/train/optim.ts";
+import {
+  COMPRESSED_STYLE,
+  FULL_STYLE,
+  cappedReward,
+  encodeExample,
+  enumerateProblems,
+  isHeldOut,
+  makeProblems,
+  promptText,
+  reward,
+  verboseTrace,
+  warmStart,
+  type ArithProblem,
+  type TraceStyle,
+} from "../src/tasks/index.ts";
+import { gpuOrSkip, hasGpu } from "./helpers.ts";
+
+const GPU = await hasGpu();
+const TINY = buildTinyTokenizer();
+const tok = tokenizerFromJson(TINY.tokenizerJson, TINY.tokenizerConfig, "tiny", [TINY.eosId]);
+
+/** Every style: each redundant part on or off. */
+const STYLES: TraceStyle[] = [0, 1, 2, 3, 4, 5, 6, 7].map((m) => ({ restate: !!(m & 1), count: !!(m & 2), check: !!(m & 4) }));
+
+/** The answer read back from the problem text alone (independent of the generator's operands). */
+function answerFromText(problem: string): number {
+  const m = /^Compute (\d+)([+-])(\d+)(?:\+(\d+))?\.$/.exec(problem);
+  if (!m) throw new Error(`unexpected problem text: ${problem}`);
+  const a = Number(m[1]);
+  const b = Number(m[3]);
+  if (m[2] === "-") return a - b;
+  return a + b + (m[4] === undefined ? 0 : Number(m[4]));
+}
+
+/** The whole problem space up to 9, for exhaustive checks. */
+const allProblems = () => enumerateProblems({ kinds: ["add", "sub", "add3"] });
+
+describe("arith problems", () => {
+  test("answers match the problem text; operands in range; deterministic per seed", () => {
+    const a = makeProblems(300, 11, { kinds: ["add", "sub", "add3"] });
+    const b = makeProblems(300, 11, { kinds: ["add", "sub", "add3"] });
+    const c = makeProblems(300, 12, { kinds: ["add", "sub", "add3"] });
+    expect(b).toEqual(a);
+    expect(c.map((p) => p.id)).not.toEqual(a.map((p) => p.id));
+    const kinds = new Set<string>();
+    for (const p of a) {
+      kinds.add(p.kind);
+      expect(p.answer).toBe(String(answerFromText(p.problem)));
+      expect(Number(p.answer)).toBeGreaterThanOrEqual(0);
+      for (const x of p.operands) expect(x >= 0 && x <= 9 && Number.isInteger(x)).toBe(true);
+      expect(p.id).toBe(`${p.kind}:${p.operands.join(":")}`);
+    }
+    expect([...kinds].sort()).toEqual(["add", "add3", "sub"]);
+    // Default kinds are add and sub only.
+    expect(new Set(makeProblems(200, 1).map((p) => p.kind))).toEqual(new Set(["add", "sub"]));
+  });
+
+  test("train and test splits are disjoint and cover the problem space", () => {
+    const space = allProblems().filter((p) => p.kind !== "add3");
+    expect(space.length).toBe(100 + 55); // every (a, b) sum and every a >= b difference
+    const train = new Set(makeProblems(3000, 5, { split: "train" }).map((p) => p.id));
+    const test_ = new Set(makeProblems(3000, 6, { split: "test" }).map((p) => p.id));
+    for (const id of test_) expect(train.has(id)).toBe(false);
+    expect(train.size + test_.size).toBe(space.length);
+    for (const p of space) expect(test_.has(p.id)).toBe(isHeldOut(p));
+    expect(enumerateProblems({ split: "test" }).map((p) => p.id).sort()).toEqual([...test_].sort());
+    // Random draws reach every problem of the space (add3 included).
+    expect(new Set(makeProblems(20000, 3, { kinds: ["add", "sub", "add3"], maxOperand: 4 }).map((p) => p.id)).size).toBe(25 + 15 + 125);
+    expect(test_.size / space.length).toBeGreaterThan(0.1);
+    expect(test_.size / space.length).toBeLessThan(0.3);
+  });
+
+  test("bad options are refused by name", () => {
+    expect(() => makeProblems(3, 1, { kinds: ["mul" as "add"] })).toThrow(/unknown kind "mul"/);
+    expect(() => makeProblems(3, 1, { maxOperand: 0 })).toThrow(/maxOperand/);
+    expect(() => makeProblems(-1, 1)).toThrow(/n must be/);
+    expect(() => makeProblems(3, 1, { testFraction: 1 })).toThrow(/testFraction/);
+  });
+});
+
+describe("arith traces and rewards", () => {
+  test("every trace of every style grades correct; every counting step is a true equation", () => {
+    const space = allProblems();
+    expect(space.length).toBe(100 + 55 + 1000);
+    for (const p of space) {
+      for (const style of STYLES) {
+        const text = verboseTrace(p, style);
+        const r = reward(text, p.answer, false);
+        if (!r.correct || r.reward !== 1) throw new Error(`${p.id} ${JSON.stringify(style)}: trace does not grade correct:\n${text}`);
+        expect(gradeResponse(text, p.answer, { afterThink: true }).extracted).toBe(p.answer);
+        // A wrong gold answer must not pass.
+        expect(reward(text, String(Number(p.answer) + 1), false).reward).toBe(0);
+        // Every "x+y" / "x-y" term of every line before </think> evaluates to that line's last value.
+        for (const line of text.split("</think>")[0].split("\n")) {
+          if (!/^[\d+\-=]+\.$/.test(line)) continue;
+          const terms = line.slice(0, -1).split("=");
+          const value = (t: string) => answerFromText(`Compute ${t}.`);
+          const last = Number(terms[terms.length - 1]);
+          for (const t of terms.slice(0, -1)) if (value(t) !== last) throw new Error(`${p.id}: false step ${t} != ${last} in "${line}"`);
+        }
+      }
+    }
+  });
+
+  test("token lengths: verbose traces are long, compressed ones short", () => {
+    const ps = makeProblems(200, 2);
+    const len = (p: ArithProblem, s: TraceStyle) => encodeExample(p, s, tok).response.length;
+    const full = ps.map((p) => len(p, FULL_STYLE));
+    const short = ps.map((p) => len(p, COMPRESSED_STYLE));
+    expect(Math.min(...full)).toBeGreaterThanOrEqual(40);
+    expect(Math.max(...full)).toBeLessThanOrEqual(120);
+    expect(Math.max(...short)).toBeLessThanOrEqual(20);
+    ps.forEach((p, i) => expect(full[i]).toBeGreaterThan(3 * short[i]));
+    // The prompt is the chat-rendered user turn opening the assistant's <think>.
+    const text = promptText(ps[0], tok);
+    expect(text.startsWith(`${tok.bosToken}<｜User｜>${ps[0].problem} Let's think step by step.`)).toBe(true);
+    expect(text.endsWith("<｜Assistant｜><think>\n")).toBe(true);
+    expect(promptText(ps[0], tok, { instruction: "deepscaler" })).toContain("output the final answer within \\boxed{}.");
+    // The example's response ends with end of sequence.
+    expect(encodeExample(ps[0], FULL_STYLE, tok).response.at(-1)).toBe(TINY.eosId);
+  });
+
+  test("a trace cut anywhere before its closing brace scores 0; complete, it scores 1", () => {
+    for (const p of makeProblems(12, 4, { kinds: ["add", "sub", "add3"] })) {
+      for (const style of [FULL_STYLE, COMPRESSED_STYLE]) {
+        const ids = encodeExample(p, style, tok).response; // trace + eos
+        const n = ids.length;
+        for (let cap = 1; cap < n - 1; cap++) {
+          const r = cappedReward(ids, p.answer, cap, tok, false);
+          if (r.reward !== 0 || !r.truncated || r.length !== cap) throw new Error(`${p.id}: cut at ${cap}/${n} tokens scored ${r.reward}`);
+          const text = tok.decode(ids.slice(0, cap), { skipSpecialTokens: true });
+          expect(reward(text, p.answer, true).reward).toBe(0);
+        }
+        // Cut right after the box closes (no end of sequence yet): a complete answer, as DeepScaleR counts it.
+        expect(cappedReward(ids, p.answer, n - 1, tok, false)).toMatchObject({ reward: 1, truncated: true });
+        // The whole response, finished at end of sequence exactly at the cap, is not truncated.
+        expect(cappedReward(ids, p.answer, n, tok, true)).toMatchObject({ reward: 1, truncated: false, length: n });
+        expect(cappedReward(ids, p.answer, n + 50, tok, true)).toMatchObject({ reward: 1, truncated: false });
+      }
+    }
+  });
+
+  test("no </think> means no reward, even with the right box", () => {
+    expect(reward("3+4=7.\n\\boxed{7}", "7", false).reward).toBe(0);
+    expect(reward("3+4=7.\n</think>\n\\boxed{7}", "7", false).reward).toBe(1);
+    expect(reward("\\boxed{7}\n</think>\nso", "7", false).reward).toBe(0);
+  });
+});
+
+describe.skipIf(!GPU)("arith warm start", () => {
+  test("a short supervised warm start lowers the loss on held-out traces", async () => {
+    const gpu = await gpuOrSkip();
+    const config: Qwen2Config = {
+      ...TINY_PRESETS.tiny,
+      ropeTheta: 10000,
+      rmsNormEps: 1e-6,
+      vocabSize: TINY.size,
+      maxPositions: 1024,
+      bosTokenId: TINY.bosId,
+      eosTokenIds: [TINY.eosId],
+      torchDtype: "float32",
+    };
+    const values = new Map([...tinyWeights(config, 3)].map(([k, v]) => [k, v.data]));
+    const model = await TrainModel.create(gpu, config, values);
+    const opt = await Optimizer.create(gpu, model.params, { lr: 3e-3, warmupSteps: 0, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 });
+    // Fixed held-out batch: mean NLL of its response tokens, from the forward's log-probs.
+    const held = makeProblems(6, 77, { split: "test" }).map((p) => {
+      const e = encodeExample(p, FULL_STYLE, tok);
+      return { tokens: [...e.prompt, ...e.response], lossFrom: e.prompt.length };
+    });
+    const mb = packSequences(held);
+    const T = mb.tokens.length;
+    const heldLoss = async () => {
+      const b = gpu.batch();
+      model.recordForward(b, mb);
+      b.submit();
+      const { logp } = await model.readLogp(T);
+      let s = 0;
+      let n = 0;
+      for (let i = 0; i < T; i++) if (mb.mask[i]) (s -= logp[i]), n++;
+      return s / n;
+    };
+    try {
+      const before = await heldLoss();
+      const seen: number[] = [];
+      const r = await warmStart(model, opt, tok, {
+        steps: 40,
+        batchSize: 8,
+        seed: 1,
+        onProgress: (p) => {
+          seen.push(p.step);
+          return p.step === 12; // stop early: the callback bounds the run
+        },
+      });
+      const after = await heldLoss();
+      expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+      expect(r.steps).toBe(12);
+      expect(r.losses.every(Number.isFinite)).toBe(true);
+      // Random init: ≈ ln V ≈ 6.3 nats per token. 12 steps of 8 traces at lr 3e-3
+      // learn the trace's fixed words and digit/punctuation rhythm.
+      expect(before).toBeGreaterThan(Math.log(TINY.size) - 1);
+      expect(after).toBeLessThan(before - 2);
+      expect(r.losses[r.losses.length - 1]).toBeLessThan(r.losses[0] - 2);
+    } finally {
+      opt.destroy();
+      model.destroy();
+    }
+  }, 60_000);
+});
