@@ -21,6 +21,7 @@ const main = defineCommand({
     datasets: () => import("./commands/datasets.ts").then((m) => m.default),
     schedule: () => import("./commands/schedule.ts").then((m) => m.default),
     bench: () => import("./commands/bench.ts").then((m) => m.default),
+    train: () => import("./commands/train.ts").then((m) => m.default),
   },
 });
 

@@ -1,0 +1,89 @@
+// `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
+import { defineCommand } from "citty";
+import { formatPlan, planFor, train, trainingMemoryPlan } from "../train/trainer.ts";
+import { modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
+import { gpuArgs, openGpuFromArgs } from "./common.ts";
+
+/** Split "a.b=1,c=[1,2]" at the commas that start a new `field=`. */
+export function splitOverrides(text: string): string[] {
+  return text
+    .split(/,(?=\s*[A-Za-z_][\w.]*\s*=)/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** The config of a command line: preset, then the file, then the flags. */
+export function configFromArgs(a: Record<string, string | boolean | undefined>): TrainConfig {
+  const preset = (a.preset as string) || "demo";
+  if (!PRESETS[preset]) throw new Error(`--preset: unknown preset "${preset}" (known: ${Object.keys(PRESETS).join(", ")})`);
+  const layers: { source: string; values: Record<string, unknown> }[] = [];
+  if (a.config) layers.push({ source: `config file ${a.config}`, values: readConfigFile(a.config as string) });
+  const flags: Record<string, unknown> = {};
+  const numFlag = (flag: string, field: string, integer: boolean) => {
+    const v = a[flag];
+    if (v === undefined || v === "") return;
+    const x = Number(v);
+    if (!Number.isFinite(x) || (integer && !Number.isInteger(x))) throw new Error(`--${flag}: expected ${integer ? "an integer" : "a number"}, got "${v}"`);
+    flags[field] = x;
+  };
+  numFlag("steps", "steps", true);
+  numFlag("seed", "seed", true);
+  numFlag("prompts-per-step", "promptsPerStep", true);
+  numFlag("group-size", "groupSize", true);
+  if (a.model) flags.model = a.model;
+  if (a.out) flags.out = a.out;
+  if (a.lr !== undefined && a.lr !== "") {
+    const lr = Number(a.lr);
+    if (!Number.isFinite(lr)) throw new Error(`--lr: expected a number, got "${a.lr}"`);
+    flags.optim = { lr };
+  }
+  if (Object.keys(flags).length) layers.push({ source: "flags", values: flags });
+  // --set overrides apply last, each typed by the field it names.
+  let cfg = resolveConfig(preset, layers);
+  for (const spec of a.set ? splitOverrides(a.set as string) : []) {
+    layers.push({ source: `--set ${spec}`, values: parseOverride(spec, cfg) });
+    cfg = resolveConfig(preset, layers);
+  }
+  return cfg;
+}
+
+export default defineCommand({
+  meta: { name: "train", description: "SIRI RL: G rollouts per prompt capped at L(t), length-capped reward, GRPO + clip-higher; checkpoints, metrics, resume" },
+  args: {
+    ...gpuArgs,
+    preset: { type: "string", description: `Starting config: ${Object.keys(PRESETS).join(" | ")} (default demo: tiny model + synthetic task, ~10 min on 2 cores)` },
+    config: { type: "string", description: "A JSON or TOML config file merged over the preset (same field names as the printed config)" },
+    model: { type: "string", description: "Hugging Face Qwen2 folder, or tiny:<preset>" },
+    out: { type: "string", description: "Run folder (metrics.jsonl, plot.svg, cycles.md, checkpoints/)" },
+    steps: { type: "string", description: "Training steps" },
+    seed: { type: "string", description: "Seed; every random choice of a step is a function of (seed, step)" },
+    lr: { type: "string", description: "Learning rate" },
+    "prompts-per-step": { type: "string", description: "Prompts per step" },
+    "group-size": { type: "string", description: "Rollouts per prompt (G)" },
+    set: { type: "string", description: 'Other fields: "policy.epsHigh=0.28,dapo.dynamicSampling=true,schedule={\\"kind\\":\\"constant\\",\\"cap\\":64}"' },
+    resume: { type: "boolean", description: "Continue the run in --out from its newest checkpoint (exactly)" },
+    plan: { type: "boolean", description: "Validate the config, print it and the memory plan, and exit" },
+    "no-progress": { type: "boolean", description: "No progress bar" },
+  },
+  async run({ args }) {
+    const cfg = configFromArgs(args as Record<string, string | boolean | undefined>);
+    if (args.plan || !cfg.model.startsWith("tiny:")) {
+      // Printed before anything loads, so a missing model folder still shows what the run would need.
+      const { config, note } = planFor(cfg);
+      const dtype = cfg.rollout.dtype === "auto" ? "f16" : cfg.rollout.dtype;
+      console.log(formatPlan(trainingMemoryPlan(config, cfg, dtype), `memory plan for ${cfg.preset} (${note}; rollout dtype ${dtype}):`));
+    }
+    if (args.plan) console.log(JSON.stringify(cfg, null, 2));
+    modelSource(cfg); // a missing model folder is an error naming it
+    if (args.plan) return;
+    const gpu = await openGpuFromArgs(args);
+    console.error(`adapter: ${gpu.adapter.description}`);
+    try {
+      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log: (s) => console.error(s) });
+      console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
+      console.log(r.table);
+    } finally {
+      gpu.destroy();
+    }
+  },
+});
