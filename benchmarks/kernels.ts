@@ -77,7 +77,7 @@ function checkRows(M: number, gemvMaxM: number): number {
   return Math.min(M, Math.max(gemvMaxM + 1, 48));
 }
 
-async function checkMatmul(
+export async function checkMatmul(
   gpu: Gpu,
   shape: MatmulShape,
   rows: number,
@@ -111,7 +111,7 @@ function matmulBuffers(gpu: Gpu, { M, N, K }: MatmulShape) {
 
 let sharedTf = false;
 
-async function tfjs(gpu: Gpu) {
+export async function tfjs(gpu: Gpu) {
   const tf = await import("@tensorflow/tfjs-core");
   const { WebGPUBackend } = await import("@tensorflow/tfjs-backend-webgpu");
   if (!sharedTf) {

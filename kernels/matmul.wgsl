@@ -6,10 +6,16 @@
 //   C    rows of stride ldc; row m's outputs at C[m*ldc + col0 + n], type {{TC}}
 // Accumulation is always f32.
 //
-// Two entry points:
-//   tiled: prefill (many rows). A workgroup computes a BM x BN tile of C,
-//          staging BK-wide slices of A and W in shared memory; each thread
-//          keeps a TM x TN register tile.
+// Three entry points:
+//   tiled: prefill (many rows) on hardware GPUs. A workgroup computes a
+//          BM x BN tile of C, staging BK-wide slices of A and W in shared
+//          memory; each thread keeps a TM x TN register tile.
+//   rows:  prefill on CPU-backed adapters (lavapipe), where a barrier turns
+//          invocations into coroutines and a per-lane load costs one load per
+//          lane. No barrier, no shared memory: a workgroup owns RM rows, so
+//          every A load is workgroup-uniform (one load, broadcast), and each
+//          thread reads its RN rows of W in vec4 units and keeps RM x RN
+//          scalar accumulators.
 //   gemv:  decode (few rows). A workgroup computes NC output columns for
 //          every row, its WG threads splitting K and reducing in shared
 //          memory; W is read exactly once when M <= MT.
@@ -17,8 +23,8 @@
 // Compile-time constants: ENABLE ("enable f16;" or ""), T, TC, C_BINDING, the
 // tile sizes below, and line switches that are "" (line kept) or "//" (line
 // commented out): IF_BIAS (the no-bias variant has no bias binding, so C is
-// binding 3 instead of 4), IF_V4 / IF_V1 (gemv's unit product). tiled is always
-// compiled with V = 1.
+// binding 3 instead of 4), IF_V4 / IF_V1 (gemv's and rows' unit product).
+// tiled is always compiled with V = 1.
 
 {{ENABLE}}
 
@@ -125,6 +131,51 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
       let m = m0 + lid.y * TM + i;
       if (m >= M) { break; }
       C[m * P.ldc + P.col0 + n] = {{TC}}(acc[i * TN + j] + b);
+    }
+  }
+}
+
+// ----------------------------------------------------------------- rows ----
+
+const RM = {{RM}}u;            // rows per workgroup (workgroup-uniform A loads)
+const RN = {{RN}}u;            // columns per thread, RWG apart
+const RWG = {{RWG}}u;          // threads per workgroup
+
+// a·w in f32 for one unit (V elements).
+fn dotv(a: {{VT}}, w: {{VT}}) -> f32 {
+  {{IF_V4}}return dot(vec4<f32>(a), vec4<f32>(w));
+  {{IF_V1}}return f32(a) * f32(w);
+}
+
+@compute @workgroup_size(RWG)
+fn rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let M = P.M;
+  let N = P.N;
+  let KU = P.K / {{V}}u;       // row length in units
+  let m0 = wid.y * RM;         // the same for the whole workgroup
+  let n0 = wid.x * RWG * RN + lid.x;
+  // Row indices are clamped for loads; clamped results are not stored.
+  // Loops have constant trip counts, so they unroll and the arrays stay in registers.
+  var wrow: array<u32, RN>;
+  for (var j = 0u; j < RN; j++) { wrow[j] = min(n0 + j * RWG, N - 1u) * KU; }
+  var arow: array<u32, RM>;
+  for (var i = 0u; i < RM; i++) { arow[i] = min(m0 + i, M - 1u) * KU; }
+  var acc: array<f32, RM * RN>;
+  for (var k = 0u; k < KU; k++) {
+    var w: array<{{VT}}, RN>;
+    for (var j = 0u; j < RN; j++) { w[j] = W[wrow[j] + k]; }
+    for (var i = 0u; i < RM; i++) {
+      let a = A[arow[i] + k];
+      for (var j = 0u; j < RN; j++) { acc[i * RN + j] += dotv(a, w[j]); }
+    }
+  }
+  // no early exits: a loop with a break may stay rolled, and acc would go to scratch
+  for (var j = 0u; j < RN; j++) {
+    let n = n0 + j * RWG;
+    let b = bias_at(min(n, N - 1u));
+    for (var i = 0u; i < RM; i++) {
+      let m = m0 + i;
+      if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(acc[i * RN + j] + b); }
     }
   }
 }

@@ -200,14 +200,31 @@ for (const dtype of ["f32", "f16"] as const) {
       }
     }
 
-    test("the other tile configuration (gemv reducing over K in shared memory, 16x16 tiled) is right too", async () => {
+    test("the other tile configuration (gemv reducing over K in shared memory, the other prefill kernel) is right too", async () => {
       const gpu = await gpuOrSkip();
       const alt = gpu.adapter.isFallback
-        ? { WX: 16, WY: 16, TM: 4, TN: 4, BK: 16, WG: 32, KS: 8, NC: 2, MT: 2, gemvMaxM: 16 }
-        : { WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, WG: 64, KS: 1, NC: 1, MT: 4, gemvMaxM: 8 };
+        ? { prefill: "tiled" as const, WX: 16, WY: 16, TM: 4, TN: 4, BK: 16, WG: 32, KS: 8, NC: 2, MT: 2, gemvMaxM: 16 }
+        : { prefill: "rows" as const, RM: 8, RN: 4, RWG: 32, WG: 64, KS: 1, NC: 1, MT: 4, gemvMaxM: 8 };
       const mm2 = await loadMatmul(gpu, dtype, alt);
       for (const [M, K] of [[1, 45], [5, 64], [16, 1536], [40, 45], [130, 67]]) {
         await check(gpu, mm2, dtype, { M, N: 67, K, bias: true, ldc: 70, col0: 2 }, M + K);
+      }
+    });
+
+    test("prefill in vec4 units (K % 4 == 0): ragged M and N, col0/ldc, several row blocks", async () => {
+      const { gpu, mm } = await get();
+      await check(gpu, mm, dtype, { M: 37, N: 70, K: 64, bias: true }, 61);
+      await check(gpu, mm, dtype, { M: 130, N: 131, K: 36, bias: false, ldc: 140, col0: 5 }, 62);
+      await check(gpu, mm, dtype, { M: 33, N: 1, K: 4, bias: true }, 63);
+    });
+
+    test("rows kernel with other register tiles (RM 3 x RN 1, RM 16 x RN 2) on both unit sizes", async () => {
+      const gpu = await gpuOrSkip();
+      for (const [RM, RN, RWG] of [[3, 1, 8], [16, 2, 16]]) {
+        const mm2 = await loadMatmul(gpu, dtype, { prefill: "rows", RM, RN, RWG, gemvMaxM: 2 });
+        for (const [M, K] of [[3, 44], [41, 45], [50, 128]]) {
+          await check(gpu, mm2, dtype, { M, N: 67, K, bias: true, ldc: 71, col0: 3 }, 100 * RM + M + K);
+        }
       }
     });
 
@@ -226,6 +243,8 @@ for (const dtype of ["f32", "f16"] as const) {
       expect(() => mm.matmul(b, small, small, null, small, 1.5, 2, 2)).toThrow(/M = 1.5/);
       b.submit();
       small.destroy();
+      await expect(loadMatmul(gpu, dtype, { prefill: "shared" as "rows" })).rejects.toThrow(/prefill "shared"/);
+      await expect(loadMatmul(gpu, dtype, { RN: 0 })).rejects.toThrow(/RN = 0/);
     });
   });
 }

@@ -2,9 +2,11 @@
  * Matrix product with an HF Linear weight (kernels/matmul.wgsl):
  * C[m, col0 + n] = sum_k A[m,k]·W[n,k] + bias[n], A [M,K], W [N,K], bias [N].
  *
- * Two kernels, picked by M: `gemv` for decode (few rows; memory-bound on W,
- * which it reads once per MT rows) and `tiled` for prefill (many rows;
- * shared-memory tiles with a register tile per thread). `col0`/`ldc` let a
+ * Two paths, picked by M: decode (`gemv`, few rows; memory-bound on W, which
+ * it reads once per MT rows) and prefill (many rows): `tiled` (shared-memory
+ * tiles with a register tile per thread) on hardware GPUs, `rows` (no barrier,
+ * no shared memory, workgroup-uniform A loads) on CPU-backed adapters, where
+ * barriers and per-lane loads are what costs (benchmarks/RESULTS.md). `col0`/`ldc` let a
  * caller split a weight over the 128 MiB binding limit (the LM head) into
  * row chunks bound as {buffer, offset, size} and write each chunk's columns
  * into one C.
@@ -21,7 +23,7 @@ export interface MatmulOptions {
   col0?: number;
   /** Write C as f32 even when A/W are f16 (LM-head logits). */
   outF32?: boolean;
-  /** Force the kernel: "decode" (gemv) or "prefill" (tiled); default by M (`gemvMaxM`). */
+  /** Force the kernel: "decode" (gemv) or "prefill" (`config.prefill`); default by M (`gemvMaxM`). */
   path?: "decode" | "prefill";
 }
 
@@ -52,12 +54,18 @@ export function matmulRef(
 
 /** Tile sizes; the tuned defaults are in `matmulConfig`. */
 export interface MatmulConfig {
+  /** Prefill kernel: "tiled" (shared memory, for GPUs) or "rows" (barrier-free, for CPU adapters). */
+  prefill: "tiled" | "rows";
   /** tiled: threads along N and M, register tile TN x TM, K slice BK. */
   WX: number;
   WY: number;
   TM: number;
   TN: number;
   BK: number;
+  /** rows: rows per workgroup, columns per thread, threads per workgroup. */
+  RM: number;
+  RN: number;
+  RWG: number;
   /** gemv: threads, threads splitting K per column group (1: none, no reduction), columns per group, rows per pass over K. */
   WG: number;
   KS: number;
@@ -70,8 +78,8 @@ export interface MatmulConfig {
 /** Tile sizes measured best (benchmarks/kernels.ts) on each kind of adapter. */
 export function matmulConfig(gpu: Gpu): MatmulConfig {
   return gpu.adapter.isFallback
-    ? { WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, WG: 64, KS: 1, NC: 2, MT: 4, gemvMaxM: 32 }
-    : { WX: 16, WY: 16, TM: 4, TN: 4, BK: 16, WG: 128, KS: 32, NC: 2, MT: 4, gemvMaxM: 16 };
+    ? { prefill: "rows", WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, RM: 8, RN: 4, RWG: 32, WG: 64, KS: 1, NC: 2, MT: 4, gemvMaxM: 32 }
+    : { prefill: "tiled", WX: 16, WY: 16, TM: 4, TN: 4, BK: 16, RM: 8, RN: 4, RWG: 64, WG: 128, KS: 32, NC: 2, MT: 4, gemvMaxM: 16 };
 }
 
 function bytesOf(b: Binding): number {
@@ -105,13 +113,18 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
   }
   const cfg = { ...matmulConfig(gpu), ...config };
   if (cfg.TM % 4 || cfg.TN % 4) throw new KernelError(`matmul: TM ${cfg.TM} and TN ${cfg.TN} must be multiples of 4`);
+  if (cfg.prefill !== "tiled" && cfg.prefill !== "rows") throw new KernelError(`matmul: prefill "${cfg.prefill}" is not "tiled" or "rows"`);
+  for (const [name, v] of Object.entries({ RM: cfg.RM, RN: cfg.RN, RWG: cfg.RWG })) {
+    if (!Number.isInteger(v) || v < 1) throw new KernelError(`matmul: rows ${name} = ${v} must be a positive integer`);
+  }
   if (cfg.KS & (cfg.KS - 1) || cfg.WG % cfg.KS) {
     throw new KernelError(`matmul: gemv KS ${cfg.KS} must be a power of two dividing WG ${cfg.WG}`);
   }
   const esize = dtype === "f16" ? 2 : 4;
   const pipes = new Map<string, Kernel>();
   const loads: Promise<void>[] = [];
-  for (const [entry, V] of [["tiled", 1], ["gemv", 1], ["gemv", 4]] as const) {
+  const prefill: [string, number][] = cfg.prefill === "tiled" ? [["tiled", 1]] : [["rows", 1], ["rows", 4]];
+  for (const [entry, V] of [...prefill, ["gemv", 1], ["gemv", 4]] as const) {
     for (const hasBias of [false, true]) {
       for (const outF32 of dtype === "f16" ? [false, true] : [false]) {
         const consts = {
@@ -129,6 +142,9 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
           TM: cfg.TM,
           TN: cfg.TN,
           BK: cfg.BK,
+          RM: cfg.RM,
+          RN: cfg.RN,
+          RWG: cfg.RWG,
           WG: cfg.WG,
           KS: cfg.KS,
           IF_DIRECT: cfg.KS === 1 ? "" : "//",
@@ -136,7 +152,7 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
           NC: cfg.NC,
           MT: cfg.MT,
         };
-        const key = `${entry}${entry === "gemv" ? V : ""}/${hasBias}/${outF32}`;
+        const key = `${entry}${entry === "tiled" ? "" : V}/${hasBias}/${outF32}`;
         loads.push(gpu.kernel("matmul", entry, consts).then((k) => void pipes.set(key, k)));
       }
     }
@@ -179,9 +195,9 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
       }
     }
     const gemv = opts.path ? opts.path === "decode" : M <= cfg.gemvMaxM;
-    // gemv reads A and W in vec4 units when every row starts 4-aligned
+    // gemv and rows read A and W in vec4 units when every row starts 4-aligned
     const V = K % 4 === 0 && offsetOf(a) % (4 * esize) === 0 && offsetOf(w) % (4 * esize) === 0 ? 4 : 1;
-    const name = gemv ? `gemv${V}` : "tiled";
+    const name = gemv ? `gemv${V}` : cfg.prefill === "rows" ? `rows${V}` : "tiled";
     const k = pipes.get(`${name}/${bias !== null}/${outF32}`)!;
     const u = params().u32(M).u32(N).u32(K).u32(ldc).u32(col0);
     const buffers = bias ? [a, w, bias, c] : [a, w, c];
@@ -189,6 +205,8 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
     if (gemv) {
       const g = Math.ceil(N / (cfg.NC * (cfg.WG / cfg.KS)));
       groups = [Math.min(g, maxGroups), Math.ceil(g / maxGroups)];
+    } else if (cfg.prefill === "rows") {
+      groups = [Math.ceil(N / (cfg.RWG * cfg.RN)), Math.ceil(M / cfg.RM)];
     } else {
       groups = [Math.ceil(N / (cfg.WX * cfg.TN)), Math.ceil(M / (cfg.WY * cfg.TM))];
     }
