@@ -185,7 +185,7 @@ export function formatPlan(rows: PlanRow[], title: string): string {
 
 export interface TrainHooks {
   /** Change a step's rewards before anything uses them (tests: inject NaN, force equal groups). */
-  rewards?: (step: number, round: number, rewards: number[]) => number[];
+  rewards?: (step: number, round: number, group: number, rewards: number[], lengths: number[]) => number[];
   /** Change a step's advantages before the update (tests: a non-finite loss). */
   advantages?: (step: number, adv: Float32Array) => Float32Array;
   /** See the rollouts that go into the update. */
@@ -416,7 +416,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
           const scored = rs.map((r) => task.reward(tokenizer.decode(r.tokens, { skipSpecialTokens: true }), problem.answer, !r.finished));
           let rewards = scored.map((s) => s.reward);
           if (cfg.dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, rs.map((r) => r.tokens.length), cap, Math.max(1, Math.round(cfg.dapo.overlongCache * cap))));
-          if (hooks.rewards) rewards = hooks.rewards(step, round, rewards.slice());
+          if (hooks.rewards) rewards = hooks.rewards(step, round, i, rewards.slice(), rs.map((r) => r.tokens.length));
           return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), finished: rs.map((r) => r.finished), rewards, correct: scored.map((s) => s.correct) };
         });
       };
