@@ -1,16 +1,21 @@
 #!/usr/bin/env bun
 /**
- * Kernel benchmark: `bun benchmarks/kernels.ts [--quick] [--json] [--only SUBSTR]`.
+ * Kernel benchmark: `bun benchmarks/kernels.ts [--quick] [--json] [--only SUBSTR] [--rounds N]`.
  *
  * Every case is checked against its CPU reference before it is timed; a case
  * that fails its check is reported as failed and not timed. Timing: one
- * submission of R repetitions, wall clock, minus one submission of a single
- * repetition (cancels submit + readback latency), divided by R - 1; where the
- * adapter has timestamp queries our own kernels also report the median GPU
- * time per dispatch. Units: ms, GFLOP/s, GB/s (bytes each kernel must move at
- * least once) and % of the adapter's measured copy bandwidth
- * (copyBufferToBuffer, read + write bytes). The last line of stdout is one
- * JSON object with everything.
+ * sample is one submission of R repetitions, wall clock, minus one submission
+ * of a single repetition (cancels submit + readback latency), divided by
+ * R - 1. The cases of one shape (ours, naive, TF.js) are sampled interleaved,
+ * N rounds (default 7, 3 with --quick), so load from other processes on a
+ * shared machine hits them alike; a case's time is the median of its samples
+ * (with the range), and a speed-up is the median of the per-round ratios
+ * (with the range). Where the adapter has timestamp queries our own kernels
+ * also report the median GPU time per dispatch. Units: ms, GFLOP/s, GB/s
+ * (bytes each kernel must move at least once; both from the median wall
+ * time) and % of the adapter's measured copy bandwidth (copyBufferToBuffer,
+ * read + write bytes). The last line of stdout is one JSON object with
+ * everything.
  *
  * Adding a kernel family: push `BenchCase`s (a plain object: name, flops,
  * bytes, setup returning record/check/dispose) from a function like
@@ -47,11 +52,26 @@ export interface BenchResult {
   ok: boolean;
   check: string;
   reps: number;
-  ms: number | null; // wall-clock per repetition
+  ms: number | null; // wall-clock per repetition, median over rounds
+  msMin: number | null;
+  msMax: number | null;
+  samples: number[]; // ms per repetition, one per round
   gpuMs: number | null; // median timestamp per dispatch (ours only)
   gflops: number | null;
   gbps: number | null;
   pctCopyBw: number | null;
+}
+
+/** A speed-up of ours over another impl from paired (same-round) samples. */
+export interface Ratio {
+  median: number;
+  min: number;
+  max: number;
+  ofMedians: number;
+}
+export interface Speedup {
+  vsTfjs: Ratio | null;
+  vsNaive: Ratio | null;
 }
 
 const args = new Set(process.argv.slice(2));
@@ -59,6 +79,9 @@ const QUICK = args.has("--quick");
 const JSON_ONLY = args.has("--json");
 const onlyIdx = process.argv.indexOf("--only");
 const ONLY = onlyIdx > 0 ? process.argv[onlyIdx + 1] : "";
+const roundsIdx = process.argv.indexOf("--rounds");
+const ROUNDS = roundsIdx > 0 ? Number(process.argv[roundsIdx + 1]) : QUICK ? 3 : 7;
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`benchmarks/kernels.ts: --rounds must be a positive integer`);
 const log = (s: string) => {
   if (!JSON_ONLY) console.log(s);
 };
@@ -250,36 +273,46 @@ async function copyBandwidth(gpu: Gpu): Promise<{ bytes: number; gbps: number }>
   return { bytes, gbps: (2 * bytes) / (best * 1e6) };
 }
 
-async function timeCase(gpu: Gpu, inst: BenchInstance): Promise<{ reps: number; ms: number; gpuMs: number | null }> {
-  const wall = async (reps: number): Promise<number> => {
-    if (inst.runWall) return inst.runWall(reps);
-    const t0 = performance.now();
-    const b = gpu.batch();
-    for (let i = 0; i < reps; i++) inst.record!(b);
-    b.submit();
-    await gpu.sync();
-    return performance.now() - t0;
-  };
-  const first = await wall(1); // warm-up (pipeline compile on lavapipe)
-  const one = Math.min(first, await wall(1));
-  const target = QUICK ? 300 : 1000;
-  const reps = Math.max(3, Math.min(50, Math.ceil(target / Math.max(one, 0.05))));
-  let ms = Infinity;
-  for (let trial = 0; trial < 2; trial++) {
-    const w1 = await wall(1);
-    const wr = await wall(reps);
-    ms = Math.min(ms, Math.max(wr - w1, 0) / (reps - 1));
-  }
-  let gpuMs: number | null = null;
-  if (inst.record && gpu.startProfiling(reps * 2)) {
-    const b = gpu.batch();
-    for (let i = 0; i < reps; i++) inst.record(b);
-    b.submit();
-    const t = (await gpu.stopProfiling()).map((x) => x.ms).sort((x, y) => x - y);
-    gpuMs = t[t.length >> 1];
-  }
-  return { reps, ms, gpuMs };
+/** Wall ms of R repetitions: one submission of R recorded dispatches, or the peer's own loop. */
+async function wall(gpu: Gpu, inst: BenchInstance, reps: number): Promise<number> {
+  if (inst.runWall) return inst.runWall(reps);
+  const t0 = performance.now();
+  const b = gpu.batch();
+  for (let i = 0; i < reps; i++) inst.record!(b);
+  b.submit();
+  await gpu.sync();
+  return performance.now() - t0;
 }
+
+/** Repetitions per sample so one sample takes about `target` ms (after a warm-up that compiles). */
+async function pickReps(gpu: Gpu, inst: BenchInstance): Promise<number> {
+  const first = await wall(gpu, inst, 1); // warm-up (pipeline compile on lavapipe)
+  const one = Math.min(first, await wall(gpu, inst, 1));
+  const target = QUICK ? 300 : 1000;
+  return Math.max(3, Math.min(50, Math.ceil(target / Math.max(one, 0.05))));
+}
+
+/** One sample: wall of R reps minus wall of 1 rep (cancels submit + readback latency), per rep. */
+async function sample(gpu: Gpu, inst: BenchInstance, reps: number): Promise<number> {
+  const w1 = await wall(gpu, inst, 1);
+  const wr = await wall(gpu, inst, reps);
+  return Math.max(wr - w1, 0) / (reps - 1);
+}
+
+/** Median GPU timestamp per dispatch over R recorded repetitions (our kernels, where supported). */
+async function gpuTime(gpu: Gpu, inst: BenchInstance, reps: number): Promise<number | null> {
+  if (!inst.record || !gpu.startProfiling(reps * 2)) return null;
+  const b = gpu.batch();
+  for (let i = 0; i < reps; i++) inst.record(b);
+  b.submit();
+  const t = (await gpu.stopProfiling()).map((x) => x.ms).sort((x, y) => x - y);
+  return t[t.length >> 1];
+}
+
+const median = (x: number[]) => {
+  const s = [...x].sort((p, q) => p - q);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 async function main() {
   const gpu = await Gpu.open();
@@ -317,50 +350,77 @@ async function main() {
     (c) => !ONLY || `${c.name} ${c.impl}`.includes(ONLY),
   );
 
+  // Cases of one shape are timed interleaved (ours, naive, tfjs, ours, ...) for ROUNDS
+  // rounds, so load from other processes hits them alike; each ratio is taken per round
+  // (adjacent samples) and reported as the median with its range.
   const results: BenchResult[] = [];
-  for (const c of cases) {
-    const inst = await c.setup(gpu);
-    const chk = await inst.check();
-    const r: BenchResult = {
-      name: c.name,
-      impl: c.impl,
-      ok: chk.ok,
-      check: chk.detail,
-      reps: 0,
-      ms: null,
-      gpuMs: null,
-      gflops: null,
-      gbps: null,
-      pctCopyBw: null,
-    };
-    if (chk.ok) {
-      const t = await timeCase(gpu, inst);
-      const ms = t.gpuMs ?? t.ms;
+  const speedups: Record<string, Speedup> = {};
+  const f = (x: number | null, d = 2) => (x === null ? "-" : x.toFixed(d));
+  for (const name of [...new Set(cases.map((c) => c.name))]) {
+    const group = cases.filter((c) => c.name === name);
+    const live: { c: BenchCase; inst: BenchInstance; r: BenchResult; reps: number; samples: number[] }[] = [];
+    for (const c of group) {
+      const inst = await c.setup(gpu);
+      const chk = await inst.check();
+      const r: BenchResult = {
+        name: c.name,
+        impl: c.impl,
+        ok: chk.ok,
+        check: chk.detail,
+        reps: 0,
+        ms: null,
+        msMin: null,
+        msMax: null,
+        samples: [],
+        gpuMs: null,
+        gflops: null,
+        gbps: null,
+        pctCopyBw: null,
+      };
+      results.push(r);
+      if (chk.ok) live.push({ c, inst, r, reps: await pickReps(gpu, inst), samples: [] });
+      else {
+        inst.dispose();
+        log(`${c.name.padEnd(26)} ${c.impl.padEnd(6)} FAIL  (${r.check})`);
+      }
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const x of live) x.samples.push(await sample(gpu, x.inst, x.reps));
+    }
+    for (const x of live) {
+      const { c, r } = x;
+      const ms = median(x.samples);
+      const gpuMs = await gpuTime(gpu, x.inst, x.reps);
+      x.inst.dispose();
       Object.assign(r, {
-        reps: t.reps,
-        ms: t.ms,
-        gpuMs: t.gpuMs,
+        reps: x.reps,
+        ms,
+        msMin: Math.min(...x.samples),
+        msMax: Math.max(...x.samples),
+        samples: x.samples,
+        gpuMs,
         gflops: c.flops / (ms * 1e6),
         gbps: c.bytes / (ms * 1e6),
         pctCopyBw: (100 * c.bytes) / (ms * 1e6) / copy.gbps,
       });
+      log(
+        `${c.name.padEnd(26)} ${c.impl.padEnd(6)} ok   wall ${f(r.ms, 3).padStart(8)} ms [${f(r.msMin, 2)}, ${f(r.msMax, 2)}]  gpu ${f(gpuMs, 3).padStart(8)} ms  ` +
+          `${f(r.gflops).padStart(7)} GFLOP/s ${f(r.gbps).padStart(7)} GB/s ${f(r.pctCopyBw, 1).padStart(5)}% copy  (${r.check})`,
+      );
     }
-    inst.dispose();
-    results.push(r);
-    const f = (x: number | null, d = 2) => (x === null ? "-" : x.toFixed(d));
-    log(
-      `${c.name.padEnd(26)} ${c.impl.padEnd(6)} ${chk.ok ? "ok  " : "FAIL"} wall ${f(r.ms, 3).padStart(8)} ms  gpu ${f(r.gpuMs, 3).padStart(8)} ms  ` +
-        `${f(r.gflops).padStart(7)} GFLOP/s ${f(r.gbps).padStart(7)} GB/s ${f(r.pctCopyBw, 1).padStart(5)}% copy  (${r.check})`,
-    );
-  }
-  // ours vs the peer and the baseline, on the wall clock (the one clock all three share)
-  const speedups: Record<string, { vsTfjs: number | null; vsNaive: number | null }> = {};
-  for (const r of results.filter((x) => x.impl === "ours" && x.ms)) {
-    const other = (impl: string) => results.find((x) => x.name === r.name && x.impl === impl && x.ms)?.ms ?? null;
-    const t = other("tfjs");
-    const n = other("naive");
-    speedups[r.name] = { vsTfjs: t && t / r.ms!, vsNaive: n && n / r.ms! };
-    log(`${r.name.padEnd(26)} ours vs tfjs ${t ? (t / r.ms!).toFixed(2) + "x" : "-"}  vs naive ${n ? (n / r.ms!).toFixed(2) + "x" : "-"}`);
+    // ours vs the peer and the baseline, on the wall clock (the one clock all three share)
+    const ours = live.find((x) => x.c.impl === "ours");
+    if (!ours) continue;
+    const ratio = (impl: string): Ratio | null => {
+      const o = live.find((x) => x.c.impl === impl);
+      if (!o) return null;
+      const per = o.samples.map((t, i) => t / Math.max(ours.samples[i], 1e-9));
+      return { median: median(per), min: Math.min(...per), max: Math.max(...per), ofMedians: median(o.samples) / median(ours.samples) };
+    };
+    const sp = { vsTfjs: ratio("tfjs"), vsNaive: ratio("naive") };
+    speedups[name] = sp;
+    const show = (q: Ratio | null) => (q ? `${q.median.toFixed(2)}x [${q.min.toFixed(2)}, ${q.max.toFixed(2)}]` : "-");
+    log(`${name.padEnd(26)} ours vs tfjs ${show(sp.vsTfjs)}  vs naive ${show(sp.vsNaive)}  (per-round ratios: median [min, max] of ${ROUNDS})`);
   }
   const failed = results.filter((r) => !r.ok).length;
   console.log(

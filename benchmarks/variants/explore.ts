@@ -40,9 +40,12 @@ async function make(cfg: string, M: number, N: number, K: number): Promise<Runne
     const r = await checkMatmul(gpu, { M, N, K }, Math.min(M, 48), async (_, a, w, c, rows) => run(a, w, c, rows));
     return `${r.ok ? "ok" : "FAIL"} ${r.detail}`;
   };
-  if (cfg === "ours") {
+  if (cfg.startsWith("ours")) {
+    // ours: the default path for M; ours-decode / ours-prefill force one
     const mm = await loadMatmul(gpu, "f32");
-    const rec = (b: Batch, a: GPUBuffer, w: GPUBuffer, c: GPUBuffer, rows: number) => mm.matmul(b, a, w, null, c, rows, N, K, { path: rows <= mm.config.gemvMaxM && M <= mm.config.gemvMaxM ? "decode" : "prefill" });
+    const forced = cfg === "ours-decode" ? "decode" : cfg === "ours-prefill" ? "prefill" : null;
+    const path = forced ?? (M <= mm.config.gemvMaxM ? "decode" : "prefill");
+    const rec = (b: Batch, a: GPUBuffer, w: GPUBuffer, c: GPUBuffer, rows: number) => mm.matmul(b, a, w, null, c, rows, N, K, { path });
     return {
       check: () => chk(async (a, w, c, rows) => { const b = gpu.batch(); rec(b, a, w, c, rows); b.submit(); return gpu.readF32(c, rows * N); }),
       wall: timeRec((b) => rec(b, A, W, C, M)),

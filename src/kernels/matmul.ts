@@ -78,7 +78,7 @@ export interface MatmulConfig {
 /** Tile sizes measured best (benchmarks/kernels.ts) on each kind of adapter. */
 export function matmulConfig(gpu: Gpu): MatmulConfig {
   return gpu.adapter.isFallback
-    ? { prefill: "rows", WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, RM: 8, RN: 4, RWG: 32, WG: 64, KS: 1, NC: 2, MT: 4, gemvMaxM: 32 }
+    ? { prefill: "rows", WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, RM: 8, RN: 4, RWG: 32, WG: 64, KS: 1, NC: 2, MT: 4, gemvMaxM: 8 }
     : { prefill: "tiled", WX: 16, WY: 16, TM: 4, TN: 4, BK: 16, RM: 8, RN: 4, RWG: 64, WG: 128, KS: 32, NC: 2, MT: 4, gemvMaxM: 16 };
 }
 
