@@ -14,6 +14,7 @@ import {
   cappedReward,
   encodeExample,
   enumerateProblems,
+  evaluate,
   isHeldOut,
   makeProblems,
   promptText,
@@ -211,6 +212,17 @@ describe.skipIf(!GPU)("arith warm start", () => {
       expect(before).toBeGreaterThan(Math.log(TINY.size) - 1);
       expect(after).toBeLessThan(before - 2);
       expect(r.losses[r.losses.length - 1]).toBeLessThan(r.losses[0] - 2);
+      // Greedy evaluation through the engine: lengths within the cap, grading agrees with reward().
+      const probs = makeProblems(4, 5, { split: "test" });
+      const ev = await evaluate(gpu, model, tok, probs, { cap: 24 });
+      expect(ev.responses.map((x) => x.id)).toEqual(probs.map((p) => p.id));
+      ev.responses.forEach((x, i) => {
+        expect(x.length).toBeGreaterThan(0);
+        expect(x.length).toBeLessThanOrEqual(24);
+        if (x.length < 24) expect(x.truncated).toBe(false); // stopped at end of sequence
+        expect(x.correct).toBe(reward(x.text, probs[i].answer, x.truncated).correct);
+      });
+      expect(ev.accuracy).toBe(ev.responses.filter((x) => x.correct).length / 4);
     } finally {
       opt.destroy();
       model.destroy();

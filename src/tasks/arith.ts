@@ -20,6 +20,14 @@
  * the compressed one needs the fact by heart). Numbers are written without
  * spaces because Qwen2's pre-tokenizer gives every digit its own token and a
  * space before a digit costs one more.
+ *
+ * Measured (tiny preset: hidden 64, 2 layers, vocab 521; lavapipe on 2
+ * shared cores): add/sub up to 9, full traces 51-101 tokens (mean 66),
+ * compressed 14-16, prompt 18 (32 with DeepScaleR's instruction). Warm start
+ * at lr 3e-3, 16 traces a step, ~0.85 s a step: held-out greedy accuracy
+ * 0.03 at 100 steps, 0.16-0.19 at 200, 0.34-0.44 at 300, 0.69-0.81 at 400.
+ * After 400 steps, held-out accuracy by cap: 0.73 at 100+ tokens, 0.63 at
+ * 80, 0.43 at 64, 0.07 at 48, 0 at 32 (responses still run ~60 tokens).
  */
 import type { Gpu } from "../gpu/index.ts";
 import { DEEPSCALER_INSTRUCTION, renderPrompt } from "../data/prompt.ts";
