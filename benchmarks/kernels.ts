@@ -24,7 +24,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Gpu, params, track, type Batch } from "../src/gpu/index.ts";
+import { attentionRef, loadAttention, MAX_HEAD_DIM, type AttentionShape } from "../src/kernels/attention.ts";
+import { addRef, loadElementwise, swigluRef } from "../src/kernels/elementwise.ts";
+import { gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
+import { loadLogprob, logprobRef } from "../src/kernels/logprob.ts";
 import { loadMatmul, matmulRef } from "../src/kernels/matmul.ts";
+import { loadRmsNorm, rmsnormRef } from "../src/kernels/rmsnorm.ts";
+import { invFreqRef, loadRope, ropeRef } from "../src/kernels/rope.ts";
+import { loadSampler, sampleRef, sampleWorkgroupSize, type SampleOptions } from "../src/kernels/sample.ts";
 import { compare, randn } from "../tests/helpers.ts";
 import { TOL } from "../tests/tolerances.ts";
 
@@ -250,6 +257,415 @@ function matmulCases(gpu: Gpu, shapes: MatmulShape[], peerShapes: Set<string>): 
   return cases;
 }
 
+// ------------------------------------------------- other kernel families --
+//
+// Each family below gives an "ours" case (the kernel in kernels/, through its
+// wrapper in src/kernels/) and a "naive" case (a baseline in variants/) on the
+// same shape. Host data and the CPU reference are made once per shape and
+// shared by both; the check runs one repetition on the bench buffers and
+// compares every output element before any timing.
+
+/** A value computed on first use (host data and references are big at V = 151936). */
+function once<T>(f: () => T): () => T {
+  let box: { v: T } | null = null;
+  return () => (box ??= { v: f() }).v;
+}
+
+type Check = { ok: boolean; maxAbs: number; detail: string };
+
+/** Every element of each output against its reference, tolerances named from tests/tolerances.ts. */
+function checkAll(shape: string, outs: { what: string; got: ArrayLike<number>; want: ArrayLike<number>; tol: string }[]): Check {
+  let ok = true;
+  let maxAbs = 0;
+  const notes: string[] = [];
+  for (const o of outs) {
+    const tol = TOL[o.tol];
+    if (!tol) throw new Error(`benchmarks/kernels.ts: ${shape}: no tolerance "${o.tol}" in tests/tolerances.ts`);
+    const r = compare(o.got, o.want, tol.atol, tol.rtol);
+    ok &&= r.ok;
+    maxAbs = Math.max(maxAbs, r.maxAbs);
+    notes.push(`${o.what} max |diff| ${r.maxAbs.toExponential(2)} [${o.tol}]${r.ok ? "" : ` ${r.mismatches.slice(0, 3).join("; ")}`}`);
+  }
+  return { ok, maxAbs, detail: `${shape} every element: ${notes.join(", ")}` };
+}
+
+/** One implementation on one shape: records a repetition, reads its outputs back. */
+interface Run {
+  record(b: Batch): void;
+  /** The outputs after the repetitions recorded so far, in the order of the case's references. */
+  read(): Promise<ArrayLike<number>[]>;
+  dispose(): void;
+}
+type Want = { what: string; want: ArrayLike<number>; tol: string }[];
+
+/** Cases of one shape: one per implementation, all checked against the same references. */
+function shapeCases(name: string, flops: number, bytes: number, want: () => Want, impls: Record<string, (gpu: Gpu) => Promise<Run>>): BenchCase[] {
+  return Object.entries(impls).map(([impl, make]) => ({
+    name,
+    impl,
+    flops,
+    bytes,
+    async setup(gpu: Gpu): Promise<BenchInstance> {
+      const run = await make(gpu);
+      return {
+        record: (b) => run.record(b),
+        async check() {
+          const b = gpu.batch();
+          run.record(b);
+          b.submit();
+          const got = await run.read();
+          const w = want();
+          return checkAll(name, w.map((x, i) => ({ ...x, got: got[i] })));
+        },
+        dispose: () => run.dispose(),
+      };
+    },
+  }));
+}
+
+/** A baseline kernel from variants/<file>.wgsl (f32 storage). */
+function naiveKernel(gpu: Gpu, file: string, entry: string, constants: Record<string, string | number>) {
+  const src = readFileSync(join(import.meta.dir, "variants", `${file}.wgsl`), "utf8");
+  return gpu.kernels.get(file, entry, { T: "f32", ENABLE: "", ...constants }, src);
+}
+
+/** Threads per workgroup of the one-thread-per-row baselines. */
+const NAIVE_WG = 64;
+const rowGroups = (n: number): [number] => [Math.ceil(n / NAIVE_WG)];
+const destroyAll = (bufs: GPUBuffer[]) => () => bufs.forEach((x) => x.destroy());
+
+/** Uniform integers in [0, n) (deterministic). */
+function randInts(count: number, n: number, seed: number): Uint32Array {
+  return Uint32Array.from(randn(count, seed), (x) => Math.min(n - 1, Math.floor(((x + 1) / 2) * n)));
+}
+
+/** Embedding gather of T tokens from a [rows, D] table chunk (rows as many as one binding holds, up to V). */
+function embeddingCases(gpu: Gpu, T: number, D: number, V: number): BenchCase[] {
+  const bindMax = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  // The gather reads T rows whatever the table size; the software adapter gets a small table (host memory, upload time).
+  const rows = Math.min(V, Math.floor(bindMax / (D * 4)), gpu.adapter.isFallback ? 8192 : V);
+  const host = once(() => ({ ids: randInts(T, rows, 31), table: randn(rows * D, 32) }));
+  const want = once((): Want => {
+    const h = host();
+    return [{ what: "out", want: gatherRef(h.ids, h.table, new Float32Array(T * D), D), tol: "exact" }];
+  });
+  const bufs = (gpu: Gpu) => {
+    const h = host();
+    return { ids: gpu.buffer(h.ids, "bench-ids"), table: gpu.buffer(h.table, "bench-table"), out: gpu.buffer(T * D * 4, "bench-out") };
+  };
+  return shapeCases(`embedding f32 ${T}x${D} of ${rows} rows`, 0, 4 * (T + 2 * T * D), want, {
+    async ours(gpu) {
+      const e = await loadEmbedding(gpu, "f32");
+      const x = bufs(gpu);
+      return {
+        record: (b) => e.gather(b, x.ids, x.table, x.out, T, D, 0, rows),
+        read: async () => [await gpu.readF32(x.out, T * D)],
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "embedding_naive", "naive", { WG: NAIVE_WG });
+      const x = bufs(gpu);
+      return {
+        record: (b) =>
+          b.dispatch(k, { params: params().u32(T).u32(D).u32(0).u32(rows), buffers: [x.ids, x.table, x.out], groups: rowGroups(T), label: "embedding_naive" }),
+        read: async () => [await gpu.readF32(x.out, T * D)],
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+  });
+}
+
+/** RMSNorm of T rows of D features. */
+function rmsnormCases(T: number, D: number): BenchCase[] {
+  const eps = 1e-6;
+  const host = once(() => ({ x: randn(T * D, 41, 3), w: randn(D, 42) }));
+  const want = once((): Want => [{ what: "out", want: rmsnormRef(host().x, host().w, T, D, eps), tol: "rmsnorm_f32" }]);
+  const bufs = (gpu: Gpu) => ({ x: gpu.buffer(host().x, "bench-x"), w: gpu.buffer(host().w, "bench-w"), out: gpu.buffer(T * D * 4, "bench-out") });
+  return shapeCases(`rmsnorm f32 ${T}x${D}`, 4 * T * D, 4 * (2 * T * D + D), want, {
+    async ours(gpu) {
+      const n = await loadRmsNorm(gpu, "f32");
+      const x = bufs(gpu);
+      return {
+        record: (b) => n.rmsnorm(b, x.x, x.w, x.out, T, D, eps),
+        read: async () => [await gpu.readF32(x.out, T * D)],
+        dispose: () => (destroyAll(Object.values(x))(), n.destroy()),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "rmsnorm_naive", "naive", { WG: NAIVE_WG });
+      const x = bufs(gpu);
+      return {
+        record: (b) => b.dispatch(k, { params: params().u32(T).u32(D).f32(eps), buffers: [x.x, x.w, x.out], groups: rowGroups(T), label: "rmsnorm_naive" }),
+        read: async () => [await gpu.readF32(x.out, T * D)],
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+  });
+}
+
+/**
+ * RoPE in place on q [T, H, hd] at positions 0..T-1 (a prefill). The check
+ * reads x after the one repetition it records; timing keeps rotating it.
+ */
+function ropeCases(T: number, H: number, hd: number, theta: number): BenchCase[] {
+  const n = T * H * hd;
+  const host = once(() => ({ x: randn(n, 51), pos: Uint32Array.from({ length: T }, (_, t) => t) }));
+  const want = once((): Want => [{ what: "x", want: ropeRef(host().x, host().pos, T, H, hd, theta), tol: "rope_f32" }]);
+  const bufs = (gpu: Gpu) => ({ x: gpu.buffer(host().x, "bench-x"), pos: gpu.buffer(host().pos, "bench-pos") });
+  return shapeCases(`rope f32 ${T}x${H}x${hd}`, 3 * n, 4 * (2 * n + T), want, {
+    async ours(gpu) {
+      const r = await loadRope(gpu, "f32");
+      const x = bufs(gpu);
+      return {
+        record: (b) => r.rope(b, x.x, x.pos, T, H, hd, theta),
+        read: async () => [await gpu.readF32(x.x, n)],
+        dispose: () => (destroyAll(Object.values(x))(), r.destroy()),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "rope_naive", "naive", { WG: NAIVE_WG });
+      const x = bufs(gpu);
+      const inv = gpu.buffer(invFreqRef(hd, theta), "bench-inv-freq");
+      // The same Cody-Waite split of 2π as src/kernels/rope.ts (C1, C2 short, C3 the f32 rest).
+      const c1 = 201 / 32;
+      const c2 = Math.floor((2 * Math.PI - c1) * 2 ** 18) / 2 ** 18;
+      const c3 = Math.fround(2 * Math.PI - c1 - c2);
+      const u = () => params().u32(T * H).u32(H).u32(hd / 2).f32(c1).f32(c2).f32(c3).f32(1 / (2 * Math.PI));
+      return {
+        record: (b) => b.dispatch(k, { params: u(), buffers: [x.x, x.pos, inv], groups: rowGroups(T * H), label: "rope_naive" }),
+        read: async () => [await gpu.readF32(x.x, n)],
+        dispose: destroyAll([...Object.values(x), inv]),
+      };
+    },
+  });
+}
+
+/** SwiGLU (rows x cols = T x I) or the residual add (T x H), f32. */
+function elementwiseCases(op: "swiglu" | "add", rows: number, cols: number): BenchCase[] {
+  const n = rows * cols;
+  const host = once(() => ({ a: randn(n, 61, 4), c: randn(n, 62, 2) }));
+  const want = once((): Want => [
+    { what: "out", want: op === "swiglu" ? swigluRef(host().a, host().c) : addRef(host().a, host().c), tol: "elementwise_f32" },
+  ]);
+  const bufs = (gpu: Gpu) => ({ a: gpu.buffer(host().a, "bench-a"), c: gpu.buffer(host().c, "bench-b"), out: gpu.buffer(n * 4, "bench-out") });
+  return shapeCases(`${op} f32 ${rows}x${cols}`, (op === "swiglu" ? 4 : 1) * n, 12 * n, want, {
+    async ours(gpu) {
+      const e = await loadElementwise(gpu, "f32");
+      const x = bufs(gpu);
+      return {
+        record: (b) => (op === "swiglu" ? e.swiglu(b, x.a, x.c, x.out, n) : e.add(b, x.a, x.c, x.out, n)),
+        read: async () => [await gpu.readF32(x.out, n)],
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "elementwise_naive", `${op}_naive`, { WG: NAIVE_WG });
+      const x = bufs(gpu);
+      return {
+        record: (b) => b.dispatch(k, { params: params().u32(rows).u32(cols), buffers: [x.a, x.c, x.out], groups: rowGroups(rows), label: `${op}_naive` }),
+        read: async () => [await gpu.readF32(x.out, n)],
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+  });
+}
+
+/** A deterministic permutation of 0..n-1 (physical blocks scattered like a used pool). */
+function permutation(n: number, seed: number): Uint32Array {
+  const p = Uint32Array.from({ length: n }, (_, i) => i);
+  const r = randn(n, seed);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.min(i, Math.floor(((r[i] + 1) / 2) * (i + 1)));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+/**
+ * Attention over the paged KV cache. "prefill": one sequence of T tokens at
+ * positions 0..T-1 (cache already written); "decode": `seqs` sequences, one
+ * token each at position ctx-1. Blocks of 16 positions, scattered.
+ */
+function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, nh: number, nKv: number, hd: number): BenchCase[] {
+  const blockSize = 16;
+  const maxBlocks = Math.ceil(ctx / blockSize);
+  const T = mode === "prefill" ? ctx : seqs;
+  const shape: AttentionShape = { T, nh, nKv, hd, blockSize, maxBlocks };
+  const scale = 1 / Math.sqrt(hd);
+  const cacheLen = seqs * maxBlocks * blockSize * nKv * hd;
+  const host = once(() => ({
+    q: randn(T * nh * hd, 71),
+    kc: randn(cacheLen, 72),
+    vc: randn(cacheLen, 73),
+    table: permutation(seqs * maxBlocks, 74),
+    seq: Uint32Array.from({ length: T }, (_, t) => (mode === "prefill" ? 0 : t)),
+    pos: Uint32Array.from({ length: T }, (_, t) => (mode === "prefill" ? t : ctx - 1)),
+  }));
+  const want = once((): Want => {
+    const h = host();
+    return [{ what: "out", want: attentionRef(h.q, h.kc, h.vc, h.table, h.seq, h.pos, shape, scale), tol: "attention_f32" }];
+  });
+  const keys = mode === "prefill" ? (T * (T + 1)) / 2 : T * ctx; // (token, key) pairs attended
+  const flops = 4 * hd * nh * keys; // q·k and p·v, 2 flops per multiply-add each
+  const bytes = 4 * (2 * T * nh * hd + 2 * seqs * ctx * nKv * hd); // q, out, and every cached k and v once
+  const bufs = (gpu: Gpu) => {
+    const h = host();
+    return {
+      q: gpu.buffer(h.q, "bench-q"),
+      kc: gpu.buffer(h.kc, "bench-kcache"),
+      vc: gpu.buffer(h.vc, "bench-vcache"),
+      table: gpu.buffer(h.table, "bench-table"),
+      seq: gpu.buffer(h.seq, "bench-seq"),
+      pos: gpu.buffer(h.pos, "bench-pos"),
+      out: gpu.buffer(T * nh * hd * 4, "bench-out"),
+    };
+  };
+  const name = mode === "prefill" ? `attention prefill f32 T${T}` : `attention decode f32 ${seqs}x${ctx}`;
+  return shapeCases(name, flops, bytes, want, {
+    async ours(gpu) {
+      const a = await loadAttention(gpu, "f32");
+      const x = bufs(gpu);
+      const call = mode === "prefill" ? a.prefill : a.decode;
+      return {
+        record: (b) => call(b, x.q, x.kc, x.vc, x.table, x.seq, x.pos, x.out, T, nh, nKv, hd, blockSize, maxBlocks, scale),
+        read: async () => [await gpu.readF32(x.out, T * nh * hd)],
+        dispose: () => (destroyAll(Object.values(x))(), a.destroy()),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "attention_naive", "naive", { WG: NAIVE_WG, MAXHD: MAX_HEAD_DIM });
+      const x = bufs(gpu);
+      const u = () => params().u32(T).u32(nh).u32(nKv).u32(hd).u32(blockSize).u32(maxBlocks).f32(scale);
+      return {
+        record: (b) =>
+          b.dispatch(k, { params: u(), buffers: [x.q, x.kc, x.vc, x.table, x.seq, x.pos, x.out], groups: rowGroups(T * nh), label: "attention_naive" }),
+        read: async () => [await gpu.readF32(x.out, T * nh * hd)],
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+  });
+}
+
+/** Chosen-token log-softmax and entropy of T rows of V logits. */
+function logprobCases(T: number, V: number): BenchCase[] {
+  const temperature = 1;
+  const host = once(() => ({ logits: randn(T * V, 81, 10), targets: randInts(T, V, 82) }));
+  const want = once((): Want => {
+    const r = logprobRef(host().logits, host().targets, T, V, temperature);
+    return [
+      { what: "logp", want: r.logp, tol: "logprob" },
+      { what: "entropy", want: r.entropy, tol: "logprob" },
+    ];
+  });
+  const bufs = (gpu: Gpu) => ({
+    logits: gpu.buffer(host().logits, "bench-logits"),
+    targets: gpu.buffer(host().targets, "bench-targets"),
+    logp: gpu.buffer(T * 4, "bench-logp"),
+    entropy: gpu.buffer(T * 4, "bench-entropy"),
+  });
+  const outs = async (gpu: Gpu, x: ReturnType<typeof bufs>) => [await gpu.readF32(x.logp, T), await gpu.readF32(x.entropy, T)];
+  return shapeCases(`logprob f32 ${T}x${V}`, 5 * T * V, 4 * (T * V + 3 * T), want, {
+    async ours(gpu) {
+      const l = await loadLogprob(gpu);
+      const x = bufs(gpu);
+      return {
+        record: (b) => l.chosen(b, x.logits, x.targets, x.logp, x.entropy, T, V, temperature),
+        read: () => outs(gpu, x),
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "logprob_naive", "naive", { WG: NAIVE_WG });
+      const x = bufs(gpu);
+      return {
+        record: (b) =>
+          b.dispatch(k, {
+            params: params().u32(T).u32(V).f32(temperature),
+            buffers: [x.logits, x.targets, x.logp, x.entropy],
+            groups: rowGroups(T),
+            label: "logprob_naive",
+          }),
+        read: () => outs(gpu, x),
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+  });
+}
+
+/** Sampling of B rows of V logits: greedy, or top-p 0.9 at temperature 0.7. */
+function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[] {
+  const opts: SampleOptions =
+    mode === "greedy" ? { temperature: 0, topK: 0, topP: 1, seed: 1, step: 0 } : { temperature: 0.7, topK: 0, topP: 0.9, seed: 7, step: 3 };
+  const host = once(() => randn(B * V, 91, 10));
+  const want = once((): Want => {
+    const r = sampleRef(host(), B, V, opts);
+    return [
+      { what: "tokens", want: r.tokens, tol: "exact" },
+      { what: "logp", want: r.logp, tol: "sample_logp" },
+    ];
+  });
+  const bufs = (gpu: Gpu) => ({ logits: gpu.buffer(host(), "bench-logits"), tokens: gpu.buffer(B * 4, "bench-tokens"), logp: gpu.buffer(B * 4, "bench-logp") });
+  const outs = async (gpu: Gpu, x: ReturnType<typeof bufs>) => [await gpu.readU32(x.tokens, B), await gpu.readF32(x.logp, B)];
+  return shapeCases(`sample ${mode} ${B}x${V}`, 0, 4 * (B * V + 2 * B), want, {
+    async ours(gpu) {
+      const s = await loadSampler(gpu);
+      const x = bufs(gpu);
+      return {
+        record: (b) => s.sample(b, x.logits, x.tokens, x.logp, B, V, opts),
+        read: () => outs(gpu, x),
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+    async naive(gpu) {
+      const k = await naiveKernel(gpu, "sample_naive", "naive", { WG: NAIVE_WG, RED: sampleWorkgroupSize(V) });
+      const x = bufs(gpu);
+      const greedy = opts.temperature === 0;
+      const invT = greedy ? 1 : Math.fround(1 / opts.temperature);
+      const u = () => params().u32(V).u32(0).u32(0).u32(greedy ? 1 : 0).f32(invT).f32(opts.topP).u32(opts.seed).u32(opts.step).u32(B);
+      return {
+        record: (b) => b.dispatch(k, { params: u(), buffers: [x.logits, x.tokens, x.logp], groups: rowGroups(B), label: "sample_naive" }),
+        read: () => outs(gpu, x),
+        dispose: destroyAll(Object.values(x)),
+      };
+    },
+  });
+}
+
+/**
+ * The non-matmul cases for this adapter: the 1.5B model's shapes (H 1536,
+ * I 8960, 12 / 2 heads of 128, V 151936) on hardware; fewer tokens on the
+ * software adapter so each case stays under about a second.
+ */
+function familyCases(gpu: Gpu): BenchCase[] {
+  const H = 1536;
+  const I = 8960;
+  const V = 151936;
+  const nh = 12;
+  const nKv = 2;
+  const hd = 128;
+  const soft = gpu.adapter.isFallback;
+  const tokens = soft ? (QUICK ? [64] : [256]) : QUICK ? [512] : [16, 512];
+  const prefill = soft ? (QUICK ? 64 : 256) : 512;
+  const contexts = soft && QUICK ? [1024] : [1024, 4096];
+  const logprobRows = soft ? (QUICK ? 16 : 64) : 128;
+  const sampleRows = soft ? 4 : 16;
+  return [
+    ...tokens.flatMap((T) => [
+      ...embeddingCases(gpu, T, H, V),
+      ...rmsnormCases(T, H),
+      ...ropeCases(T, nh, hd, 10000),
+      ...elementwiseCases("swiglu", T, I),
+      ...elementwiseCases("add", T, H),
+    ]),
+    ...attentionCases("prefill", 1, prefill, nh, nKv, hd),
+    ...contexts.flatMap((ctx) => [1, 16].flatMap((seqs) => attentionCases("decode", seqs, ctx, nh, nKv, hd))),
+    ...logprobCases(logprobRows, V),
+    ...sampleCases("greedy", sampleRows, V),
+    ...sampleCases("top-p", sampleRows, V),
+  ];
+}
+
 // ---------------------------------------------------------------- harness --
 
 /** Copy bandwidth (read + write bytes per second) of one big copyBufferToBuffer. */
@@ -346,9 +762,10 @@ async function main() {
     ];
   }
   const fits = (s: MatmulShape) => 4 * Math.max(s.M * s.K, s.N * s.K, s.M * s.N) <= gpu.limits.maxStorageBufferBindingSize;
-  const cases = matmulCases(gpu, shapes.filter(fits), new Set(peer.map((s) => `${s.M}x${s.N}x${s.K}`))).filter(
+  const cases = [...matmulCases(gpu, shapes.filter(fits), new Set(peer.map((s) => `${s.M}x${s.N}x${s.K}`))), ...familyCases(gpu)].filter(
     (c) => !ONLY || `${c.name} ${c.impl}`.includes(ONLY),
   );
+  const W = Math.max(26, ...cases.map((c) => c.name.length));
 
   // Cases of one shape are timed interleaved (ours, naive, tfjs, ours, ...) for ROUNDS
   // rounds, so load from other processes hits them alike; each ratio is taken per round
@@ -381,7 +798,7 @@ async function main() {
       if (chk.ok) live.push({ c, inst, r, reps: await pickReps(gpu, inst), samples: [] });
       else {
         inst.dispose();
-        log(`${c.name.padEnd(26)} ${c.impl.padEnd(6)} FAIL  (${r.check})`);
+        log(`${c.name.padEnd(W)} ${c.impl.padEnd(6)} FAIL  (${r.check})`);
       }
     }
     for (let round = 0; round < ROUNDS; round++) {
@@ -399,12 +816,12 @@ async function main() {
         msMax: Math.max(...x.samples),
         samples: x.samples,
         gpuMs,
-        gflops: c.flops / (ms * 1e6),
+        gflops: c.flops ? c.flops / (ms * 1e6) : null, // 0 flops: a pure data-movement kernel
         gbps: c.bytes / (ms * 1e6),
         pctCopyBw: (100 * c.bytes) / (ms * 1e6) / copy.gbps,
       });
       log(
-        `${c.name.padEnd(26)} ${c.impl.padEnd(6)} ok   wall ${f(r.ms, 3).padStart(8)} ms [${f(r.msMin, 2)}, ${f(r.msMax, 2)}]  gpu ${f(gpuMs, 3).padStart(8)} ms  ` +
+        `${c.name.padEnd(W)} ${c.impl.padEnd(6)} ok   wall ${f(r.ms, 3).padStart(8)} ms [${f(r.msMin, 2)}, ${f(r.msMax, 2)}]  gpu ${f(gpuMs, 3).padStart(8)} ms  ` +
           `${f(r.gflops).padStart(7)} GFLOP/s ${f(r.gbps).padStart(7)} GB/s ${f(r.pctCopyBw, 1).padStart(5)}% copy  (${r.check})`,
       );
     }
@@ -420,7 +837,7 @@ async function main() {
     const sp = { vsTfjs: ratio("tfjs"), vsNaive: ratio("naive") };
     speedups[name] = sp;
     const show = (q: Ratio | null) => (q ? `${q.median.toFixed(2)}x [${q.min.toFixed(2)}, ${q.max.toFixed(2)}]` : "-");
-    log(`${name.padEnd(26)} ours vs tfjs ${show(sp.vsTfjs)}  vs naive ${show(sp.vsNaive)}  (per-round ratios: median [min, max] of ${ROUNDS})`);
+    log(`${name.padEnd(W)} ours vs tfjs ${show(sp.vsTfjs)}  vs naive ${show(sp.vsNaive)}  (per-round ratios: median [min, max] of ${ROUNDS})`);
   }
   const failed = results.filter((r) => !r.ok).length;
   console.log(
