@@ -149,7 +149,7 @@ export interface PlanRow {
  * Device memory of a run, computed from the shapes: f32 master weights,
  * gradients and AdamW moments; activations at `microBatchTokens` tokens (the
  * layer inputs x_l for every layer, one layer's internals and their
- * gradients, logits and their gradient); the f16 rollout copy; the
+ * gradients, one token chunk of logits and their gradient); the f16 rollout copy; the
  * rollout engine's KV cache at the largest cap.
  */
 export function trainingMemoryPlan(c: Qwen2Config, cfg: TrainConfig, rolloutDtype: "f32" | "f16", promptTokens = 512): PlanRow[] {
@@ -169,7 +169,8 @@ export function trainingMemoryPlan(c: Qwen2Config, cfg: TrainConfig, rolloutDtyp
     { what: "AdamW moments m, v (f32)", bytes: 8 * P },
     { what: `layer inputs x_l, l = 0..${c.numLayers} (T = ${T} tokens)`, bytes: 4 * T * H * (c.numLayers + 1) },
     { what: "one layer's internals and their gradients (recomputed per layer)", bytes: layer },
-    { what: `logits and their gradient (T x V = ${T} x ${c.vocabSize}, f32)`, bytes: 2 * 4 * T * c.vocabSize },
+    // The LM head runs over token chunks of at most 1024 rows (TrainModel's logitChunk).
+    { what: `logits and their gradient (one chunk: ${Math.min(T, 1024)} x V = ${c.vocabSize}, f32)`, bytes: 2 * 4 * Math.min(T, 1024) * c.vocabSize },
     { what: "rollout weights (f16 copy)", bytes: rolloutDtype === "f16" ? 2 * P : 0 },
     { what: `rollout KV cache (${seqs} seqs x ${maxSeq} tokens, ${rolloutDtype})`, bytes: kvBytes },
   ];
