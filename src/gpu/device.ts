@@ -71,6 +71,10 @@ export interface GpuContext {
 
 // dawn.node's `create` keeps the instance alive; keep one per process.
 let dawnInstance: GPU | null = null;
+// Keep every adapter and device we hand out reachable from JS for the life of
+// the process: when the garbage collector finalises a dawn.node wrapper whose
+// native object is still in use, Bun crashes (segfault) at some later point.
+const keepAlive: unknown[] = [];
 
 async function loadDawn(flags: string[]): Promise<GPU> {
   const { create, globals } = await import("webgpu");
@@ -134,6 +138,7 @@ export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
       label: "siri",
     }),
   );
+  keepAlive.push(adapter, device);
   let lost: string | null = null;
   let destroyed = false;
   // Not tracked on purpose: it stays pending for the device's whole life.
