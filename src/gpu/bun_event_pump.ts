@@ -53,6 +53,12 @@ export function installEventPump(): void {
 /** Await a dawn.node promise with the pump running until it settles. */
 export async function track<T>(promise: Promise<T>): Promise<T> {
   if (!installed) return promise; // Node, or the workaround disabled
+  // A real event-loop turn at least every 50 ms, taken while dawn's tick is
+  // still parked (nothing of ours is being pumped yet). Without it, a long
+  // GPU loop runs for minutes on the microtask queue alone, and Bun 1.4.5
+  // segfaulted after ~4 minutes of that (measured twice: a 330-step SFT loop
+  // and the default training run, both at ~245 s, address 0xFFFFFFFFFFFFFFFF).
+  if (pending === 0) await yieldToEventLoop();
   pending++;
   if (parked) {
     const run = parked;

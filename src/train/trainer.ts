@@ -36,7 +36,7 @@ import { groupAdvantages } from "../rl/advantages.ts";
 import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, capRange, cycleAt, peakSteps, phaseAt, troughSteps } from "../rl/schedule.ts";
 import { lrAt } from "../kernels/adamw.ts";
-import { makeProblems, promptText, reward as arithReward, warmStart, type ArithKind } from "../tasks/arith.ts";
+import { enumerateProblems, makeProblems, promptText, reward as arithReward, warmStart, type ArithKind } from "../tasks/arith.ts";
 import { checkpointName, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { modelSource, type TrainConfig } from "./config.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, median, METRICS_FILE, metricsSvg, readEvals, readMetrics, truncateJsonl, type EvalRecord, type StepMetrics } from "./metrics.ts";
@@ -75,7 +75,8 @@ export function arithTask(tokenizer: LoadedTokenizer, c: TrainConfig["task"]): T
   return {
     name: "arith",
     sample: (n, seed) => makeProblems(n, seed, { ...opts, split: "train" }),
-    validation: (n) => makeProblems(n, 0x7e57, { ...opts, split: "test" }),
+    // The held-out split itself, each problem once (no draws with replacement), up to n.
+    validation: (n) => enumerateProblems({ ...opts, split: "test" }).slice(0, n),
     prompt: (p) => promptText(p, tokenizer),
     reward: (text, gold, truncated) => arithReward(text, gold, truncated),
     warmStart: (model, opt, o) =>
