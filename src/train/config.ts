@@ -67,7 +67,7 @@ export interface TrainConfig {
   normalizeAdvantages: boolean;
   dapo: DapoConfig;
   /** Supervised warm start before RL (arith task only; 0 = none). */
-  warmStart: { steps: number; batchSize: number; lr: number };
+  warmStart: { steps: number; batchSize: number; lr: number; /** Linear lr warm-up steps (default 0). */ warmupSteps?: number };
   checkpoint: {
     /** A checkpoint every N steps (and at the end, and on Ctrl-C). */
     every: number;
@@ -141,7 +141,7 @@ export const DEMO: TrainConfig = {
   policy: { epsLow: 0.2, epsHigh: 0.28, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 2048 },
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
-  warmStart: { steps: 350, batchSize: 16, lr: 3e-3 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
+  warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
   checkpoint: { every: 6, keepLast: 2 },
   // Every held-out problem (31 of operands <= 9, add/sub), avg@4 at SIRI's eval temperature 0.6:
   // 124 samples per validation, so one problem moves the figure by ~3 points, not a whole answer's worth.
@@ -283,6 +283,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   if (c.warmStart.steps > 0) need(c.task.kind === "arith", "warmStart.steps", "must be 0 unless task.kind is arith (only the synthetic task has traces)", c.warmStart.steps);
   need(posInt(c.warmStart.batchSize), "warmStart.batchSize", "must be an integer >= 1", c.warmStart.batchSize);
   need(c.warmStart.lr > 0, "warmStart.lr", "must be > 0", c.warmStart.lr);
+  need(c.warmStart.warmupSteps === undefined || nonNegInt(c.warmStart.warmupSteps), "warmStart.warmupSteps", "must be an integer >= 0", c.warmStart.warmupSteps);
   need(posInt(c.checkpoint.every), "checkpoint.every", "must be an integer >= 1", c.checkpoint.every);
   need(posInt(c.checkpoint.keepLast), "checkpoint.keepLast", "must be an integer >= 1", c.checkpoint.keepLast);
   need(nonNegInt(c.validation.every), "validation.every", "must be an integer >= 0 (0 = off)", c.validation.every);

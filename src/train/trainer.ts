@@ -373,7 +373,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
     // ---- supervised warm start (once, before RL step 0)
     if (startStep === 0 && !resumeFrom && cfg.warmStart.steps > 0) {
       if (!task.warmStart) throw new Error(`warmStart.steps = ${cfg.warmStart.steps} but task ${task.name} has no warm-start data`);
-      const wopt = await Optimizer.create(gpu, model.params, { ...cfg.optim, lr: cfg.warmStart.lr, warmupSteps: 0 });
+      const wopt = await Optimizer.create(gpu, model.params, { ...cfg.optim, lr: cfg.warmStart.lr, warmupSteps: cfg.warmStart.warmupSteps ?? 0 });
       const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, 0, { unit: "steps" });
       const t0 = performance.now();
       const ws = await task.warmStart(model, wopt, { steps: cfg.warmStart.steps, batchSize: cfg.warmStart.batchSize, seed: cfg.seed, microBatchTokens: cfg.policy.microBatchTokens, onStep: (_s, loss) => bar?.tick(1, `loss ${loss.toFixed(3)}`) });
