@@ -64,6 +64,7 @@ describe.skipIf(!GPU)("siri gpu in a subprocess", () => {
   });
 });
 
+// scripts/setup.sh is a bash script for Linux (it installs Debian's lavapipe); elsewhere it only prints advice.
 describe.skipIf(!GPU || process.platform !== "linux")("set-up step", () => {
   test("is idempotent: a second run changes nothing and finds the adapter", () => {
     for (let i = 0; i < 2; i++) {

@@ -25,7 +25,12 @@ export async function gpuOrSkip(): Promise<Gpu> {
   return g;
 }
 
-/** True when GPU tests should run (top-level await in test files). */
+/**
+ * True when GPU tests should run (top-level await in test files). Every
+ * `describe.skipIf(!GPU)` in the suite relies on this: the only reason a GPU
+ * test is skipped is "no WebGPU adapter" (printed once), and under CI=true
+ * that case throws instead, so no GPU test is ever skipped in CI.
+ */
 export async function hasGpu(): Promise<boolean> {
   return (await testGpu()) !== null;
 }

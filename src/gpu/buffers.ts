@@ -57,6 +57,12 @@ export class BufferPool {
     list.push(buf);
   }
 
+  /** Destroy a live buffer instead of returning it (e.g. in an unknown map state). */
+  discard(buf: GPUBuffer): void {
+    if (this.live.delete(buf)) this.allocatedBytes -= buf.size;
+    buf.destroy();
+  }
+
   /** Destroy every free buffer (live ones stay with their owners). */
   trim(): void {
     for (const list of this.free.values()) {
@@ -84,17 +90,25 @@ export function upload(device: GPUDevice, buf: GPUBuffer, data: ArrayBufferView,
   }
 }
 
-/** Copy `bytes` bytes of `buf` from `offset` back to the CPU. */
-export async function readback(device: GPUDevice, buf: GPUBuffer, bytes = buf.size, offset = 0): Promise<ArrayBuffer> {
+/**
+ * Copy `bytes` bytes of `buf` from `offset` back to the CPU. The staging
+ * buffer comes from `pool` (reused across readbacks: decode reads back
+ * every step) and is unmapped and returned after the copy.
+ */
+export async function readback(device: GPUDevice, pool: BufferPool, buf: GPUBuffer, bytes = buf.size, offset = 0): Promise<ArrayBuffer> {
   const size = Math.ceil(bytes / 4) * 4;
-  const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: "readback" });
+  const staging = pool.acquire(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "readback");
   try {
     const enc = device.createCommandEncoder({ label: "readback" });
     enc.copyBufferToBuffer(buf, offset, staging, 0, size);
     device.queue.submit([enc.finish()]);
-    await track(staging.mapAsync(GPUMapMode.READ));
-    return staging.getMappedRange().slice(0, bytes);
-  } finally {
-    staging.destroy();
+    await track(staging.mapAsync(GPUMapMode.READ, 0, size));
+    const out = staging.getMappedRange(0, size).slice(0, bytes);
+    staging.unmap();
+    pool.release(staging);
+    return out;
+  } catch (e) {
+    pool.discard(staging); // never hand a buffer in an unknown map state back to the pool
+    throw e;
   }
 }

@@ -70,7 +70,7 @@ export class Gpu {
 
   async read(buf: GPUBuffer, bytes = buf.size, offset = 0): Promise<ArrayBuffer> {
     this.ctx.check("readback");
-    const out = await readback(this.device, buf, bytes, offset);
+    const out = await readback(this.device, this.pool, buf, bytes, offset);
     this.ctx.check("readback");
     return out;
   }

@@ -114,10 +114,14 @@ class LossInputs {
     this.adv = this.gpu.buffer(this.cap * 4, "policy.adv");
     this.mask = this.gpu.buffer(this.cap * 4, "policy.mask");
   }
-  destroy(): void {
-    if (this.cap) [this.logpOld, this.adv, this.mask].forEach((b) => b.destroy());
-    this.stats.destroy();
-  }
+}
+
+// One set per model, made on its first update and grown on demand: no buffers are created per step.
+const lossInputs = new WeakMap<TrainModel, LossInputs>();
+function inputsFor(model: TrainModel): LossInputs {
+  let x = lossInputs.get(model);
+  if (!x) lossInputs.set(model, (x = new LossInputs(model.gpu)));
+  return x;
 }
 
 /** Log-probs of every rollout's response tokens under the model's current weights. */
@@ -160,72 +164,68 @@ function shuffled(n: number, seed: number): number[] {
 export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: Rollout[], cfg: PolicyConfig, seed = 0): Promise<UpdateStats> {
   const gpu = model.gpu;
   const old = await responseLogprobs(model, rollouts, cfg);
-  const inputs = new LossInputs(gpu);
+  const inputs = inputsFor(model);
   const sum = { loss: 0, clipLow: 0, clipHigh: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, updates: 0, skipped: 0 };
-  try {
-    for (let epoch = 0; epoch < cfg.epochs; epoch++) {
-      const order = shuffled(rollouts.length, seed * 1000 + epoch);
-      const per = Math.ceil(rollouts.length / cfg.miniBatches);
-      for (let mbStart = 0; mbStart < order.length; mbStart += per) {
-        const mini = order.slice(mbStart, mbStart + per);
-        const live = mini.filter((i) => (rollouts[i].weight ?? 1) > 0 && rollouts[i].response.length > 0);
-        // Denominator of the mini-batch loss: its response tokens (token-mean) or its sequences.
-        const denom =
-          cfg.aggregation === "token-mean" ? live.reduce((a, i) => a + rollouts[i].response.length, 0) : live.length;
-        if (denom === 0) continue;
-        const zb = gpu.batch();
-        model.recordZeroGrad(zb);
-        zb.submit();
-        let first = true;
-        for (const m of microBatches(rollouts, mini, cfg.microBatchTokens)) {
-          const T = m.batch.tokens.length;
-          inputs.ensure(T);
-          const lpOld = new Float32Array(T);
-          const adv = new Float32Array(T);
-          const mask = new Float32Array(T);
-          responsePositions(rollouts, m).forEach((pos, k) => {
-            const r = rollouts[m.idx[k]];
-            const w = r.weight ?? 1;
-            // seq-mean-token-mean: each sequence's tokens carry 1/|y| so that the
-            // sum over them is the sequence mean; denom is the sequence count.
-            const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
-            pos.forEach((p, j) => {
-              lpOld[p] = old.logp[m.idx[k]][j];
-              adv[p] = a;
-              mask[p] = w > 0 ? 1 : 0;
-            });
+  for (let epoch = 0; epoch < cfg.epochs; epoch++) {
+    const order = shuffled(rollouts.length, seed * 1000 + epoch);
+    const per = Math.ceil(rollouts.length / cfg.miniBatches);
+    for (let mbStart = 0; mbStart < order.length; mbStart += per) {
+      const mini = order.slice(mbStart, mbStart + per);
+      const live = mini.filter((i) => (rollouts[i].weight ?? 1) > 0 && rollouts[i].response.length > 0);
+      // Denominator of the mini-batch loss: its response tokens (token-mean) or its sequences.
+      const denom =
+        cfg.aggregation === "token-mean" ? live.reduce((a, i) => a + rollouts[i].response.length, 0) : live.length;
+      if (denom === 0) continue;
+      const zb = gpu.batch();
+      model.recordZeroGrad(zb);
+      zb.submit();
+      let first = true;
+      for (const m of microBatches(rollouts, mini, cfg.microBatchTokens)) {
+        const T = m.batch.tokens.length;
+        inputs.ensure(T);
+        const lpOld = new Float32Array(T);
+        const adv = new Float32Array(T);
+        const mask = new Float32Array(T);
+        responsePositions(rollouts, m).forEach((pos, k) => {
+          const r = rollouts[m.idx[k]];
+          const w = r.weight ?? 1;
+          // seq-mean-token-mean: each sequence's tokens carry 1/|y| so that the
+          // sum over them is the sequence mean; denom is the sequence count.
+          const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
+          pos.forEach((p, j) => {
+            lpOld[p] = old.logp[m.idx[k]][j];
+            adv[p] = a;
+            mask[p] = w > 0 ? 1 : 0;
           });
-          gpu.write(inputs.logpOld, lpOld);
-          gpu.write(inputs.adv, adv);
-          gpu.write(inputs.mask, mask);
-          const b = gpu.batch();
-          model.recordForward(b, m.batch, cfg.temperature);
-          model.loss.policy(b, model.buffers.logp, inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
-            epsLow: cfg.epsLow,
-            epsHigh: cfg.epsHigh,
-            denom,
-            accumulate: !first,
-          });
-          model.recordBackward(b, T, cfg.temperature);
-          b.submit();
-          first = false;
-          const { entropy } = await model.readLogp(T);
-          for (let p = 0; p < T; p++) if (mask[p]) sum.entropy += entropy[p];
-        }
-        const st = await gpu.readF32(inputs.stats, STATS_LEN);
-        const o = await opt.update();
-        if (o.skipped) sum.skipped++;
-        else sum.gradNorm += o.gradNorm;
-        sum.updates++;
-        sum.loss += st[STAT.loss];
-        sum.tokens += st[STAT.tokens];
-        sum.clipLow += st[STAT.clipLow];
-        sum.clipHigh += st[STAT.clipHigh];
-        sum.kl += st[STAT.klSum];
+        });
+        gpu.write(inputs.logpOld, lpOld);
+        gpu.write(inputs.adv, adv);
+        gpu.write(inputs.mask, mask);
+        const b = gpu.batch();
+        model.recordForward(b, m.batch, cfg.temperature);
+        model.loss.policy(b, model.buffers.logp, inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
+          epsLow: cfg.epsLow,
+          epsHigh: cfg.epsHigh,
+          denom,
+          accumulate: !first,
+        });
+        model.recordBackward(b, T, cfg.temperature);
+        b.submit();
+        first = false;
+        const { entropy } = await model.readLogp(T);
+        for (let p = 0; p < T; p++) if (mask[p]) sum.entropy += entropy[p];
       }
+      const st = await gpu.readF32(inputs.stats, STATS_LEN);
+      const o = await opt.update();
+      if (o.skipped) sum.skipped++;
+      else sum.gradNorm += o.gradNorm;
+      sum.updates++;
+      sum.loss += st[STAT.loss];
+      sum.tokens += st[STAT.tokens];
+      sum.clipLow += st[STAT.clipLow];
+      sum.clipHigh += st[STAT.clipHigh];
+      sum.kl += st[STAT.klSum];
     }
-  } finally {
-    inputs.destroy();
   }
   const t = Math.max(sum.tokens, 1);
   const u = Math.max(sum.updates, 1);
@@ -253,25 +253,21 @@ export async function sftStep(
   const rollouts: Rollout[] = seqs.map((s) => ({ prompt: s.tokens.slice(0, s.lossFrom), response: s.tokens.slice(s.lossFrom), advantage: 0 }));
   const denom = rollouts.reduce((a, r) => a + r.response.length, 0);
   if (denom === 0) throw new Error("sftStep: no tokens carry loss");
-  const stats = gpu.buffer(STATS_LEN * 4, "sft.stats");
-  try {
-    const zb = gpu.batch();
-    model.recordZeroGrad(zb);
-    zb.submit();
-    let first = true;
-    for (const m of microBatches(rollouts, rollouts.map((_, i) => i), microBatchTokens)) {
-      const T = m.batch.tokens.length;
-      const b = gpu.batch();
-      model.recordForward(b, m.batch);
-      model.loss.sft(b, model.buffers.logp, model.buffers.mask, model.buffers.dlogp, stats, T, denom, !first);
-      model.recordBackward(b, T);
-      b.submit();
-      first = false;
-    }
-    const st = await gpu.readF32(stats, STATS_LEN);
-    const o = await opt.update();
-    return { loss: st[STAT.loss], gradNorm: o.gradNorm, tokens: denom, skipped: o.skipped };
-  } finally {
-    stats.destroy();
+  const stats = inputsFor(model).stats;
+  const zb = gpu.batch();
+  model.recordZeroGrad(zb);
+  zb.submit();
+  let first = true;
+  for (const m of microBatches(rollouts, rollouts.map((_, i) => i), microBatchTokens)) {
+    const T = m.batch.tokens.length;
+    const b = gpu.batch();
+    model.recordForward(b, m.batch);
+    model.loss.sft(b, model.buffers.logp, model.buffers.mask, model.buffers.dlogp, stats, T, denom, !first);
+    model.recordBackward(b, T);
+    b.submit();
+    first = false;
   }
+  const st = await gpu.readF32(stats, STATS_LEN);
+  const o = await opt.update();
+  return { loss: st[STAT.loss], gradNorm: o.gradNorm, tokens: denom, skipped: o.skipped };
 }
