@@ -283,6 +283,8 @@ export function cappedReward(tokens: ArrayLike<number>, answer: string, cap: num
 
 export interface WarmStartOptions {
   steps: number;
+  /** Continue an interrupted warm start at this step (the same batches and styles it would have drawn). Default 0. */
+  startStep?: number;
   /** Traces per step. Default 32. */
   batchSize?: number;
   seed?: number;
@@ -315,7 +317,10 @@ export async function warmStart(model: TrainModel, opt: Optimizer, tokenizer: Lo
   const t0 = performance.now();
   const losses: number[] = [];
   let tokens = 0;
-  for (let step = 0; step < steps; step++) {
+  const from = opts.startStep ?? 0;
+  if (!Number.isInteger(from) || from < 0 || from > steps) throw new Error(`warmStart: startStep must be an integer in 0..${steps}, got ${from}`);
+  for (let i = 0; i < from * batchSize; i++) sampleStyle(rand, opts.mix); // the style draws of the steps already done
+  for (let step = from; step < steps; step++) {
     const problems = makeProblems(batchSize, seed * 100003 + step, task);
     const seqs = problems.map((p) => {
       const e = encodeExample(p, sampleStyle(rand, opts.mix), tokenizer, task);

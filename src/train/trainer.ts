@@ -37,13 +37,17 @@ import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "..
 import { capAt, capRange, cycleAt, peakSteps, phaseAt, troughSteps } from "../rl/schedule.ts";
 import { lrAt } from "../kernels/adamw.ts";
 import { enumerateProblems, makeProblems, promptText, reward as arithReward, warmStart, type ArithKind } from "../tasks/arith.ts";
+import { makeDirAtomically, writeFileAtomic } from "../run/atomic.ts";
+import { withRunLock } from "../run/lock.ts";
+import { watchInterrupts, type InterruptWatch } from "../run/signals.ts";
 import { checkpointName, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { modelSource, type TrainConfig } from "./config.ts";
+import { DivergenceGuard } from "./divergence.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, median, METRICS_FILE, metricsSvg, readEvals, readMetrics, truncateJsonl, type EvalRecord, type StepMetrics } from "./metrics.ts";
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
 import { rolloutModel } from "./rollout_model.ts";
-import { policyUpdate, type Rollout } from "./step.ts";
+import { policyUpdate, type Rollout, type UpdateStats } from "./step.ts";
 
 // ---------------------------------------------------------------- the task
 
@@ -66,7 +70,8 @@ export interface Task {
   prompt(p: TaskProblem): string;
   /** Reward of a response's text (special tokens dropped); `truncated`: cut at the cap. */
   reward(text: string, gold: string, truncated: boolean): { reward: number; correct: boolean };
-  warmStart?(model: TrainModel, opt: Optimizer, o: { steps: number; batchSize: number; seed: number; microBatchTokens: number; onStep: (step: number, loss: number) => void }): Promise<{ losses: number[] }>;
+  /** Steps `startStep`..`steps`-1 (a resumed warm start); `onStep` returning true stops after that step. */
+  warmStart?(model: TrainModel, opt: Optimizer, o: { steps: number; startStep?: number; batchSize: number; seed: number; microBatchTokens: number; onStep: (step: number, loss: number) => boolean | void }): Promise<{ losses: number[] }>;
 }
 
 /** The synthetic arithmetic task of src/tasks/arith.ts (train/test split by operand tuple). */
@@ -82,6 +87,7 @@ export function arithTask(tokenizer: LoadedTokenizer, c: TrainConfig["task"]): T
     warmStart: (model, opt, o) =>
       warmStart(model, opt, tokenizer, {
         steps: o.steps,
+        startStep: o.startStep,
         batchSize: o.batchSize,
         seed: o.seed,
         task: opts,
@@ -194,6 +200,8 @@ export interface TrainHooks {
   rollouts?: (step: number, rollouts: Rollout[], cap: number) => void;
   /** Act as if Ctrl-C came during this step (0-based). */
   stopAtStep?: number;
+  /** Act as if Ctrl-C came during this warm-start step (1-based: after it). */
+  stopAtWarmStep?: number;
   /** Progress bar on stderr (default true). */
   progress?: boolean;
 }
@@ -240,7 +248,30 @@ function firstDifference(a: unknown, b: unknown, path = ""): string | null {
   return a === b ? null : `${path || "config"} (${JSON.stringify(a)} vs ${JSON.stringify(b)})`;
 }
 
-export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; hooks?: TrainHooks; log?: (s: string) => void } = {}): Promise<TrainResult> {
+type TrainOptions = { resume?: boolean; hooks?: TrainHooks; log?: (s: string) => void };
+
+/**
+ * A run, holding its folder's lock (one writer per run folder) after clearing
+ * dead writers' temporaries, with Ctrl-C watched from the start (src/run/).
+ */
+export async function train(gpu: Gpu, cfg: TrainConfig, o: TrainOptions = {}): Promise<TrainResult> {
+  const log = o.log ?? ((s: string) => console.log(s));
+  return withRunLock(
+    cfg.out,
+    "siri train",
+    async () => {
+      const interrupt = watchInterrupts({ log });
+      try {
+        return await trainInFolder(gpu, cfg, o, interrupt);
+      } finally {
+        interrupt.dispose();
+      }
+    },
+    log,
+  );
+}
+
+async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, interrupt: InterruptWatch): Promise<TrainResult> {
   const log = o.log ?? ((s: string) => console.log(s));
   const hooks = o.hooks ?? {};
   const out = cfg.out;
@@ -252,7 +283,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   let baseDir: string;
   if ("tiny" in src) {
     baseDir = join(out, "base");
-    if (!existsSync(join(baseDir, "config.json"))) makeTinyModel(baseDir, { preset: src.tiny as TinyPreset, seed: cfg.seed });
+    if (!existsSync(join(baseDir, "config.json"))) makeDirAtomically(baseDir, (tmp) => makeTinyModel(tmp, { preset: src.tiny as TinyPreset, seed: cfg.seed }));
   } else baseDir = src.dir;
   const tokenizer = loadTokenizer(baseDir);
   let task: Task;
@@ -274,31 +305,39 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   let startStep = 0;
   let nonFinite = 0;
+  // A run stopped inside the warm start resumes it at this step with its optimizer state.
+  let warmResume: { step: number; state: NonNullable<ReturnType<typeof loadCheckpoint>["optimizer"]> } | null = null;
+  let weightNormRef: number | undefined;
   if (resumeFrom) {
     const ck = loadCheckpoint(resumeFrom, names);
     const st = ck.trainerState ?? {};
     const diff = firstDifference(resumeKey(st.config as TrainConfig), resumeKey(cfg));
     if (diff) throw new Error(`--resume: ${resumeFrom} was trained with another config: ${diff}; exact resume needs the same settings`);
     if (!ck.optimizer) throw new Error(`--resume: ${resumeFrom} has no optimizer.safetensors`);
-    opt.loadState(ck.optimizer);
+    if (st.warm_start_step !== undefined) warmResume = { step: Number(st.warm_start_step), state: ck.optimizer };
+    else opt.loadState(ck.optimizer);
+    if (st.weight_norm_ref !== undefined) weightNormRef = Number(st.weight_norm_ref);
     startStep = Number(st.step);
     nonFinite = Number(st.non_finite ?? 0);
-    log(`resumed from ${resumeFrom} at step ${startStep}`);
+    log(`resumed from ${resumeFrom} at ${warmResume ? `warm-start step ${warmResume.step} of ${cfg.warmStart.steps}` : `step ${startStep}`}`);
     truncateJsonl(join(out, METRICS_FILE), startStep);
     truncateJsonl(join(out, EVALS_FILE), startStep, "step", true);
   } else {
     rmSync(join(out, METRICS_FILE), { force: true });
     rmSync(join(out, EVALS_FILE), { force: true });
   }
-  writeFileSync(join(out, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+  writeFileAtomic(join(out, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
 
   const dtype = cfg.rollout.dtype === "auto" ? (gpu.features.f16 ? "f16" : "f32") : cfg.rollout.dtype;
   log(formatPlan(trainingMemoryPlan(model.config, cfg, dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
 
   let lastCheckpoint: string | null = resumeFrom;
-  const save = async (name: string, step: number) => {
+  interrupt.whereSaved = () => (lastCheckpoint ? `the last checkpoint is ${lastCheckpoint}` : "no checkpoint yet");
+  let guard: DivergenceGuard | null = null; // made when RL starts: the weight norm then is its reference
+  const save = async (name: string, step: number, warm?: { step: number; opt: Optimizer }) => {
     const dir = join(ckRoot, name);
-    await saveCheckpoint(dir, model, opt, { tokenizerDir: baseDir, trainerState: { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg } });
+    const state = { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg, weight_norm_ref: guard?.reference, warm_start_step: warm?.step };
+    await saveCheckpoint(dir, model, warm?.opt ?? opt, { tokenizerDir: baseDir, trainerState: state });
     if (name.startsWith("step-")) {
       lastCheckpoint = dir;
       pruneCheckpoints(ckRoot, cfg.checkpoint.keepLast);
@@ -354,41 +393,60 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
     return Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens, blockSize, prefillChunk: 512 });
   };
 
-  // ---- Ctrl-C: finish the step, checkpoint, stop (a second Ctrl-C quits at once)
-  let stopRequested = false;
-  const onSigint = () => {
-    if (stopRequested) {
-      log("\nsecond Ctrl-C: quitting without a checkpoint");
-      process.exit(130);
-    }
-    stopRequested = true;
-    log("\nCtrl-C: finishing this step, then checkpointing (Ctrl-C again to quit at once)");
-  };
-  process.on("SIGINT", onSigint);
 
   const metricsPath = join(out, METRICS_FILE);
   let stepsDone = startStep;
   let stopped: TrainResult["stopped"] = "done";
   try {
     // ---- supervised warm start (once, before RL step 0)
-    if (startStep === 0 && !resumeFrom && cfg.warmStart.steps > 0) {
+    // (a run resumed from a checkpoint taken inside the warm start continues it)
+    const fresh = !resumeFrom || warmResume !== null;
+    if (startStep === 0 && fresh && cfg.warmStart.steps > 0) {
       if (!task.warmStart) throw new Error(`warmStart.steps = ${cfg.warmStart.steps} but task ${task.name} has no warm-start data`);
       const wopt = await Optimizer.create(gpu, model.params, { ...cfg.optim, lr: cfg.warmStart.lr, warmupSteps: cfg.warmStart.warmupSteps ?? 0 });
-      const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, 0, { unit: "steps" });
+      if (warmResume) wopt.loadState(warmResume.state);
+      const from = warmResume?.step ?? 0;
+      const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, from, { unit: "steps" });
       const t0 = performance.now();
-      const ws = await task.warmStart(model, wopt, { steps: cfg.warmStart.steps, batchSize: cfg.warmStart.batchSize, seed: cfg.seed, microBatchTokens: cfg.policy.microBatchTokens, onStep: (_s, loss) => bar?.tick(1, `loss ${loss.toFixed(3)}`) });
+      let reached = from;
+      const ws = await task.warmStart(model, wopt, {
+        steps: cfg.warmStart.steps,
+        startStep: from,
+        batchSize: cfg.warmStart.batchSize,
+        seed: cfg.seed,
+        microBatchTokens: cfg.policy.microBatchTokens,
+        onStep: (s, loss) => {
+          reached = s;
+          if (hooks.stopAtWarmStep === s) interrupt.request();
+          bar?.tick(1, `loss ${loss.toFixed(3)}`);
+          return interrupt.requested; // Ctrl-C: stop at this step boundary
+        },
+      });
       bar?.done();
-      wopt.destroy();
       log(`warm start: ${ws.losses.length} steps in ${formatDuration((performance.now() - t0) / 1000)}, loss ${ws.losses[0]?.toFixed(3)} -> ${ws.losses[ws.losses.length - 1]?.toFixed(3)}`);
+      if (interrupt.requested && reached < cfg.warmStart.steps) {
+        await save(checkpointName(0), 0, { step: reached, opt: wopt });
+        wopt.destroy();
+        stopped = "interrupted";
+        log(`stopped in the warm start after step ${reached} of ${cfg.warmStart.steps}; checkpoint ${lastCheckpoint}; continue with --resume`);
+      } else wopt.destroy();
       await roll.sync();
     }
-    if (startStep === 0) {
+    guard = await DivergenceGuard.create(gpu, model.params, weightNormRef);
+    // A resumed step-0 checkpoint already has its start validation and weights: neither is redone.
+    if (startStep === 0 && fresh && stopped !== "interrupted") {
+      const bad = await guard.check(NaN);
+      if (bad) throw new Error(`the weights RL would start from failed the divergence check: ${bad.message}; nothing was saved`);
       if (cfg.validation.every > 0 || cfg.task.kind === "arith") await validate("start", 0);
       await save(checkpointName(0), 0);
     }
+    if (interrupt.requested && stopped !== "interrupted") {
+      stopped = "interrupted"; // Ctrl-C while loading or validating: stop before the first RL step
+      log(`stopped before RL step ${startStep}; checkpoint ${lastCheckpoint}; continue with --resume`);
+    }
 
     const bar = hooks.progress === false ? null : progressBar("SIRI", cfg.steps, startStep, { unit: "steps" });
-    for (let step = startStep; step < cfg.steps; step++) {
+    for (let step = startStep; step < cfg.steps && stopped !== "interrupted"; step++) {
       const t0 = performance.now();
       // ---- L(t) and this step's prompts
       const cap = capAt(cfg.schedule, step);
@@ -452,14 +510,22 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       hooks.rollouts?.(step, rollouts, cap);
 
       // ---- policy update (GRPO + clip-higher); a non-finite loss or gradient skips it
-      let stats = { loss: NaN, clipFracLow: 0, clipFracHigh: 0, approxKl: 0, entropy: 0, gradNorm: NaN, tokens: 0, updates: 0, skipped: 1 };
+      let stats: UpdateStats = { loss: NaN, clipFracLow: 0, clipFracHigh: 0, approxKl: 0, entropy: 0, gradNorm: NaN, tokens: 0, updates: 0, skipped: 1 };
       if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
       else if (rollouts.length) stats = await policyUpdate(model, opt, rollouts, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
       const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
+      const worstGrad = stats.gradNormMax ?? stats.gradNorm;
       if (bad) {
         nonFinite++;
-        if (finiteRewards) log(`step ${step}: non-finite loss ${stats.loss} / gradient norm ${stats.gradNorm}; ${stats.skipped} update(s) skipped (${nonFinite} in a row)`);
+        if (finiteRewards) log(`step ${step}: loss ${stats.loss}, worst gradient norm ${worstGrad}; ${stats.skipped} of ${stats.updates} update(s) skipped for a non-finite loss or gradient (${nonFinite} in a row)`);
       } else nonFinite = 0;
+      // ---- divergence guard: checked before anything can save these weights
+      const diverged = await guard.check(worstGrad);
+      if (diverged) {
+        throw new Error(
+          `stopping at step ${step}: diverged: ${diverged.message}. Nothing was saved from these weights; the last good ones are in ${lastCheckpoint ?? "(none)"}; lower optim.lr (or warm up longer) and start again`,
+        );
+      }
       // ---- the rollout model follows the trainer's weights
       await roll.sync();
 
@@ -500,7 +566,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       }
 
       // ---- checkpoints: SIRI-low at each trough, SIRI-high at each peak, every N steps, at the end, on Ctrl-C
-      if (hooks.stopAtStep === step) stopRequested = true;
+      if (hooks.stopAtStep === step) interrupt.request();
       const extremes: string[] = [];
       if (troughs.has(stepsDone)) extremes.push(`trough-cycle${troughList.indexOf(stepsDone) + 1}`);
       if (peaks.has(stepsDone)) extremes.push(`peak-cycle${peakList.indexOf(stepsDone) + 1}`);
@@ -509,8 +575,8 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
         await save(name, stepsDone);
       }
       if (cfg.validation.every > 0 && stepsDone % cfg.validation.every === 0 && !extremes.length && stepsDone < cfg.steps) await validate(checkpointName(stepsDone), stepsDone);
-      if (stepsDone % cfg.checkpoint.every === 0 || stepsDone === cfg.steps || stopRequested) await save(checkpointName(stepsDone), stepsDone);
-      if (stopRequested) {
+      if (stepsDone % cfg.checkpoint.every === 0 || stepsDone === cfg.steps || interrupt.requested) await save(checkpointName(stepsDone), stepsDone);
+      if (interrupt.requested) {
         stopped = "interrupted";
         log(`stopped after step ${stepsDone} of ${cfg.steps}; checkpoint ${lastCheckpoint}; continue with --resume`);
         break;
@@ -525,7 +591,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
     }
     throw e;
   } finally {
-    process.off("SIGINT", onSigint);
+    guard?.destroy();
     roll.destroy();
     opt.destroy();
     model.destroy();
@@ -544,7 +610,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
 export function planFor(cfg: TrainConfig): { config: Qwen2Config; note: string } {
   if (cfg.model.startsWith("tiny:")) {
     const dir = join(cfg.out, "base");
-    if (!existsSync(join(dir, "config.json"))) makeTinyModel(dir, { preset: (cfg.model.slice(5) || "tiny") as TinyPreset, seed: cfg.seed });
+    if (!existsSync(join(dir, "config.json"))) makeDirAtomically(dir, (tmp) => makeTinyModel(tmp, { preset: (cfg.model.slice(5) || "tiny") as TinyPreset, seed: cfg.seed }));
     return { config: loadReferenceModel(dir).config, note: cfg.model };
   }
   if (existsSync(join(cfg.model, "config.json"))) return { config: loadQwen2Config(join(cfg.model, "config.json")), note: cfg.model };
