@@ -75,10 +75,13 @@ describe.skipIf(!GPU)("Ctrl-C on `siri train`", () => {
     // The memory plan is printed after the Ctrl-C handler is installed, just before the warm start.
     await waitFor(() => p.stderr().includes("memory plan"), 120_000, "the memory plan", p);
     await Bun.sleep(300);
+    // Twice, as a terminal plus a forwarding runner deliver it (npm 11 was seen not to forward; others do).
     p.signalGroup("SIGINT");
-    expect(await p.exited).toBe(130);
+    await Bun.sleep(20);
+    p.signalGroup("SIGINT");
+    expect(await p.exited).toBe(130); // through npm too
     expect(p.stderr()).toMatch(/stopped in the warm start after step \d+ of 150/);
-    expect(p.stderr()).toContain("taken as the same request"); // npm forwarded the group's Ctrl-C: two arrived
+    expect(p.stderr()).not.toContain("quitting now");
     const ck = latestCheckpoint(out)!;
     expect(ck).toBe(join(out, "checkpoints", "step-000000"));
     const reached = Number(stateOf(ck).warm_start_step);
