@@ -31,7 +31,7 @@ import { gradeResponse } from "../grade/index.ts";
 import { loadQwen2Config, memoryPlan, QWEN2_1_5B, type Qwen2Config } from "../model/config.ts";
 import { loadReferenceModel } from "../model/reference.ts";
 import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
-import { loadTokenizer, type LoadedTokenizer } from "../model/tokenizer.ts";
+import { decodeRollout, loadTokenizer, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
 import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, capRange, cycleAt, peakSteps, phaseAt, troughSteps } from "../rl/schedule.ts";
@@ -271,7 +271,9 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   if (o.resume && !resumeFrom) log(`--resume: no checkpoint under ${ckRoot}; starting from the beginning`);
   if (!o.resume && latestCheckpoint(out)) throw new Error(`${out} already holds checkpoints; pass --resume to continue that run, or pick another --out`);
   const base = resumeFrom ? loadCheckpoint(resumeFrom) : loadReferenceModel(baseDir);
-  const model = await TrainModel.create(gpu, base.config, base.weights);
+  // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
+  const limit = vocabLimit(base.config.vocabSize, tokenizer);
+  const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: limit });
   const names = model.params.map((p) => p.name);
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   let startStep = 0;
@@ -323,7 +325,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       const engine = await makeEngine(prompts, Math.max(...requests.map((r) => r.maxTokens)), requests.length);
       try {
         for await (const c of engine.generate(requests.map((r, i) => ({ id: r.id, prompt: prompts[i], maxTokens: r.maxTokens, stop })), sampling)) {
-          const r: BenchCompletion = { id: c.id as number, text: tokenizer.decode(c.tokens, { skipSpecialTokens: true }), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: valBudget };
+          const r: BenchCompletion = { id: c.id as number, text: decodeRollout(tokenizer, c.tokens, log), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: valBudget };
           yield r;
         }
       } finally {
@@ -353,7 +355,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
     const bindingTokens = Math.floor(gpu.limits.maxStorageBufferBindingSize / perToken / blockSize) * blockSize;
     const cacheTokens = Math.min(maxBatch * maxSeqLen, bindingTokens);
     if (cacheTokens < maxSeqLen) throw new Error(`rollouts: one sequence of ${maxSeqLen} tokens does not fit a KV cache binding (${bindingTokens} tokens); lower the cap`);
-    return Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens, blockSize, prefillChunk: 512 });
+    return Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens, blockSize, prefillChunk: 512, vocabLimit: limit });
   };
 
   // ---- Ctrl-C: finish the step, checkpoint, stop (a second Ctrl-C quits at once)
@@ -417,7 +419,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
         return problems.map((problem, i) => {
           const rs = Array.from({ length: G }, (_, g) => done.get(i * G + g)!);
           // ---- length-capped reward: the engine stopped each response at L(t); a cut one has no answer and scores 0
-          const scored = rs.map((r) => task.reward(tokenizer.decode(r.tokens, { skipSpecialTokens: true }), problem.answer, !r.finished));
+          const scored = rs.map((r) => task.reward(decodeRollout(tokenizer, r.tokens, log), problem.answer, !r.finished));
           let rewards = scored.map((s) => s.reward);
           if (cfg.dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, rs.map((r) => r.tokens.length), cap, Math.max(1, Math.round(cfg.dapo.overlongCache * cap))));
           if (hooks.rewards) rewards = hooks.rewards(step, round, i, rewards.slice(), rs.map((r) => r.tokens.length));
