@@ -47,7 +47,7 @@ import { appendJsonl, cycleTable, EVALS_FILE, median, METRICS_FILE, metricsSvg, 
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
 import { rolloutModel } from "./rollout_model.ts";
-import { policyUpdate, type Rollout, type UpdateStats } from "./step.ts";
+import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
 
 // ---------------------------------------------------------------- the task
 
@@ -219,6 +219,8 @@ interface Group {
   problem: TaskProblem;
   prompt: number[];
   responses: number[][];
+  /** The sampler's log-prob of each response token. */
+  logprobs: number[][];
   finished: boolean[];
   rewards: number[];
   correct: boolean[];
@@ -459,13 +461,13 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, interr
         const prompts = problems.map((p) => tokenizer.encode(task.prompt(p)));
         const G = cfg.groupSize;
         const reqs = problems.flatMap((_, i) => Array.from({ length: G }, (_, g) => ({ id: i * G + g, prompt: prompts[i], maxTokens: cap, stop })));
-        const done = new Map<number, { tokens: number[]; finished: boolean }>();
+        const done = new Map<number, { tokens: number[]; logprobs: number[]; finished: boolean }>();
         const tg = performance.now();
         const engine = await makeEngine(prompts, cap, reqs.length);
         try {
           // ---- G rollouts per prompt through the batched, paged KV cache
           for await (const c of engine.generate(reqs, { temperature: cfg.rollout.temperature, topP: cfg.rollout.topP, topK: cfg.rollout.topK, seed: stepSeed(cfg.seed, step, 200 + round) })) {
-            done.set(c.id as number, { tokens: c.tokens, finished: c.stopReason === "stop" });
+            done.set(c.id as number, { tokens: c.tokens, logprobs: c.logprobs, finished: c.stopReason === "stop" });
             genTokens += c.tokens.length;
           }
         } finally {
@@ -479,7 +481,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, interr
           let rewards = scored.map((s) => s.reward);
           if (cfg.dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, rs.map((r) => r.tokens.length), cap, Math.max(1, Math.round(cfg.dapo.overlongCache * cap))));
           if (hooks.rewards) rewards = hooks.rewards(step, round, i, rewards.slice(), rs.map((r) => r.tokens.length));
-          return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), finished: rs.map((r) => r.finished), rewards, correct: scored.map((s) => s.correct) };
+          return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), logprobs: rs.map((r) => r.logprobs), finished: rs.map((r) => r.finished), rewards, correct: scored.map((s) => s.correct) };
         });
       };
       // ---- DAPO dynamic sampling: keep only groups with unequal rewards, sample more until the batch is full
@@ -504,7 +506,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, interr
       if (hooks.advantages) adv = hooks.advantages(step, adv);
       const truncated = finished.map((f) => !f);
       const weights = cfg.dapo.overlongFilter ? overlongFilterWeights(truncated) : new Float32Array(rewards.length).fill(1);
-      const rollouts: Rollout[] = groups.flatMap((g) => g.responses.map((response) => ({ prompt: g.prompt, response, advantage: 0 })));
+      const rollouts: Rollout[] = groups.flatMap((g) => g.responses.map((response, k) => ({ prompt: g.prompt, response, rolloutLogp: g.logprobs[k], advantage: 0 })));
       rollouts.forEach((r, i) => {
         r.advantage = adv[i];
         r.weight = weights[i];
@@ -512,7 +514,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, interr
       hooks.rollouts?.(step, rollouts, cap);
 
       // ---- policy update (GRPO + clip-higher); a non-finite loss or gradient skips it
-      let stats: UpdateStats = { loss: NaN, clipFracLow: 0, clipFracHigh: 0, approxKl: 0, entropy: 0, gradNorm: NaN, tokens: 0, updates: 0, skipped: 1 };
+      let stats = skippedUpdate();
       if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
       else if (rollouts.length) stats = await policyUpdate(model, opt, rollouts, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
       const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
@@ -545,6 +547,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, interr
         truncation_rate: truncated.filter(Boolean).length / Math.max(truncated.length, 1),
         clip_frac_low: stats.clipFracLow,
         clip_frac_high: stats.clipFracHigh,
+        ...policyStepMetrics(stats),
         entropy: stats.entropy,
         grad_norm: stats.gradNorm,
         approx_kl: stats.approxKl,
