@@ -74,8 +74,17 @@ export function watchInterrupts(o: InterruptOptions): InterruptWatch {
       requested = true;
     },
     dispose() {
-      process.off("SIGINT", onInt);
-      process.off("SIGQUIT", onQuit);
+      const remove = () => {
+        process.off("SIGINT", onInt);
+        process.off("SIGQUIT", onQuit);
+      };
+      const left = first < 0 ? 0 : windowMs - (performance.now() - first);
+      if (left <= 0) return remove();
+      // The run ended inside the window: a runner's echo of that Ctrl-C may still be on its
+      // way, and without a handler it would kill the process while it finishes its files.
+      echoed = true;
+      const t = setTimeout(remove, left);
+      (t as { unref?: () => void }).unref?.();
     },
   };
   return watch;
