@@ -6,20 +6,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { extractAnswer, gradeResponse, isEquivalent, normalizeAnswer } from "../src/grade/index.ts";
-
-interface Case {
-  category: string;
-  gold: string;
-  pred: string;
-  correct: boolean;
-  note?: string;
-}
+import { gradeMix, loadCases, mixResponse } from "./grade_helpers.ts";
 
 const ROOT = join(import.meta.dir, "..");
-const CASES: Case[] = readFileSync(join(import.meta.dir, "grade_cases.jsonl"), "utf8")
-  .split("\n")
-  .filter((l) => l.trim() !== "")
-  .map((l) => JSON.parse(l) as Case);
+const CASES = loadCases("grade_cases.jsonl");
 
 /** A verdict must come back within this many ms even on a slow CI machine. */
 const TIME_BOUND_MS = 250;
@@ -169,26 +159,12 @@ describe("pathological inputs return in bounded time", () => {
 
 describe("throughput", () => {
   test("ordinary responses grade at thousands per second", () => {
-    const filler = "Let me compute step by step. ".repeat(60); // ~1,700 characters of reasoning
-    // Every answer is new, so no parse or compile cache helps: integers,
-    // fractions, roots, polynomials, π, tuples; right and wrong.
-    const make = (i: number): [string, string, boolean] => {
-      switch (i % 7) {
-        case 0: return [`${i}`, `${i}`, true];
-        case 1: return [`\\frac{${i}}{7}`, `\\dfrac{${2 * i}}{14}`, true];
-        case 2: return [`${i}\\sqrt{2}`, `\\sqrt{${2 * i * i}}`, true];
-        case 3: return [`x^2+${i}x`, `x(x+${i})`, true];
-        case 4: return [`\\frac{${i}\\pi}{3}`, `${i}\\pi/3 + 1`, false];
-        case 5: return [`(${i}, ${i + 1})`, `\\left(${i}, ${i + 1}\\right)`, true];
-        default: return [`${i}`, `${i + 1}`, false];
-      }
-    };
     const n = 3500;
     const t = performance.now();
     let right = 0;
     for (let i = 0; i < n; i++) {
-      const [gold, pred, want] = make(i);
-      const g = gradeResponse(`<think>${filler}</think> The answer is $\\boxed{${pred}}$.`, gold, { afterThink: true });
+      const [gold, pred, want] = gradeMix(i);
+      const g = gradeResponse(mixResponse(pred), gold, { afterThink: true });
       if (g.correct === want) right++;
     }
     const perSec = n / ((performance.now() - t) / 1000);
