@@ -38,7 +38,19 @@ describe("config", () => {
 
   test("a missing model folder is an error naming it", () => {
     const c = resolveConfig("siri-1.5b", [{ source: "t", values: { model: join(ROOT, "no-such-model") } }]);
-    expect(() => modelSource(c)).toThrow(/no-such-model has no config\.json; the siri-1\.5b preset needs a Hugging Face Qwen2 folder/);
+    expect(() => modelSource(c)).toThrow(/no-such-model has no config\.json; the siri-1\.5b preset expects a Hugging Face Qwen2 folder/);
+  });
+
+  test("`siri train --plan --preset siri-1.5b` without the model folder exits 0, saying where the model goes and how to get it", () => {
+    const model = join(ROOT, "not-downloaded");
+    const p = Bun.spawnSync([process.execPath, join(import.meta.dir, "../src/cli.ts"), "train", "--plan", "--preset", "siri-1.5b", "--model", model, "--out", join(ROOT, "plan-run")], { stdout: "pipe", stderr: "pipe" });
+    const out = p.stdout.toString();
+    expect(p.stderr.toString()).not.toContain("    at ");
+    expect(p.exitCode).toBe(0);
+    expect(out).toContain("memory plan for siri-1.5b");
+    expect(out).toContain(`model: ${model} has no config.json`);
+    expect(out).toContain(`huggingface-cli download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --local-dir ${model}`);
+    expect(existsSync(join(ROOT, "plan-run"))).toBe(false); // a plan writes nothing
   });
 
   test("a file and overrides merge over the preset; bad fields are named", () => {

@@ -24,7 +24,7 @@ import { Engine, type GenRequest } from "../engine/generate.ts";
 import type { Qwen2Gpu } from "../engine/model.ts";
 import { sizeEngine } from "../engine/size.ts";
 import { gradeResponse, isEquivalent } from "../grade/index.ts";
-import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import { decodeRollout, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { hashString } from "../util/random.ts";
 import { defaultKs, summarize, type DatasetMeta, type Equivalent, type SampleRecord, type Summary } from "./metrics.ts";
 import { progressBar } from "./progress.ts";
@@ -299,6 +299,7 @@ export function engineSource(m: EngineModel, opts: EngineSourceOptions = {}): Co
         newTokens: Math.max(...gen.map((g) => g.maxTokens)),
         cacheTokens: opts.cacheTokens,
         prefillChunk: opts.prefillChunk ?? 256,
+        vocabLimit: vocabLimit(cfg.vocabSize, tok),
       }),
     );
     try {
@@ -306,7 +307,7 @@ export function engineSource(m: EngineModel, opts: EngineSourceOptions = {}): Co
         const id = c.id as number;
         yield {
           id,
-          text: tok.decode(c.tokens, { skipSpecialTokens: true }),
+          text: decodeRollout(tok, c.tokens, (s) => console.error(`bench: completion ${id}: ${s}`)),
           promptTokens: c.prompt.length,
           responseTokens: c.tokens.length,
           stopReason: c.stopReason,

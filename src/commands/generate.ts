@@ -2,8 +2,9 @@
 import { defineCommand } from "citty";
 import { Engine } from "../engine/generate.ts";
 import { defaultDtype, loadModel } from "../engine/load.ts";
-import { gpuArgs, int, num, openGpuFromArgs } from "./common.ts";
 import { sizeEngine } from "../engine/size.ts";
+import { vocabLimit } from "../model/tokenizer.ts";
+import { gpuArgs, int, num, openGpuFromArgs } from "./common.ts";
 
 export default defineCommand({
   meta: { name: "generate", description: "Generate completions for a prompt with batched KV-cache decoding" },
@@ -31,7 +32,7 @@ export default defineCommand({
     const prompt = tok.encode(text);
     const newTokens = Math.min(maxTokens, m.config.maxPositions - prompt.length);
     if (newTokens < 1) throw new Error(`--prompt: ${prompt.length} tokens leave no room in the model's ${m.config.maxPositions} positions`);
-    const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "generate", maxBatch: Math.min(n, 64), promptTokens: prompt.length, newTokens, prefillChunk: 256 }));
+    const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "generate", maxBatch: Math.min(n, 64), promptTokens: prompt.length, newTokens, prefillChunk: 256, vocabLimit: vocabLimit(m.config.vocabSize, tok) }));
     const sampling = {
       temperature: num("temperature", args.temperature, 0.6),
       topP: num("top-p", args["top-p"], 0.95),

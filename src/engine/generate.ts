@@ -65,6 +65,12 @@ export interface EngineOptions {
   prefillChunk: number;
   /** Keys per flash-decoding chunk (a multiple of the decode tile; default DECODE_CHUNK). */
   decodeChunk?: number;
+  /**
+   * Ids the tokenizer knows (its size): rows of a padded vocabulary at or
+   * above it are masked in the sampler, so they are never drawn. Default:
+   * the config's vocab_size (no padding).
+   */
+  vocabLimit?: number;
 }
 
 /**
@@ -269,7 +275,7 @@ export class Engine {
     this.model.recordForward(b, ws, this.cache, T, R, mode, this.numerics);
     if (R) {
       const { temperature, topK, topP, seed } = sampling;
-      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, this.model.config.vocabSize, { temperature, topK, topP, seed }, this.streams);
+      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, this.model.config.vocabSize, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams);
     }
     b.submit();
     if (!R) return;

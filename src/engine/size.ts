@@ -26,6 +26,8 @@ export interface EngineSizing {
   cacheTokens?: number;
   /** Most prompt tokens in one prefill forward (default 512). */
   prefillChunk?: number;
+  /** Ids the tokenizer knows (padded vocabularies: the sampler never draws above it). */
+  vocabLimit?: number;
   /** Who asks, for error messages ("rollouts", "bench", ...). */
   what: string;
 }
@@ -48,5 +50,5 @@ export function sizeEngine(c: Qwen2Config, dtype: DType, maxBindingBytes: number
         "; lower the cap or raise the cache size",
     );
   }
-  return { maxBatch, maxSeqLen, cacheTokens, blockSize: bs, prefillChunk: s.prefillChunk ?? 512 };
+  return { maxBatch, maxSeqLen, cacheTokens, blockSize: bs, prefillChunk: s.prefillChunk ?? 512, vocabLimit: s.vocabLimit };
 }

@@ -57,7 +57,7 @@ export function capReward(tokenizer: LoadedTokenizer, r: Response, gold: string,
     cap,
     gold,
     finished: r.finished,
-    decode: (ids) => tokenizer.decode(ids, { skipSpecialTokens: true }),
+    decode: (ids) => tokenizer.decodeKnown(ids, { skipSpecialTokens: true }).text, // ids it lacks: left out, never a crash
     options: THINK_REWARD,
   });
 }

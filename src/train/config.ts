@@ -298,12 +298,16 @@ export function validateConfig(c: TrainConfig): TrainConfig {
 /** Where the model comes from: a generated tiny model, or a folder that must hold a Hugging Face checkpoint. */
 export function modelSource(c: TrainConfig): { tiny: string } | { dir: string } {
   if (c.model.startsWith("tiny:")) return { tiny: c.model.slice(5) || "tiny" };
-  const cfgPath = join(c.model, "config.json");
-  if (!existsSync(cfgPath)) {
-    throw new Error(
-      `model: ${c.model} has no config.json; the ${c.preset} preset needs a Hugging Face Qwen2 folder there ` +
-        `(e.g. huggingface-cli download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --local-dir ${c.model}), or set --model DIR`,
-    );
-  }
+  const missing = modelMissing(c);
+  if (missing) throw new Error(missing);
   return { dir: c.model };
+}
+
+/** Null when the model is there (or tiny); otherwise where it is expected and how to get it. */
+export function modelMissing(c: TrainConfig): string | null {
+  if (c.model.startsWith("tiny:") || existsSync(join(c.model, "config.json"))) return null;
+  return (
+    `model: ${c.model} has no config.json; the ${c.preset} preset expects a Hugging Face Qwen2 folder there ` +
+    `(get it with: huggingface-cli download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --local-dir ${c.model} ; ~3.5 GB), or set --model DIR`
+  );
 }

@@ -24,6 +24,7 @@ import { formatDuration, progressBar } from "../bench/progress.ts";
 import { GpuDeviceLostError, yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { lrAt } from "../kernels/adamw.ts";
 import { loadReferenceModel } from "../model/reference.ts";
+import { vocabLimit } from "../model/tokenizer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
 import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, cycleAt, phaseAt } from "../rl/schedule.ts";
@@ -70,7 +71,8 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   const task = await taskFor(cfg, tokenizer);
   const from = findStart(cfg, o.resume ?? false, log);
   const base = from ? loadCheckpoint(from) : loadReferenceModel(baseDir);
-  const model = await TrainModel.create(gpu, base.config, base.weights);
+  // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
+  const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: vocabLimit(base.config.vocabSize, tokenizer) });
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   let { startStep, nonFinite } = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
   const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));

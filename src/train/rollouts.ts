@@ -8,7 +8,7 @@
 import { Engine, occupancy, type GenerateStats } from "../engine/generate.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
-import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import { vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import type { Task, TaskProblem } from "../tasks/task.ts";
 import type { TrainConfig } from "./config.ts";
 import type { TrainModel } from "./model.ts";
@@ -61,7 +61,13 @@ export class Rollouts {
     const dtype = cfg.rollout.dtype === "auto" ? (gpu.features.f16 ? "f16" : "f32") : cfg.rollout.dtype;
     const seen = [...task.validation(cfg.validation.problems), ...firstPrompts].map((p) => tokenizer.encode(task.prompt(p)).length);
     const promptTokens = Math.min(Math.max(PROMPT_TOKENS, ...seen), model.config.maxPositions - rolloutBudget(cfg));
-    const opts = sizeEngine(model.config, dtype, gpu.limits.maxStorageBufferBindingSize, { what: "rollouts", maxBatch: rolloutBatch(cfg), promptTokens, newTokens: rolloutBudget(cfg) });
+    const opts = sizeEngine(model.config, dtype, gpu.limits.maxStorageBufferBindingSize, {
+      what: "rollouts",
+      maxBatch: rolloutBatch(cfg),
+      promptTokens,
+      newTokens: rolloutBudget(cfg),
+      vocabLimit: vocabLimit(model.config.vocabSize, tokenizer),
+    });
     const roll = await rolloutModel(gpu, model, dtype);
     try {
       return new Rollouts(roll, await Engine.create(roll.model, opts), tokenizer, stop);

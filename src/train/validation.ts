@@ -11,7 +11,7 @@ import { Engine } from "../engine/generate.ts";
 import { Qwen2Gpu } from "../engine/model.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
-import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import { decodeRollout, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { capAt } from "../rl/schedule.ts";
 import type { Task, TaskProblem } from "../tasks/task.ts";
 import type { TrainConfig } from "./config.ts";
@@ -31,7 +31,7 @@ export function validator(cfg: TrainConfig, task: Task, tokenizer: LoadedTokeniz
     const prompts = requests.map((r) => tokenizer.encode(task.prompt(r.problem.meta.prompt as TaskProblem)));
     const reqs = requests.map((r, i) => ({ id: r.id, key: r.key, prompt: prompts[i], maxTokens: r.maxTokens, stop }));
     for await (const c of engine.generate(reqs, sampling)) {
-      const r: BenchCompletion = { id: c.id as number, text: tokenizer.decode(c.tokens, { skipSpecialTokens: true }), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: budget };
+      const r: BenchCompletion = { id: c.id as number, text: decodeRollout(tokenizer, c.tokens, log), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: budget };
       yield r;
     }
   };
@@ -84,7 +84,7 @@ export async function evaluate(gpu: Gpu, model: TrainModel | { config: TrainMode
   const prompts = problems.map((p) => tokenizer.encode(task.prompt(p)));
   const promptTokens = Math.max(1, ...prompts.map((p) => p.length));
   const qm = await Qwen2Gpu.create(gpu, config, src, "f32");
-  const engine = await Engine.create(qm, sizeEngine(config, "f32", gpu.limits.maxStorageBufferBindingSize, { what: "evaluate", maxBatch: Math.min(opts.maxBatch ?? 64, problems.length), promptTokens, newTokens: opts.cap }));
+  const engine = await Engine.create(qm, sizeEngine(config, "f32", gpu.limits.maxStorageBufferBindingSize, { what: "evaluate", maxBatch: Math.min(opts.maxBatch ?? 64, problems.length), promptTokens, newTokens: opts.cap, vocabLimit: vocabLimit(config.vocabSize, tokenizer) }));
   const stop = tokenizer.eosTokenIds;
   const out: EvalResult["responses"] = new Array(problems.length);
   try {
@@ -92,7 +92,7 @@ export async function evaluate(gpu: Gpu, model: TrainModel | { config: TrainMode
     for await (const c of engine.generate(reqs, { temperature: opts.temperature ?? 0, topP: 1, topK: 0, seed: opts.seed ?? 0 })) {
       const i = c.id as number;
       const r = task.reward({ tokens: c.tokens, finished: c.stopReason === "stop" }, problems[i].answer, opts.cap);
-      out[i] = { id: problems[i].id, text: tokenizer.decode(c.tokens, { skipSpecialTokens: true }), length: c.tokens.length, correct: r.correct, truncated: c.stopReason === "length" };
+      out[i] = { id: problems[i].id, text: tokenizer.decodeKnown(c.tokens, { skipSpecialTokens: true }).text, length: c.tokens.length, correct: r.correct, truncated: c.stopReason === "length" };
     }
   } finally {
     engine.destroy();
