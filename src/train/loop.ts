@@ -38,7 +38,7 @@ import { Optimizer } from "./optim.ts";
 import { formatPlan, trainingMemoryPlan } from "./plan.ts";
 import { emptyRolloutStats, rolloutOccupancy, Rollouts, type Group } from "./rollouts.ts";
 import { baseModel, CheckpointPolicy, findStart, restoreRun, StopSignal, taskFor } from "./run_state.ts";
-import { policyUpdate, type Rollout } from "./step.ts";
+import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
 import { validator } from "./validation.ts";
 import { warmStart } from "./warm_start.ts";
 
@@ -140,12 +140,12 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       let adv = finiteRewards && groups.length ? groupAdvantages(rewards, groups.map((g) => g.responses.length), { normalizeStd: cfg.normalizeAdvantages }) : new Float32Array(rewards.length).fill(NaN);
       if (hooks.advantages) adv = hooks.advantages(step, adv);
       const weights = cfg.dapo.overlongFilter ? overlongFilterWeights(truncated) : new Float32Array(rewards.length).fill(1);
-      const batch: Rollout[] = groups.flatMap((g) => g.responses.map((response) => ({ prompt: g.prompt, response, advantage: 0 })));
+      const batch: Rollout[] = groups.flatMap((g) => g.responses.map((response, k) => ({ prompt: g.prompt, response, rolloutLogp: g.logprobs[k], advantage: 0 })));
       batch.forEach((r, i) => Object.assign(r, { advantage: adv[i], weight: weights[i] }));
       hooks.rollouts?.(step, batch, cap);
 
       // ---- policy update (GRPO + clip-higher; old log-probs from a forward of the trainer before the first update); a non-finite loss or gradient skips it
-      let stats = { loss: NaN, clipFracLow: 0, clipFracHigh: 0, approxKl: 0, entropy: 0, gradNorm: NaN, tokens: 0, updates: 0, skipped: 1 };
+      let stats = skippedUpdate();
       if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
       else if (batch.length) stats = await policyUpdate(model, opt, batch, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
       const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
@@ -169,6 +169,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
         truncation_rate: truncated.filter(Boolean).length / Math.max(truncated.length, 1),
         clip_frac_low: stats.clipFracLow,
         clip_frac_high: stats.clipFracHigh,
+        ...policyStepMetrics(stats),
         entropy: stats.entropy,
         grad_norm: stats.gradNorm,
         approx_kl: stats.approxKl,
