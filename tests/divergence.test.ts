@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { resolveConfig, type TrainConfig } from "../src/train/config.ts";
 import { DEFAULT_DIVERGENCE, judge } from "../src/train/divergence.ts";
-import { train } from "../src/train/trainer.ts";
+import { train } from "../src/train/loop.ts";
 import { gpuOrSkip, hasGpu } from "./helpers.ts";
 
 const GPU = await hasGpu();

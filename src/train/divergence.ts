@@ -18,7 +18,7 @@
  */
 import type { Gpu } from "../gpu/index.ts";
 import { loadAdamW, type AdamW } from "../kernels/adamw.ts";
-import { median } from "./metrics.ts";
+import { median } from "../util/stats.ts";
 import type { Param } from "./model.ts";
 
 export interface DivergenceLimits {
