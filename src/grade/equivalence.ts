@@ -579,6 +579,9 @@ export interface GradeOptions {
   workBudget?: number;
 }
 
+/** A percent sign or word after a number. */
+const PERCENT_RE = /[0-9}]\s*(?:\\?%|\\text\{\s*(?:percent|per cent|pct)\s*\}|(?:percent|per cent|pct)\b)/;
+
 /**
  * Gold `1011_2`, predicted `1011`: with the base subscript on the gold only,
  * the same digits are the answer in the base the question asked for (models
@@ -624,6 +627,11 @@ export function compareAnswers(gold: string, pred: string | null, opts: GradeOpt
   let equal = false;
   try {
     equal = eqAnswer(parseAnswer(gold), parseAnswer(pred), ctx);
+    // A number written with a percent sign (or word) is also that many
+    // hundredths: 28\% is 28 (the percent dropped, DeepScaleR's rule) and
+    // 0.28 (its value; Qwen2.5-Math accepts both too). Never 2800.
+    if (!equal && PERCENT_RE.test(pred) && !/[,;=]/.test(np)) equal = eqAnswer(parseAnswer(gold), parseAnswer(`\\frac{${np}}{100}`), ctx);
+    if (!equal && PERCENT_RE.test(gold) && !/[,;=]/.test(ng)) equal = eqAnswer(parseAnswer(`\\frac{${ng}}{100}`), parseAnswer(pred), ctx);
   } catch (err) {
     // A grader bug must not stop a training run: say so loudly, count it wrong.
     if (!(err instanceof RangeError)) {
