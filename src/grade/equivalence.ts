@@ -125,9 +125,12 @@ function tupleOfNames(lhs: string): string[] | null {
   return new Set(names).size === names.length ? names : null;
 }
 
-/** A label as a comparable key: no spaces or braces (a_{10} is a_10). */
+/**
+ * A label as a comparable key: no decorations, bars, braces or spaces, so
+ * a_{10} is a_10 and |AB|, \overline{AB}, AB are one segment.
+ */
 function nameKey(s: string): string {
-  return s.replace(/[\s{}]/g, "");
+  return s.replace(/m\s*(?=\\(?:measured)?angle)/g, "").replace(LABEL_DECOR, "").replace(/[\s{}|]/g, "");
 }
 
 function parseScalar(s: string): Answer {
@@ -299,7 +302,16 @@ export function parseStructure(src: string, depth = 0): Answer {
     const parts = splitTop(s.slice(1, -1), ",");
     if (parts.length >= 2) {
       const items = parseList(parts, depth);
-      return items ? { kind: "tuple", open: s[0], close: s[s.length - 1], items } : { kind: "text", key: textKey(s) };
+      if (!items) return { kind: "text", key: textKey(s) };
+      // A point with one ± coordinate is two points: (\pm 2, 0) is (2, 0), (-2, 0).
+      // With several ± it is ambiguous (2 or 4 points): left unexpanded.
+      const pm = items.filter((x) => x.kind === "set" && x.pm);
+      if (pm.length === 1 && s[0] === "(") {
+        const at = items.indexOf(pm[0]);
+        const alts = (pm[0] as Extract<Answer, { kind: "set" }>).items;
+        return { kind: "set", items: alts.map((alt) => ({ kind: "tuple", open: "(", close: ")", items: items.map((x, i) => (i === at ? alt : x)) })) };
+      }
+      return { kind: "tuple", open: s[0], close: s[s.length - 1], items };
     }
   }
 
