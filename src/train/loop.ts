@@ -101,6 +101,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   const base = from ? loadCheckpoint(from) : loadReferenceModel(baseDir);
   // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
   const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: vocabLimit(base.config.vocabSize, tokenizer) });
+  model.reserve(cfg.policy.microBatchTokens); // activations sized once, as in the memory plan
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
   let { startStep, nonFinite } = start;
