@@ -17,7 +17,7 @@
  * counter, so a run resumed from the checkpoint after step t draws exactly
  * what an uninterrupted run would, and the weights match bit for bit.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runBench, type BenchCompletion, type CompletionSource } from "../bench/run.ts";
 import { formatDuration, progressBar } from "../bench/progress.ts";
@@ -37,7 +37,7 @@ import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "..
 import { capAt, capRange, cycleAt, peakSteps, phaseAt, troughSteps } from "../rl/schedule.ts";
 import { lrAt } from "../kernels/adamw.ts";
 import { enumerateProblems, makeProblems, promptText, reward as arithReward, warmStart, type ArithKind } from "../tasks/arith.ts";
-import { checkpointName, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkpointFormat, checkpointName, latestCheckpoint, loadOptimizerState, openWeights, pruneCheckpoints, readTrainerState, runDiskPlan, saveCheckpoint } from "./checkpoint.ts";
 import { modelSource, type TrainConfig } from "./config.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, median, METRICS_FILE, metricsSvg, readEvals, readMetrics, truncateJsonl, type EvalRecord, type StepMetrics } from "./metrics.ts";
 import { TrainModel } from "./model.ts";
@@ -218,13 +218,6 @@ interface Group {
   correct: boolean[];
 }
 
-/** Sort checkpoint names step-N; keep the newest `keep`. */
-function pruneCheckpoints(root: string, keep: number): void {
-  if (!existsSync(root)) return;
-  const steps = readdirSync(root).filter((n) => /^step-\d+$/.test(n)).sort();
-  for (const n of steps.slice(0, Math.max(0, steps.length - keep))) rmSync(join(root, n), { recursive: true, force: true });
-}
-
 /** Config fields that must not change on resume (the rest may: steps, out, checkpoints, validation). */
 function resumeKey(c: TrainConfig): Record<string, unknown> {
   const { steps: _s, out: _o, checkpoint: _c, validation: _v, maxNonFinite: _m, ...rest } = c;
@@ -270,21 +263,20 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   const resumeFrom = o.resume ? latestCheckpoint(out) : null;
   if (o.resume && !resumeFrom) log(`--resume: no checkpoint under ${ckRoot}; starting from the beginning`);
   if (!o.resume && latestCheckpoint(out)) throw new Error(`${out} already holds checkpoints; pass --resume to continue that run, or pick another --out`);
-  const base = resumeFrom ? loadCheckpoint(resumeFrom) : loadReferenceModel(baseDir);
+  // Weights go to the GPU one tensor at a time (no CPU copy of the model is kept).
+  const base = openWeights(resumeFrom ?? baseDir);
   // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
   const limit = vocabLimit(base.config.vocabSize, tokenizer);
-  const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: limit });
+  const model = await TrainModel.create(gpu, base.config, (n) => base.reader.readF32(n), { vocabLimit: limit }).finally(() => base.reader.close());
   const names = model.params.map((p) => p.name);
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   let startStep = 0;
   let nonFinite = 0;
   if (resumeFrom) {
-    const ck = loadCheckpoint(resumeFrom, names);
-    const st = ck.trainerState ?? {};
+    const st = readTrainerState(resumeFrom) ?? {};
     const diff = firstDifference(resumeKey(st.config as TrainConfig), resumeKey(cfg));
     if (diff) throw new Error(`--resume: ${resumeFrom} was trained with another config: ${diff}; exact resume needs the same settings`);
-    if (!ck.optimizer) throw new Error(`--resume: ${resumeFrom} has no optimizer.safetensors`);
-    opt.loadState(ck.optimizer);
+    loadOptimizerState(resumeFrom, opt, names);
     startStep = Number(st.step);
     nonFinite = Number(st.non_finite ?? 0);
     log(`resumed from ${resumeFrom} at step ${startStep}`);
@@ -298,15 +290,17 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
 
   const dtype = cfg.rollout.dtype === "auto" ? (gpu.features.f16 ? "f16" : "f32") : cfg.rollout.dtype;
   log(formatPlan(trainingMemoryPlan(model.config, cfg, dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
+  log(formatPlan(runDiskPlan(model.config, cfg, baseDir), `disk plan (checkpoints under ${ckRoot}):`));
 
   let lastCheckpoint: string | null = resumeFrom;
   const save = async (name: string, step: number) => {
     const dir = join(ckRoot, name);
-    await saveCheckpoint(dir, model, opt, { tokenizerDir: baseDir, trainerState: { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg } });
-    if (name.startsWith("step-")) {
-      lastCheckpoint = dir;
-      pruneCheckpoints(ckRoot, cfg.checkpoint.keepLast);
-    }
+    // step-N: a resume point (f32 + optimiser state); trough/peak: the model as the base ships, no optimiser state.
+    const resumePoint = name.startsWith("step-");
+    const trainerState = { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg };
+    await saveCheckpoint(dir, model, resumePoint ? opt : null, { tokenizerDir: baseDir, trainerState, ...checkpointFormat(cfg.checkpoint, baseDir, resumePoint) });
+    if (resumePoint) lastCheckpoint = dir;
+    pruneCheckpoints(ckRoot, cfg.checkpoint);
     return dir;
   };
 
