@@ -162,22 +162,34 @@ export function readTrainerState(dir: string): Record<string, unknown> | null {
   }
 }
 
-/** Load the optimiser state of a resume point into `opt`, one moment tensor at a time. */
-export function loadOptimizerState(dir: string, opt: Optimizer, paramOrder: string[]): void {
+/** Open a resume point's optimizer.safetensors; `use` gets the reader and its step. */
+function withOptimizerFile<T>(dir: string, use: (r: WeightReader, step: number) => T): T {
   const p = statePath(dir, OPT_FILE);
   if (!p) throw new Error(`${dir}: no ${STATE_DIR}/${OPT_FILE}; only step-N checkpoints are resume points`);
   const r = openSafetensors(p);
   try {
     const step = Number(r.metadata.step);
     if (!Number.isInteger(step) || step < 0) throw new Error(`${p}: metadata "step" is missing or not an integer`);
+    return use(r, step);
+  } finally {
+    r.close();
+  }
+}
+
+/** Load the optimiser state of a resume point into `opt`, one moment tensor at a time. */
+export function loadOptimizerState(dir: string, opt: Optimizer, paramOrder: string[]): void {
+  withOptimizerFile(dir, (r, step) => {
     paramOrder.forEach((n, i) => {
       opt.loadMoment(i, "m", r.readF32(`m.${n}`));
       opt.loadMoment(i, "v", r.readF32(`v.${n}`));
     });
     opt.step = step;
-  } finally {
-    r.close();
-  }
+  });
+}
+
+/** A resume point's optimiser state in memory (m and v per parameter, in `paramOrder`). */
+export function readOptimizerState(dir: string, paramOrder: string[]): { m: Float32Array[]; v: Float32Array[]; step: number } {
+  return withOptimizerFile(dir, (r, step) => ({ m: paramOrder.map((n) => r.readF32(`m.${n}`)), v: paramOrder.map((n) => r.readF32(`v.${n}`)), step }));
 }
 
 export interface LoadedCheckpoint {
@@ -199,18 +211,7 @@ export function loadCheckpoint(dir: string, paramOrder?: string[]): LoadedCheckp
   } finally {
     reader.close();
   }
-  let optimizer: LoadedCheckpoint["optimizer"] = null;
-  const optPath = statePath(dir, OPT_FILE);
-  if (optPath && paramOrder) {
-    const r = openSafetensors(optPath);
-    try {
-      const step = Number(r.metadata.step);
-      if (!Number.isInteger(step) || step < 0) throw new Error(`${optPath}: metadata "step" is missing or not an integer`);
-      optimizer = { m: paramOrder.map((n) => r.readF32(`m.${n}`)), v: paramOrder.map((n) => r.readF32(`v.${n}`)), step };
-    } finally {
-      r.close();
-    }
-  }
+  const optimizer = paramOrder && statePath(dir, OPT_FILE) ? readOptimizerState(dir, paramOrder) : null;
   return { config, weights, optimizer, trainerState: readTrainerState(dir) };
 }
 
