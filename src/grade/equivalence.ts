@@ -128,6 +128,15 @@ function vectorOf(m: Extract<Answer, { kind: "matrix" }>): Answer[] | null {
   return null;
 }
 
+/**
+ * A label naming a function's value: f(x), g(t), or y. `f(x) = 2x+1`,
+ * `g(x) = 2x+1` and `y = 2x+1` give the same function (the letter is the
+ * question's, the rule is the answer).
+ */
+function functionLabel(name: string): boolean {
+  return name === "y" || /^[A-Za-z](?:_[A-Za-z0-9]+)?\([A-Za-z]\)$/.test(name);
+}
+
 /** `name = expr` as an equation (y = 2x + 1 is the line 2x - y + 1 = 0), or null. */
 function assignAsEq(a: Extract<Answer, { kind: "assign" }>): Extract<Answer, { kind: "eq" }> | null {
   if (a.value.kind !== "expr" || a.value.key === "") return null;
@@ -207,7 +216,7 @@ function eqRecord(a: Extract<Answer, { kind: "record" }>, b: Answer, ctx: Ctx): 
 function eqAnswer(a: Answer, b: Answer, ctx: Ctx): boolean {
   if (!spend(ctx.work, 1)) return false;
   if (a.kind === "assign" && b.kind === "assign") {
-    if (a.name === b.name) return eqAnswer(a.value, b.value, ctx);
+    if (a.name === b.name || (functionLabel(a.name) && functionLabel(b.name))) return eqAnswer(a.value, b.value, ctx);
     // Different labels: only the same equation counts (y = 2x+1 and
     // x = (y-1)/2); x = 3 never accepts y = 3.
     const ea = assignAsEq(a);
