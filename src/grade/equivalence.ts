@@ -13,7 +13,7 @@ import { exactValue, ratEq, type Rat } from "./expr.ts";
 import { parseLatex, ParseError, type Expr } from "./latex.ts";
 import { normalizeAnswer, splitChoice } from "./normalize.ts";
 import { newWork, numericCompare, positiveReal, solveLinear, spend, valueOf, type Work } from "./numeric.ts";
-import { parseAnswer, type Answer } from "./structure.ts";
+import { parseAnswer, parseNormalized, type Answer } from "./structure.ts";
 
 export type { Answer } from "./structure.ts";
 
@@ -317,12 +317,12 @@ export function compareAnswers(gold: string, pred: string | null, opts: GradeOpt
   const ctx: Ctx = { work: newWork(budget), approxDigits: opts.approxDigits ?? 0 };
   let equal = false;
   try {
-    equal = eqAnswer(parseAnswer(gold), parseAnswer(pred), ctx);
+    equal = eqAnswer(parseNormalized(ng), parseNormalized(np), ctx);
     // A number written with a percent sign (or word) is also that many
     // hundredths: 28\% is 28 (the percent dropped, DeepScaleR's rule) and
     // 0.28 (its value; Qwen2.5-Math accepts both too). Never 2800.
-    if (!equal && PERCENT_RE.test(pred) && !/[,;=]/.test(np)) equal = eqAnswer(parseAnswer(gold), parseAnswer(`\\frac{${np}}{100}`), ctx);
-    if (!equal && PERCENT_RE.test(gold) && !/[,;=]/.test(ng)) equal = eqAnswer(parseAnswer(`\\frac{${ng}}{100}`), parseAnswer(pred), ctx);
+    if (!equal && PERCENT_RE.test(pred) && !/[,;=]/.test(np)) equal = eqAnswer(parseNormalized(ng), parseAnswer(`\\frac{${np}}{100}`), ctx);
+    if (!equal && PERCENT_RE.test(gold) && !/[,;=]/.test(ng)) equal = eqAnswer(parseAnswer(`\\frac{${ng}}{100}`), parseNormalized(np), ctx);
   } catch (err) {
     // A grader bug must not stop a training run: say so loudly, count it wrong.
     if (!(err instanceof RangeError)) {

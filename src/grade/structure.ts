@@ -331,13 +331,18 @@ export function parseStructure(src: string, depth = 0): Answer {
 
 const parsedCache = new Map<string, Answer>();
 
-/** Normalise and parse an answer (cached: a gold answer is graded against many responses). */
+/** Normalise and parse an answer. */
 export function parseAnswer(raw: string): Answer {
-  let a = parsedCache.get(raw);
+  return parseNormalized(normalizeAnswer(raw));
+}
+
+/** Parse an answer normalizeAnswer already cleaned (cached: a gold answer is graded against many responses). */
+export function parseNormalized(s: string): Answer {
+  let a = parsedCache.get(s);
   if (!a) {
-    a = parseStructure(normalizeAnswer(raw));
+    a = parseStructure(s);
     if (parsedCache.size >= 8192) parsedCache.clear();
-    parsedCache.set(raw, a);
+    parsedCache.set(s, a);
   }
   return a;
 }
