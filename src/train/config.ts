@@ -71,8 +71,14 @@ export interface TrainConfig {
   checkpoint: {
     /** A checkpoint every N steps (and at the end, and on Ctrl-C). */
     every: number;
-    /** How many step-N checkpoints to keep (trough/peak ones are kept by name regardless). */
+    /** How many step-N checkpoints (resume points, with optimiser state) to keep. */
     keepLast: number;
+    /** How many trough/peak checkpoints to keep, newest first (0 = all). */
+    keepExtremes: number;
+    /** Dtype of the trough/peak checkpoints: "base" = as the base model ships (bf16 for R1-Distill). */
+    extremesDtype: "base" | "bf16" | "f16" | "f32";
+    /** Largest weight shard in GB (transformers' default 5). */
+    maxShardGB: number;
   };
   validation: {
     /** avg@n on held-out problems every N steps, at each trough/peak and at the end; 0 = off. */
@@ -104,7 +110,7 @@ export const SIRI_1_5B: TrainConfig = {
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 0, batchSize: 32, lr: 1e-3 },
-  checkpoint: { every: 20, keepLast: 2 },
+  checkpoint: { every: 20, keepLast: 2, keepExtremes: 0, extremesDtype: "base", maxShardGB: 5 },
   validation: { every: 40, problems: 30, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
 };
@@ -142,7 +148,7 @@ export const DEMO: TrainConfig = {
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
-  checkpoint: { every: 6, keepLast: 2 },
+  checkpoint: { every: 6, keepLast: 2, keepExtremes: 0, extremesDtype: "base", maxShardGB: 5 },
   // Every held-out problem (31 of operands <= 9, add/sub), avg@4 at SIRI's eval temperature 0.6:
   // 124 samples per validation, so one problem moves the figure by ~3 points, not a whole answer's worth.
   validation: { every: 0, problems: 64, n: 4, temperature: 0.6, maxTokens: 0 },
@@ -303,6 +309,9 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(c.warmStart.warmupSteps === undefined || nonNegInt(c.warmStart.warmupSteps), "warmStart.warmupSteps", "must be an integer >= 0", c.warmStart.warmupSteps);
   need(posInt(c.checkpoint.every), "checkpoint.every", "must be an integer >= 1", c.checkpoint.every);
   need(posInt(c.checkpoint.keepLast), "checkpoint.keepLast", "must be an integer >= 1", c.checkpoint.keepLast);
+  need(nonNegInt(c.checkpoint.keepExtremes), "checkpoint.keepExtremes", "must be an integer >= 0 (0 = keep all)", c.checkpoint.keepExtremes);
+  need(["base", "bf16", "f16", "f32"].includes(c.checkpoint.extremesDtype), "checkpoint.extremesDtype", "must be base, bf16, f16 or f32", c.checkpoint.extremesDtype);
+  need(c.checkpoint.maxShardGB > 0, "checkpoint.maxShardGB", "must be > 0", c.checkpoint.maxShardGB);
   need(nonNegInt(c.validation.every), "validation.every", "must be an integer >= 0 (0 = off)", c.validation.every);
   need(posInt(c.validation.problems), "validation.problems", "must be an integer >= 1", c.validation.problems);
   need(posInt(c.validation.n), "validation.n", "must be an integer >= 1", c.validation.n);
