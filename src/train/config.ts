@@ -261,8 +261,24 @@ export function resolveConfig(preset: string, layers: { source: string; values: 
   return validateConfig(cfg);
 }
 
+/** A value as the user wrote it: NaN and ±Infinity by name (JSON.stringify would say null). */
+function shown(v: unknown): string {
+  return typeof v === "number" && !Number.isFinite(v) ? String(v) : JSON.stringify(v);
+}
+
 function need(ok: boolean, field: string, what: string, got: unknown): void {
-  if (!ok) throw new Error(`config: ${field} ${what}, got ${JSON.stringify(got)}`);
+  if (!ok) throw new Error(`config: ${field} ${what}, got ${shown(got)}`);
+}
+
+/**
+ * Every number in the config must be finite: TOML's `inf`/`nan` and JSON's
+ * 1e999 parse as numbers and would pass a "> 0" check, then fail (or
+ * diverge) only after the GPU started and a checkpoint was written.
+ */
+function allFinite(v: unknown, path: string): void {
+  if (typeof v === "number") need(Number.isFinite(v), path, "must be a finite number", v);
+  else if (Array.isArray(v)) v.forEach((x, i) => allFinite(x, `${path}[${i}]`));
+  else if (typeof v === "object" && v !== null) for (const [k, x] of Object.entries(v)) allFinite(x, path ? `${path}.${k}` : k);
 }
 
 const posInt = (v: number) => Number.isInteger(v) && v >= 1;
@@ -270,6 +286,7 @@ const nonNegInt = (v: number) => Number.isInteger(v) && v >= 0;
 
 /** Throws an error naming the field when a value is out of range. */
 export function validateConfig(c: TrainConfig): TrainConfig {
+  allFinite(c, "");
   need(c.model.length > 0, "model", "must be a model folder or tiny:<preset>", c.model);
   need(["arith", "dataset"].includes(c.task.kind), "task.kind", "must be arith or dataset", c.task.kind);
   if (c.task.kind === "dataset") need(c.task.dataset.length > 0, "task.dataset", "must name a dataset preset or file", c.task.dataset);
@@ -289,7 +306,11 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(nonNegInt(c.rollout.topK), "rollout.topK", "must be an integer >= 0", c.rollout.topK);
   need(["f32", "f16", "auto"].includes(c.rollout.dtype), "rollout.dtype", "must be f32, f16 or auto", c.rollout.dtype);
   need(posInt(c.rollout.maxBatch), "rollout.maxBatch", "must be an integer >= 1", c.rollout.maxBatch);
-  need(c.optim.lr > 0, "optim.lr", "must be > 0", c.optim.lr);
+  need(c.optim.lr > 0 && c.optim.lr <= 1, "optim.lr", "must be in (0, 1]", c.optim.lr);
+  need(c.optim.beta1 >= 0 && c.optim.beta1 < 1, "optim.beta1", "must be in [0, 1)", c.optim.beta1);
+  need(c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta2", "must be in [0, 1)", c.optim.beta2);
+  need(c.optim.eps > 0, "optim.eps", "must be > 0", c.optim.eps);
+  need(c.optim.weightDecay >= 0, "optim.weightDecay", "must be >= 0", c.optim.weightDecay);
   need(nonNegInt(c.optim.warmupSteps), "optim.warmupSteps", "must be an integer >= 0", c.optim.warmupSteps);
   need(c.optim.maxGradNorm > 0, "optim.maxGradNorm", "must be > 0", c.optim.maxGradNorm);
   need(c.policy.epsLow > 0 && c.policy.epsLow < 1, "policy.epsLow", "must be in (0, 1)", c.policy.epsLow);
@@ -305,7 +326,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(nonNegInt(c.warmStart.steps), "warmStart.steps", "must be an integer >= 0", c.warmStart.steps);
   if (c.warmStart.steps > 0) need(c.task.kind === "arith", "warmStart.steps", "must be 0 unless task.kind is arith (only the synthetic task has traces)", c.warmStart.steps);
   need(posInt(c.warmStart.batchSize), "warmStart.batchSize", "must be an integer >= 1", c.warmStart.batchSize);
-  need(c.warmStart.lr > 0, "warmStart.lr", "must be > 0", c.warmStart.lr);
+  need(c.warmStart.lr > 0 && c.warmStart.lr <= 1, "warmStart.lr", "must be in (0, 1]", c.warmStart.lr);
   need(c.warmStart.warmupSteps === undefined || nonNegInt(c.warmStart.warmupSteps), "warmStart.warmupSteps", "must be an integer >= 0", c.warmStart.warmupSteps);
   need(posInt(c.checkpoint.every), "checkpoint.every", "must be an integer >= 1", c.checkpoint.every);
   need(posInt(c.checkpoint.keepLast), "checkpoint.keepLast", "must be an integer >= 1", c.checkpoint.keepLast);
