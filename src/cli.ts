@@ -23,6 +23,7 @@ const main = defineCommand({
     bench: () => import("./commands/bench.ts").then((m) => m.default),
     train: () => import("./commands/train.ts").then((m) => m.default),
     export: () => import("./commands/export.ts").then((m) => m.default),
+    experiment: () => import("./commands/experiment.ts").then((m) => m.default),
   },
 });
 

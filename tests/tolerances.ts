@@ -118,3 +118,9 @@ TOL.fd_elementwise_f32 = {
   rtol: 1e-3,
   why: "SwiGLU, one output per input: truncation h²/6·|silu'''(g)·up| <= ~2e-5 for |up| <= 2, plus the rounding of |y| <= ~8 (half-ulp 4.8e-7) twice over 2h = 2e-2: <= 5e-5 (measured max abs 1.05e-5)",
 };
+// Experiment statistics (tests/experiment_pareto.test.ts).
+TOL.stats_f64 = {
+  atol: 1e-12,
+  rtol: 1e-12,
+  why: "means, standard deviations and chords of a handful of f64 values against hand computations: a few f64 roundings (~1e-16 relative)",
+};
