@@ -10,7 +10,7 @@ import type { DatasetSummary, SampleRecord, Summary } from "../src/bench/metrics
 import { formatDuration, progressBar } from "../src/bench/progress.ts";
 import { compare, readSamples } from "../src/bench/report.ts";
 import { engineSource, runBench, type BenchCompletion, type BenchConfig, type BenchRequest, type CompletionSource, type Sampling } from "../src/bench/run.ts";
-import { repeated } from "../src/commands/bench.ts";
+import { repeated } from "../src/commands/common.ts";
 import { loadDataset } from "../src/data/download.ts";
 import { renderPrompt } from "../src/data/prompt.ts";
 import { loadModel } from "../src/engine/load.ts";

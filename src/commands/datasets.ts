@@ -4,17 +4,13 @@ import { DEFAULT_CACHE_DIR, downloadPreset, isDownloaded, loadDataset } from "..
 import { parseFieldMap } from "../data/load.ts";
 import { PRESETS } from "../data/presets.ts";
 import { DEEPSCALER_INSTRUCTION, userMessage } from "../data/prompt.ts";
+import { log } from "../log.ts";
 import { int } from "./common.ts";
 
 const dirArg = {
   dir: { type: "string", description: `Cache folder for downloaded presets (default ${DEFAULT_CACHE_DIR})` },
 } as const;
 
-/** A clean one-line failure (exit 1) rather than a stack trace: offline or a missing file is an expected state. */
-function fail(e: unknown): never {
-  console.error(`error: ${(e as Error).message}`);
-  process.exit(1);
-}
 
 const list = defineCommand({
   meta: { name: "list", description: "List the dataset presets and whether each is downloaded" },
@@ -53,11 +49,11 @@ const show = defineCommand({
     json: { type: "boolean", description: "Print one JSON object" },
   },
   async run({ args }) {
+    const n = int("n", args.n, 3, { min: 1 });
     const ds = await loadDataset(args.dataset, {
       dir: args.dir || DEFAULT_CACHE_DIR,
       fields: args.fields ? parseFieldMap(args.fields) : undefined,
-    }).catch(fail);
-    const n = int("n", args.n, 3);
+    });
     const head = ds.problems.slice(0, n);
     if (args.json) {
       console.log(JSON.stringify({ name: ds.name, count: ds.problems.length, problems: head }));
@@ -86,17 +82,13 @@ const download = defineCommand({
   },
   async run({ args }) {
     const dir = args.dir || DEFAULT_CACHE_DIR;
-    try {
-      const paths = await downloadPreset(args.name, dir, {
-        endpoint: args.endpoint || undefined,
-        force: args.force,
-        timeoutMs: int("timeout-s", args["timeout-s"], 120) * 1000,
-        log: (l) => console.log(l),
-      });
-      console.log(`done: ${paths.join(", ")}`);
-    } catch (e) {
-      fail(e);
-    }
+    const paths = await downloadPreset(args.name, dir, {
+      endpoint: args.endpoint || undefined,
+      force: args.force,
+      timeoutMs: int("timeout-s", args["timeout-s"], 120, { min: 1 }) * 1000,
+      log: (l) => log.info(l),
+    });
+    console.log(`done: ${paths.join(", ")}`);
   },
 });
 
