@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { defineCommand } from "citty";
-import { compare } from "../bench/report.ts";
+import { compare, defaultComparePath } from "../bench/report.ts";
 import { engineSource, runBench, SIRI_PROTOCOL, type BenchConfig, type CompletionSource } from "../bench/run.ts";
 import { DEFAULT_CACHE_DIR } from "../data/download.ts";
 import { defaultDtype, loadModel, type LoadedModel } from "../engine/load.ts";
@@ -15,13 +15,15 @@ const compareCommand = defineCommand({
   meta: { name: "compare", description: "Print benchmark runs side by side and plot accuracy against mean tokens" },
   args: {
     runs: { type: "positional", required: false, description: "Run folders (one or more)" },
-    svg: { type: "string", description: "Write the accuracy-vs-mean-tokens plot here (default: compare.svg)" },
+    out: { type: "string", description: "Write the accuracy-vs-mean-tokens plot here (default: compare.svg beside the first run folder)" },
+    svg: { type: "string", description: "Same as --out (older name)" },
   },
   run({ args }) {
     const runs = args._.map(String);
     if (runs.length === 0) throw new Error("bench compare: give one or more run folders (siri bench compare runs/a runs/b)");
     for (const r of runs) if (!existsSync(r)) throw new Error(`bench compare: run folder "${r}" does not exist`);
-    const svgPath = args.svg || "compare.svg";
+    if (args.out && args.svg) throw new Error("bench compare: give --out or --svg (the same thing), not both");
+    const svgPath = args.out || args.svg || defaultComparePath(runs);
     const c = compare(runs, svgPath);
     console.log(c.table);
     log.info(`wrote ${svgPath} (${c.points.length} point(s))`);
