@@ -15,6 +15,8 @@ const ROOT = join(import.meta.dir, "..");
 const FIX = join(ROOT, "datasets", "fixtures");
 const BUN = process.execPath;
 const tmp = mkdtempSync(join(tmpdir(), "siri-datasets-"));
+// Never the machine's own Hugging Face cache: downloads here come from the stand-in server only.
+process.env.HF_HUB_CACHE = join(tmp, "no-hf-cache");
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function write(name: string, data: string | Uint8Array): string {

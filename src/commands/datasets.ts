@@ -72,12 +72,22 @@ const show = defineCommand({
 });
 
 const download = defineCommand({
-  meta: { name: "download", description: "Fetch a preset from the Hugging Face Hub (honours HF_ENDPOINT)" },
+  meta: {
+    name: "download",
+    description: "Fetch a preset from the Hugging Face Hub (honours HF_ENDPOINT and HF_TOKEN; reuses the local Hugging Face cache)",
+  },
   args: {
     name: { type: "positional", description: `Preset: ${PRESETS.map((p) => p.name).join(", ")}`, required: true },
     ...dirArg,
     endpoint: { type: "string", description: "Hub address (default $HF_ENDPOINT or https://huggingface.co)" },
     force: { type: "boolean", description: "Download again even when present" },
+    revision: { type: "string", description: "Branch, tag or commit on the Hub (default main); recorded in download.json and in bench run records" },
+    "hf-cache": {
+      type: "boolean",
+      default: true,
+      description: "Copy files found in the local Hugging Face cache (HF_HUB_CACHE, ~/.cache/huggingface/hub) instead of fetching them",
+      negativeDescription: "Always fetch from the Hub",
+    },
     "timeout-s": { type: "string", description: "Per-file time limit in seconds (default 120)" },
   },
   async run({ args }) {
@@ -85,6 +95,8 @@ const download = defineCommand({
     const paths = await downloadPreset(args.name, dir, {
       endpoint: args.endpoint || undefined,
       force: args.force,
+      revision: args.revision || undefined,
+      hfCache: args["hf-cache"] === false ? "" : undefined,
       timeoutMs: int("timeout-s", args["timeout-s"], 120, { min: 1 }) * 1000,
       log: (l) => log.info(l),
     });
