@@ -89,10 +89,10 @@ export default defineCommand({
     log.info(`adapter: ${gpu.adapter.description}`);
     try {
       const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log: (s) => log.info(s) });
-      console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
-      console.log(r.table);
       // Shells read 130 as "stopped by Ctrl-C"; the CLI runner keeps this code.
       if (r.stopped === "interrupted") process.exitCode = 130;
+      console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
+      console.log(r.table);
     } finally {
       gpu.destroy();
     }
