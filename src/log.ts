@@ -22,7 +22,8 @@ export function colorEnabled(stream: { isTTY?: boolean } = process.stderr): bool
   return Boolean(stream.isTTY);
 }
 
-const ANSI = /\x1b\[[0-9;]*m/g;
+// ESC [ ... m (SGR colour codes); built from a string so no control character sits in a regex literal.
+const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 export function stripAnsi(s: string): string {
   return s.replace(ANSI, "");
 }

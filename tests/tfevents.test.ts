@@ -41,13 +41,14 @@ function readFields(b: Uint8Array): { field: number; wire: number; value: bigint
     const key = Number(varint());
     const field = key >> 3;
     const wire = key & 7;
-    if (wire === 0) out.push({ field, wire, value: varint() });
-    else if (wire === 1) out.push({ field, wire, value: b.slice(i, (i += 8)) });
-    else if (wire === 5) out.push({ field, wire, value: b.slice(i, (i += 4)) });
-    else if (wire === 2) {
-      const n = Number(varint());
-      out.push({ field, wire, value: b.slice(i, (i += n)) });
-    } else throw new Error(`wire type ${wire} at byte ${i}`);
+    if (wire === 0) {
+      out.push({ field, wire, value: varint() });
+      continue;
+    }
+    const n = wire === 1 ? 8 : wire === 5 ? 4 : wire === 2 ? Number(varint()) : -1;
+    if (n < 0) throw new Error(`wire type ${wire} at byte ${i}`);
+    out.push({ field, wire, value: b.slice(i, i + n) });
+    i += n;
   }
   expect(i).toBe(b.length);
   return out;
