@@ -88,6 +88,14 @@ describe("unknown flags are errors on every command", () => {
     expect(lines(r.err)[0]).toBe('error: --total given twice ("5" and "6"); give it once');
   });
 
+  test("--no-X switches a boolean off (citty's reading), and is accepted as a flag", () => {
+    const r = run(["train", "--plan", "--no-progress"]);
+    expect(r.code).toBe(0);
+    const bad = run(["train", "--plan", "--no-pogress"]);
+    expect(bad.code).toBe(1);
+    expect(lines(bad.err)[0]).toBe("error: unknown flag --no-pogress for siri train; did you mean --no-progress?");
+  });
+
   test("a value flag without its value", () => {
     const r = run(["schedule", "--total"]);
     expect(r.code).toBe(1);

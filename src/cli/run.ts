@@ -171,7 +171,8 @@ export async function checkFlags(level: Level, isLeaf: boolean): Promise<void> {
       def = defs[name];
     }
     if (!def || !a.startsWith("--")) {
-      const hint = didYouMean(name, [...flags, ...GLOBAL_FLAGS]);
+      const negated = flags.filter((k) => defs[k]!.type === "boolean").map((k) => `no-${k}`);
+      const hint = didYouMean(name, [...flags, ...negated, ...GLOBAL_FLAGS]);
       throw new UsageError(`unknown flag ${a.split("=")[0]} for ${where}` + (hint ? `; did you mean --${hint}?` : ""), where);
     }
     let value: string | undefined;

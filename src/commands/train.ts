@@ -66,7 +66,8 @@ export default defineCommand({
     set: repeatable({ type: "string", description: 'Other fields: "policy.epsHigh=0.28,dapo.dynamicSampling=true,schedule={\\"kind\\":\\"constant\\",\\"cap\\":64}"; repeat the flag for more, all apply in order' }),
     resume: { type: "boolean", description: "Continue the run in --out from its newest checkpoint (exactly)" },
     plan: { type: "boolean", description: "Validate the config, print it and the memory plan, and exit" },
-    "no-progress": { type: "boolean", description: "No progress bar" },
+    // citty reads --no-X as X = false, so the switch is "progress" (a flag named "no-progress" was never set).
+    progress: { type: "boolean", default: true, description: "Progress bar on stderr", negativeDescription: "No progress bar" },
   },
   async run({ args, rawArgs }) {
     // Every --set applies, in order (citty alone keeps only the last).
@@ -88,7 +89,7 @@ export default defineCommand({
     const gpu = await openGpuFromArgs(args);
     log.info(`adapter: ${gpu.adapter.description}`);
     try {
-      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log: (s) => log.info(s) });
+      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false }, log: (s) => log.info(s) });
       // Shells read 130 as "stopped by Ctrl-C"; the CLI runner keeps this code.
       if (r.stopped === "interrupted") process.exitCode = 130;
       console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
