@@ -67,6 +67,7 @@ describe("unknown flags are errors on every command", () => {
     ["bench"],
     ["bench", "compare"],
     ["train"],
+    ["export", "x"],
   ];
   test.each(commands.map((c) => [c.join(" "), c] as const))("siri %s --bogus-flag", (name, c) => {
     const r = run([...c, "--bogus-flag", "1"]);
