@@ -1,6 +1,7 @@
 // `siri experiment pareto`: SIRI's cosine schedule against constant caps, on the accuracy-vs-tokens plane.
 import { defineCommand } from "citty";
 import { runPareto } from "../experiment/pareto.ts";
+import { log } from "../log.ts";
 import { PRESETS } from "../train/config.ts";
 import { gpuArgs, int, openGpuFromArgs } from "./common.ts";
 
@@ -28,7 +29,8 @@ const pareto = defineCommand({
     n: { type: "string", description: "Samples per held-out problem, avg@n (default 16; quick 2)" },
     steps: { type: "string", description: "RL steps per run (default the preset's)" },
     stair: { type: "boolean", description: "Add the stair schedule as a fourth arm" },
-    "no-progress": { type: "boolean", description: "No progress bars" },
+    // citty reads --no-X as X = false, so the switch is "progress".
+    progress: { type: "boolean", default: true, description: "Progress bars on stderr", negativeDescription: "No progress bars" },
   },
   async run({ args }) {
     const quick = Boolean(args.quick);
@@ -38,14 +40,14 @@ const pareto = defineCommand({
       out: (args.out as string) || (quick ? "runs/pareto-quick" : "runs/pareto"),
       quick,
       stair: Boolean(args.stair),
-      n: args.n ? int("n", args.n as string, 0) : undefined,
-      steps: args.steps ? int("steps", args.steps as string, 0) : undefined,
-      progress: !args["no-progress"],
+      n: args.n ? int("n", args.n as string, 0, { min: 1 }) : undefined,
+      steps: args.steps ? int("steps", args.steps as string, 0, { min: 1 }) : undefined,
+      progress: args.progress !== false,
     };
     const gpu = await openGpuFromArgs(args);
-    console.error(`adapter: ${gpu.adapter.description}`);
+    log.info(`adapter: ${gpu.adapter.description}`);
     try {
-      const r = await runPareto(gpu, { ...opts, log: (s) => console.error(s) });
+      const r = await runPareto(gpu, { ...opts, log: (s) => log.info(s) });
       console.log(r.table);
     } finally {
       gpu.destroy();
