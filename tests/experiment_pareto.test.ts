@@ -73,13 +73,13 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
       { kind: "constant", cap: 96 },
       { kind: "constant", cap: 32 },
     ]);
-    expect(plan.evaluation).toEqual({ problems: 100000, n: 16, temperature: 0.6, maxTokens: 96 });
+    expect(plan.evaluation).toEqual({ problems: 100000, n: 32, temperature: 0.6, maxTokens: 96 });
     const runs = plan.seeds.flatMap((s) => plan.arms.map((a) => runConfig(plan, "out", s, a)));
     for (const c of runs) {
       expect(c.steps).toBe(24);
       expect(c.model).toBe(resolve("out", "base"));
       expect(c.warmStart.steps).toBe(0);
-      expect(c.validation).toEqual({ every: 0, problems: 100000, n: 16, temperature: 0.6, maxTokens: 96 });
+      expect(c.validation).toEqual({ every: 0, problems: 100000, n: 32, temperature: 0.6, maxTokens: 96 });
     }
     expect(runs.map((c) => c.out)).toContain(join("out", "seed-2", "const-32"));
     expect(paretoPlan({ preset: "demo", seeds: [1], out: "x", quick: false, stair: true }).arms.map((a) => a.name)).toEqual(["cosine", "const-96", "const-32", "stair"]);
@@ -119,7 +119,7 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
     const table = paretoTable(plan, pts);
     expect(table).toContain("| cosine trough-cycle1 | 6 | 0 | 2 | 40.0 ± 10.0 | 35.0 ± 5.0 | 0.0 ± 0.0 | 2.0 | 5.0 ± 5.0 | 0 of 2 |");
     expect(table).toContain("| base (warm start, before RL) | 0 | 0 | 2 | 25.0 ± 5.0 | 52.0 ± 2.0 |");
-    expect(table).toContain("avg@16, temperature 0.6, budget 96 tokens");
+    expect(table).toContain("avg@32, temperature 0.6, budget 96 tokens");
     const svg = paretoPlotSvg(plan, pts, "t");
     expect(svg.match(/<circle data-key=/g)?.length).toBe(4);
     expect(svg.match(/class="err"/g)?.length).toBe(8); // vertical and horizontal bar per point

@@ -26,7 +26,7 @@ const pareto = defineCommand({
     seeds: { type: "string", description: "Seeds of the RL runs (default 1,2,3)" },
     quick: { type: "boolean", description: "A few steps and a tiny evaluation: checks the machinery, measures nothing" },
     out: { type: "string", description: "Output folder (default runs/pareto, quick: runs/pareto-quick); a rerun continues it" },
-    n: { type: "string", description: "Samples per held-out problem, avg@n (default 16; quick 2)" },
+    n: { type: "string", description: "Samples per held-out problem, avg@n (default 32; quick 2)" },
     steps: { type: "string", description: "RL steps per run (default the preset's)" },
     stair: { type: "boolean", description: "Add the stair schedule as a fourth arm" },
     // citty reads --no-X as X = false, so the switch is "progress".
