@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseSeeds } from "../src/commands/experiment.ts";
-import { aggregate, evalStandardError, paretoPlan, paretoPlotSvg, paretoTable, runConfig, runPareto, type CheckpointEval } from "../src/experiment/pareto.ts";
+import { aggregate, evalStandardError, onlyKeysOf, paretoPlan, paretoPlotSvg, paretoTable, runConfig, runPareto, type CheckpointEval } from "../src/experiment/pareto.ts";
 import { dominated, frontAccuracy, frontMargin, mean, meanSE, sampleStd, standardError } from "../src/experiment/stats.ts";
 import { capAt } from "../src/rl/schedule.ts";
 import { readEvals, readMetrics } from "../src/train/metrics.ts";
@@ -87,6 +87,8 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
     expect(() => paretoPlan({ preset: "demo", seeds: [1, 1], out: "x", quick: false })).toThrow(/repeated/);
     expect(() => paretoPlan({ preset: "siri-1.5b", seeds: [1], out: "x", quick: false })).toThrow(/arith/);
     expect(() => paretoPlan({ preset: "demo", seeds: [1], out: "x", quick: false, n: 0 })).toThrow(/--n/);
+    // A rerun ignores fields the trainer gained since the folder was made, and only those.
+    expect(onlyKeysOf({ a: 1, b: { c: 2, d: false }, e: [1] }, { a: 0, b: { c: 0 }, e: [] })).toEqual({ a: 1, b: { c: 2 }, e: [1] });
     expect(parseSeeds("1, 2,3")).toEqual([1, 2, 3]);
     expect(() => parseSeeds("1,,2")).toThrow(/--seeds/);
     expect(() => parseSeeds("1,x")).toThrow(/--seeds/);

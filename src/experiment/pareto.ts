@@ -429,6 +429,14 @@ export function paretoPlotSvg(plan: ParetoPlan, points: readonly ParetoPoint[], 
   return out.join("\n") + "\n";
 }
 
+/** `now` without the object keys `like` does not have (recursively). */
+export function onlyKeysOf(now: unknown, like: unknown): unknown {
+  if (typeof now !== "object" || now === null || Array.isArray(now) || typeof like !== "object" || like === null || Array.isArray(like)) return now;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(now)) if (k in like) out[k] = onlyKeysOf(v, (like as Record<string, unknown>)[k]);
+  return out;
+}
+
 function runDone(dir: string): boolean {
   return existsSync(join(dir, "done.json"));
 }
@@ -444,7 +452,8 @@ export async function runPareto(gpu: Gpu, o: ParetoOptions): Promise<ParetoResul
   const settingsPath = join(out, "experiment.json");
   if (existsSync(settingsPath)) {
     const old = JSON.parse(readFileSync(settingsPath, "utf8"));
-    const diff = firstDifference(old, JSON.parse(JSON.stringify(settings)));
+    // Fields the trainer gained since the folder was made (absent there) are not differences.
+    const diff = firstDifference(old, onlyKeysOf(JSON.parse(JSON.stringify(settings)), old));
     if (diff) throw new Error(`experiment pareto: ${out} holds an experiment with other settings (${diff}); pick another --out`);
   } else {
     mkdirSync(out, { recursive: true });
