@@ -10,34 +10,40 @@
 // Statistics (f32, STATS = 8 slots; counts are exact up to 2^24 tokens):
 //   0 loss   Σ term / denom         4 Σ k3 = Σ (r − 1 − log r)   (KL(old‖new) estimate)
 //   1 tokens Σ mask                 5 Σ r
-//   2 clip-low count  (A < 0, r < 1 − ε_low)   6, 7 unused (0)
-//   3 clip-high count (A > 0, r > 1 + ε_high)
+//   2 clip-low count  (A < 0, r < 1 − ε_low)   6 dual-clip count (A < 0, r > c)
+//   3 clip-high count (A > 0, r > 1 + ε_high)  7 Σ w (truncated-IS weights; = tokens when off)
 // With accumulate = 1 the sums are added to what stats holds (micro-batches
 // of one mini-batch into one buffer); else stats is overwritten.
 
 const LOG_RATIO_CLAMP: f32 = 20.0; // as src/rl/policy_loss.ts (verl): r cannot overflow
 
-var<workgroup> red: array<array<f32, 6>, {{WG}}>;
+var<workgroup> red: array<array<f32, 8>, {{WG}}>;
 
-fn reduce6(lid: u32) {
+fn reduce8(lid: u32) {
   for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
     if (lid < s) {
-      for (var k = 0u; k < 6u; k++) { red[lid][k] += red[lid + s][k]; }
+      for (var k = 0u; k < 8u; k++) { red[lid][k] += red[lid + s][k]; }
     }
     workgroupBarrier();
   }
 }
 
-// ---- policy: DAPO clip-higher GRPO loss, token-level ----
-//   r = exp(clamp(new − old, ±20)), term = −min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A)
-//   dlogp = −A·r / denom where the unclipped branch is the min (and the clamp
-//   did not bite), else 0; masked tokens get 0.
+// ---- policy: verl's vanilla PPO loss with DAPO's clip-higher, token-level ----
+//   r  = exp(clamp(new − old, ±20))
+//   l1 = max(−A·r, −A·clip(r, 1 − ε_low, 1 + ε_high))        (clip-higher)
+//   term = A < 0 ? min(l1, −A·c) : l1                         (dual-clip; clip_c = 0: off)
+//   term *= w, w = min(exp(old − rollout), C)                 (truncated IS; tis_cap = 0: off, w = 1)
+//   dlogp = −A·r·w / denom where the unclipped branch is chosen (and the
+//   clamp did not bite), else 0; masked tokens get 0.
 struct PolicyParams {
   n: u32,
   eps_low: f32,
   eps_high: f32,
   inv_denom: f32,
   accumulate: u32,
+  clip_c: f32,
+  log_tis_cap: f32,
+  tis_on: u32,
 }
 
 @group(0) @binding(0) var<uniform> PP: PolicyParams;
@@ -47,11 +53,12 @@ struct PolicyParams {
 @group(0) @binding(4) var<storage, read> po_mask: array<f32>;
 @group(0) @binding(5) var<storage, read_write> po_dlogp: array<f32>;
 @group(0) @binding(6) var<storage, read_write> po_stats: array<f32>;
+@group(0) @binding(7) var<storage, read> po_rollout: array<f32>; // the sampler's log-probs (read only when tis_on)
 
 @compute @workgroup_size({{WG}})
 fn policy(@builtin(local_invocation_id) lid3: vec3<u32>) {
   let lid = lid3.x;
-  var acc = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+  var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
   for (var i = lid; i < PP.n; i += {{WG}}u) {
     if (po_mask[i] == 0.0) {
       po_dlogp[i] = 0.0;
@@ -72,18 +79,26 @@ fn policy(@builtin(local_invocation_id) lid3: vec3<u32>) {
       term = -unclipped;
       if (lr == lrc) { g = -a * r; }
     }
-    po_dlogp[i] = g * PP.inv_denom;
-    acc[0] += term;
+    if (PP.clip_c > 0.0 && a < 0.0 && term > -a * PP.clip_c) {
+      term = -a * PP.clip_c;
+      g = 0.0;
+      acc[6] += 1.0;
+    }
+    var w: f32 = 1.0;
+    if (PP.tis_on != 0u) { w = exp(min(po_old[i] - po_rollout[i], PP.log_tis_cap)); }
+    po_dlogp[i] = g * w * PP.inv_denom;
+    acc[0] += term * w;
     acc[1] += 1.0;
     acc[4] += r - 1.0 - lrc;
     acc[5] += r;
+    acc[7] += w;
   }
   red[lid] = acc;
   workgroupBarrier();
-  reduce6(lid);
+  reduce8(lid);
   if (lid < 8u) {
-    var v = 0.0;
-    if (lid == 0u) { v = red[0][0] * PP.inv_denom; } else if (lid < 6u) { v = red[0][lid]; }
+    var v = red[0][lid];
+    if (lid == 0u) { v *= PP.inv_denom; }
     if (PP.accumulate != 0u) { v += po_stats[lid]; }
     po_stats[lid] = v;
   }
@@ -107,7 +122,7 @@ struct SftParams {
 @compute @workgroup_size({{WG}})
 fn sft(@builtin(local_invocation_id) lid3: vec3<u32>) {
   let lid = lid3.x;
-  var acc = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+  var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
   for (var i = lid; i < SP.n; i += {{WG}}u) {
     if (sf_mask[i] == 0.0) {
       sf_dlogp[i] = 0.0;
@@ -119,7 +134,7 @@ fn sft(@builtin(local_invocation_id) lid3: vec3<u32>) {
   }
   red[lid] = acc;
   workgroupBarrier();
-  reduce6(lid);
+  reduce8(lid);
   if (lid < 8u) {
     var v = 0.0;
     if (lid == 0u) { v = red[0][0] * SP.inv_denom; } else if (lid == 1u) { v = red[0][1]; }

@@ -1,6 +1,9 @@
 // Token sampling: one workgroup per row of logits [B, V].
 //
 // Per row (CPU reference with the same steps: src/kernels/sample.ts):
+//   0. only ids < limit take part (a padded vocabulary: config vocab_size
+//      above the tokenizer's size); the padded logits are never read, as if
+//      they were -inf before temperature, top-k and top-p.
 //   1. max logit (first index on ties), min logit;  Z = sum exp((l - max) / T)
 //   2. greedy (T = 0): token = argmax, logp = log_softmax(l)[token]; done.
 //   3. top-k: bisection on the order-preserving u32 key of the logit for the
@@ -18,7 +21,7 @@
 // Every reduction has a fixed order, so a row's result is reproducible.
 
 struct Params {
-  V: u32,        // vocabulary (row length)
+  V: u32,        // row stride of logits (the model's vocab_size)
   row_base: u32, // global index of this dispatch's first row (for the RNG)
   top_k: u32,    // 0 = off
   greedy: u32,   // 1: argmax
@@ -26,6 +29,7 @@ struct Params {
   top_p: f32,    // >= 1 = off
   seed: u32,
   step: u32,
+  limit: u32,    // ids >= limit (a padded vocabulary's rows) are masked out
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -123,9 +127,11 @@ fn reduce_argmax(k: u32, i: u32, lid: u32) -> vec2<u32> {
 
 @compute @workgroup_size({{WG}})
 fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let V = P.V;
+  // Only ids < limit exist: the rows above (a checkpoint's vocabulary padding)
+  // are never read, so every step below sees softmax over [0, limit) only.
+  let V = P.limit;
   let row = wid.x;
-  let base = row * V;
+  let base = row * P.V;
 
   // 1. max key (first index), min key
   var kmax = 0u;

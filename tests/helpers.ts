@@ -1,5 +1,7 @@
 // Shared test helpers: one GPU per test process, element-wise comparison.
 import { Gpu } from "../src/gpu/index.ts";
+import { STAT, STATS_LEN } from "../src/kernels/loss.ts";
+import type { PolicyLossResult } from "../src/rl/policy_loss.ts";
 
 let shared: Promise<Gpu | null> | null = null;
 export let noGpuReason = "";
@@ -96,4 +98,19 @@ export function randn(n: number, seed = 1, scale = 1): Float32Array {
     out[i] = ((s / 4294967296) * 2 - 1) * scale;
   }
   return out;
+}
+
+/** The policy-loss reference's statistics in the GPU kernel's layout (sums, not fractions). */
+export function policyStatsOf(ref: PolicyLossResult): Float32Array {
+  const s = new Float32Array(STATS_LEN);
+  const n = ref.stats.tokens;
+  s[STAT.loss] = ref.loss;
+  s[STAT.tokens] = n;
+  s[STAT.clipLow] = Math.round(ref.stats.clipFracLow * n);
+  s[STAT.clipHigh] = Math.round(ref.stats.clipFracHigh * n);
+  s[STAT.klSum] = ref.stats.approxKl * n;
+  s[STAT.ratioSum] = ref.stats.ratioMean * n;
+  s[STAT.clipDual] = Math.round(ref.stats.clipFracDual * n);
+  s[STAT.tisWeightSum] = ref.stats.tisWeightMean * n;
+  return s;
 }

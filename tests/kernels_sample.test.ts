@@ -393,6 +393,48 @@ describe.skipIf(!GPU)("sample kernel", () => {
     }
   }, SLOW);
 
+  test("padded vocabulary: ids >= vocabLimit are never drawn even when their logits dominate (T = 1)", async () => {
+    const gpu = await gpuOrSkip();
+    const s = await getSampler();
+    // Qwen2-style padding: 151936 rows in the model, 151665 ids in the tokenizer.
+    const B = 16;
+    const V = 151936;
+    const limit = 151665;
+    const x = randn(B * V, 31, 1);
+    // Bias the padded rows so an unmasked sampler would almost always draw one.
+    for (let r = 0; r < B; r++) for (let j = limit; j < V; j++) x[r * V + j] = 12;
+    const unmasked = await runSample(gpu, s, x, B, V, opt({ seed: 5, step: 1 }));
+    const padded = [...unmasked.tokens].filter((t) => t >= limit).length;
+    expect(padded).toBeGreaterThan(B / 2); // the case is real: without the mask most rows draw padding
+    for (const o of [opt({ seed: 5, step: 1 }), opt({ temperature: 0 }), opt({ temperature: 0.6, topK: 20, topP: 0.95, seed: 6, step: 2 })]) {
+      const om = { ...o, vocabLimit: limit };
+      const got = await runSample(gpu, s, x, B, V, om);
+      const ref = sampleRef(x, B, V, om);
+      const what = `padded ${JSON.stringify(om)}`;
+      for (let r = 0; r < B; r++) if (got.tokens[r] >= limit) throw new Error(`${what}: row ${r} drew padded id ${got.tokens[r]}`);
+      expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens ${what}`);
+      // logp is under softmax over the first `limit` logits only (what training uses).
+      const want = new Float32Array(B);
+      for (let r = 0; r < B; r++) want[r] = logSoftmaxF64(x.subarray(r * V, r * V + limit), o.temperature || 1)[got.tokens[r]];
+      expectClose(got.logp, want, TOL.sample_logp.atol, TOL.sample_logp.rtol, `logp ${what}`);
+    }
+  }, SLOW);
+
+  test(`chi-square fit at p < ${ALPHA} with a padded vocabulary: the draws follow softmax over the ids below the limit`, async () => {
+    const gpu = await gpuOrSkip();
+    const s = await getSampler();
+    const B = 20480;
+    const V = FIXED.length + 6;
+    const row = new Float32Array(V).fill(9); // padded rows that would take almost all the mass
+    row.set(FIXED);
+    const o = opt({ seed: 46, step: 0, vocabLimit: FIXED.length });
+    const { tokens } = await runSample(gpu, s, tile(row, B), B, V, o);
+    const dist = samplingDistribution(row, o);
+    for (let j = FIXED.length; j < V; j++) expect(dist[j]).toBe(0);
+    const fit = chiSquareFit(tokens, dist, "padded");
+    if (!(fit.stat < fit.crit)) throw new Error(`padded: chi-square ${fit.stat.toFixed(2)} >= critical ${fit.crit.toFixed(2)} (df ${fit.df})`);
+  }, SLOW);
+
   test("rows split over several dispatches keep their global row index", async () => {
     const gpu = await gpuOrSkip();
     const split = await loadSampler(gpu, { rowsPerDispatch: 64 });
@@ -418,6 +460,8 @@ describe.skipIf(!GPU)("sample kernel", () => {
       const b = gpu.batch();
       expect(() => s.sample(b, L, T, P, 2, 100, opt({}))).toThrow(/logits binding holds 400 bytes, needs 800/);
       expect(() => s.sample(b, L, T, P, 1, 100, opt({ topP: 2 }))).toThrow(/topP/);
+      expect(() => s.sample(b, L, T, P, 1, 100, opt({ vocabLimit: 101 }))).toThrow(/vocabLimit/);
+      expect(() => s.sample(b, L, T, P, 1, 100, opt({ vocabLimit: 0 }))).toThrow(/vocabLimit/);
       expect(() => s.sample(b, L, { buffer: T, offset: 4 }, P, 1, 100, opt({}))).toThrow(/tokens binding offset 4/);
       await expect(loadSampler(gpu, { rowsPerDispatch: 10 })).rejects.toThrow(/rowsPerDispatch/);
       b.submit();

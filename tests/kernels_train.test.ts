@@ -8,8 +8,8 @@ import type { Gpu } from "../src/gpu/index.ts";
 import { adamwRef, clipFactor, loadAdamW, lrAt, normSqRef, type AdamWOptions } from "../src/kernels/adamw.ts";
 import { f16BitsToF32, roundToF16 } from "../src/kernels/f16.ts";
 import { loadLoss, logsoftmaxBackwardRef, sftRef, STAT, STATS_LEN } from "../src/kernels/loss.ts";
-import { policyLoss, type PolicyLossResult } from "../src/rl/policy_loss.ts";
-import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { policyLoss } from "../src/rl/policy_loss.ts";
+import { expectClose, gpuOrSkip, hasGpu, policyStatsOf, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
@@ -302,20 +302,7 @@ function policyCase(N: number, seed: number): PolicyCase {
   return { logpNew, logpOld, advantages, mask };
 }
 
-/** The reference's statistics in the kernel's layout (sums, not fractions). */
-function statsOf(ref: PolicyLossResult): Float32Array {
-  const s = new Float32Array(STATS_LEN);
-  const n = ref.stats.tokens;
-  s[STAT.loss] = ref.loss;
-  s[STAT.tokens] = n;
-  s[STAT.clipLow] = Math.round(ref.stats.clipFracLow * n);
-  s[STAT.clipHigh] = Math.round(ref.stats.clipFracHigh * n);
-  s[STAT.klSum] = ref.stats.approxKl * n;
-  s[STAT.ratioSum] = ref.stats.ratioMean * n;
-  return s;
-}
-
-const EPS = { epsLow: 0.2, epsHigh: 0.28 };
+const EPS = { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3 };
 
 describe.skipIf(!GPU)("loss.policy", () => {
   async function run(gpu: Gpu, c: PolicyCase, denom: number, statsInit?: Float32Array, accumulate = false) {
@@ -332,26 +319,29 @@ describe.skipIf(!GPU)("loss.policy", () => {
     return out;
   }
 
-  test("hand-computed: clip-high, unclipped above with A < 0, clip-low, unclipped below with A > 0, masked", async () => {
+  test("hand-computed: clip-high, unclipped above with A < 0, clip-low, unclipped below with A > 0, dual-clip, masked", async () => {
     const gpu = await gpuOrSkip();
     // r = 1.5, A = +1: min(1.5, 1.28) = 1.28, clipped high, term -1.28, grad 0
     // r = 1.5, A = -1: min(-1.5, -1.28) = -1.5, unclipped, term 1.5, grad -A·r = 1.5
     // r = 0.5, A = -2: min(-1, -1.6) = -1.6, clipped low, term 1.6, grad 0
     // r = 0.5, A = +2: min(1, 1.6) = 1, unclipped, term -1, grad -A·r = -1
-    // masked token: nothing. denom 4 → loss (-1.28 + 1.5 + 1.6 - 1) / 4 = 0.205
+    // r = 4, A = -1: clip-higher gives 4 (unclipped), over -A·c = 3: dual-clipped, term 3, grad 0
+    // masked token: nothing. denom 5 → loss (-1.28 + 1.5 + 1.6 - 1 + 3) / 5 = 0.764
     const l15 = Math.log(1.5);
     const l05 = Math.log(0.5);
+    const l4 = Math.log(4);
     const c: PolicyCase = {
-      logpNew: Float32Array.of(l15 - 1, l15 - 2, l05 - 1, l05 - 3, 7),
-      logpOld: Float32Array.of(-1, -2, -1, -3, 0),
-      advantages: Float32Array.of(1, -1, -2, 2, 5),
-      mask: Float32Array.of(1, 1, 1, 1, 0),
+      logpNew: Float32Array.of(l15 - 1, l15 - 2, l05 - 1, l05 - 3, l4 - 5, 7),
+      logpOld: Float32Array.of(-1, -2, -1, -3, -5, 0),
+      advantages: Float32Array.of(1, -1, -2, 2, -1, 5),
+      mask: Float32Array.of(1, 1, 1, 1, 1, 0),
     };
-    const { dlogp, stats } = await run(gpu, c, 4);
-    check(dlogp, [0, 1.5 / 4, 0, -1 / 4, 0], "loss_policy_grad", "policy hand dlogp");
-    // KL k3 = Σ (r - 1 - log r) = 2(0.5 - log 1.5) + 2(-0.5 - log 0.5); Σ r = 4
-    const kl = 2 * (0.5 - l15) + 2 * (-0.5 - l05);
-    check(stats, [0.205, 4, 1, 1, kl, 4, 0, 0], "loss_stats", "policy hand stats");
+    const { dlogp, stats } = await run(gpu, c, 5);
+    check(dlogp, [0, 1.5 / 5, 0, -1 / 5, 0, 0], "loss_policy_grad", "policy hand dlogp");
+    // KL k3 = Σ (r - 1 - log r) = 2(0.5 - log 1.5) + 2(-0.5 - log 0.5) + (3 - log 4); Σ r = 8;
+    // one dual-clipped token; Σ TIS weights = 5 (off: each weight is 1).
+    const kl = 2 * (0.5 - l15) + 2 * (-0.5 - l05) + (3 - l4);
+    check(stats, [0.764, 5, 1, 1, kl, 8, 1, 5], "loss_stats", "policy hand stats");
   });
 
   test("700 tokens of every kind against policyLoss (token-mean, denom above the token count)", async () => {
@@ -365,8 +355,10 @@ describe.skipIf(!GPU)("loss.policy", () => {
     expect(ref.stats.clipFracHigh * tokens).toBeGreaterThan(60);
     const { dlogp, stats } = await run(gpu, c, denom);
     check(dlogp, ref.grad, "loss_policy_grad", "policy dlogp");
-    const want = statsOf(ref);
+    const want = policyStatsOf(ref);
     check(stats.subarray(1, 4), want.subarray(1, 4), "exact", "policy counts");
+    check([stats[STAT.clipDual]], [want[STAT.clipDual]], "exact", "policy dual-clip count");
+    expect(want[STAT.clipDual]).toBeGreaterThan(10); // kind 8 with A < 0 and log r > 20
     check(stats, want, "loss_stats", "policy stats");
   });
 
@@ -376,9 +368,9 @@ describe.skipIf(!GPU)("loss.policy", () => {
     // (1e-16·|loss|/h ~ 1e-12), far under the f32 kernel's own error.
     const gpu = await gpuOrSkip();
     const c = policyCase(300, 9);
-    // Tokens past the ±20 clamp (kind 8) have terms ~1e9, whose f64 rounding
-    // would swamp the differences; their zero gradient is checked above.
-    c.mask.forEach((_, i) => i % 10 === 8 && (c.mask[i] = 0));
+    // Tokens past the ±20 clamp (kind 8) stay in: the dual-clip bounds their
+    // terms (without it, A < 0 gives terms ~1e9 whose f64 rounding would swamp
+    // the differences), and the clamp makes the loss flat there (gradient 0).
     const denom = c.mask.reduce((x, y) => x + y, 0);
     const { dlogp } = await run(gpu, c, denom);
     // policyLoss only indexes its arrays, so f64 log-probs give it perturbations
@@ -412,7 +404,7 @@ describe.skipIf(!GPU)("loss.policy", () => {
     grad.set(first.dlogp, 0);
     grad.set(second.dlogp, 150);
     check(grad, ref.grad, "loss_policy_grad", "policy dlogp over two micro-batches");
-    check(second.stats, statsOf(ref), "loss_stats", "policy stats accumulated over two micro-batches");
+    check(second.stats, policyStatsOf(ref), "loss_stats", "policy stats accumulated over two micro-batches");
 
     // Sequences of 7 tokens (the last one shorter): A_i / count(seq_i), denom = sequence count.
     const seqOfToken = Uint32Array.from({ length: 400 }, (_, i) => Math.floor(i / 7));

@@ -214,6 +214,123 @@ describe("policy loss: gradient by finite differences", () => {
   }
 });
 
+/**
+ * verl's vanilla loss beyond clip-higher, one token per row (eps 0.2 / 0.28,
+ * dual-clip c = 3 unless stated; "clamp" rows have |log r| = 25 > 20):
+ *  0  A=-1   r=1.5     below c: unclipped              term 1.5        dterm 1.5
+ *  1  A=-1   r=2.9     just below c                    term 2.9        dterm 2.9
+ *  2  A=-1   r=4       dual-clip: -A*c                 term 3          dterm 0
+ *  3  A=-2   r=10      dual-clip                       term 6          dterm 0
+ *  4  A=+1   r=4       A>0: clip-high, no dual-clip    term -1.28      dterm 0
+ *  5  A=-0.5 clamp +25 r=e^20, dual-clip               term 1.5        dterm 0
+ *  6  A=+1   clamp -25 r=e^-20, unclipped, clamped     term -e^-20     dterm 0
+ *  7  A=+1   clamp +25 clip-high                       term -1.28      dterm 0
+ *  8  A=-1   clamp -25 clip-low                        term 0.8        dterm 0
+ *  9  A=0    r=5       no signal                       term 0          dterm 0
+ * 10  A=+2   r=1       on-policy                       term -2         dterm -2
+ */
+function verlCase() {
+  const lr = [Math.log(1.5), Math.log(2.9), Math.log(4), Math.log(10), Math.log(4), 25, -25, 25, -25, Math.log(5), 0];
+  const logpOld = new Float32Array(lr.map((x, i) => -30 - i)); // far enough below 0 that new = old + lr stays a log-prob
+  return {
+    logpNew: new Float32Array(lr.map((x, i) => logpOld[i] + x)),
+    logpOld,
+    advantages: new Float32Array([-1, -1, -1, -2, 1, -0.5, 1, 1, -1, 0, 2]),
+    mask: new Float32Array(11).fill(1),
+  };
+}
+const E20 = Math.exp(-20);
+
+describe("policy loss: dual-clip, the clamp, truncated IS (hand-computed)", () => {
+  test("dual-clip c = 3 (the default): terms, gradient, pg_clipfrac and pg_clipfrac_lower", () => {
+    const c = verlCase();
+    const out = policyLoss(c);
+    // The f32 log-probs carry lr with an error of up to half an ulp of 30 (1e-6), hence rtol 4e-6.
+    expectClose(out.terms, [1.5, 2.9, 3, 6, -1.28, 1.5, -E20, -1.28, 0.8, 0, -2], 1e-12, 4e-6, "terms");
+    expectClose(out.grad, [1.5, 2.9, 0, 0, 0, 0, 0, 0, 0, 0, -2].map((g) => g / 11), 1e-12, 4e-6, "grad");
+    const st = out.stats;
+    expect([st.clipFracLow, st.clipFracHigh, st.clipFracDual].map((f) => Math.round(f * 11))).toEqual([1, 2, 3]);
+    expect(st.tisWeightMean).toBe(1);
+  });
+
+  test("dual-clip off (null) and c = 5", () => {
+    const c = verlCase();
+    const off = policyLoss(c, { clipRatioC: null });
+    const e20 = Math.exp(20);
+    // Without it, rows 2, 3 and 5 push without bound: -A*r (row 5 at the clamp, e^20, with no gradient).
+    expectClose(off.terms, [1.5, 2.9, 4, 20, -1.28, 0.5 * e20, -E20, -1.28, 0.8, 0, -2], 1e-12, 4e-6, "terms, dual-clip off");
+    expectClose(off.grad, [1.5, 2.9, 4, 20, 0, 0, 0, 0, 0, 0, -2].map((g) => g / 11), 1e-12, 4e-6, "grad, dual-clip off");
+    expect(off.stats.clipFracDual).toBe(0);
+    const c5 = policyLoss(c, { clipRatioC: 5 });
+    expectClose(c5.terms, [1.5, 2.9, 4, 10, -1.28, 2.5, -E20, -1.28, 0.8, 0, -2], 1e-12, 4e-6, "terms, c = 5");
+    expectClose(c5.grad, [1.5, 2.9, 4, 0, 0, 0, 0, 0, 0, 0, -2].map((g) => g / 11), 1e-12, 4e-6, "grad, c = 5");
+    expect(Math.round(c5.stats.clipFracDual * 11)).toBe(2);
+  });
+
+  test("truncated IS: each term and gradient times min(pi_old / pi_rollout, C)", () => {
+    const c = verlCase();
+    // pi_old / pi_rollout per row: 1.5, 3 (capped at 2), 0.5, 1, ... (rows 4-10: 1).
+    const d = [Math.log(1.5), Math.log(3), Math.log(0.5), 0, 0, 0, 0, 0, 0, 0, 0];
+    const logpRollout = new Float32Array(c.logpOld.map((x, i) => x - d[i]));
+    const w = [1.5, 2, 0.5, 1, 1, 1, 1, 1, 1, 1, 1];
+    const out = policyLoss({ ...c, logpRollout }, { tisCap: 2 });
+    expectClose(out.terms, [1.5, 2.9, 3, 6, -1.28, 1.5, -E20, -1.28, 0.8, 0, -2].map((t, i) => t * w[i]), 1e-12, 4e-6, "terms with TIS");
+    expectClose(out.grad, [1.5, 2.9, 0, 0, 0, 0, 0, 0, 0, 0, -2].map((g, i) => (g * w[i]) / 11), 1e-12, 4e-6, "grad with TIS");
+    expectClose([out.stats.tisWeightMean], [(1.5 + 2 + 0.5 + 8) / 11], 1e-12, 4e-6, "mean weight");
+    // The sampler agreeing with the trainer: every weight is exactly 1.
+    const same = policyLoss({ ...c, logpRollout: c.logpOld }, { tisCap: 2 });
+    const plain = policyLoss(c);
+    expect(same.stats.tisWeightMean).toBe(1);
+    expectClose(same.grad, plain.grad, 0, 0, "grad, policies agreeing");
+    expect(same.loss).toBe(plain.loss);
+  });
+
+  test("bad options name the setting", () => {
+    const c = verlCase();
+    expect(() => policyLoss(c, { clipRatioC: 1 })).toThrow(/clipRatioC \(dual-clip\) must be a number > 1/);
+    expect(() => policyLoss(c, { tisCap: 2 })).toThrow(/tisCap needs logpRollout/);
+    expect(() => policyLoss({ ...c, logpRollout: c.logpOld }, { tisCap: 0.5 })).toThrow(/truncated-IS cap must be a number >= 1/);
+  });
+
+  test("gradient by finite differences, ratios from 1 to far off-policy, away from the kinks", () => {
+    // 120 tokens, log r in [-4, 4] (r from 0.02 to 55) and 8 past the clamp; both
+    // signs of A; every log r at least 0.01 from the kinks log 0.8, log 1.28, log 3, ±20.
+    const N = 120;
+    const u = randn(2 * N, 31, 1);
+    const kinks = [Math.log(0.8), Math.log(1.28), Math.log(3), -20, 20];
+    const logpOld = new Float64Array(N);
+    const logpNew = new Float64Array(N);
+    const advantages = new Float32Array(N);
+    for (let i = 0; i < N; i++) {
+      let lr = i < 8 ? (i % 2 ? 1 : -1) * (21 + i) : 4 * Math.tanh(u[2 * i]);
+      for (const k of kinks) if (Math.abs(lr - k) < 0.01) lr = k + 0.02;
+      logpOld[i] = -40 + (i % 7);
+      logpNew[i] = logpOld[i] + lr;
+      advantages[i] = i % 13 === 0 ? 0 : u[2 * i + 1];
+    }
+    // policyLoss only indexes its arrays: f64 arrays give it unrounded perturbations.
+    const as32 = (x: Float64Array) => x as unknown as Float32Array;
+    const inp = { logpNew: as32(logpNew), logpOld: as32(logpOld), advantages, mask: new Float32Array(N).fill(1) };
+    for (const clipRatioC of [3, null]) {
+      const base = policyLoss(inp, { clipRatioC });
+      if (clipRatioC) expect(base.stats.clipFracDual * N).toBeGreaterThan(10);
+      const h = 1e-5;
+      const fd = new Float64Array(N);
+      for (let i = 0; i < N; i++) {
+        const at = (d: number) => {
+          const x = logpNew.slice();
+          x[i] += d;
+          return policyLoss({ ...inp, logpNew: as32(x) }, { clipRatioC }).loss;
+        };
+        fd[i] = (at(h) - at(-h)) / (2 * h);
+      }
+      // Central differences on smooth pieces: truncation h^2/6*|r*A| ~ 1e-9 relative; f64 rounding of
+      // the loss (~1e7 with the dual-clip off: ulp 2e-9) over 2h = 2e-5 gives the absolute part (1e-4).
+      expectClose(base.grad, fd, clipRatioC ? 1e-8 : 1e-3, 1e-6, `grad vs finite differences (c ${clipRatioC})`);
+    }
+  });
+});
+
 describe("DAPO: dynamic sampling", () => {
   test("all-equal groups carry no signal", () => {
     expect(isDegenerateGroup([1, 1, 1, 1])).toBe(true);

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { loadTokenizer, renderChatTemplate, tokenizerFromJson } from "../src/model/tokenizer.ts";
+import { loadTokenizer, renderChatTemplate, tokenizerFromJson, UnencodableTextError, UnknownTokenIdError } from "../src/model/tokenizer.ts";
 import { BOS, DEEPSEEK_R1_DISTILL_CHAT_TEMPLATE, EOS, TINY_CORPUS, buildTinyTokenizer, byteToUnicode, makeTinyModel, trainBpe } from "../src/model/tiny.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "siri-tokenizer-"));
@@ -188,8 +188,47 @@ describe("tokenizer errors", () => {
     expect(() => loadTokenizer(d)).toThrow(`${join(d, "generation_config.json")}: eos_token_id 1000000000 is outside`);
     writeFileSync(join(d, "generation_config.json"), "{");
     expect(() => loadTokenizer(d)).toThrow(`${join(d, "generation_config.json")}: invalid JSON`);
-    expect(() => tok.decode([tok.size])).toThrow(`decode: token id ${tok.size} is outside [0, ${tok.size})`);
+    expect(() => tok.decode([tok.size])).toThrow(`decode: token id ${tok.size} (at position 0 of the ids) is outside the tokenizer's ids [0, ${tok.size})`);
+    expect(() => tok.decode([5, -1])).toThrow(UnknownTokenIdError);
     expect(tok.decode([])).toBe("");
+  });
+
+  test("decodeKnown drops unknown ids and names them instead of throwing", () => {
+    const ids = tok.encode("The quick brown fox");
+    const withPad = [ids[0], tok.size + 3, ...ids.slice(1), tok.size];
+    const r = tok.decodeKnown(withPad);
+    expect(r.text).toBe("The quick brown fox");
+    expect(r.unknown).toEqual([tok.size + 3, tok.size]);
+    expect(tok.decodeKnown(ids)).toEqual({ text: "The quick brown fox", unknown: [] });
+    let err: unknown = null;
+    try {
+      tok.decode(withPad);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UnknownTokenIdError);
+    expect((err as UnknownTokenIdError).id).toBe(tok.size + 3);
+    expect((err as UnknownTokenIdError).index).toBe(1);
+  });
+
+  test("encode never returns a missing id: a piece without one is an error naming its text offset", () => {
+    // A BPE vocabulary without the byte "z" and no unk_token: the library yields a hole for it.
+    const t = buildTinyTokenizer();
+    const json = structuredClone(t.tokenizerJson) as { model: { vocab: Record<string, number>; merges: unknown[] } };
+    delete json.model.vocab["z"];
+    json.model.merges = (json.model.merges as (string | string[])[]).filter((m) => !(Array.isArray(m) ? m.join(" ") : m).includes("z"));
+    const holey = tokenizerFromJson(json, t.tokenizerConfig, "/m");
+    expect(holey.encode("abc")).toEqual(tok.encode("abc"));
+    let err: unknown = null;
+    try {
+      holey.encode("the lazy dog");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UnencodableTextError);
+    expect((err as Error).message).toContain("/m/tokenizer.json: encode: the text at offset");
+    // "the la" precedes the z: its offset is 6 whatever pieces hold it.
+    expect((err as UnencodableTextError).offset).toBe(6);
   });
 
   test("generation_config.json's eos ids join the tokenizer's", () => {

@@ -36,6 +36,7 @@ export const TOL: Record<string, Tolerance> = {
   grad_norm_sq: { atol: 0, rtol: 1e-5, why: "sum of ~2e4 f32 squares (fixed 4096-element tree slices, then compensated partial sums) vs f64: ~log2(4096)·eps relative" },
   loss_policy_grad: { atol: 1e-8, rtol: 5e-6, why: "dlogp = -A·r/denom: the f32 log-ratio new - old is off by half an ulp of |logp| <= 9 (5e-7), so r by 5e-7 relative, plus exp's few ulp" },
   loss_policy_fd: { atol: 1e-7, rtol: 1e-5, why: "as loss_policy_grad vs central differences (h = 1e-4, no kink crossed): f64 rounding of the difference ~1e-16·|loss|/h" },
+  policy_ref_vs_verl: { atol: 1e-15, rtol: 1e-7, why: "policyLoss (f64, gradient stored as f32: rel 6e-8) vs verl's formula op by op in f64 on the same f32 inputs: the same arithmetic, only the f32 storage of the gradient differs" },
   loss_stats: { atol: 1e-5, rtol: 1e-5, why: "f32 sums of ~700 terms of size <= ~4 in tree order vs f64 (~log2(700)·eps·Σ|term|); the loss may cancel to near 0, hence atol" },
   loss_lsm_backward: { atol: 1e-6, rtol: 1e-5, why: "p = exp(z - lse) in f32: lse off by a few ulp of |lse| (<= ~100 for logits scaled by 60) shifts p by ~1e-6 relative; outputs |dlogp|/τ·|δ - p| <= ~2 (measured max abs 2.1e-7; tiny p may underflow to 0, hence atol)" },
   loss_lsm_backward_fd: { atol: 2e-6, rtol: 1e-5, why: "as loss_lsm_backward, plus central-difference truncation h²/6·|third derivative| ~ 3e-7 (h = 1e-3, τ = 0.7)" },

@@ -12,6 +12,7 @@ import { capAt } from "../src/rl/schedule.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { DEMO, modelSource, parseOverride, readConfigFile, resolveConfig, SIRI_1_5B, type TrainConfig } from "../src/train/config.ts";
 import { cycleRows, cycleTable, median, metricsSvg, readMetrics, STEP_FIELDS, type StepMetrics } from "../src/train/metrics.ts";
+import type { Rollout } from "../src/train/step.ts";
 import { train, trainingMemoryPlan } from "../src/train/trainer.ts";
 import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
@@ -37,7 +38,19 @@ describe("config", () => {
 
   test("a missing model folder is an error naming it", () => {
     const c = resolveConfig("siri-1.5b", [{ source: "t", values: { model: join(ROOT, "no-such-model") } }]);
-    expect(() => modelSource(c)).toThrow(/no-such-model has no config\.json; the siri-1\.5b preset needs a Hugging Face Qwen2 folder/);
+    expect(() => modelSource(c)).toThrow(/no-such-model has no config\.json; the siri-1\.5b preset expects a Hugging Face Qwen2 folder/);
+  });
+
+  test("`siri train --plan --preset siri-1.5b` without the model folder exits 0, saying where the model goes and how to get it", () => {
+    const model = join(ROOT, "not-downloaded");
+    const p = Bun.spawnSync([process.execPath, join(import.meta.dir, "../src/cli.ts"), "train", "--plan", "--preset", "siri-1.5b", "--model", model, "--out", join(ROOT, "plan-run")], { stdout: "pipe", stderr: "pipe" });
+    const out = p.stdout.toString();
+    expect(p.stderr.toString()).not.toContain("    at ");
+    expect(p.exitCode).toBe(0);
+    expect(out).toContain("memory plan for siri-1.5b");
+    expect(out).toContain(`model: ${model} has no config.json`);
+    expect(out).toContain(`huggingface-cli download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --local-dir ${model}`);
+    expect(existsSync(join(ROOT, "plan-run"))).toBe(false); // a plan writes nothing
   });
 
   test("a file and overrides merge over the preset; bad fields are named", () => {
@@ -57,6 +70,15 @@ describe("config", () => {
     expect(() => resolveConfig("demo", [{ source: "f", values: { schedule: { kind: "cosine", lMax: 8, lMin: 16, period: 4 } } }])).toThrow(/l_min \(16\) must not exceed l_max \(8\)/);
     expect(() => resolveConfig("nope", [])).toThrow(/unknown preset "nope"/);
     expect(parseOverride("dapo.overlongFilter=true", DEMO)).toEqual({ dapo: { overlongFilter: true } });
+    // Dual-clip and truncated IS: a number, or null / false for off (TOML has no null).
+    expect(resolveConfig("demo", []).policy).toMatchObject({ clipRatioC: 3, tisCap: null });
+    expect(parseOverride("policy.clipRatioC=null", DEMO)).toEqual({ policy: { clipRatioC: null } });
+    expect(parseOverride("policy.tisCap=2", DEMO)).toEqual({ policy: { tisCap: 2 } });
+    expect(resolveConfig("demo", [{ source: "f", values: { policy: { clipRatioC: false, tisCap: 2 } } }]).policy).toMatchObject({ clipRatioC: null, tisCap: 2 });
+    expect(() => parseOverride("policy.tisCap=big", DEMO)).toThrow(/--set: policy\.tisCap must be a number, or null \/ false for off/);
+    expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { clipRatioC: "3" } } }])).toThrow(/f: policy\.clipRatioC must be a number, or null/);
+    expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { clipRatioC: 1 } } }])).toThrow(/policy\.clipRatioC must be > 1/);
+    expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { tisCap: 0.5 } } }])).toThrow(/policy\.tisCap must be >= 1/);
     expect(parseOverride("optim.lr=1e-4", DEMO)).toEqual({ optim: { lr: 1e-4 } });
     expect(() => parseOverride("optim.lr=fast", DEMO)).toThrow(/--set optim\.lr: expected a number/);
     expect(() => parseOverride("dapo.overlongFilter=yes", DEMO)).toThrow(/expected true or false/);
@@ -81,7 +103,7 @@ describe("config", () => {
 
 describe("metrics", () => {
   const row = (step: number, cap: number, len: number, acc: number, phase: string, cycle: number): StepMetrics =>
-    ({ ...Object.fromEntries(STEP_FIELDS.map((f) => [f, 0])), step, cap, length_mean: len, accuracy: acc, phase, cycle, skipped: false }) as StepMetrics;
+    ({ ...Object.fromEntries(STEP_FIELDS.map((f) => [f, 0])), step, cap, length_mean: len, accuracy: acc, phase, cycle, skipped: false, mismatch_logp_abs_mean: NaN, mismatch_logp_abs_max: NaN }) as StepMetrics;
   test("per-cycle rows average each phase and pick the validation at its end", () => {
     const rows = [row(0, 100, 80, 0.5, "compression", 0), row(1, 60, 50, 0.7, "compression", 0), row(2, 60, 40, 0.6, "expansion", 0), row(3, 100, 60, 0.8, "expansion", 0)];
     const evals = [{ step: 2, label: "trough-cycle1", cap: 60, accuracy: 0.75, length_mean: 45, truncation_rate: 0, max_tokens: 100 }];
@@ -98,6 +120,14 @@ describe("metrics", () => {
     expect(svg.startsWith("<svg")).toBe(true);
     expect(svg.match(/<path /g)!.length).toBe(3); // cap, length, accuracy
     expect(svg).toContain("trough-cycle1: 75.0% at 45.0 tokens");
+    expect(svg).not.toContain("|Δ log p|"); // no mismatch figures (NaN): no strip
+    // With the rollout/trainer mismatch figures, a strip below: max and mean |Δ log p| on a log axis.
+    const mm = rows.map((r, i) => ({ ...r, mismatch_logp_abs_mean: 1e-4 * (i + 1), mismatch_logp_abs_max: 1e-2 * (i + 1) }));
+    const withStrip = metricsSvg(mm, evals);
+    expect(withStrip.match(/<path /g)!.length).toBe(5);
+    expect(withStrip).toContain("rollout vs trainer |Δ log p| per step");
+    expect(withStrip).toContain(">1e-4<");
+    expect(withStrip).toContain(">1e-1<");
     expect([median([3, 1, 2]), median([4, 1, 3, 2]), median([])]).toEqual([2, 2.5, 0]);
   });
 });
@@ -164,6 +194,13 @@ describe.skipIf(!GPU)("training runs", () => {
       expect(m.step_time_s).toBeGreaterThan(0);
       expect(m.truncation_rate).toBeGreaterThanOrEqual(0);
       expect(m.truncation_rate).toBeLessThanOrEqual(1);
+      // The sampler's and the trainer's log-probs of the same tokens (f32 both here): close, not identical kernels.
+      expect(m.mismatch_logp_abs_max).toBeGreaterThanOrEqual(m.mismatch_logp_abs_mean);
+      expect(m.mismatch_logp_abs_max).toBeLessThan(1e-3);
+      expect(m.mismatch_ratio_max).toBeGreaterThanOrEqual(1);
+      expect(m.mismatch_ratio_min).toBeLessThanOrEqual(1);
+      expect(m.tis_weight_mean).toBe(1); // truncated IS off by default
+      expect(m.pg_clipfrac).toBeCloseTo(m.clip_frac_low + m.clip_frac_high, 12);
     }
     expect(rows.map((m) => m.cap)).toEqual([16, 12, 8, 12]);
     expect(rows.map((m) => m.phase)).toEqual(["compression", "compression", "expansion", "expansion"]);
@@ -258,6 +295,29 @@ describe.skipIf(!GPU)("training runs", () => {
     expect(trained.some((t) => t.weights.includes(0))).toBe(true);
     // Advantages of the kept groups: rewards 0,1,0,1 → ±0.866 (unbiased std 0.577).
     for (const t of trained) for (const a of t.adv) expect(Math.abs(a)).toBeCloseTo(0.5 / Math.sqrt(1 / 3), 4);
+  }, 180_000);
+
+  test("f16 rollouts: the mismatch grows past f32's, and truncated IS weights the loss by min(pi_old / pi_rollout, C)", async () => {
+    const gpu = await gpuOrSkip();
+    if (!gpu.features.f16) throw new Error("this adapter has no shader-f16; the f16 rollout path cannot be tested");
+    const over = { steps: 2, rollout: { ...DEMO.rollout, dtype: "f16" }, schedule: { kind: "constant", cap: 8 } };
+    const seen: Rollout[][] = [];
+    const r16 = await train(gpu, tiny(join(ROOT, "tis"), { ...over, policy: { ...DEMO.policy, tisCap: 1.001 } }), {
+      ...quiet,
+      hooks: { progress: false, rewards: signal, rollouts: (_s, rs) => seen.push(rs) },
+    });
+    const r32 = await train(gpu, tiny(join(ROOT, "f32-mismatch"), { ...over, rollout: { ...DEMO.rollout, dtype: "f32" } }), { ...quiet, hooks: { progress: false, rewards: signal } });
+    for (const [a, b] of r16.metrics.map((m, i) => [m, r32.metrics[i]])) {
+      expect(a.mismatch_logp_abs_mean).toBeGreaterThan(b.mismatch_logp_abs_mean); // f16 weights and activations vs f32
+      expect(a.mismatch_logp_abs_max).toBeLessThan(0.5);
+      expect(b.tis_weight_mean).toBe(1);
+      // A cap just above 1 truncates every token the trainer finds likelier than the sampler did:
+      // the mean weight is below 1.001 and, with weights under 1 elsewhere, differs from 1.
+      expect(a.tis_weight_mean).toBeLessThan(1.001);
+      expect(a.tis_weight_mean).not.toBe(1);
+    }
+    // Every rollout carried the sampler's log-prob of each of its tokens.
+    for (const rs of seen) for (const r of rs) expect(r.rolloutLogp?.length).toBe(r.response.length);
   }, 180_000);
 
   test("non-finite rewards or losses skip the update, are logged, and stop the run after maxNonFinite in a row", async () => {

@@ -27,7 +27,7 @@ import { renderPrompt } from "../data/prompt.ts";
 import { Engine, type GenRequest } from "../engine/generate.ts";
 import { elementBytes, type Qwen2Gpu } from "../engine/model.ts";
 import { gradeResponse, isEquivalent } from "../grade/index.ts";
-import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import { decodeRollout, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { defaultKs, summarize, type DatasetMeta, type Equivalent, type SampleRecord, type Summary } from "./metrics.ts";
 import { progressBar } from "./progress.ts";
 import { openRunLog, RUN_FILES, writeReports, writeRunConfig } from "./report.ts";
@@ -309,13 +309,14 @@ export function engineSource(m: EngineModel, opts: EngineSourceOptions = {}): Co
       cacheTokens,
       blockSize,
       prefillChunk: opts.prefillChunk ?? 256,
+      vocabLimit: vocabLimit(cfg.vocabSize, tok),
     });
     try {
       for await (const c of engine.generate(gen, sampling)) {
         const id = c.id as number;
         yield {
           id,
-          text: tok.decode(c.tokens, { skipSpecialTokens: true }),
+          text: decodeRollout(tok, c.tokens, (s) => console.error(`bench: completion ${id}: ${s}`)),
           promptTokens: c.prompt.length,
           responseTokens: c.tokens.length,
           stopReason: c.stopReason,

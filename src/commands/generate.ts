@@ -2,6 +2,7 @@
 import { defineCommand } from "citty";
 import { Engine } from "../engine/generate.ts";
 import { defaultDtype, loadModel } from "../engine/load.ts";
+import { vocabLimit } from "../model/tokenizer.ts";
 import { gpuArgs, int, num, openGpuFromArgs } from "./common.ts";
 
 export default defineCommand({
@@ -35,6 +36,7 @@ export default defineCommand({
       cacheTokens: Math.min(n, 64) * maxSeqLen,
       blockSize: 16,
       prefillChunk: 256,
+      vocabLimit: vocabLimit(m.config.vocabSize, tok),
     });
     const sampling = {
       temperature: num("temperature", args.temperature, 0.6),
@@ -47,7 +49,8 @@ export default defineCommand({
     let total = 0;
     for await (const c of engine.generate(requests, sampling)) {
       total += c.tokens.length;
-      const out = tok.decode(c.tokens, { skipSpecialTokens: false });
+      const { text: out, unknown } = tok.decodeKnown(c.tokens, { skipSpecialTokens: false });
+      if (unknown.length) console.error(`completion ${c.id}: ${unknown.length} token id(s) the tokenizer lacks (${unknown.slice(0, 5).join(", ")}) left out of the text`);
       if (args.json) console.log(JSON.stringify({ id: c.id, text: out, tokens: c.tokens, logprobs: c.logprobs, stop_reason: c.stopReason }));
       else console.log(`--- completion ${c.id} (${c.tokens.length} tokens, ${c.stopReason})\n${text}${out}`);
     }

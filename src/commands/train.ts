@@ -1,7 +1,7 @@
 // `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
 import { defineCommand } from "citty";
 import { formatPlan, planFor, train, trainingMemoryPlan } from "../train/trainer.ts";
-import { modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
+import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
 import { gpuArgs, openGpuFromArgs } from "./common.ts";
 
 /** Split "a.b=1,c=[1,2]" at the commas that start a new `field=`. */
@@ -73,9 +73,14 @@ export default defineCommand({
       const dtype = cfg.rollout.dtype === "auto" ? "f16" : cfg.rollout.dtype;
       console.log(formatPlan(trainingMemoryPlan(config, cfg, dtype), `memory plan for ${cfg.preset} (${note}; rollout dtype ${dtype}):`));
     }
-    if (args.plan) console.log(JSON.stringify(cfg, null, 2));
+    if (args.plan) {
+      console.log(JSON.stringify(cfg, null, 2));
+      // The plan is what a user reads before downloading the model: a missing folder is a note, not an error.
+      const missing = modelMissing(cfg);
+      if (missing) console.log(`\n${missing}`);
+      return;
+    }
     modelSource(cfg); // a missing model folder is an error naming it
-    if (args.plan) return;
     const gpu = await openGpuFromArgs(args);
     console.error(`adapter: ${gpu.adapter.description}`);
     try {

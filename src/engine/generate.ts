@@ -49,6 +49,12 @@ export interface EngineOptions {
   blockSize: number;
   /** Most prompt tokens in one prefill forward. */
   prefillChunk: number;
+  /**
+   * Ids the tokenizer knows (its size): rows of a padded vocabulary at or
+   * above it are masked in the sampler, so they are never drawn. Default:
+   * the config's vocab_size (no padding).
+   */
+  vocabLimit?: number;
 }
 
 interface Running {
@@ -212,6 +218,7 @@ export class Engine {
         topP: sampling.topP,
         seed: sampling.seed,
         step: this.step,
+        vocabLimit: this.opts.vocabLimit,
       });
     }
     b.submit();

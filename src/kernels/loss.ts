@@ -1,6 +1,7 @@
 /**
- * Training losses on the GPU (kernels/loss.wgsl): the clip-higher GRPO
- * policy loss (DAPO), the supervised negative log-likelihood, and the
+ * Training losses on the GPU (kernels/loss.wgsl): the policy loss SIRI ran
+ * (verl's vanilla PPO loss: clamped log-ratio, DAPO's clip-higher, dual-clip,
+ * optional truncated importance sampling), the supervised negative log-likelihood, and the
  * log-softmax backward that turns d loss / d logp(chosen token) into
  * d loss / d logits.
  *
@@ -9,10 +10,10 @@
  * the mask is f32 0/1 as in src/rl/policy_loss.ts.
  *
  * The policy reference is `policyLoss` in src/rl/policy_loss.ts. Its
- * "seq-mean-token-mean" aggregation runs here too: the term is linear in A
- * for a positive weight w (min(r·wA, clip(r)·wA) = w·min(r·A, clip(r)·A)),
- * so pass A_i / count(seq_i) as the advantage and the sequence count as
- * `denom`.
+ * "seq-mean-token-mean" aggregation runs here too: every branch of the term
+ * is A times a function of r (clip-higher and dual-clip alike), so for a
+ * positive weight w the term of wA is w times the term of A; pass
+ * A_i / count(seq_i) as the advantage and the sequence count as `denom`.
  */
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
@@ -22,7 +23,7 @@ import { checkBinding, checkCount, grid, sameBuffer } from "./elementwise.ts";
 const WG = 256; // power of two (tree reductions)
 
 /** Slots of the f32 statistics buffer the policy and sft kernels write. */
-export const STAT = { loss: 0, tokens: 1, clipLow: 2, clipHigh: 3, klSum: 4, ratioSum: 5 } as const;
+export const STAT = { loss: 0, tokens: 1, clipLow: 2, clipHigh: 3, klSum: 4, ratioSum: 5, clipDual: 6, tisWeightSum: 7 } as const;
 /** Length of the statistics buffer in f32 (32 bytes). */
 export const STATS_LEN = 8;
 
@@ -35,6 +36,12 @@ export interface PolicyKernelOptions {
   denom: number;
   /** Add to the statistics already in the buffer (micro-batches of one mini-batch). */
   accumulate?: boolean;
+  /** Dual-clip constant c > 1 (verl's clip_ratio_c, 3); null: off. */
+  clipRatioC: number | null;
+  /** Truncated importance sampling: weight min(exp(logpOld − logpRollout), tisCap) per token; null (default): off. */
+  tisCap?: number | null;
+  /** [N] the sampler's log-probs; required when tisCap is set. */
+  logpRollout?: Binding;
 }
 
 /** Supervised loss reference: loss = −Σ mask·logp / denom, dlogp = −mask / denom; stats as the kernel lays them out. */
@@ -116,8 +123,9 @@ export async function loadLoss(gpu: Gpu) {
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   return {
     /**
-     * Clip-higher GRPO loss over N tokens: dlogp[i] = d loss / d logpNew[i],
-     * stats (STATS_LEN f32) as in `STAT`. One workgroup (see loss.wgsl).
+     * The policy loss over N tokens (reference: `policyLoss`): dlogp[i] =
+     * d loss / d logpNew[i], stats (STATS_LEN f32) as in `STAT`. One
+     * workgroup (see loss.wgsl).
      */
     policy(
       b: Batch,
@@ -134,14 +142,30 @@ export async function loadLoss(gpu: Gpu) {
       checkCount(N, "N", what);
       if (!(opts.epsLow >= 0 && opts.epsLow < 1)) throw new KernelError(`kernel ${what}: epsLow ${opts.epsLow} must be in [0, 1)`);
       if (!(opts.epsHigh >= 0 && Number.isFinite(opts.epsHigh))) throw new KernelError(`kernel ${what}: epsHigh ${opts.epsHigh} must be >= 0`);
+      const c = opts.clipRatioC;
+      if (c !== null && !(c > 1 && Number.isFinite(c))) throw new KernelError(`kernel ${what}: clipRatioC ${c} must be > 1 (or null for off)`);
+      const tisCap = opts.tisCap ?? null;
+      if (tisCap !== null && !(tisCap >= 1 && Number.isFinite(tisCap))) throw new KernelError(`kernel ${what}: tisCap ${tisCap} must be >= 1 (or null for off)`);
+      if (tisCap !== null && !opts.logpRollout) throw new KernelError(`kernel ${what}: tisCap needs logpRollout (the sampler's log-probs)`);
       const inv = checkDenom(opts.denom, what);
       const ins: [Binding, string][] = [[logpNew, "logpNew"], [logpOld, "logpOld"], [adv, "adv"], [mask, "mask"], [dlogp, "dlogp"]];
+      // Off, the rollout binding is never read; logpOld stands in (a buffer may be bound read-only twice).
+      const rollout = tisCap !== null ? opts.logpRollout! : logpOld;
+      if (tisCap !== null) ins.push([rollout, "logpRollout"]);
       for (const [x, name] of ins) checkBinding(x, N, 4, name, what);
       checkBinding(stats, STATS_LEN, 4, "stats", what);
-      checkDistinct(what, [[dlogp, "dlogp"], [stats, "stats"]], ins.slice(0, 4));
+      checkDistinct(what, [[dlogp, "dlogp"], [stats, "stats"]], ins.filter(([, n]) => n !== "dlogp"));
       b.dispatch(kPolicy, {
-        params: params().u32(N).f32(opts.epsLow).f32(opts.epsHigh).f32(inv).u32(opts.accumulate ? 1 : 0),
-        buffers: [logpNew, logpOld, adv, mask, dlogp, stats],
+        params: params()
+          .u32(N)
+          .f32(opts.epsLow)
+          .f32(opts.epsHigh)
+          .f32(inv)
+          .u32(opts.accumulate ? 1 : 0)
+          .f32(c ?? 0)
+          .f32(tisCap !== null ? Math.log(tisCap) : 0)
+          .u32(tisCap !== null ? 1 : 0),
+        buffers: [logpNew, logpOld, adv, mask, dlogp, stats, rollout],
         groups: [1],
         label: "loss.policy",
       });

@@ -3,7 +3,9 @@
  * top-k and top-p (nucleus, HF semantics), one workgroup per row.
  *
  * Shapes: B rows (sequences), V vocabulary. logits f32 [B, V] in, tokens u32
- * [B] and logp f32 [B] out. logp is log softmax(logits / T)[token], taken
+ * [B] and logp f32 [B] out. With `vocabLimit` < V only ids below it exist
+ * (everything below is softmax over [0, vocabLimit)): the rows of a padded
+ * vocabulary are masked on the GPU, so no id the tokenizer lacks is drawn. logp is log softmax(logits / T)[token], taken
  * BEFORE top-k/top-p truncation: the behaviour policy's log-prob that the RL
  * trainer's importance ratio needs. Greedy (T = 0): argmax (lowest index on
  * ties) and logp = log_softmax(logits)[token]. Logits may be -inf (masked
@@ -42,6 +44,12 @@ export interface SampleOptions {
   seed: number;
   /** Decoding step (u32): a new draw per step. */
   step: number;
+  /**
+   * Ids >= vocabLimit are never drawn and carry no probability mass (a
+   * padded vocabulary: the model's vocab_size rows above the tokenizer's
+   * size). Default V: every id.
+   */
+  vocabLimit?: number;
 }
 
 export interface Sampler {
@@ -61,7 +69,7 @@ function checkU32(what: string, v: number): void {
 }
 
 /** Validate options; returns the uniform fields (inv_t, greedy). */
-function checkOptions(V: number, o: SampleOptions): { invT: number; greedy: boolean } {
+function checkOptions(V: number, o: SampleOptions): { invT: number; greedy: boolean; limit: number } {
   if (!(Number.isFinite(o.temperature) && o.temperature >= 0)) {
     throw new KernelError(`sample: temperature must be a finite number >= 0 (0 = greedy), got ${o.temperature}`);
   }
@@ -75,7 +83,11 @@ function checkOptions(V: number, o: SampleOptions): { invT: number; greedy: bool
   const greedy = o.temperature === 0;
   const invT = greedy ? 1 : f(1 / o.temperature);
   if (!Number.isFinite(invT)) throw new KernelError(`sample: temperature ${o.temperature} is too small (1/T overflows f32)`);
-  return { invT, greedy };
+  const limit = o.vocabLimit ?? V;
+  if (!Number.isInteger(limit) || limit < 1 || limit > V) {
+    throw new KernelError(`sample: vocabLimit must be an integer in 1..V (${V}), got ${o.vocabLimit}`);
+  }
+  return { invT, greedy, limit };
 }
 
 // ---------------------------------------------------------------- RNG
@@ -228,11 +240,11 @@ export function sampleRef(
   wg = sampleWorkgroupSize(V),
 ): { tokens: Uint32Array; logp: Float32Array } {
   if (logits.length !== B * V) throw new KernelError(`sampleRef: logits has ${logits.length} values, expected B*V = ${B}*${V}`);
-  const { invT, greedy } = checkOptions(V, opts);
+  const { invT, greedy, limit } = checkOptions(V, opts);
   const tokens = new Uint32Array(B);
   const logp = new Float32Array(B);
   for (let r = 0; r < B; r++) {
-    const out = sampleRowRef(logits.subarray(r * V, (r + 1) * V), rowBase + r, invT, greedy, opts, wg);
+    const out = sampleRowRef(logits.subarray(r * V, r * V + limit), rowBase + r, invT, greedy, opts, wg);
     tokens[r] = out.token;
     logp[r] = out.logp;
   }
@@ -242,12 +254,14 @@ export function sampleRef(
 /**
  * The exact (f64) distribution a row is drawn from: softmax(logits / T),
  * cut to the top-k then the top-p set (ties at a threshold kept), and
- * renormalised. Greedy gives a point mass on the first argmax.
+ * renormalised. Greedy gives a point mass on the first argmax. Ids at or
+ * above `opts.vocabLimit` get probability 0.
  */
-export function samplingDistribution(row: Float32Array, opts: SampleOptions): Float64Array {
-  const V = row.length;
-  const { greedy } = checkOptions(V, opts);
-  const out = new Float64Array(V);
+export function samplingDistribution(full: Float32Array, opts: SampleOptions): Float64Array {
+  const { greedy, limit } = checkOptions(full.length, opts);
+  const out = new Float64Array(full.length);
+  const row = full.subarray(0, limit);
+  const V = limit;
   let arg = 0;
   for (let j = 1; j < V; j++) if (row[j] > row[arg]) arg = j;
   if (greedy) {
@@ -314,7 +328,7 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number }
     V: number,
     opts: SampleOptions,
   ): void {
-    const { invT, greedy } = checkOptions(V, opts);
+    const { invT, greedy, limit } = checkOptions(V, opts);
     if (!Number.isInteger(B) || B < 0) throw new KernelError(`sample: B must be an integer >= 0, got ${B}`);
     if (B === 0) return;
     const L = bindingParts(logits);
@@ -349,7 +363,8 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number }
         .f32(invT)
         .f32(opts.topP)
         .u32(opts.seed)
-        .u32(opts.step);
+        .u32(opts.step)
+        .u32(limit);
       b.dispatch(kernel, {
         params: u,
         buffers: [

@@ -256,6 +256,43 @@ export interface TinyOptions {
   preset?: TinyPreset;
   dtype?: TinyDtype;
   seed?: number;
+  /**
+   * Padded vocabulary, as Qwen2 checkpoints have: config vocab_size this many
+   * rows above the tokenizer's size (the extra embedding / LM-head rows have
+   * no token).
+   */
+  padRows?: number;
+  /**
+   * Tests: make the model prefer the padded rows (logits ~8 above the real
+   * ones), so that a sampler that does not mask them draws them.
+   */
+  padBias?: boolean;
+}
+
+/**
+ * Add `rows` padded rows to the embedding and LM head. With `bias`, column 0
+ * of every real embedding row is 1 (it dominates the residual stream, so the
+ * final RMSNorm's output has h_0 ≈ √H > 0 at every position) and the padded
+ * LM-head rows have 2 there while real LM-head rows have 1 (tied) or 0
+ * (untied): padded logits are ~√H above the real ones.
+ */
+export function padVocabulary(config: Qwen2Config, weights: Map<string, { shape: number[]; data: Float32Array }>, rows: number, bias: boolean): Qwen2Config {
+  if (!Number.isInteger(rows) || rows < 0) throw new Error(`make-tiny-model: padRows must be an integer >= 0, got ${rows}`);
+  const V = config.vocabSize;
+  const H = config.hiddenSize;
+  const grow = (name: string, real0: number, pad0: number) => {
+    const t = weights.get(name)!;
+    const data = new Float32Array((V + rows) * H);
+    data.set(t.data);
+    if (bias) {
+      for (let r = 0; r < V; r++) data[r * H] = real0;
+      for (let r = V; r < V + rows; r++) data[r * H] = pad0;
+    }
+    weights.set(name, { shape: [V + rows, H], data });
+  };
+  grow("model.embed_tokens.weight", 1, 2);
+  if (!config.tieWordEmbeddings) grow("lm_head.weight", 0, 2);
+  return { ...config, vocabSize: V + rows };
 }
 
 /** Write a tiny Qwen2 checkpoint directory; returns its config and the files written. */
@@ -267,7 +304,7 @@ export function makeTinyModel(dir: string, opts: TinyOptions = {}): { config: Qw
   if (!(dtype in ST_DTYPE)) throw new Error(`make-tiny-model: unknown dtype "${dtype}" (known: f32, f16, bf16)`);
   if (!Number.isInteger(seed)) throw new Error(`make-tiny-model: seed must be an integer, got ${seed}`);
   const tok = buildTinyTokenizer();
-  const config: Qwen2Config = {
+  let config: Qwen2Config = {
     ...TINY_PRESETS[preset],
     ropeTheta: 10000,
     rmsNormEps: 1e-6,
@@ -278,8 +315,10 @@ export function makeTinyModel(dir: string, opts: TinyOptions = {}): { config: Qw
     torchDtype: TORCH_DTYPE[dtype],
   };
   mkdirSync(dir, { recursive: true });
+  const weights = tinyWeights(config, seed);
+  if (opts.padRows) config = padVocabulary(config, weights, opts.padRows, opts.padBias ?? false);
   const tensors: Record<string, WriteTensor> = {};
-  for (const [name, t] of tinyWeights(config, seed)) tensors[name] = { dtype: ST_DTYPE[dtype], shape: t.shape, data: t.data };
+  for (const [name, t] of weights) tensors[name] = { dtype: ST_DTYPE[dtype], shape: t.shape, data: t.data };
   const files = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"].map((f) => join(dir, f));
   const json = (v: unknown) => JSON.stringify(v, null, 2) + "\n";
   writeFileSync(files[0], json(qwen2ConfigJson(config)));

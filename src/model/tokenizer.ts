@@ -18,10 +18,48 @@ export interface ChatOptions {
   extra?: Record<string, unknown>;
 }
 
+/**
+ * A token id the tokenizer does not know (e.g. a padded row of the model's
+ * vocabulary, ids >= `size`), met by `decode`. Callers that must not stop a
+ * long run on one (rollouts, bench) use `decodeKnown`, which never throws.
+ */
+export class UnknownTokenIdError extends Error {
+  override name = "UnknownTokenIdError";
+  constructor(
+    readonly id: number,
+    readonly index: number,
+    readonly size: number,
+    label: string,
+  ) {
+    super(`${label}: decode: token id ${id} (at position ${index} of the ids) is outside the tokenizer's ids [0, ${size})`);
+  }
+}
+
+/**
+ * Encoding met a piece the vocabulary lacks (no id, no unknown token): the
+ * text position (UTF-16 offset) and the piece are named.
+ */
+export class UnencodableTextError extends Error {
+  override name = "UnencodableTextError";
+  constructor(
+    readonly offset: number,
+    readonly piece: string,
+    label: string,
+  ) {
+    super(`${label}: encode: the text at offset ${offset} (piece ${JSON.stringify(piece)}) has no token id in the vocabulary and the tokenizer has no unk_token`);
+  }
+}
+
 export interface LoadedTokenizer {
-  /** Token ids of `text`; special-token strings inside it map to their ids. */
+  /** Token ids of `text`; special-token strings inside it map to their ids. Throws UnencodableTextError rather than return a hole. */
   encode(text: string): number[];
+  /** Text of `ids`; an id outside [0, size) throws UnknownTokenIdError. */
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
+  /**
+   * Like decode, but never throws for unknown ids: they are dropped from
+   * the text and listed in `unknown` (a named condition the caller reports).
+   */
+  decodeKnown(ids: number[], opts?: { skipSpecialTokens?: boolean }): { text: string; unknown: number[] };
   tokenToId(token: string): number | undefined;
   idToToken(id: number): string | undefined;
   /** Number of ids (model vocab plus added tokens): max id + 1. */
@@ -129,14 +167,49 @@ export function tokenizerFromJson(tokenizerJson: unknown, tokenizerConfig: unkno
   const template = chatTemplate;
   const size = maxId + 1;
 
+  // Holes are possible only without an unk token; the check needs byte-level decoding (lossless).
+  const model = tj.model as { unk_token?: unknown };
+  const byteLevel = JSON.stringify((tokenizerJson as { decoder?: unknown }).decoder ?? null).includes('"ByteLevel"');
+  const checkRoundTrip = (model.unk_token === null || model.unk_token === undefined) && byteLevel;
+  const libNormalizer = (tok as unknown as { normalizer: ((s: string) => string) | null }).normalizer;
+  const normalize = (s: string) => (libNormalizer ? libNormalizer(s) : s);
+  const known = (id: number) => Number.isInteger(id) && id >= 0 && id < size && tok.id_to_token(id) !== undefined;
+  const rawDecode = (ids: number[], skip?: boolean) =>
+    ids.length === 0 ? "" : tok.decode(ids, { skip_special_tokens: skip ?? false, clean_up_tokenization_spaces: false });
+
   return {
-    encode: (text) => tok.encode(text, { add_special_tokens: false }).ids,
-    decode(ids, opts = {}) {
-      if (ids.length === 0) return "";
-      for (const id of ids) {
-        if (!Number.isInteger(id) || id < 0 || id >= size) throw new Error(`${tjFile}: decode: token id ${id} is outside [0, ${size})`);
+    encode(text) {
+      const enc = tok.encode(text, { add_special_tokens: false });
+      const ids = enc.ids as (number | undefined | null)[];
+      const bad = ids.findIndex((id) => typeof id !== "number" || !Number.isInteger(id));
+      if (bad >= 0) {
+        // Offset of the piece: the text of the (valid) ids before it.
+        const offset = rawDecode(ids.slice(0, bad) as number[]).length;
+        throw new UnencodableTextError(offset, enc.tokens[bad] ?? "", tjFile);
       }
-      return tok.decode(ids, { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false });
+      // Without an unk token a BPE model drops a piece it has no id for (a
+      // silent hole): a byte-level tokenizer must decode back to its
+      // normalised input, so the first difference is the hole.
+      if (checkRoundTrip) {
+        const want = normalize(text);
+        const got = rawDecode(ids as number[]);
+        if (got !== want) {
+          let i = 0;
+          while (i < got.length && got[i] === want[i]) i++;
+          throw new UnencodableTextError(i, want.slice(i, i + 8), tjFile);
+        }
+      }
+      return ids as number[];
+    },
+    decode(ids, opts = {}) {
+      ids.forEach((id, i) => {
+        if (!known(id)) throw new UnknownTokenIdError(id, i, size, tjFile);
+      });
+      return rawDecode(ids, opts.skipSpecialTokens);
+    },
+    decodeKnown(ids, opts = {}) {
+      const unknown = ids.filter((id) => !known(id));
+      return { text: rawDecode(unknown.length ? ids.filter(known) : ids, opts.skipSpecialTokens), unknown };
     },
     tokenToId: (t) => tok.token_to_id(t),
     idToToken: (i) => tok.id_to_token(i),
@@ -153,6 +226,26 @@ export function tokenizerFromJson(tokenizerJson: unknown, tokenizerConfig: unkno
       return renderChatTemplate(template, messages, { bosToken, eosToken, padToken, ...opts });
     },
   };
+}
+
+/**
+ * The ids a model may emit: the tokenizer's size, or the config's
+ * vocab_size if smaller. Qwen2 checkpoints pad vocab_size (151936) above
+ * the tokenizer's 151665 ids; the sampler masks the rows at or above this.
+ */
+export function vocabLimit(vocabSize: number, tokenizer: Pick<LoadedTokenizer, "size">): number {
+  return Math.min(vocabSize, tokenizer.size);
+}
+
+/**
+ * A response's text for grading (special tokens dropped). Ids the tokenizer
+ * lacks cannot come from a masked sampler; if one ever does, it is left out
+ * and reported through `warn`, and the run goes on.
+ */
+export function decodeRollout(tokenizer: LoadedTokenizer, ids: number[], warn: (s: string) => void): string {
+  const { text, unknown } = tokenizer.decodeKnown(ids, { skipSpecialTokens: true });
+  if (unknown.length) warn(`rollout: ${unknown.length} token id(s) outside the tokenizer's ${tokenizer.size} ids (${unknown.slice(0, 5).join(", ")}) left out of the graded text`);
+  return text;
 }
 
 function readJson(file: string): unknown {

@@ -1,15 +1,27 @@
 /**
- * The clip-higher GRPO policy loss (DAPO), its gradient with respect to the
- * new policy's log-probs, and the per-update statistics, on the CPU. This is
- * the reference the GPU loss kernel is checked against.
+ * The policy loss SIRI trained with (verl's "vanilla" PPO loss with DAPO's
+ * clip-higher), its gradient with respect to the new policy's log-probs, and
+ * the per-update statistics, on the CPU. This is the reference the GPU loss
+ * kernel is checked against.
  *
  * Per response token i (N tokens, the mini-batch's packed sequences):
- *   r_i    = exp(logp_new_i - logp_old_i)
- *   term_i = -min(r_i * A_i, clip(r_i, 1 - eps_low, 1 + eps_high) * A_i)   (to minimise)
- *   dterm_i/dlogp_new_i = -A_i * r_i where the unclipped branch is the min, else 0
- * (d r / d logp_new = r). The clip is active, and the gradient zero, exactly
- * when A > 0 and r > 1 + eps_high (clip-high) or A < 0 and r < 1 - eps_low
- * (clip-low); with A = 0 the term and gradient are 0.
+ *   r_i     = exp(clamp(logp_new_i - logp_old_i, -20, 20))
+ *   l1      = max(-A_i * r_i, -A_i * clip(r_i, 1 - eps_low, 1 + eps_high))   (clip-higher)
+ *   term_i  = A_i < 0 ? min(l1, -A_i * c) : l1                               (dual-clip, c = 3)
+ *   term_i *= w_i   (truncated importance sampling, off by default: w_i = min(pi_old / pi_rollout, C))
+ * Gradient (d r / d logp_new = r): -A_i * r_i * w_i where the unclipped
+ * branch is chosen, else 0. The clip-higher clip is active (no gradient)
+ * when A > 0 and r > 1 + eps_high, or A < 0 and r < 1 - eps_low; the
+ * dual-clip is active when A < 0 and r > c (a token whose ratio ran far
+ * above 1 under a negative advantage stops pushing: its term is bounded by
+ * -A * c); where the clamp bites (|log r| > 20) the gradient is 0, as
+ * torch.clamp's is. With A = 0 the term and gradient are 0. At a kink the
+ * gradient is one of the one-sided derivatives (which one does not matter:
+ * a set of measure zero).
+ *
+ * Statistics, named as verl reports them: pg_clipfrac = clipFracLow +
+ * clipFracHigh (the clip-higher branch chosen), pg_clipfrac_lower =
+ * clipFracDual (the dual-clip chosen).
  *
  * Aggregation:
  *   "token-mean" (DAPO, verl's default): sum of terms over all response
@@ -23,6 +35,8 @@
  * makes the loss NaN, so the trainer's skip-on-NaN check sees it.
  */
 
+import { checkTisCap, tisWeight } from "./mismatch.ts";
+
 export type Aggregation = "token-mean" | "seq-mean-token-mean";
 
 /** Estimators of KL(old || new) from samples of the old policy, with r = pi_new / pi_old. */
@@ -33,6 +47,16 @@ export interface PolicyLossOptions {
   epsLow?: number;
   /** Upper clip, 1 + eps_high; 0.28 (DAPO's clip-higher, leaves room for rare tokens to rise). */
   epsHigh?: number;
+  /**
+   * Dual-clip constant c (verl's clip_ratio_c): for A < 0 the term is at most
+   * -A * c. Default 3; null turns the dual-clip off. Must be > 1.
+   */
+  clipRatioC?: number | null;
+  /**
+   * Truncated importance sampling cap C: each token's term is weighted by
+   * min(pi_old / pi_rollout, C) (needs `logpRollout`). Default null (off). Must be >= 1.
+   */
+  tisCap?: number | null;
   aggregation?: Aggregation;
   /** Denominator override for token-mean: the mini-batch's response-token count. */
   tokenCount?: number;
@@ -56,6 +80,8 @@ export interface PolicyLossInput {
   advantages: Float32Array;
   /** [N] 1 for response tokens that carry loss, 0 for prompt, padding or filtered tokens. */
   mask: Float32Array;
+  /** [N] log-probs the sampler reported (the behaviour policy); needed when tisCap is set. */
+  logpRollout?: Float32Array;
   /** [N] response index of each token; needed by seq-mean-token-mean. */
   seqOfToken?: Uint32Array;
   /** [N] entropy of the new policy at each token; passed through as its masked mean. */
@@ -71,6 +97,10 @@ export interface PolicyLossStats {
   clipFracLow: number;
   /** Fraction with the clip active above (A > 0, r > 1 + eps_high). */
   clipFracHigh: number;
+  /** Fraction with the dual-clip active (A < 0, r > c): verl's pg_clipfrac_lower. */
+  clipFracDual: number;
+  /** Mean truncated-IS weight over response tokens (1 when TIS is off). */
+  tisWeightMean: number;
   /** Mean over response tokens of the chosen KL(old || new) estimator. */
   approxKl: number;
   /** Masked mean of `entropy`, or NaN when none was given. */
@@ -91,6 +121,9 @@ export interface PolicyLossResult {
   stats: PolicyLossStats;
 }
 
+/** verl's clip_ratio_c: the dual-clip bound for negative advantages. */
+export const DEFAULT_CLIP_RATIO_C = 3;
+
 /** Log-ratios are clamped to +-20 before exp (as verl does), so a wild token cannot make r overflow. */
 export const LOG_RATIO_CLAMP = 20;
 
@@ -105,6 +138,10 @@ export function policyLoss(inp: PolicyLossInput, opts: PolicyLossOptions = {}): 
   const aggregation = opts.aggregation ?? "token-mean";
   const klEst = opts.klEstimator ?? "k3";
   const klCoef = opts.klCoef ?? 0;
+  const clipC = opts.clipRatioC === undefined ? DEFAULT_CLIP_RATIO_C : opts.clipRatioC;
+  const tisCap = opts.tisCap ?? null;
+  if (clipC !== null && !(clipC > 1 && Number.isFinite(clipC))) throw new Error(`policyLoss: clipRatioC (dual-clip) must be a number > 1 or null for off, got ${clipC}`);
+  checkTisCap(tisCap, "policyLoss");
   if (!(epsLow >= 0 && epsLow < 1)) throw new Error(`policyLoss: epsLow must be in [0, 1), got ${epsLow}`);
   if (!(epsHigh >= 0)) throw new Error(`policyLoss: epsHigh must be >= 0, got ${epsHigh}`);
   if (aggregation !== "token-mean" && aggregation !== "seq-mean-token-mean")
@@ -117,6 +154,8 @@ export function policyLoss(inp: PolicyLossInput, opts: PolicyLossOptions = {}): 
   checkLen("seqOfToken", inp.seqOfToken, n);
   checkLen("entropy", inp.entropy, n);
   checkLen("logpRef", inp.logpRef, n);
+  checkLen("logpRollout", inp.logpRollout, n);
+  if (tisCap !== null && !inp.logpRollout) throw new Error("policyLoss: tisCap needs logpRollout (the sampler's log-probs)");
   if (klCoef > 0 && !inp.logpRef) throw new Error("policyLoss: klCoef > 0 needs logpRef (reference-policy log-probs)");
   if (aggregation === "seq-mean-token-mean" && !inp.seqOfToken)
     throw new Error("policyLoss: aggregation seq-mean-token-mean needs seqOfToken (the response index of each token)");
@@ -127,6 +166,8 @@ export function policyLoss(inp: PolicyLossInput, opts: PolicyLossOptions = {}): 
   let tokens = 0;
   let clipLow = 0;
   let clipHigh = 0;
+  let clipDual = 0;
+  let wSum = 0;
   let klSum = 0;
   let entSum = 0;
   let ratioSum = 0;
@@ -155,6 +196,16 @@ export function policyLoss(inp: PolicyLossInput, opts: PolicyLossOptions = {}): 
       t = -unclippedTerm;
       g = lr === lrc ? -a * r : 0; // the clamp, where it bites, stops the gradient too
     }
+    if (clipC !== null && a < 0 && t > -a * clipC) {
+      // Dual-clip: the term is bounded by -A * c, a constant.
+      t = -a * clipC;
+      g = 0;
+      clipDual++;
+    }
+    const w = tisCap === null ? 1 : tisWeight(inp.logpOld[i], inp.logpRollout![i], tisCap);
+    t *= w;
+    g *= w;
+    wSum += w;
     if (klCoef > 0) {
       const d = inp.logpRef![i] - inp.logpNew[i];
       const k = Math.exp(d) - d - 1;
@@ -209,6 +260,8 @@ export function policyLoss(inp: PolicyLossInput, opts: PolicyLossOptions = {}): 
       tokens,
       clipFracLow: frac(clipLow),
       clipFracHigh: frac(clipHigh),
+      clipFracDual: frac(clipDual),
+      tisWeightMean: tokens > 0 ? wSum / tokens : 1,
       approxKl: frac(klSum),
       entropy: inp.entropy ? frac(entSum) : NaN,
       ratioMean: frac(ratioSum),

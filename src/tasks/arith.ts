@@ -39,7 +39,7 @@ import { DEEPSCALER_INSTRUCTION, renderPrompt } from "../data/prompt.ts";
 import { Engine } from "../engine/generate.ts";
 import { Qwen2Gpu } from "../engine/model.ts";
 import { gradeResponse, lengthCappedReward } from "../grade/index.ts";
-import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import { vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import type { TrainModel } from "../train/model.ts";
 import type { Optimizer } from "../train/optim.ts";
 import { sftStep } from "../train/step.ts";
@@ -276,7 +276,7 @@ export function cappedReward(tokens: ArrayLike<number>, answer: string, cap: num
     cap,
     gold: answer,
     finished,
-    decode: (ids) => tokenizer.decode(ids, { skipSpecialTokens: true }),
+    decode: (ids) => tokenizer.decodeKnown(ids, { skipSpecialTokens: true }).text, // ids it lacks: left out, never a crash
     options: REWARD_OPTIONS,
   });
 }
@@ -372,7 +372,7 @@ export async function evaluate(gpu: Gpu, model: TrainModel | { config: TrainMode
   const blockSize = 16;
   const seqLen = Math.ceil(longest / blockSize) * blockSize;
   const qm = await Qwen2Gpu.create(gpu, config, src, "f32");
-  const engine = await Engine.create(qm, { maxBatch, maxSeqLen: seqLen, cacheTokens: seqLen * maxBatch, blockSize, prefillChunk: 512 });
+  const engine = await Engine.create(qm, { maxBatch, maxSeqLen: seqLen, cacheTokens: seqLen * maxBatch, blockSize, prefillChunk: 512, vocabLimit: vocabLimit(config.vocabSize, tokenizer) });
   const stop = tokenizer.eosTokenIds;
   const out: EvalResult["responses"] = new Array(problems.length);
   try {
@@ -380,7 +380,7 @@ export async function evaluate(gpu: Gpu, model: TrainModel | { config: TrainMode
     for await (const c of engine.generate(reqs, { temperature: opts.temperature ?? 0, topP: 1, topK: 0, seed: opts.seed ?? 0 })) {
       const i = c.id as number;
       const r = cappedReward(c.tokens, problems[i].answer, opts.cap, tokenizer, c.stopReason === "stop");
-      out[i] = { id: problems[i].id, text: tokenizer.decode(c.tokens, { skipSpecialTokens: true }), length: c.tokens.length, correct: r.correct, truncated: c.stopReason === "length" };
+      out[i] = { id: problems[i].id, text: tokenizer.decodeKnown(c.tokens, { skipSpecialTokens: true }).text, length: c.tokens.length, correct: r.correct, truncated: c.stopReason === "length" };
     }
   } finally {
     engine.destroy();

@@ -100,7 +100,7 @@ export const SIRI_1_5B: TrainConfig = {
   schedule: SIRI_SCHEDULE, // cosine 16384 <-> 8192, starting at L_max
   rollout: { temperature: 1.0, topP: 1, topK: 0, dtype: "auto", maxBatch: 64 },
   optim: { ...DEFAULT_OPTIM, lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1.0 },
-  policy: { epsLow: 0.2, epsHigh: 0.28, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 16384 + 1024 },
+  policy: { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3, tisCap: null, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 16384 + 1024 },
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 0, batchSize: 32, lr: 1e-3 },
@@ -138,7 +138,7 @@ export const DEMO: TrainConfig = {
   schedule: { kind: "cosine", lMax: 96, lMin: 32, period: 12 }, // traces: full 51-99 tokens, without counting ~29-44, compressed 14-16
   rollout: { temperature: 1.0, topP: 1, topK: 0, dtype: "f32", maxBatch: 64 },
   optim: { ...DEFAULT_OPTIM, lr: 1e-3, warmupSteps: 0, weightDecay: 0.0, maxGradNorm: 1.0 },
-  policy: { epsLow: 0.2, epsHigh: 0.28, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 2048 },
+  policy: { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3, tisCap: null, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 2048 },
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
@@ -150,6 +150,18 @@ export const DEMO: TrainConfig = {
 };
 
 export const PRESETS: Readonly<Record<string, TrainConfig>> = { "siri-1.5b": SIRI_1_5B, demo: DEMO };
+
+/**
+ * Numeric settings where null means "off" (the dual-clip, truncated IS).
+ * TOML has no null, so `false` also means off in a file; `--set` takes null or false.
+ */
+const NULLABLE_NUMBERS = new Set(["policy.clipRatioC", "policy.tisCap"]);
+
+function nullableNumber(v: unknown, path: string, src: string): number | null {
+  if (v === null || v === false) return null;
+  if (typeof v === "number" && Number.isFinite(v)) return v;
+  throw new Error(`${src}: ${path} must be a number, or null / false for off, got ${JSON.stringify(v)}`);
+}
 
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -164,6 +176,7 @@ function merge(base: unknown, over: unknown, path: string, src: string): unknown
     if (!isObj(over)) throw new Error(`${src}: ${path} must be a table/object with a "kind", got ${JSON.stringify(over)}`);
     return isObj(base) && !("kind" in over) ? { ...base, ...over } : over;
   }
+  if (NULLABLE_NUMBERS.has(path)) return nullableNumber(over, path, src);
   if (isObj(base)) {
     if (!isObj(over)) throw new Error(`${src}: ${path || "the config"} must be a table/object, got ${JSON.stringify(over)}`);
     const out: Record<string, unknown> = { ...base };
@@ -208,7 +221,9 @@ export function parseOverride(spec: string, current: TrainConfig): Record<string
     cur = cur[k];
   }
   let value: unknown;
-  if (typeof cur === "number") {
+  const key = path.join(".");
+  if (NULLABLE_NUMBERS.has(key)) value = nullableNumber(raw === "null" || raw === "false" ? null : raw === "" ? NaN : Number(raw), key, "--set");
+  else if (typeof cur === "number") {
     value = Number(raw);
     if (raw === "" || !Number.isFinite(value)) throw new Error(`--set ${path.join(".")}: expected a number, got "${raw}"`);
   } else if (typeof cur === "boolean") {
@@ -273,6 +288,8 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(c.optim.maxGradNorm > 0, "optim.maxGradNorm", "must be > 0", c.optim.maxGradNorm);
   need(c.policy.epsLow > 0 && c.policy.epsLow < 1, "policy.epsLow", "must be in (0, 1)", c.policy.epsLow);
   need(c.policy.epsHigh > 0, "policy.epsHigh", "must be > 0", c.policy.epsHigh);
+  need(c.policy.clipRatioC === null || c.policy.clipRatioC > 1, "policy.clipRatioC", "must be > 1 (the dual-clip bound -A·c for negative advantages; verl's 3), or null for off", c.policy.clipRatioC);
+  need(c.policy.tisCap === null || c.policy.tisCap >= 1, "policy.tisCap", "must be >= 1 (the truncated-IS weight cap), or null for off", c.policy.tisCap);
   need(["token-mean", "seq-mean-token-mean"].includes(c.policy.aggregation), "policy.aggregation", "must be token-mean or seq-mean-token-mean", c.policy.aggregation);
   need(posInt(c.policy.miniBatches), "policy.miniBatches", "must be an integer >= 1", c.policy.miniBatches);
   need(posInt(c.policy.epochs), "policy.epochs", "must be an integer >= 1", c.policy.epochs);
@@ -298,12 +315,16 @@ export function validateConfig(c: TrainConfig): TrainConfig {
 /** Where the model comes from: a generated tiny model, or a folder that must hold a Hugging Face checkpoint. */
 export function modelSource(c: TrainConfig): { tiny: string } | { dir: string } {
   if (c.model.startsWith("tiny:")) return { tiny: c.model.slice(5) || "tiny" };
-  const cfgPath = join(c.model, "config.json");
-  if (!existsSync(cfgPath)) {
-    throw new Error(
-      `model: ${c.model} has no config.json; the ${c.preset} preset needs a Hugging Face Qwen2 folder there ` +
-        `(e.g. huggingface-cli download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --local-dir ${c.model}), or set --model DIR`,
-    );
-  }
+  const missing = modelMissing(c);
+  if (missing) throw new Error(missing);
   return { dir: c.model };
+}
+
+/** Null when the model is there (or tiny); otherwise where it is expected and how to get it. */
+export function modelMissing(c: TrainConfig): string | null {
+  if (c.model.startsWith("tiny:") || existsSync(join(c.model, "config.json"))) return null;
+  return (
+    `model: ${c.model} has no config.json; the ${c.preset} preset expects a Hugging Face Qwen2 folder there ` +
+    `(get it with: huggingface-cli download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --local-dir ${c.model} ; ~3.5 GB), or set --model DIR`
+  );
 }

@@ -21,6 +21,17 @@ export interface StepMetrics {
   truncation_rate: number;
   clip_frac_low: number;
   clip_frac_high: number;
+  /** verl's pg_clipfrac: the clip-higher clip chosen (clip_frac_low + clip_frac_high). */
+  pg_clipfrac: number;
+  /** verl's pg_clipfrac_lower: the dual-clip chosen (A < 0, r > c). */
+  pg_clipfrac_lower: number;
+  /** Mean truncated-IS weight over loss tokens (1 when off). */
+  tis_weight_mean: number;
+  /** Sampler vs trainer log-probs of the step's response tokens: mean and max |Δ log p|, extreme pi_old / pi_rollout. */
+  mismatch_logp_abs_mean: number;
+  mismatch_logp_abs_max: number;
+  mismatch_ratio_max: number;
+  mismatch_ratio_min: number;
   entropy: number;
   grad_norm: number;
   approx_kl: number;
@@ -38,7 +49,8 @@ export interface StepMetrics {
 
 export const STEP_FIELDS: readonly (keyof StepMetrics)[] = [
   "step", "cycle", "phase", "cap", "reward_mean", "accuracy", "length_mean", "length_max", "length_median",
-  "truncation_rate", "clip_frac_low", "clip_frac_high", "entropy", "grad_norm", "approx_kl", "loss", "lr",
+  "truncation_rate", "clip_frac_low", "clip_frac_high", "pg_clipfrac", "pg_clipfrac_lower", "tis_weight_mean",
+  "mismatch_logp_abs_mean", "mismatch_logp_abs_max", "mismatch_ratio_max", "mismatch_ratio_min", "entropy", "grad_norm", "approx_kl", "loss", "lr",
   "rollouts", "groups_dropped", "rounds", "rollout_tokens", "rollout_tokens_per_s", "step_time_s", "skipped", "non_finite",
 ];
 
@@ -123,8 +135,9 @@ export function metricsSvg(rows: readonly StepMetrics[], evals: readonly EvalRec
   const yAcc = (a: number) => T + ph - a * ph;
   const path = (pts: [number, number][]) => pts.map(([px, py], i) => `${i ? "L" : "M"}${px.toFixed(1)},${py.toFixed(1)}`).join(" ");
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  const strip = mismatchStrip(rows, x, H, L, pw); // below the main plot, when the metrics have mismatch figures
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + strip.height}" viewBox="0 0 ${W} ${H + strip.height}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect width="${W}" height="${H + strip.height}" fill="white"/>`);
   out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`);
   out.push(`<rect x="${L}" y="${T}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
   for (const t of yTicks) {
@@ -152,8 +165,32 @@ export function metricsSvg(rows: readonly StepMetrics[], evals: readonly EvalRec
     out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${T + 12}" y2="${T + 12}" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ""}/>`);
     out.push(`<text x="${lx + 24}" y="${T + 16}">${escapeXml(name)}</text>`);
   });
+  out.push(...strip.svg);
   out.push("</svg>");
   return out.join("\n") + "\n";
+}
+
+/**
+ * A strip under the training plot: the rollout/trainer mismatch per step,
+ * mean and max |Δ log p| over response tokens, on a log10 axis (values
+ * below 1e-9 drawn at 1e-9). Empty (height 0) when no step has the figures.
+ */
+export function mismatchStrip(rows: readonly StepMetrics[], x: (step: number) => number, top: number, left: number, width: number): { height: number; svg: string[] } {
+  const have = rows.filter((r) => Number.isFinite(r.mismatch_logp_abs_max) && Number.isFinite(r.mismatch_logp_abs_mean));
+  if (!have.length) return { height: 0, svg: [] };
+  const ph = 70;
+  const t = top + 10;
+  const lg = (v: number) => Math.log10(Math.max(v, 1e-9));
+  const lo = Math.floor(Math.min(...have.map((r) => lg(r.mismatch_logp_abs_mean))));
+  const hi = Math.max(lo + 1, Math.ceil(Math.max(...have.map((r) => lg(r.mismatch_logp_abs_max)))));
+  const y = (v: number) => t + ph - ((lg(v) - lo) / (hi - lo)) * ph;
+  const line = (f: (r: StepMetrics) => number) => have.map((r, i) => `${i ? "L" : "M"}${x(r.step).toFixed(1)},${y(f(r)).toFixed(1)}`).join(" ");
+  const svg = [`<rect x="${left}" y="${t}" width="${width}" height="${ph}" fill="none" stroke="#999"/>`];
+  for (const e of [lo, hi]) svg.push(`<text x="${left - 6}" y="${(y(10 ** e) + 4).toFixed(1)}" text-anchor="end">1e${e}</text>`);
+  svg.push(`<path d="${line((r) => r.mismatch_logp_abs_max)}" fill="none" stroke="#9467bd" stroke-width="1.5"/>`);
+  svg.push(`<path d="${line((r) => r.mismatch_logp_abs_mean)}" fill="none" stroke="#9467bd" stroke-dasharray="4,2" stroke-width="1.5"/>`);
+  svg.push(`<text x="${left + 8}" y="${t + 14}">${escapeXml("rollout vs trainer |Δ log p| per step: max (solid), mean (dashed)")}</text>`);
+  return { height: ph + 20, svg };
 }
 
 export interface CycleRow {

@@ -103,6 +103,12 @@ interface Acts {
 export interface TrainModelOptions {
   /** Most rows of logits at once (a multiple of 64); default: what fits one binding, at most 1024. */
   logitRows?: number;
+  /**
+   * Ids the tokenizer knows: log-probs are log softmax over logits [0,
+   * vocabLimit) only (the distribution the masked sampler draws from), and
+   * the LM head's padded rows above it get no gradient. Default vocab_size.
+   */
+  vocabLimit?: number;
 }
 
 export class TrainModel {
@@ -133,7 +139,16 @@ export class TrainModel {
 
   /** Build from f32 values keyed by HF tensor names (tied models have no lm_head). */
   static async create(gpu: Gpu, config: Qwen2Config, values: Map<string, Float32Array>, opts: TrainModelOptions = {}): Promise<TrainModel> {
+    const lim = opts.vocabLimit;
+    if (lim !== undefined && !(Number.isInteger(lim) && lim >= 1 && lim <= config.vocabSize)) {
+      throw new Error(`training model: vocabLimit must be an integer in 1..vocab_size (${config.vocabSize}), got ${lim}`);
+    }
     return new TrainModel(gpu, config, await loadKernels(gpu), qwen2WeightSpec(config), values, opts);
+  }
+
+  /** Ids with a log-prob: the tokenizer's size (a padded vocabulary's rows above it are left out). */
+  get vocabLimit(): number {
+    return this.opts.vocabLimit ?? this.config.vocabSize;
   }
 
   private p(name: string): Param {
@@ -202,7 +217,7 @@ export class TrainModel {
   /** Upload a packed micro-batch; returns T. */
   private upload(mb: PackedBatch): number {
     const T = mb.tokens.length;
-    const V = this.config.vocabSize;
+    const V = this.vocabLimit;
     for (const [name, arr] of [["tokens", mb.tokens], ["targets", mb.targets]] as const) {
       arr.forEach((t, i) => {
         if (t >= V) throw new Error(`training batch: ${name}[${i}] = ${t} is outside the vocabulary 0..${V - 1}`);
@@ -262,7 +277,7 @@ export class TrainModel {
     for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T);
     norm.rmsnorm(b, A.xs[c.numLayers], this.p("model.norm.weight").value, A.hN, T, c.hiddenSize, c.rmsNormEps);
     const W = this.lmHead().value;
-    const V = c.vocabSize;
+    const V = this.vocabLimit; // logits of ids [0, V) only: rows above are padding
     const H = c.hiddenSize;
     // The LM head and log-softmax over token chunks: [T, V] logits never exist at once.
     for (const [t0, n] of chunks(T, A.chunk)) {
@@ -302,8 +317,8 @@ export class TrainModel {
     const nh = c.numHeads;
     const nkv = c.numKvHeads;
     const hd = c.headDim;
-    const V = c.vocabSize;
-    // LM head and final norm.
+    const V = this.vocabLimit;
+    // LM head and final norm (its rows [0, V): padded rows take no part and get no gradient).
     const W = this.lmHead();
     // Per token chunk: recompute the logits, then log-softmax and LM-head backward.
     for (const [t0, n] of chunks(T, A.chunk)) {

@@ -13,7 +13,9 @@
  */
 import type { Gpu } from "../gpu/index.ts";
 import { STAT, STATS_LEN } from "../kernels/loss.ts";
+import { rolloutMismatch, type MismatchStats } from "../rl/mismatch.ts";
 import type { Aggregation } from "../rl/policy_loss.ts";
+import type { StepMetrics } from "./metrics.ts";
 import { packSequences, type PackedBatch, type TrainModel } from "./model.ts";
 import type { Optimizer } from "./optim.ts";
 
@@ -24,11 +26,17 @@ export interface Rollout {
   advantage: number;
   /** 0 masks the whole response out of the loss (e.g. DAPO's overlong filter). */
   weight?: number;
+  /** The sampler's log-prob of each response token (the behaviour policy); for the mismatch statistics and truncated IS. */
+  rolloutLogp?: ArrayLike<number>;
 }
 
 export interface PolicyConfig {
   epsLow: number; // 0.2
   epsHigh: number; // 0.28 (clip-higher)
+  /** Dual-clip constant c (verl's clip_ratio_c): for A < 0 a token's term is at most -A·c. 3; null = off. */
+  clipRatioC: number | null;
+  /** Truncated importance sampling cap C: weight min(pi_old / pi_rollout, C) per token. null = off (default). */
+  tisCap: number | null;
   aggregation: Aggregation; // "token-mean" (DAPO)
   miniBatches: number; // optimiser steps per epoch
   epochs: number;
@@ -39,6 +47,8 @@ export interface PolicyConfig {
 export const DEFAULT_POLICY: PolicyConfig = {
   epsLow: 0.2,
   epsHigh: 0.28,
+  clipRatioC: 3,
+  tisCap: null,
   aggregation: "token-mean",
   miniBatches: 1,
   epochs: 1,
@@ -50,6 +60,12 @@ export interface UpdateStats {
   loss: number;
   clipFracLow: number;
   clipFracHigh: number;
+  /** Fraction of tokens with the dual-clip active (verl's pg_clipfrac_lower). */
+  clipFracDual: number;
+  /** Mean truncated-IS weight over the loss tokens (1 when off). */
+  tisWeightMean: number;
+  /** Sampler vs trainer log-probs over the step's response tokens; null when the rollouts carry no sampler log-probs. */
+  mismatch: MismatchStats | null;
   approxKl: number;
   entropy: number;
   gradNorm: number;
@@ -100,6 +116,7 @@ function responsePositions(rollouts: Rollout[], m: Micro): number[][] {
 class LossInputs {
   cap = 0;
   logpOld!: GPUBuffer;
+  logpRollout!: GPUBuffer;
   adv!: GPUBuffer;
   mask!: GPUBuffer;
   readonly stats: GPUBuffer;
@@ -108,9 +125,10 @@ class LossInputs {
   }
   ensure(T: number): void {
     if (T <= this.cap) return;
-    if (this.cap) [this.logpOld, this.adv, this.mask].forEach((b) => b.destroy());
+    if (this.cap) [this.logpOld, this.logpRollout, this.adv, this.mask].forEach((b) => b.destroy());
     this.cap = Math.max(T, 2 * this.cap);
     this.logpOld = this.gpu.buffer(this.cap * 4, "policy.logpOld");
+    this.logpRollout = this.gpu.buffer(this.cap * 4, "policy.logpRollout");
     this.adv = this.gpu.buffer(this.cap * 4, "policy.adv");
     this.mask = this.gpu.buffer(this.cap * 4, "policy.mask");
   }
@@ -164,8 +182,10 @@ function shuffled(n: number, seed: number): number[] {
 export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: Rollout[], cfg: PolicyConfig, seed = 0): Promise<UpdateStats> {
   const gpu = model.gpu;
   const old = await responseLogprobs(model, rollouts, cfg);
+  const mismatch = stepMismatch(rollouts, old.logp, cfg.tisCap);
+  const tis = cfg.tisCap !== null;
   const inputs = inputsFor(model);
-  const sum = { loss: 0, clipLow: 0, clipHigh: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, updates: 0, skipped: 0 };
+  const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, updates: 0, skipped: 0 };
   for (let epoch = 0; epoch < cfg.epochs; epoch++) {
     const order = shuffled(rollouts.length, seed * 1000 + epoch);
     const per = Math.ceil(rollouts.length / cfg.miniBatches);
@@ -184,6 +204,7 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
         const T = m.batch.tokens.length;
         inputs.ensure(T);
         const lpOld = new Float32Array(T);
+        const lpRoll = tis ? new Float32Array(T) : null;
         const adv = new Float32Array(T);
         const mask = new Float32Array(T);
         responsePositions(rollouts, m).forEach((pos, k) => {
@@ -194,11 +215,13 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
           const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
           pos.forEach((p, j) => {
             lpOld[p] = old.logp[m.idx[k]][j];
+            if (lpRoll) lpRoll[p] = r.rolloutLogp![j];
             adv[p] = a;
             mask[p] = w > 0 ? 1 : 0;
           });
         });
         gpu.write(inputs.logpOld, lpOld);
+        if (lpRoll) gpu.write(inputs.logpRollout, lpRoll);
         gpu.write(inputs.adv, adv);
         gpu.write(inputs.mask, mask);
         const b = gpu.batch();
@@ -206,6 +229,9 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
         model.loss.policy(b, model.buffers.logp, inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
           epsLow: cfg.epsLow,
           epsHigh: cfg.epsHigh,
+          clipRatioC: cfg.clipRatioC,
+          tisCap: cfg.tisCap,
+          logpRollout: tis ? inputs.logpRollout : undefined,
           denom,
           accumulate: !first,
         });
@@ -224,6 +250,8 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
       sum.tokens += st[STAT.tokens];
       sum.clipLow += st[STAT.clipLow];
       sum.clipHigh += st[STAT.clipHigh];
+      sum.clipDual += st[STAT.clipDual];
+      sum.tisWeight += st[STAT.tisWeightSum];
       sum.kl += st[STAT.klSum];
     }
   }
@@ -233,6 +261,9 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
     loss: sum.loss / u,
     clipFracLow: sum.clipLow / t,
     clipFracHigh: sum.clipHigh / t,
+    clipFracDual: sum.clipDual / t,
+    tisWeightMean: sum.tokens > 0 ? sum.tisWeight / sum.tokens : 1,
+    mismatch,
     approxKl: sum.kl / t,
     entropy: sum.entropy / t,
     gradNorm: sum.gradNorm / Math.max(sum.updates - sum.skipped, 1),
@@ -241,6 +272,38 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
     skipped: sum.skipped,
   };
 }
+
+/**
+ * The sampler-vs-trainer mismatch of a step's rollouts, or null when they
+ * carry no sampler log-probs (then truncated IS cannot run: an error).
+ */
+export function stepMismatch(rollouts: Rollout[], trainerLogp: Float32Array[], tisCap: number | null): MismatchStats | null {
+  if (!rollouts.every((r) => r.rolloutLogp)) {
+    if (tisCap !== null) throw new Error("policy.tisCap is set but the rollouts carry no sampler log-probs (Rollout.rolloutLogp)");
+    return null;
+  }
+  return rolloutMismatch(trainerLogp, rollouts.map((r) => r.rolloutLogp!), tisCap);
+}
+
+/** The statistics of an update that did not run (a non-finite reward). */
+export function skippedUpdate(): UpdateStats {
+  return { loss: NaN, clipFracLow: 0, clipFracHigh: 0, clipFracDual: 0, tisWeightMean: 1, mismatch: null, approxKl: 0, entropy: 0, gradNorm: NaN, tokens: 0, updates: 0, skipped: 1 };
+}
+
+/** The policy objective's and the mismatch's columns of metrics.jsonl (verl's names for the clip fractions). */
+export function policyStepMetrics(s: UpdateStats): Pick<StepMetrics, PolicyMetricKey> {
+  const mm = s.mismatch;
+  return {
+    pg_clipfrac: s.clipFracLow + s.clipFracHigh,
+    pg_clipfrac_lower: s.clipFracDual,
+    tis_weight_mean: s.tisWeightMean,
+    mismatch_logp_abs_mean: mm ? mm.logpAbsMean : NaN,
+    mismatch_logp_abs_max: mm ? mm.logpAbsMax : NaN,
+    mismatch_ratio_max: mm ? mm.ratioMax : NaN,
+    mismatch_ratio_min: mm ? mm.ratioMin : NaN,
+  };
+}
+export type PolicyMetricKey = "pg_clipfrac" | "pg_clipfrac_lower" | "tis_weight_mean" | "mismatch_logp_abs_mean" | "mismatch_logp_abs_max" | "mismatch_ratio_max" | "mismatch_ratio_min";
 
 /** One supervised step (mean NLL over the masked tokens of all sequences). */
 export async function sftStep(

@@ -31,7 +31,7 @@ import { gradeResponse } from "../grade/index.ts";
 import { loadQwen2Config, memoryPlan, QWEN2_1_5B, type Qwen2Config } from "../model/config.ts";
 import { loadReferenceModel } from "../model/reference.ts";
 import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
-import { loadTokenizer, type LoadedTokenizer } from "../model/tokenizer.ts";
+import { decodeRollout, loadTokenizer, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
 import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, capRange, cycleAt, peakSteps, phaseAt, troughSteps } from "../rl/schedule.ts";
@@ -43,7 +43,7 @@ import { appendJsonl, cycleTable, EVALS_FILE, median, METRICS_FILE, metricsSvg, 
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
 import { rolloutModel } from "./rollout_model.ts";
-import { policyUpdate, type Rollout } from "./step.ts";
+import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
 
 // ---------------------------------------------------------------- the task
 
@@ -211,6 +211,8 @@ interface Group {
   problem: TaskProblem;
   prompt: number[];
   responses: number[][];
+  /** The sampler's log-prob of each response token. */
+  logprobs: number[][];
   finished: boolean[];
   rewards: number[];
   correct: boolean[];
@@ -269,7 +271,9 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   if (o.resume && !resumeFrom) log(`--resume: no checkpoint under ${ckRoot}; starting from the beginning`);
   if (!o.resume && latestCheckpoint(out)) throw new Error(`${out} already holds checkpoints; pass --resume to continue that run, or pick another --out`);
   const base = resumeFrom ? loadCheckpoint(resumeFrom) : loadReferenceModel(baseDir);
-  const model = await TrainModel.create(gpu, base.config, base.weights);
+  // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
+  const limit = vocabLimit(base.config.vocabSize, tokenizer);
+  const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: limit });
   const names = model.params.map((p) => p.name);
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   let startStep = 0;
@@ -321,7 +325,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       const engine = await makeEngine(prompts, Math.max(...requests.map((r) => r.maxTokens)), requests.length);
       try {
         for await (const c of engine.generate(requests.map((r, i) => ({ id: r.id, prompt: prompts[i], maxTokens: r.maxTokens, stop })), sampling)) {
-          const r: BenchCompletion = { id: c.id as number, text: tokenizer.decode(c.tokens, { skipSpecialTokens: true }), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: valBudget };
+          const r: BenchCompletion = { id: c.id as number, text: decodeRollout(tokenizer, c.tokens, log), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: valBudget };
           yield r;
         }
       } finally {
@@ -351,7 +355,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
     const bindingTokens = Math.floor(gpu.limits.maxStorageBufferBindingSize / perToken / blockSize) * blockSize;
     const cacheTokens = Math.min(maxBatch * maxSeqLen, bindingTokens);
     if (cacheTokens < maxSeqLen) throw new Error(`rollouts: one sequence of ${maxSeqLen} tokens does not fit a KV cache binding (${bindingTokens} tokens); lower the cap`);
-    return Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens, blockSize, prefillChunk: 512 });
+    return Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens, blockSize, prefillChunk: 512, vocabLimit: limit });
   };
 
   // ---- Ctrl-C: finish the step, checkpoint, stop (a second Ctrl-C quits at once)
@@ -399,13 +403,13 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
         const prompts = problems.map((p) => tokenizer.encode(task.prompt(p)));
         const G = cfg.groupSize;
         const reqs = problems.flatMap((_, i) => Array.from({ length: G }, (_, g) => ({ id: i * G + g, prompt: prompts[i], maxTokens: cap, stop })));
-        const done = new Map<number, { tokens: number[]; finished: boolean }>();
+        const done = new Map<number, { tokens: number[]; logprobs: number[]; finished: boolean }>();
         const tg = performance.now();
         const engine = await makeEngine(prompts, cap, reqs.length);
         try {
           // ---- G rollouts per prompt through the batched, paged KV cache
           for await (const c of engine.generate(reqs, { temperature: cfg.rollout.temperature, topP: cfg.rollout.topP, topK: cfg.rollout.topK, seed: stepSeed(cfg.seed, step, 200 + round) })) {
-            done.set(c.id as number, { tokens: c.tokens, finished: c.stopReason === "stop" });
+            done.set(c.id as number, { tokens: c.tokens, logprobs: c.logprobs, finished: c.stopReason === "stop" });
             genTokens += c.tokens.length;
           }
         } finally {
@@ -415,11 +419,11 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
         return problems.map((problem, i) => {
           const rs = Array.from({ length: G }, (_, g) => done.get(i * G + g)!);
           // ---- length-capped reward: the engine stopped each response at L(t); a cut one has no answer and scores 0
-          const scored = rs.map((r) => task.reward(tokenizer.decode(r.tokens, { skipSpecialTokens: true }), problem.answer, !r.finished));
+          const scored = rs.map((r) => task.reward(decodeRollout(tokenizer, r.tokens, log), problem.answer, !r.finished));
           let rewards = scored.map((s) => s.reward);
           if (cfg.dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, rs.map((r) => r.tokens.length), cap, Math.max(1, Math.round(cfg.dapo.overlongCache * cap))));
           if (hooks.rewards) rewards = hooks.rewards(step, round, i, rewards.slice(), rs.map((r) => r.tokens.length));
-          return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), finished: rs.map((r) => r.finished), rewards, correct: scored.map((s) => s.correct) };
+          return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), logprobs: rs.map((r) => r.logprobs), finished: rs.map((r) => r.finished), rewards, correct: scored.map((s) => s.correct) };
         });
       };
       // ---- DAPO dynamic sampling: keep only groups with unequal rewards, sample more until the batch is full
@@ -444,7 +448,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       if (hooks.advantages) adv = hooks.advantages(step, adv);
       const truncated = finished.map((f) => !f);
       const weights = cfg.dapo.overlongFilter ? overlongFilterWeights(truncated) : new Float32Array(rewards.length).fill(1);
-      const rollouts: Rollout[] = groups.flatMap((g) => g.responses.map((response) => ({ prompt: g.prompt, response, advantage: 0 })));
+      const rollouts: Rollout[] = groups.flatMap((g) => g.responses.map((response, k) => ({ prompt: g.prompt, response, rolloutLogp: g.logprobs[k], advantage: 0 })));
       rollouts.forEach((r, i) => {
         r.advantage = adv[i];
         r.weight = weights[i];
@@ -452,7 +456,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       hooks.rollouts?.(step, rollouts, cap);
 
       // ---- policy update (GRPO + clip-higher); a non-finite loss or gradient skips it
-      let stats = { loss: NaN, clipFracLow: 0, clipFracHigh: 0, approxKl: 0, entropy: 0, gradNorm: NaN, tokens: 0, updates: 0, skipped: 1 };
+      let stats = skippedUpdate();
       if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
       else if (rollouts.length) stats = await policyUpdate(model, opt, rollouts, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
       const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
@@ -477,6 +481,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
         truncation_rate: truncated.filter(Boolean).length / Math.max(truncated.length, 1),
         clip_frac_low: stats.clipFracLow,
         clip_frac_high: stats.clipFracHigh,
+        ...policyStepMetrics(stats),
         entropy: stats.entropy,
         grad_norm: stats.gradNorm,
         approx_kl: stats.approxKl,
