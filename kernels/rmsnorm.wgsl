@@ -53,11 +53,13 @@ struct BParams {
   eps: f32,
   chunk_rows: u32,   // rows per dw partial
   chunks: u32,       // ceil(rows / chunk_rows)
+  accumulate: u32,   // pass 1: 1 = dx += (the residual stream's gradient merged in place), 0 = dx =
 }
 
 @group(0) @binding(0) var<uniform> B: BParams;
 
-// Pass 1: dx, and inv per row for pass 2. One workgroup per row.
+// Pass 1: dx (written, or added to dx with B.accumulate), and inv per row
+// for pass 2. One workgroup per row.
 @group(0) @binding(1) var<storage, read> bx_x: array<f32>;            // [rows, dim]
 @group(0) @binding(2) var<storage, read> bx_w: array<f32>;            // [dim]
 @group(0) @binding(3) var<storage, read> bx_dy: array<f32>;           // [rows, dim]
@@ -88,7 +90,8 @@ fn rmsnorm_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
   // mean(g·x̂) = inv · Σ g·x / dim; dx = inv·g − x·inv³·Σ g·x / dim.
   let k = inv * inv * partial2[0].y / f32(B.dim);
   for (var i = lid.x; i < B.dim; i += {{WG}}u) {
-    bx_dx[base + i] = inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
+    let prev = select(0.0, bx_dx[base + i], B.accumulate != 0u);
+    bx_dx[base + i] = prev + inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
   }
   if (lid.x == 0u) { bx_inv[row] = inv; }
 }

@@ -107,11 +107,23 @@ export async function loadRmsNorm(gpu: Gpu, dtype: Dtype) {
       });
     },
     /**
-     * Backward (f32): dx [rows, dim] written; dw [dim] += Σ_rows dy·x̂,
+     * Backward (f32): dx [rows, dim] written (or added to dx with
+     * `accumulate`: the residual add after a norm's backward, fused); dw [dim] += Σ_rows dy·x̂,
      * accumulated deterministically (row-chunk partials, then chunks in
      * order). f32 loaders only.
      */
-    rmsnormBackward(b: Batch, x: Binding, w: Binding, dy: Binding, dx: Binding, dw: Binding, rows: number, dim: number, eps: number): void {
+    rmsnormBackward(
+      b: Batch,
+      x: Binding,
+      w: Binding,
+      dy: Binding,
+      dx: Binding,
+      dw: Binding,
+      rows: number,
+      dim: number,
+      eps: number,
+      opts: { accumulate?: boolean } = {},
+    ): void {
       const what = "rmsnorm.backward";
       if (!kDx || !kPart || !kFinal) throw new KernelError(`kernel ${what} is f32-only; load the rmsnorm kernels with dtype "f32" for training`);
       checkCount(rows, "rows", what);
@@ -131,7 +143,7 @@ export async function loadRmsNorm(gpu: Gpu, dtype: Dtype) {
       if (chunks * dim > 0xffffffff) throw new KernelError(`kernel ${what}: chunks·dim overflows u32`);
       const inv = grow("inv", rows * 4);
       const part = grow("part", chunks * dim * 4);
-      const p = () => params().u32(rows).u32(dim).f32(eps).u32(CHUNK_ROWS).u32(chunks);
+      const p = () => params().u32(rows).u32(dim).f32(eps).u32(CHUNK_ROWS).u32(chunks).u32(opts.accumulate ? 1 : 0);
       const featureGroups = Math.ceil(dim / WG);
       b.dispatch(kDx, { params: p(), buffers: [x, w, dy, dx, inv], groups: grid(rows, max, what), label: "rmsnorm_backward_dx" });
       b.dispatch(kPart, { params: p(), buffers: [x, dy, inv, part], groups: [featureGroups, chunks], label: "rmsnorm_backward_dw_partial" });
