@@ -6,7 +6,7 @@
 // overwritten.
 import { describe, expect, test } from "bun:test";
 import type { Gpu } from "../src/gpu/index.ts";
-import { loadElementwise, swigluBackwardRef, swigluRef } from "../src/kernels/elementwise.ts";
+import { addRef, loadElementwise, swigluBackwardRef, swigluRef } from "../src/kernels/elementwise.ts";
 import { embeddingBackwardRef, gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
 import { loadRmsNorm, rmsnormBackwardRef, rmsnormRef } from "../src/kernels/rmsnorm.ts";
 import { loadRope, ropeBackwardRef, ropeRef } from "../src/kernels/rope.ts";
@@ -110,6 +110,24 @@ describe.skipIf(!GPU)("rmsnorm backward", () => {
     const want = rmsnormBackwardRef(x, w, dy, rows, dim, EPS);
     expectClose(dx, want.dx, t.atol, t.rtol, "rmsnorm backward dx after two calls");
     expectClose(dw, want.dw.map((v, i) => dw0[i] + 2 * v), t.atol, t.rtol, "rmsnorm backward dw after two calls");
+  });
+
+  test("accumulate (the fused residual add): dx = dx0 + the reference's dx, as addInPlace after the unfused backward", async () => {
+    const gpu = await gpuOrSkip();
+    const t = tol("rmsnorm_backward_f32");
+    const norm = await loadRmsNorm(gpu, "f32");
+    for (const [rows, dim] of [[3, 37], [70, 300]]) {
+      const { x, w, dy } = inputs(rows, dim, 17 + dim);
+      const dx0 = randn(rows * dim, 18 + dim, 3);
+      const [xb, wb, dyb, dxb, dwb] = [buf(gpu, x, "x"), buf(gpu, w, "w"), buf(gpu, dy, "dy"), buf(gpu, dx0, "dx"), buf(gpu, new Float32Array(dim), "dw")];
+      const b = gpu.batch();
+      norm.rmsnormBackward(b, xb, wb, dyb, dxb, dwb, rows, dim, EPS, { accumulate: true });
+      b.submit();
+      const dx = await gpu.readF32(dxb, rows * dim);
+      for (const z of [xb, wb, dyb, dwb, dxb]) z.destroy();
+      const want = addRef(dx0, rmsnormBackwardRef(x, w, dy, rows, dim, EPS).dx);
+      expectClose(dx, want, t.atol, t.rtol, `rmsnorm backward accumulate rows=${rows} dim=${dim}`);
+    }
   });
 
   test("finite differences of the f32 forward in x and w", async () => {

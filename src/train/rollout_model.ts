@@ -50,11 +50,12 @@ function qkvBuffers(gpu: Gpu, train: TrainModel, dtype: DType): { cat: Map<strin
   return { cat, parts };
 }
 
-function weightsFrom(train: TrainModel, buf: (name: string) => GPUBuffer): Qwen2Weights {
+/** `buf(name, k)`: the engine's buffer for part k of a parameter (one part for all but the embedding / LM head). */
+function weightsFrom(train: TrainModel, buf: (name: string, part: number) => GPUBuffer): Qwen2Weights {
   const c = train.config;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
-    const p = (s: string) => buf(`model.layers.${i}.${s}`);
+    const p = (s: string) => buf(`model.layers.${i}.${s}`, 0);
     layers.push({
       ln1: p("input_layernorm.weight"),
       wqkv: p("self_attn.qkv_proj.weight"),
@@ -66,17 +67,24 @@ function weightsFrom(train: TrainModel, buf: (name: string) => GPUBuffer): Qwen2
       wd: p("mlp.down_proj.weight"),
     });
   }
-  const one = (name: string): ChunkedMatrix => ({ rows: c.vocabSize, cols: c.hiddenSize, chunks: [{ buffer: buf(name), row0: 0, rows: c.vocabSize }] });
-  const embed = one("model.embed_tokens.weight");
-  const lmHead = c.tieWordEmbeddings ? embed : one("lm_head.weight");
-  return { layers, embed, lmHead, norm: buf("model.norm.weight") };
+  // The trainer's row parts are the engine's row chunks.
+  const chunked = (name: string): ChunkedMatrix => ({
+    rows: c.vocabSize,
+    cols: c.hiddenSize,
+    chunks: train.byName.get(name)!.parts.map((part, k) => ({ buffer: buf(name, k), row0: part.row0, rows: part.rows })),
+  });
+  const embed = chunked("model.embed_tokens.weight");
+  const lmHead = c.tieWordEmbeddings ? embed : chunked("lm_head.weight");
+  return { layers, embed, lmHead, norm: buf("model.norm.weight", 0) };
 }
 
 export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): Promise<RolloutModel> {
   const { cat, parts } = qkvBuffers(gpu, train, dtype);
   const isQkv = new Set(parts.map((p) => p.param.name));
   if (dtype === "f32") {
-    const model = await Qwen2Gpu.withWeights(gpu, train.config, "f32", () => weightsFrom(train, (n) => cat.get(n) ?? train.byName.get(n)!.value));
+    const model = await Qwen2Gpu.withWeights(gpu, train.config, "f32", () =>
+      weightsFrom(train, (n, k) => cat.get(n) ?? train.byName.get(n)!.parts[k].value),
+    );
     const sync = async () => {
       const b = gpu.batch();
       for (const p of parts) b.copy(p.param.value, 0, p.dst, p.offset * 4, p.param.size * 4);
@@ -88,14 +96,15 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
   }
   const adam = await loadAdamW(gpu);
   const f16Bytes = (n: number) => 2 * Math.ceil(n / 2) * 2;
-  const copies = new Map(train.params.filter((p) => !isQkv.has(p.name)).map((p) => [p.name, gpu.buffer(f16Bytes(p.size), `f16.${p.name}`)]));
+  const others = train.params.filter((p) => !isQkv.has(p.name));
+  const copies = new Map(others.map((p) => [p.name, p.parts.map((part, k) => gpu.buffer(f16Bytes(part.size), `f16.${p.name}#${k}`))]));
   // A q/k/v part whose byte offset is not a storage-binding offset (256) goes through a scratch copy.
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const scratch = new Map(parts.filter((p) => (p.offset * 2) % align !== 0).map((p) => [p, gpu.buffer(f16Bytes(p.param.size), `f16.${p.param.name}`)]));
-  const model = await Qwen2Gpu.withWeights(gpu, train.config, "f16", () => weightsFrom(train, (n) => cat.get(n) ?? copies.get(n)!));
+  const model = await Qwen2Gpu.withWeights(gpu, train.config, "f16", () => weightsFrom(train, (n, k) => cat.get(n) ?? copies.get(n)![k]));
   const sync = async () => {
     const b: Batch = gpu.batch();
-    for (const p of train.params) if (!isQkv.has(p.name)) adam.copyToF16(b, p.value, copies.get(p.name)!, p.size);
+    for (const p of others) p.parts.forEach((part, k) => adam.copyToF16(b, part.value, copies.get(p.name)![k], part.size));
     for (const p of parts) {
       const s = scratch.get(p);
       if (!s) {
@@ -108,5 +117,6 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
     b.submit();
   };
   await sync();
-  return { model, sync, destroy: () => [...copies.values(), ...scratch.values(), ...cat.values()].forEach((b) => b.destroy()) };
+  const all = [...[...copies.values()].flat(), ...scratch.values(), ...cat.values()];
+  return { model, sync, destroy: () => all.forEach((b) => b.destroy()) };
 }
