@@ -21,6 +21,8 @@
 //                   token) attends the G heads of one token over one chunk
 //                   of the context; writes unnormalised (o, m, l).
 //   decode_combine: merges the chunks' (o, m, l) of each (token, head).
+//   decode_rows:    decode on CPU-backed adapters: one invocation per
+//                   (token, head), no tiles, one dispatch.
 //
 // Training (packed sequences, no cache; recompute-style backward):
 //   q [T, NH, HD], k, v [T, NKV, HD], segStart [T] u32 (first token of each
@@ -353,6 +355,43 @@ fn decode_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
       partML[slot * 2u + 1u] = run.l;
     }
   }
+}
+
+// decode_rows: decode for CPU-backed adapters (lavapipe), where workgroup
+// barriers are what costs: one invocation per (token, head) walks its whole
+// context with no shared tiles, two passes (the max score, then the
+// exponentials and the weighted values in f32 registers), and writes the
+// output directly: one dispatch instead of decode_partial + decode_combine.
+// Same inputs and output as prefill's bindings.
+@compute @workgroup_size(64)
+fn decode_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let th = gid.x + gid.y * nwg.x * 64u; // (token, head)
+  if (th >= P.T * P.nh) { return; }
+  let t = th / P.nh;
+  let h = th % P.nh;
+  let kvh = h / (P.nh / P.nkv);
+  let seq = tokSeq[t];
+  let n = min(tokPos[t], P.maxBlocks * P.bs - 1u) + 1u;
+  let hd = P.hd;
+  let qo = th * hd;
+  var m = NEG;
+  for (var p = 0u; p < n; p++) {
+    let ko = cache_row(seq, p, kvh);
+    var s = 0.0;
+    for (var d = 0u; d < hd; d++) { s += f32(q[qo + d]) * f32(kc[ko + d]); }
+    m = max(m, s * P.scale);
+  }
+  var acc: array<f32, {{MAXHD}}>;
+  var l = 0.0;
+  for (var p = 0u; p < n; p++) {
+    let ko = cache_row(seq, p, kvh);
+    var s = 0.0;
+    for (var d = 0u; d < hd; d++) { s += f32(q[qo + d]) * f32(kc[ko + d]); }
+    let w = exp(s * P.scale - m);
+    l += w;
+    for (var d = 0u; d < hd; d++) { acc[d] += w * f32(vc[ko + d]); }
+  }
+  for (var d = 0u; d < hd; d++) { out[qo + d] = {{T}}(acc[d] / l); }
 }
 
 @compute @workgroup_size(64)

@@ -40,6 +40,26 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   }
 }
 
+// ---- rmsnorm_row: the same result computed by one invocation per row ----
+// For CPU-backed adapters (lavapipe), where a workgroup barrier turns
+// invocations into coroutines and the tree reduction costs more than the
+// row's serial sum (benchmarks/RESULTS.md: 0.24x of this form there). The
+// sum runs in the same f32 precision, serially. Hardware GPUs use `rmsnorm`.
+@compute @workgroup_size({{WG_ROW}})
+fn rmsnorm_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = (wid.y * nwg.x + wid.x) * {{WG_ROW}}u + lid.x;
+  if (row >= P.rows) { return; }
+  let base = row * P.dim;
+  var ss = 0.0;
+  for (var i = 0u; i < P.dim; i++) {
+    let v = f32(x[base + i]);
+    ss += v * v;
+  }
+  let inv = 1.0 / sqrt(ss / f32(P.dim) + P.eps);
+  for (var i = 0u; i < P.dim; i++) { out[base + i] = {{T}}(f32(x[base + i]) * inv * f32(w[i])); }
+}
+
 // ---- Backward (training; f32 only, whatever {{T}} is) ----
 // With inv = 1/sqrt(mean(x²) + eps), x̂ = x·inv, y = x̂·w and g = dy·w:
 //   dx = inv · (g − x̂ · mean(g·x̂))         (written)
@@ -94,6 +114,27 @@ fn rmsnorm_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     bx_dx[base + i] = prev + inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
   }
   if (lid.x == 0u) { bx_inv[row] = inv; }
+}
+
+// Pass 1 by one invocation per row (CPU-backed adapters, as rmsnorm_row).
+@compute @workgroup_size({{WG_ROW}})
+fn rmsnorm_backward_dx_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = (wid.y * nwg.x + wid.x) * {{WG_ROW}}u + lid.x;
+  if (row >= B.rows) { return; }
+  let base = row * B.dim;
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var i = 0u; i < B.dim; i++) {
+    let v = bx_x[base + i];
+    acc += vec2<f32>(v * v, bx_dy[base + i] * bx_w[i] * v);
+  }
+  let inv = 1.0 / sqrt(acc.x / f32(B.dim) + B.eps);
+  let k = inv * inv * acc.y / f32(B.dim);
+  for (var i = 0u; i < B.dim; i++) {
+    let prev = select(0.0, bx_dx[base + i], B.accumulate != 0u);
+    bx_dx[base + i] = prev + inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
+  }
+  bx_inv[row] = inv;
 }
 
 // Pass 2: part[c, i] = Σ_{r in chunk c} dy[r, i]·x[r, i]·inv[r].

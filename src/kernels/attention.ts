@@ -513,7 +513,19 @@ export interface Attention {
 }
 
 /** Compiles every attention pipeline for `dtype` once; returns the record functions. */
-export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> {
+/**
+ * Decode kernel: "split" (flash-decoding over context chunks + a combine;
+ * hardware GPUs) or "rows" (one invocation per (token, head), one dispatch;
+ * CPU-backed adapters, where the split form's barriers cost more than it
+ * saves: benchmarks/RESULTS.md).
+ */
+export type DecodeVariant = "split" | "rows";
+
+export function decodeVariant(gpu: Gpu): DecodeVariant {
+  return gpu.adapter.isFallback ? "rows" : "split";
+}
+
+export async function loadAttention(gpu: Gpu, dtype: Dtype, decodeForm: DecodeVariant = decodeVariant(gpu)): Promise<Attention> {
   if (dtype !== "f32" && dtype !== "f16") throw new KernelError(`kernel attention: dtype "${dtype}" is not f32 or f16`);
   if (dtype === "f16" && !gpu.features.f16) {
     throw new KernelError(`kernel attention: dtype f16 needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
@@ -530,7 +542,8 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
     gpu.kernel("attention", "write_kv", { ...base, ...small }),
     gpu.kernel("attention", "prefill", { ...base, ...pt }),
     gpu.kernel("attention", "decode_partial", { ...base, ...dt }),
-    gpu.kernel("attention", "decode_combine", { ...base, ...small }),
+    // decode_combine, or the whole decode in the "rows" form
+    gpu.kernel("attention", decodeForm === "rows" ? "decode_rows" : "decode_combine", { ...base, ...(decodeForm === "rows" ? pt : small) }),
     gpu.kernel("attention", "train_forward", { ...base, ...ft }),
     gpu.kernel("attention", "train_delta", { ...base, ...small }),
     gpu.kernel("attention", "train_dq", { ...base, ...qt }),
@@ -643,6 +656,16 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
       checkAttn(s, scale, q, kcache, vcache, blockTable, tokSeq, tokPos, out, what);
       if (T === 0) return;
       if (T > maxGroups) throw new KernelError(`kernel ${what}: ${T} tokens over ${maxGroups} (split the call)`);
+      if (decodeForm === "rows") {
+        const groups = Math.ceil((T * nh) / 64);
+        b.dispatch(kCombine, {
+          params: uniforms(s, scale),
+          buffers: [q, kcache, vcache, blockTable, tokSeq, tokPos, out],
+          groups: [Math.min(groups, maxGroups), Math.ceil(groups / maxGroups)],
+          label: `${what}.rows`,
+        });
+        return;
+      }
       const rowGroups = Math.ceil(nh / nKv / dt.BR);
       const c = decodeChunks(T, nKv, rowGroups, maxBlocks * blockSize, dt.BC, chunkLen);
       if (c.nChunks > maxGroups) throw new KernelError(`kernel ${what}: ${c.nChunks} chunks over ${maxGroups}; pass a longer chunkLen`);
