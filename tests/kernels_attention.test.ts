@@ -245,9 +245,9 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
   describe.skipIf(!GPU)(`attention ${dtype}`, () => {
     let attnP: Promise<Attention> | null = null;
     const attention = async () => (attnP ??= gpuOrSkip().then((g) => loadAttention(g, dtype)));
-    // Both decode forms (flash-decoding split + combine, and one invocation per (token, head)), whatever this adapter picks.
+    // Both decode forms (tiled: flash-decoding split + combine; rows: one invocation per (token, head)), whatever this adapter picks.
     let formsP: Promise<Attention[]> | null = null;
-    const decodeForms = async () => (formsP ??= gpuOrSkip().then((g) => Promise.all((["split", "rows"] as const).map((f) => loadAttention(g, dtype, f)))));
+    const decodeForms = async () => (formsP ??= gpuOrSkip().then((g) => Promise.all((["tiled", "rows"] as const).map((f) => loadAttention(g, dtype, f)))));
 
     test("writeKV puts every token's k, v at its (slot, position), nothing else changes", async () => {
       const gpu = await gpuOrSkip();
@@ -366,9 +366,9 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
 }
 
 describe.skipIf(!GPU)("attention wrapper", () => {
-  test("decode scratch (split form) is allocated once and grows only for a larger shape", async () => {
+  test("decode scratch (tiled form) is allocated once and grows only for a larger shape", async () => {
     const gpu = await gpuOrSkip();
-    const attn = await loadAttention(gpu, "f32", "split");
+    const attn = await loadAttention(gpu, "f32", "tiled");
     const big = scenario([{ slot: 0, ctx: 300, queries: [299] }, { slot: 1, ctx: 10, queries: [9] }], { nh: 4, nKv: 2, hd: 16, blockSize: 16 }, 51, { dtype: "f32" });
     const small = scenario([{ slot: 0, ctx: 20, queries: [19] }], { nh: 4, nKv: 2, hd: 16, blockSize: 16 }, 52, { dtype: "f32" });
     expect(attn.scratchBytes()).toBe(0);
@@ -387,7 +387,7 @@ describe.skipIf(!GPU)("attention wrapper", () => {
 
   test("bad shapes and bindings are errors naming the kernel and tensor", async () => {
     const gpu = await gpuOrSkip();
-    const attn = await loadAttention(gpu, "f32", "split");
+    const attn = await loadAttention(gpu, "f32", "tiled");
     const buf = gpu.buffer(1 << 16, "x");
     const small = gpu.buffer(16, "small");
     const b = gpu.batch();
