@@ -25,13 +25,14 @@ const c = QWEN2_1_5B;
 const dtype = gpu.features.f16 ? "f16" : "f32";
 const L = c.numLayers;
 const out: Record<string, unknown> = { adapter: gpu.adapter.description, config: "DeepSeek-R1-Distill-Qwen-1.5B", layers: L, dtype };
-for (const B of [1, Number(values.batch)]) {
-  const inf = await countInference(gpu, c, dtype, B, Number(values.chunk));
-  console.log(`decode step, batch ${B}: ${total(inf.decode)} dispatches (${(total(inf.decode) / L).toFixed(2)} per layer incl. embedding, LM head in ${inf.lmHeadChunks} weight chunks, sampling)`);
+// Both attention forms: "tiled" is what a hardware GPU runs, "rows" what a CPU adapter runs.
+for (const [B, form] of [1, Number(values.batch)].flatMap((b) => (["tiled", "rows"] as const).map((f) => [b, f] as const))) {
+  const inf = await countInference(gpu, c, dtype, B, Number(values.chunk), form);
+  console.log(`decode step, batch ${B}, ${form} attention: ${total(inf.decode)} dispatches (${(total(inf.decode) / L).toFixed(2)} per layer incl. embedding, LM head in ${inf.lmHeadChunks} weight chunks, sampling)`);
   console.log(`  ${formatTally(inf.decode)}`);
-  out[`decode_b${B}`] = total(inf.decode);
-  out[`decode_b${B}_by_family`] = Object.fromEntries(inf.decode);
-  if (B === 1) {
+  out[`decode_b${B}_${form}`] = total(inf.decode);
+  out[`decode_b${B}_${form}_by_family`] = Object.fromEntries(inf.decode);
+  if (B === 1 && form === "tiled") {
     console.log(`prefill chunk of ${values.chunk} tokens: ${total(inf.prefill)} dispatches`);
     console.log(`  ${formatTally(inf.prefill)}`);
     out.prefill_chunk = total(inf.prefill);

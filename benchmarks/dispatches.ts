@@ -16,6 +16,7 @@ import { createWorkspace, Qwen2Gpu, type ChunkedMatrix, type DType, type LayerWe
 import { KvCache } from "../src/engine/kv_cache.ts";
 import { addTally, Batch, type DispatchTally, type Gpu, type KernelTiming } from "../src/gpu/index.ts";
 import { loadAdamW } from "../src/kernels/adamw.ts";
+import type { AttentionForm } from "../src/kernels/attention.ts";
 import { loadSampler } from "../src/kernels/sample.ts";
 import type { Qwen2Config } from "../src/model/config.ts";
 import { qwen2WeightSpec } from "../src/model/safetensors.ts";
@@ -48,7 +49,7 @@ export interface InferenceCounts {
  * and of one prefill chunk of `chunk` tokens ending one prompt (forward +
  * sampling its one row), at `config`'s shapes.
  */
-export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, batch: number, chunk: number): Promise<InferenceCounts> {
+export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, batch: number, chunk: number, attention?: AttentionForm): Promise<InferenceCounts> {
   const e = dtype === "f16" ? 2 : 4;
   const H = c.hiddenSize;
   const qkv = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
@@ -67,7 +68,7 @@ export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, bat
     embed,
     lmHead: c.tieWordEmbeddings ? embed : standInChunked(gpu, c.vocabSize, H, e, "lm_head"),
     norm: standIn(H * e, "norm"),
-  }));
+  }), attention);
   const ws = createWorkspace(gpu, c, dtype, Math.max(batch, chunk), batch);
   const cache = new KvCache(gpu, {
     numLayers: c.numLayers,
@@ -82,14 +83,15 @@ export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, bat
   const sampler = await loadSampler(gpu);
   const out = gpu.buffer(batch * 4, "count.tokens");
   const lp = gpu.buffer(batch * 4, "count.logp");
+  const streams = gpu.buffer(batch * 8, "count.streams");
   const step = (T: number, R: number, mode: "decode" | "prefill") => {
     const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
-    model.recordForward(b, ws, cache, T, R, mode);
-    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1, step: 0 });
+    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" });
+    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams);
     return b.byFamily;
   };
   const counts = { decode: step(batch, batch, "decode"), prefill: step(chunk, 1, "prefill"), lmHeadChunks: model.weights.lmHead.chunks.length };
-  for (const buf of [out, lp]) buf.destroy();
+  for (const buf of [out, lp, streams]) buf.destroy();
   cache.destroy();
   return counts;
 }

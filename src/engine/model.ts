@@ -6,7 +6,7 @@
  * nh query heads, nkv key/value heads, hd head dim, V vocab, R rows of logits.
  */
 import type { Batch, Binding, Gpu } from "../gpu/index.ts";
-import { loadAttention } from "../kernels/attention.ts";
+import { loadAttention, type AttentionForm } from "../kernels/attention.ts";
 import { loadEmbedding } from "../kernels/embedding.ts";
 import { loadMatmul } from "../kernels/matmul.ts";
 import { loadRope } from "../kernels/rope.ts";
@@ -129,6 +129,16 @@ export function uploadWeights(gpu: Gpu, c: Qwen2Config, src: WeightSource, dtype
   return { layers, embed, lmHead, norm: up("model.norm.weight") };
 }
 
+/**
+ * Choices that would otherwise depend on the batch: the flash-decoding chunk
+ * length (keys per chunk; default: a heuristic over the batch and cache) and
+ * the LM head's matmul path (default: by the number of rows).
+ */
+export interface ForwardNumerics {
+  decodeChunk?: number;
+  logitsPath?: "decode" | "prefill";
+}
+
 /** Activation buffers for up to `capacity` tokens and `rowCapacity` logit rows. */
 export interface Workspace {
   capacity: number;
@@ -194,7 +204,8 @@ export class Qwen2Gpu {
   }
 
   /** Build around weight buffers made by `make` (e.g. shared with the trainer). */
-  static async withWeights(gpu: Gpu, config: Qwen2Config, dtype: DType, make: () => Qwen2Weights): Promise<Qwen2Gpu> {
+  /** `attention` overrides the adapter's attention form (e.g. to count a hardware GPU's dispatches here). */
+  static async withWeights(gpu: Gpu, config: Qwen2Config, dtype: DType, make: () => Qwen2Weights, attention?: AttentionForm): Promise<Qwen2Gpu> {
     if (dtype === "f16" && !gpu.features.f16) {
       throw new Error(`dtype f16 needs the adapter feature shader-f16, which "${gpu.adapter.description}" lacks`);
     }
@@ -202,7 +213,7 @@ export class Qwen2Gpu {
       loadMatmul(gpu, dtype),
       loadEmbedding(gpu, dtype),
       loadRope(gpu, dtype),
-      loadAttention(gpu, dtype),
+      loadAttention(gpu, dtype, attention),
     ]);
     return new Qwen2Gpu(gpu, config, dtype, make(), { mm, emb, rope, attn });
   }
@@ -212,9 +223,11 @@ export class Qwen2Gpu {
    * written): K/V of every token go into the cache, and the final hidden
    * state of the R rows listed in ws.rowIdx becomes f32 logits [R, V].
    * `mode` picks the attention kernel: "decode" when every sequence has one
-   * token here, "prefill" otherwise.
+   * token here, "prefill" otherwise. `numerics` fixes what would otherwise
+   * follow the batch (the engine passes constants, so a sequence's results
+   * depend on its own context only).
    */
-  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode"): void {
+  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}): void {
     const c = this.config;
     const { mm, emb, rope, attn } = this.k;
     const H = c.hiddenSize;
@@ -243,8 +256,8 @@ export class Qwen2Gpu {
         { qkv: ws.qkv, q: ws.q, kcache: cache.k[l], vcache: cache.v[l], blockTable: cache.blockTable, tokSeq: ws.tokSeq, tokPos: ws.tokPos },
         { T, nh, nKv: nkv, hd, theta: c.ropeTheta, blockSize: bs, maxBlocks: mb },
       );
-      const run = mode === "decode" ? attn.decode : attn.prefill;
-      run(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
+      if (mode === "decode") attn.decode(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale, numerics.decodeChunk);
+      else attn.prefill(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
       mm.matmul(b, ws.att, w.wo, null, ws.x, T, H, nh * hd, { path: mode, residual: true });
       mm.matmul(b, ws.x, w.wg, null, ws.a, T, I, H, { path: mode, norm: { gain: w.ln2, eps }, up: w.wu });
       mm.matmul(b, ws.a, w.wd, null, ws.x, T, H, I, { path: mode, residual: true });
@@ -252,18 +265,18 @@ export class Qwen2Gpu {
     if (R === 0) return;
     // The rows that need logits first, then the final norm in the LM head's prologue.
     emb.gather(b, ws.rowIdx, ws.x, ws.hsel, R, H, 0, T);
-    this.recordLogits(b, ws.hsel, ws.logits, R);
+    this.recordLogits(b, ws.hsel, ws.logits, R, numerics.logitsPath);
   }
 
-  /** logits [R, V] f32 = rmsnorm(x [R, H]) · lm_headᵀ, one matmul per weight chunk. */
-  recordLogits(b: Batch, x: Binding, logits: Binding, R: number): void {
+  /** logits [R, V] f32 = rmsnorm(x [R, H]) · lm_headᵀ, one matmul per weight chunk (`path`: default by R). */
+  recordLogits(b: Batch, x: Binding, logits: Binding, R: number, path?: "decode" | "prefill"): void {
     const c = this.config;
     for (const ch of this.weights.lmHead.chunks) {
       this.k.mm.matmul(b, x, ch.buffer, null, logits, R, ch.rows, c.hiddenSize, {
         ldc: c.vocabSize,
         col0: ch.row0,
         outF32: true,
-        path: R <= 32 ? "decode" : "prefill",
+        path: path ?? (R <= 32 ? "decode" : "prefill"),
         norm: { gain: this.weights.norm, eps: c.rmsNormEps },
       });
     }
