@@ -25,6 +25,7 @@ import { QWEN2_1_5B } from "../src/model/config.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { sizeEngine } from "../src/engine/size.ts";
 import { countInference, formatTally, timeByFamily, total } from "./dispatches.ts";
+import { trackDeviceMemory } from "./memory.ts";
 
 const { values } = parseArgs({
   options: {
@@ -37,6 +38,7 @@ const { values } = parseArgs({
 });
 
 const gpu = await Gpu.open();
+const memory = trackDeviceMemory(gpu);
 let dir = values.model;
 if (!dir) {
   dir = mkdtempSync(join(tmpdir(), "siri-bench-gen-"));
@@ -79,6 +81,7 @@ for (const B of batches) {
   // (D - 1) decode steps of B tokens each; prefill and the first sample are subtracted.
   results[`decode_b${B}_tokens_per_s`] = Math.round((B * (D - 1)) / Math.max(tFull - tFirst, 1e-9));
 }
+results.peak_device_mib = Math.round(memory.peakBytes() / 2 ** 20); // buffers this process created (benchmarks/memory.ts)
 for (const [k, v] of Object.entries(results)) console.log(`${k.padEnd(28)} ${v}`);
 
 const Bmax = Math.max(...batches);
