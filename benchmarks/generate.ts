@@ -16,6 +16,7 @@ import { Engine, type GenRequest } from "../src/engine/generate.ts";
 import { defaultDtype, loadModel } from "../src/engine/load.ts";
 import { Gpu } from "../src/gpu/index.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
+import { sizeEngine } from "../src/engine/size.ts";
 
 const { values } = parseArgs({
   options: {
@@ -43,8 +44,9 @@ const tokens = (n: number, salt: number) => Array.from({ length: n }, (_, i) => 
 const greedy = { temperature: 0, topP: 1, topK: 0, seed: 0 };
 
 async function run(reqs: GenRequest[], maxBatch: number, prefillChunk: number): Promise<number> {
-  const maxSeqLen = Math.max(...reqs.map((r) => r.prompt.length + r.maxTokens));
-  const engine = await Engine.create(m.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk });
+  const promptTokens = Math.max(...reqs.map((r) => r.prompt.length));
+  const newTokens = Math.max(...reqs.map((r) => r.maxTokens));
+  const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "bench:generate", maxBatch, promptTokens, newTokens, prefillChunk }));
   const t0 = performance.now();
   let n = 0;
   for await (const c of engine.generate(reqs, greedy)) n += c.tokens.length;

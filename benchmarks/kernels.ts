@@ -596,23 +596,25 @@ function logprobCases(T: number, V: number): BenchCase[] {
 /** Sampling of B rows of V logits: greedy, or top-p 0.9 at temperature 0.7. */
 function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[] {
   const opts: SampleOptions =
-    mode === "greedy" ? { temperature: 0, topK: 0, topP: 1, seed: 1, step: 0 } : { temperature: 0.7, topK: 0, topP: 0.9, seed: 7, step: 3 };
+    mode === "greedy" ? { temperature: 0, topK: 0, topP: 1, seed: 1 } : { temperature: 0.7, topK: 0, topP: 0.9, seed: 7 };
+  // Row r draws from the stream (request key r, token index 3).
+  const streams = new Uint32Array(2 * B).map((_, i) => (i % 2 ? 3 : i / 2));
   const host = once(() => randn(B * V, 91, 10));
   const want = once((): Want => {
-    const r = sampleRef(host(), B, V, opts);
+    const r = sampleRef(host(), B, V, opts, streams);
     return [
       { what: "tokens", want: r.tokens, tol: "exact" },
       { what: "logp", want: r.logp, tol: "sample_logp" },
     ];
   });
-  const bufs = (gpu: Gpu) => ({ logits: gpu.buffer(host(), "bench-logits"), tokens: gpu.buffer(B * 4, "bench-tokens"), logp: gpu.buffer(B * 4, "bench-logp") });
+  const bufs = (gpu: Gpu) => ({ logits: gpu.buffer(host(), "bench-logits"), tokens: gpu.buffer(B * 4, "bench-tokens"), logp: gpu.buffer(B * 4, "bench-logp"), streams: gpu.buffer(streams, "bench-streams") });
   const outs = async (gpu: Gpu, x: ReturnType<typeof bufs>) => [await gpu.readU32(x.tokens, B), await gpu.readF32(x.logp, B)];
   return shapeCases(`sample ${mode} ${B}x${V}`, 0, 4 * (B * V + 2 * B), want, {
     async ours(gpu) {
       const s = await loadSampler(gpu);
       const x = bufs(gpu);
       return {
-        record: (b) => s.sample(b, x.logits, x.tokens, x.logp, B, V, opts),
+        record: (b) => s.sample(b, x.logits, x.tokens, x.logp, B, V, opts, x.streams),
         read: () => outs(gpu, x),
         dispose: destroyAll(Object.values(x)),
       };
@@ -622,9 +624,9 @@ function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[
       const x = bufs(gpu);
       const greedy = opts.temperature === 0;
       const invT = greedy ? 1 : Math.fround(1 / opts.temperature);
-      const u = () => params().u32(V).u32(0).u32(0).u32(greedy ? 1 : 0).f32(invT).f32(opts.topP).u32(opts.seed).u32(opts.step).u32(B);
+      const u = () => params().u32(V).u32(0).u32(greedy ? 1 : 0).f32(invT).f32(opts.topP).u32(opts.seed).u32(B);
       return {
-        record: (b) => b.dispatch(k, { params: u(), buffers: [x.logits, x.tokens, x.logp], groups: rowGroups(B), label: "sample_naive" }),
+        record: (b) => b.dispatch(k, { params: u(), buffers: [x.logits, x.tokens, x.logp, x.streams], groups: rowGroups(B), label: "sample_naive" }),
         read: () => outs(gpu, x),
         dispose: destroyAll(Object.values(x)),
       };

@@ -13,7 +13,9 @@
 //      (within the top-k set, renormalised) is < p. That set is {key >= t_p}
 //      with t_p the smallest key x whose mass above x is < p * Z_k: found by
 //      bisection on the key. Ties are kept together.
-//   5. draw u in [0,1) from a counter-based hash of (seed, step, row), then
+//   5. draw u in [0,1) from a counter-based hash of (seed, request key, token
+//      index) (the row's stream: a completion's draws depend on its request
+//      only, whatever batch, slot or order it runs in), then
 //      inverse CDF in index order over the kept tokens: each thread owns a
 //      contiguous chunk, thread 0 scans the chunk sums, the owning thread
 //      walks its chunk.
@@ -22,13 +24,11 @@
 
 struct Params {
   V: u32,        // row stride of logits (the model's vocab_size)
-  row_base: u32, // global index of this dispatch's first row (for the RNG)
   top_k: u32,    // 0 = off
   greedy: u32,   // 1: argmax
   inv_t: f32,    // 1 / temperature (1 when greedy)
   top_p: f32,    // >= 1 = off
   seed: u32,
-  step: u32,
   limit: u32,    // ids >= limit (a padded vocabulary's rows) are masked out
 }
 
@@ -36,6 +36,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<f32>;     // [B, V]
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>; // [B]
 @group(0) @binding(3) var<storage, read_write> logp: array<f32>;   // [B]
+@group(0) @binding(4) var<storage, read> streams: array<u32>;      // [B, 2]: request key, token index
 
 const WG: u32 = {{WG}}u;
 
@@ -61,9 +62,9 @@ fn hash3(v0: vec3<u32>) -> vec3<u32> {
   return v;
 }
 
-/// Uniform in [0, 1) with 24 random bits, from (seed, step, row).
-fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
-  let h = hash3(vec3<u32>(row, step, seed));
+/// Uniform in [0, 1) with 24 random bits, from (seed, request key, token index).
+fn uniform01(seed: u32, key: u32, index: u32) -> f32 {
+  let h = hash3(vec3<u32>(key, index, seed));
   return f32(h.x >> 8u) * (1.0 / 16777216.0);
 }
 
@@ -220,7 +221,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   if (lid == 0u) {
     var total = 0.0;
     for (var i = 0u; i < WG; i++) { total += red_f[i]; }
-    let goal = uniform01(P.seed, P.step, P.row_base + row) * total;
+    let goal = uniform01(P.seed, streams[2u * row], streams[2u * row + 1u]) * total;
     var run = 0.0;
     var owner = 0u;
     var start = 0.0;

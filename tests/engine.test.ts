@@ -140,6 +140,56 @@ describe.skipIf(!GPU)("batched generation", () => {
     m.model.destroy();
   });
 
+  test("sampled completions are the same whatever the batch, order, cache size, prefill chunk or round", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32", 23), "f32");
+    const V = m.config.vocabSize;
+    // 12 requests: three prompts (3, 31 and 59 tokens) sampled 4 times each (G = 4, distinct
+    // keys), budgets 6..17, a stop set of 24 ids so that about half the sequences end early.
+    // Flash-decoding chunks of 32 keys: the longer contexts span 2-3 chunks.
+    const stop = Array.from({ length: 24 }, (_, i) => (i * 19 + 3) % V);
+    const reqs: GenRequest[] = Array.from({ length: 12 }, (_, i) => ({ id: i, prompt: someTokens(3 + 28 * (i % 3), V, 5 + (i % 3)), maxTokens: 6 + i, stop }));
+    const sampling = { temperature: 1, topP: 0.9, topK: 0, seed: 1234 };
+    const run = async (engine: Engine, order: GenRequest[]) => {
+      const out = new Map<string | number, Completion>();
+      for await (const c of engine.generate(order, sampling)) out.set(c.id, c);
+      return out;
+    };
+    const make = (maxBatch: number, maxSeqLen: number, prefillChunk: number) => Engine.create(m.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk, decodeChunk: 32 });
+    const base = await make(12, 80, 64);
+    const want = await run(base, reqs);
+    const again = await run(base, [...reqs].reverse()); // the same engine, a second round, another order
+    base.destroy();
+    const shuffled = [5, 11, 0, 7, 2, 9, 4, 1, 10, 3, 8, 6].map((i) => reqs[i]);
+    const variants: [string, number, number, number, GenRequest[]][] = [
+      ["batch 3, reversed", 3, 80, 16, reqs.slice().reverse()],
+      ["batch 1, shuffled", 1, 80, 32, shuffled],
+      ["batch 5, larger slots", 5, 320, 8, shuffled],
+    ];
+    const results: [string, Map<string | number, Completion>][] = [["second round", again]];
+    for (const [name, maxBatch, maxSeqLen, chunk, order] of variants) {
+      const e = await make(maxBatch, maxSeqLen, chunk);
+      results.push([name, await run(e, order)]);
+      e.destroy();
+    }
+    let stopped = 0;
+    for (const r of reqs) {
+      const w = want.get(r.id)!;
+      if (w.stopReason === "stop") stopped++;
+      for (const [name, got] of results) {
+        const g = got.get(r.id)!;
+        expect(`${name} ${r.id}: ${g.tokens.join(",")} ${g.stopReason}`).toBe(`${name} ${r.id}: ${w.tokens.join(",")} ${w.stopReason}`);
+        expectClose(g.logprobs, w.logprobs, TOL.exact.atol, TOL.exact.rtol, `${name}: logprobs of ${r.id}`);
+      }
+    }
+    // The run exercised early stops and budget ends, and the same prompt's samples differ.
+    expect(stopped).toBeGreaterThan(0);
+    expect(stopped).toBeLessThan(reqs.length);
+    const firstPrompt = reqs.filter((_, i) => i % 3 === 0).map((r) => want.get(r.id)!.tokens.join(","));
+    expect(new Set(firstPrompt).size).toBeGreaterThan(1);
+    m.model.destroy();
+  });
+
   test("a request that can never fit is a clear error", async () => {
     const gpu = await gpuOrSkip();
     const m = await loadModel(gpu, tiny("tiny", "f32", 19), "f32");

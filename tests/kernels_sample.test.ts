@@ -146,24 +146,34 @@ async function runSample(
   logits: Float32Array,
   B: number,
   V: number,
-  opts: SampleOptions,
+  opts: StepOptions,
 ): Promise<{ tokens: Uint32Array; logp: Float32Array }> {
   const L = gpu.buffer(logits, "sample-logits");
   const T = gpu.buffer(B * 4, "sample-tokens");
   const P = gpu.buffer(B * 4, "sample-logp");
+  const S = gpu.buffer(rowStreams(B, opts.step), "sample-streams");
   try {
     const b = gpu.batch();
-    s.sample(b, L, T, P, B, V, opts);
+    s.sample(b, L, T, P, B, V, opts, S);
     b.submit();
     return { tokens: await gpu.readU32(T, B), logp: await gpu.readF32(P, B) };
   } finally {
     L.destroy();
     T.destroy();
     P.destroy();
+    S.destroy();
   }
 }
 
-const opt = (o: Partial<SampleOptions>): SampleOptions => ({ temperature: 1, topK: 0, topP: 1, seed: 1234, step: 0, ...o });
+/** Options with a decoding step: row r draws from the stream (key r, index step). */
+type StepOptions = SampleOptions & { step: number };
+const opt = (o: Partial<StepOptions>): StepOptions => ({ temperature: 1, topK: 0, topP: 1, seed: 1234, step: 0, ...o });
+/** Streams [B, 2] = (row, step): request key = row, token index = step. */
+function rowStreams(B: number, step: number): Uint32Array {
+  const s = new Uint32Array(2 * B);
+  for (let r = 0; r < B; r++) s.set([r, step], 2 * r);
+  return s;
+}
 
 // ---------------------------------------------------------------- CPU-only checks
 
@@ -194,7 +204,7 @@ describe("sampling statistics helpers (CPU)", () => {
   test("the CPU reference draws from the exact truncated distribution", () => {
     const B = 20480;
     for (const o of [opt({ topK: 5, step: 9 }), opt({ topP: 0.7, temperature: 0.8, step: 10 })]) {
-      const { tokens } = sampleRef(tile(FIXED, B), B, FIXED.length, o);
+      const { tokens } = sampleRef(tile(FIXED, B), B, FIXED.length, o, rowStreams(B, o.step));
       const fit = chiSquareFit(tokens, samplingDistribution(FIXED, o), `sampleRef ${JSON.stringify(o)}`);
       expect(fit.stat).toBeLessThan(fit.crit);
     }
@@ -202,14 +212,14 @@ describe("sampling statistics helpers (CPU)", () => {
 
   test("bad options are rejected, naming the field", () => {
     const x = new Float32Array(4);
-    expect(() => sampleRef(x, 1, 4, opt({ topP: 0 }))).toThrow(/topP/);
-    expect(() => sampleRef(x, 1, 4, opt({ topP: 1.5 }))).toThrow(/topP/);
-    expect(() => sampleRef(x, 1, 4, opt({ temperature: -1 }))).toThrow(/temperature/);
-    expect(() => sampleRef(x, 1, 4, opt({ temperature: NaN }))).toThrow(/temperature/);
-    expect(() => sampleRef(x, 1, 4, opt({ topK: 1.5 }))).toThrow(/topK/);
-    expect(() => sampleRef(x, 1, 4, opt({ seed: -1 }))).toThrow(/seed/);
-    expect(() => sampleRef(x, 1, 4, opt({ step: 2 ** 32 }))).toThrow(/step/);
-    expect(() => sampleRef(x, 2, 4, opt({}))).toThrow(/B\*V/);
+    expect(() => sampleRef(x, 1, 4, opt({ topP: 0 }), rowStreams(1, 0))).toThrow(/topP/);
+    expect(() => sampleRef(x, 1, 4, opt({ topP: 1.5 }), rowStreams(1, 0))).toThrow(/topP/);
+    expect(() => sampleRef(x, 1, 4, opt({ temperature: -1 }), rowStreams(1, 0))).toThrow(/temperature/);
+    expect(() => sampleRef(x, 1, 4, opt({ temperature: NaN }), rowStreams(1, 0))).toThrow(/temperature/);
+    expect(() => sampleRef(x, 1, 4, opt({ topK: 1.5 }), rowStreams(1, 0))).toThrow(/topK/);
+    expect(() => sampleRef(x, 1, 4, opt({ seed: -1 }), rowStreams(1, 0))).toThrow(/seed/);
+    expect(() => sampleRef(x, 1, 4, opt({}), rowStreams(2, 0))).toThrow(/streams/);
+    expect(() => sampleRef(x, 2, 4, opt({}), rowStreams(2, 0))).toThrow(/B\*V/);
   });
 });
 
@@ -253,7 +263,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
   test("matches the CPU reference token for token; logp = log-softmax(l/T) before truncation", async () => {
     const gpu = await gpuOrSkip();
     const s = await getSampler();
-    const cases: [number, number, SampleOptions][] = [
+    const cases: [number, number, StepOptions][] = [
       [64, 700, opt({ temperature: 1, seed: 7, step: 3 })],
       [64, 700, opt({ temperature: 0.6, topP: 0.95, seed: 7, step: 4 })],
       [64, 3000, opt({ temperature: 0.7, topK: 40, seed: 8, step: 5 })],
@@ -263,7 +273,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     for (const [B, V, o] of cases) {
       const x = randn(B * V, B + V + o.step, 3);
       const got = await runSample(gpu, s, x, B, V, o);
-      const ref = sampleRef(x, B, V, o);
+      const ref = sampleRef(x, B, V, o, rowStreams(B, o.step));
       const what = `B=${B} V=${V} ${JSON.stringify(o)}`;
       expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens ${what}`);
       const want = new Float32Array(B);
@@ -278,7 +288,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
   }, SLOW);
 
   // 20480 rows of the same logits in one dispatch: row index drives the RNG.
-  const fits: [string, SampleOptions][] = [
+  const fits: [string, StepOptions][] = [
     ["full softmax, T = 1", opt({ seed: 42, step: 0 })],
     ["full softmax, T = 0.7", opt({ temperature: 0.7, seed: 43, step: 0 })],
     ["top-k = 5 (tie at rank 5 kept)", opt({ topK: 5, seed: 44, step: 0 })],
@@ -345,7 +355,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     // And the uniforms themselves are distinct across rows (24-bit draws: a
     // handful of collisions in 8192 is chance, most must differ).
     const us = new Set<number>();
-    for (let r = 0; r < B; r++) us.add(sampleUniform(5, 17, r));
+    for (let r = 0; r < B; r++) us.add(sampleUniform(5, r, 17));
     expect(us.size).toBeGreaterThan(B - 20);
   }, SLOW);
 
@@ -362,7 +372,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
       opt({ temperature: 0.6, topK: 50, topP: 0.95, seed: 3, step: 102 }),
     ]) {
       const got = await runSample(gpu, s, x, B, V, o);
-      const ref = sampleRef(x, B, V, o);
+      const ref = sampleRef(x, B, V, o, rowStreams(B, o.step));
       const what = `V=${V} ${JSON.stringify(o)}`;
       expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens ${what}`);
       const want = new Float32Array(B);
@@ -381,7 +391,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     // topK 2500 > the 2000 finite tokens: the -inf tie at the threshold is kept, with mass 0.
     for (const o of [opt({ temperature: 0 }), opt({ temperature: 0.8, topK: 20, topP: 0.9, seed: 3 }), opt({ topK: 2500, seed: 4 })]) {
       const got = await runSample(gpu, s, x, B, V, o);
-      const ref = sampleRef(x, B, V, o);
+      const ref = sampleRef(x, B, V, o, rowStreams(B, o.step));
       const what = `masked ${JSON.stringify(o)}`;
       expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens ${what}`);
       const want = new Float32Array(B);
@@ -409,7 +419,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     for (const o of [opt({ seed: 5, step: 1 }), opt({ temperature: 0 }), opt({ temperature: 0.6, topK: 20, topP: 0.95, seed: 6, step: 2 })]) {
       const om = { ...o, vocabLimit: limit };
       const got = await runSample(gpu, s, x, B, V, om);
-      const ref = sampleRef(x, B, V, om);
+      const ref = sampleRef(x, B, V, om, rowStreams(B, om.step));
       const what = `padded ${JSON.stringify(om)}`;
       for (let r = 0; r < B; r++) if (got.tokens[r] >= limit) throw new Error(`${what}: row ${r} drew padded id ${got.tokens[r]}`);
       expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens ${what}`);
@@ -444,7 +454,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     const x = randn(B * V, 21, 3);
     const got = await runSample(gpu, split, x, B, V, o);
     const whole = await runSample(gpu, await getSampler(), x, B, V, o);
-    const ref = sampleRef(x, B, V, o);
+    const ref = sampleRef(x, B, V, o, rowStreams(B, o.step));
     expectClose(got.tokens, ref.tokens, TOL.exact.atol, TOL.exact.rtol, "split tokens vs reference");
     expectClose(got.tokens, whole.tokens, 0, 0, "split vs one dispatch");
     expectClose(got.logp, whole.logp, 0, 0, "split vs one dispatch logp");
@@ -456,19 +466,22 @@ describe.skipIf(!GPU)("sample kernel", () => {
     const L = gpu.buffer(4 * 100);
     const T = gpu.buffer(16);
     const P = gpu.buffer(16);
+    const S = gpu.buffer(16);
     try {
       const b = gpu.batch();
-      expect(() => s.sample(b, L, T, P, 2, 100, opt({}))).toThrow(/logits binding holds 400 bytes, needs 800/);
-      expect(() => s.sample(b, L, T, P, 1, 100, opt({ topP: 2 }))).toThrow(/topP/);
-      expect(() => s.sample(b, L, T, P, 1, 100, opt({ vocabLimit: 101 }))).toThrow(/vocabLimit/);
-      expect(() => s.sample(b, L, T, P, 1, 100, opt({ vocabLimit: 0 }))).toThrow(/vocabLimit/);
-      expect(() => s.sample(b, L, { buffer: T, offset: 4 }, P, 1, 100, opt({}))).toThrow(/tokens binding offset 4/);
+      expect(() => s.sample(b, L, T, P, 1, 100, opt({}), { buffer: S, size: 4 })).toThrow(/streams binding holds 4 bytes, needs 8/);
+      expect(() => s.sample(b, L, T, P, 2, 100, opt({}), S)).toThrow(/logits binding holds 400 bytes, needs 800/);
+      expect(() => s.sample(b, L, T, P, 1, 100, opt({ topP: 2 }), S)).toThrow(/topP/);
+      expect(() => s.sample(b, L, T, P, 1, 100, opt({ vocabLimit: 101 }), S)).toThrow(/vocabLimit/);
+      expect(() => s.sample(b, L, T, P, 1, 100, opt({ vocabLimit: 0 }), S)).toThrow(/vocabLimit/);
+      expect(() => s.sample(b, L, { buffer: T, offset: 4 }, P, 1, 100, opt({}), S)).toThrow(/tokens binding offset 4/);
       await expect(loadSampler(gpu, { rowsPerDispatch: 10 })).rejects.toThrow(/rowsPerDispatch/);
       b.submit();
     } finally {
       L.destroy();
       T.destroy();
       P.destroy();
+      S.destroy();
     }
   }, SLOW);
 });

@@ -11,24 +11,27 @@ import { Optimizer } from "../src/train/optim.ts";
 import {
   COMPRESSED_STYLE,
   FULL_STYLE,
-  cappedReward,
+  arithTask,
+  capReward,
   encodeExample,
   enumerateProblems,
-  evaluate,
   isHeldOut,
   makeProblems,
   promptText,
-  reward,
   verboseTrace,
-  warmStart,
+  warmStartBatches,
   type ArithProblem,
   type TraceStyle,
 } from "../src/tasks/index.ts";
+import { evaluate } from "../src/train/validation.ts";
+import { warmStart } from "../src/train/warm_start.ts";
 import { gpuOrSkip, hasGpu } from "./helpers.ts";
 
 const GPU = await hasGpu();
 const TINY = buildTinyTokenizer();
 const tok = tokenizerFromJson(TINY.tokenizerJson, TINY.tokenizerConfig, "tiny", [TINY.eosId]);
+/** The task's reward of a response text (finished, no cap in the way). */
+const textReward = (text: string, gold: string) => capReward(tok, { tokens: tok.encode(text), finished: true }, gold, 1 << 20);
 
 /** Every style: each redundant part on or off. */
 const STYLES: TraceStyle[] = [0, 1, 2, 3, 4, 5, 6, 7].map((m) => ({ restate: !!(m & 1), count: !!(m & 2), check: !!(m & 4) }));
@@ -96,11 +99,11 @@ describe("arith traces and rewards", () => {
     for (const p of space) {
       for (const style of STYLES) {
         const text = verboseTrace(p, style);
-        const r = reward(text, p.answer, false);
+        const r = textReward(text, p.answer);
         if (!r.correct || r.reward !== 1) throw new Error(`${p.id} ${JSON.stringify(style)}: trace does not grade correct:\n${text}`);
         expect(gradeResponse(text, p.answer, { afterThink: true }).extracted).toBe(p.answer);
         // A wrong gold answer must not pass.
-        expect(reward(text, String(Number(p.answer) + 1), false).reward).toBe(0);
+        expect(textReward(text, String(Number(p.answer) + 1)).reward).toBe(0);
         // Every "x+y" / "x-y" term of every line before </think> evaluates to that line's last value.
         for (const line of text.split("</think>")[0].split("\n")) {
           if (!/^[\d+\-=]+\.$/.test(line)) continue;
@@ -137,24 +140,24 @@ describe("arith traces and rewards", () => {
         const ids = encodeExample(p, style, tok).response; // trace + eos
         const n = ids.length;
         for (let cap = 1; cap < n - 1; cap++) {
-          const r = cappedReward(ids, p.answer, cap, tok, false);
+          const r = capReward(tok, { tokens: ids, finished: false }, p.answer, cap);
           if (r.reward !== 0 || !r.truncated || r.length !== cap) throw new Error(`${p.id}: cut at ${cap}/${n} tokens scored ${r.reward}`);
           const text = tok.decode(ids.slice(0, cap), { skipSpecialTokens: true });
-          expect(reward(text, p.answer, true).reward).toBe(0);
+          expect(textReward(text, p.answer).reward).toBe(0);
         }
         // Cut right after the box closes (no end of sequence yet): a complete answer, as DeepScaleR counts it.
-        expect(cappedReward(ids, p.answer, n - 1, tok, false)).toMatchObject({ reward: 1, truncated: true });
+        expect(capReward(tok, { tokens: ids, finished: false }, p.answer, n - 1)).toMatchObject({ reward: 1, truncated: true });
         // The whole response, finished at end of sequence exactly at the cap, is not truncated.
-        expect(cappedReward(ids, p.answer, n, tok, true)).toMatchObject({ reward: 1, truncated: false, length: n });
-        expect(cappedReward(ids, p.answer, n + 50, tok, true)).toMatchObject({ reward: 1, truncated: false });
+        expect(capReward(tok, { tokens: ids, finished: true }, p.answer, n)).toMatchObject({ reward: 1, truncated: false, length: n });
+        expect(capReward(tok, { tokens: ids, finished: true }, p.answer, n + 50)).toMatchObject({ reward: 1, truncated: false });
       }
     }
   });
 
   test("no </think> means no reward, even with the right box", () => {
-    expect(reward("3+4=7.\n\\boxed{7}", "7", false).reward).toBe(0);
-    expect(reward("3+4=7.\n</think>\n\\boxed{7}", "7", false).reward).toBe(1);
-    expect(reward("\\boxed{7}\n</think>\nso", "7", false).reward).toBe(0);
+    expect(textReward("3+4=7.\n\\boxed{7}", "7").reward).toBe(0);
+    expect(textReward("3+4=7.\n</think>\n\\boxed{7}", "7").reward).toBe(1);
+    expect(textReward("\\boxed{7}\n</think>\nso", "7").reward).toBe(0);
   });
 });
 
@@ -194,10 +197,8 @@ describe.skipIf(!GPU)("arith warm start", () => {
     try {
       const before = await heldLoss();
       const seen: number[] = [];
-      const r = await warmStart(model, opt, tok, {
+      const r = await warmStart(model, opt, warmStartBatches(tok, 8, 1), {
         steps: 40,
-        batchSize: 8,
-        seed: 1,
         onProgress: (p) => {
           seen.push(p.step);
           return p.step === 12; // stop early: the callback bounds the run
@@ -212,15 +213,15 @@ describe.skipIf(!GPU)("arith warm start", () => {
       expect(before).toBeGreaterThan(Math.log(TINY.size) - 1);
       expect(after).toBeLessThan(before - 2);
       expect(r.losses[r.losses.length - 1]).toBeLessThan(r.losses[0] - 2);
-      // Greedy evaluation through the engine: lengths within the cap, grading agrees with reward().
+      // Greedy evaluation through the engine: lengths within the cap, grading agrees with textReward().
       const probs = makeProblems(4, 5, { split: "test" });
-      const ev = await evaluate(gpu, model, tok, probs, { cap: 24 });
+      const ev = await evaluate(gpu, model, tok, arithTask(tok, { kinds: ["add", "sub"], maxOperand: 9 }), probs, { cap: 24 });
       expect(ev.responses.map((x) => x.id)).toEqual(probs.map((p) => p.id));
       ev.responses.forEach((x, i) => {
         expect(x.length).toBeGreaterThan(0);
         expect(x.length).toBeLessThanOrEqual(24);
         if (x.length < 24) expect(x.truncated).toBe(false); // stopped at end of sequence
-        expect(x.correct).toBe(reward(x.text, probs[i].answer, x.truncated).correct);
+        expect(x.correct).toBe(textReward(x.text, probs[i].answer).correct);
       });
       expect(ev.accuracy).toBe(ev.responses.filter((x) => x.correct).length / 4);
     } finally {

@@ -8,13 +8,11 @@
 
 struct Params {
   V: u32,
-  row_base: u32,
   top_k: u32,    // ignored (0 in the benchmark)
   greedy: u32,
   inv_t: f32,
   top_p: f32,
   seed: u32,
-  step: u32,
   B: u32,        // rows (the tuned kernel takes it from the grid)
 }
 
@@ -22,6 +20,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<f32>;       // [B, V]
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>; // [B]
 @group(0) @binding(3) var<storage, read_write> logp: array<f32>;   // [B]
+@group(0) @binding(4) var<storage, read> streams: array<u32>;      // [B, 2]: request key, token index
 
 const RED: u32 = {{RED}}u;
 
@@ -96,7 +95,7 @@ fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   var total = 0.0;
   for (var i = 0u; i < RED; i++) { total += sums[i]; }
-  let goal = f32(hash3(vec3<u32>(P.row_base + row, P.step, P.seed)).x >> 8u) * (1.0 / 16777216.0) * total;
+  let goal = f32(hash3(vec3<u32>(streams[2u * row], streams[2u * row + 1u], P.seed)).x >> 8u) * (1.0 / 16777216.0) * total;
   var run = 0.0;
   var owner = 0u;
   var start = 0.0;

@@ -6,6 +6,7 @@
  *
  * Legend: n = samples drawn for a problem, c = correct ones, k = budget.
  */
+import { median } from "../util/stats.ts";
 
 /** One generated sample, one line of a run's samples.jsonl. */
 export interface SampleRecord {
@@ -100,13 +101,7 @@ export function mean(xs: number[]): number {
   return s / xs.length;
 }
 
-/** Median; the mean of the two middle values for an even count. */
-export function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+export { median };
 
 /** The k values reported by default: powers of two up to n, and n itself. */
 export function defaultKs(n: number): number[] {

@@ -9,15 +9,11 @@
  * trainer's validation can pass their own. `runBench` is what `siri bench`
  * and the trainer both call.
  *
- * Reproducibility: the engine's sampler draws each token from a counter hash
- * of (seed, engine step, row in the batch). So a run is reproducible for the
- * same seed, settings, pending samples, --max-batch and cache size on the same
- * adapter, and greedy decoding (temperature 0) is reproducible per (problem,
- * sample) always; but sampled tokens are NOT a function of (seed, problem,
- * sample) alone: a resumed run draws its remaining samples from the same
- * distribution, not the exact tokens an uninterrupted run would have drawn.
- * Per-sample streams would need the engine to key the draw by a per-request
- * seed and the sequence position instead of the step and batch row.
+ * Reproducibility: each request carries a key, a hash of (dataset, problem
+ * id, sample index), and the engine draws a completion's n-th token from
+ * (seed, key, n). So a sample's tokens are a function of (seed, problem,
+ * sample) and the model on a given adapter, whatever else is in the batch:
+ * a resumed run draws exactly the samples an uninterrupted one would have.
  */
 import { readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
@@ -25,9 +21,11 @@ import { loadDataset, type DatasetSource } from "../data/download.ts";
 import type { Problem } from "../data/load.ts";
 import { renderPrompt } from "../data/prompt.ts";
 import { Engine, type GenRequest } from "../engine/generate.ts";
-import { elementBytes, type Qwen2Gpu } from "../engine/model.ts";
+import type { Qwen2Gpu } from "../engine/model.ts";
+import { sizeEngine } from "../engine/size.ts";
 import { gradeResponse, isEquivalent } from "../grade/index.ts";
 import { decodeRollout, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
+import { hashString } from "../util/random.ts";
 import { defaultKs, summarize, type DatasetMeta, type Equivalent, type SampleRecord, type Summary } from "./metrics.ts";
 import { progressBar } from "./progress.ts";
 import { openRunLog, RUN_FILES, writeReports, writeRunConfig } from "./report.ts";
@@ -76,6 +74,8 @@ export interface BenchRequest {
   dataset: string;
   problem: Problem;
   sample: number;
+  /** The sample's random stream: a hash of (dataset, problem id, sample), the same in every run. */
+  key: number;
   /** The cap asked for; a source may lower it (and says so in the completion). */
   maxTokens: number;
 }
@@ -192,7 +192,7 @@ export async function runBench(config: BenchConfig, source: CompletionSource, ho
     for (const p of d.problems) {
       for (let s = 0; s < config.n; s++) {
         planned++;
-        if (!log.isDone(p.id, s, d.name)) requests.push({ id: requests.length, dataset: d.name, problem: p, sample: s, maxTokens: config.maxTokens });
+        if (!log.isDone(p.id, s, d.name)) requests.push({ id: requests.length, dataset: d.name, problem: p, sample: s, key: hashString(`${d.name}\u0000${p.id}\u0000${s}`), maxTokens: config.maxTokens });
       }
     }
   }
@@ -261,7 +261,6 @@ export interface EngineSourceOptions {
    * by the adapter's largest storage binding, since one layer's K is one buffer).
    */
   cacheTokens?: number;
-  blockSize?: number;
   prefillChunk?: number;
 }
 
@@ -288,29 +287,21 @@ export function engineSource(m: EngineModel, opts: EngineSourceOptions = {}): Co
       }
       const room = cfg.maxPositions - prompt.length;
       if (room < 1) throw new Error(`bench: ${r.dataset} problem "${r.problem.id}": prompt of ${prompt.length} tokens leaves no room in the model's ${cfg.maxPositions} positions`);
-      return { id: r.id, prompt, maxTokens: Math.min(r.maxTokens, room), stop };
+      return { id: r.id, key: r.key, prompt, maxTokens: Math.min(r.maxTokens, room), stop };
     });
-    const maxSeqLen = Math.max(...gen.map((g) => g.prompt.length + g.maxTokens));
-    const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 64, gen.length));
-    const blockSize = opts.blockSize ?? 16;
-    const perToken = cfg.numKvHeads * cfg.headDim * elementBytes(m.model.dtype);
-    const bindingTokens = Math.floor(m.model.gpu.limits.maxStorageBufferBindingSize / perToken / blockSize) * blockSize;
-    const cacheTokens = opts.cacheTokens ?? Math.min(maxBatch * Math.ceil(maxSeqLen / blockSize) * blockSize, bindingTokens);
-    if (cacheTokens < maxSeqLen) {
-      throw new Error(
-        `bench: a KV cache of ${cacheTokens} tokens cannot hold one sequence of ${maxSeqLen} (longest prompt + max tokens)` +
-          (opts.cacheTokens === undefined ? ` (the adapter's max storage binding allows ${bindingTokens} tokens per layer)` : "") +
-          "; lower --max-tokens or raise --cache-tokens",
-      );
-    }
-    const engine = await Engine.create(m.model, {
-      maxBatch,
-      maxSeqLen,
-      cacheTokens,
-      blockSize,
-      prefillChunk: opts.prefillChunk ?? 256,
-      vocabLimit: vocabLimit(cfg.vocabSize, tok),
-    });
+    const engine = await Engine.create(
+      m.model,
+      sizeEngine(cfg, m.model.dtype, m.model.gpu.limits.maxStorageBufferBindingSize, {
+        what: "bench",
+        maxBatch: Math.min(opts.maxBatch ?? 64, gen.length),
+        // A slot holds the longest prompt + budget of one request (budgets were cut to fit the context).
+        promptTokens: Math.max(...gen.map((g) => g.prompt.length + g.maxTokens)) - Math.max(...gen.map((g) => g.maxTokens)),
+        newTokens: Math.max(...gen.map((g) => g.maxTokens)),
+        cacheTokens: opts.cacheTokens,
+        prefillChunk: opts.prefillChunk ?? 256,
+        vocabLimit: vocabLimit(cfg.vocabSize, tok),
+      }),
+    );
     try {
       for await (const c of engine.generate(gen, sampling)) {
         const id = c.id as number;

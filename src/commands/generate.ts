@@ -2,6 +2,7 @@
 import { defineCommand } from "citty";
 import { Engine } from "../engine/generate.ts";
 import { defaultDtype, loadModel } from "../engine/load.ts";
+import { sizeEngine } from "../engine/size.ts";
 import { vocabLimit } from "../model/tokenizer.ts";
 import { gpuArgs, int, num, openGpuFromArgs } from "./common.ts";
 
@@ -29,28 +30,21 @@ export default defineCommand({
     const tok = m.tokenizer;
     const text = args.chat ? tok.applyChatTemplate([{ role: "user", content: args.prompt }], { addGenerationPrompt: true }) : args.prompt;
     const prompt = tok.encode(text);
-    const maxSeqLen = Math.min(m.config.maxPositions, prompt.length + maxTokens);
-    const engine = await Engine.create(m.model, {
-      maxBatch: Math.min(n, 64),
-      maxSeqLen,
-      cacheTokens: Math.min(n, 64) * maxSeqLen,
-      blockSize: 16,
-      prefillChunk: 256,
-      vocabLimit: vocabLimit(m.config.vocabSize, tok),
-    });
+    const newTokens = Math.min(maxTokens, m.config.maxPositions - prompt.length);
+    if (newTokens < 1) throw new Error(`--prompt: ${prompt.length} tokens leave no room in the model's ${m.config.maxPositions} positions`);
+    const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "generate", maxBatch: Math.min(n, 64), promptTokens: prompt.length, newTokens, prefillChunk: 256, vocabLimit: vocabLimit(m.config.vocabSize, tok) }));
     const sampling = {
       temperature: num("temperature", args.temperature, 0.6),
       topP: num("top-p", args["top-p"], 0.95),
       topK: int("top-k", args["top-k"], 0),
       seed: int("seed", args.seed, 1),
     };
-    const requests = Array.from({ length: n }, (_, i) => ({ id: i, prompt, maxTokens: Math.min(maxTokens, maxSeqLen - prompt.length), stop: tok.eosTokenIds }));
+    const requests = Array.from({ length: n }, (_, i) => ({ id: i, prompt, maxTokens: newTokens, stop: tok.eosTokenIds }));
     const t0 = performance.now();
     let total = 0;
     for await (const c of engine.generate(requests, sampling)) {
       total += c.tokens.length;
-      const { text: out, unknown } = tok.decodeKnown(c.tokens, { skipSpecialTokens: false });
-      if (unknown.length) console.error(`completion ${c.id}: ${unknown.length} token id(s) the tokenizer lacks (${unknown.slice(0, 5).join(", ")}) left out of the text`);
+      const out = tok.decode(c.tokens, { skipSpecialTokens: false });
       if (args.json) console.log(JSON.stringify({ id: c.id, text: out, tokens: c.tokens, logprobs: c.logprobs, stop_reason: c.stopReason }));
       else console.log(`--- completion ${c.id} (${c.tokens.length} tokens, ${c.stopReason})\n${text}${out}`);
     }

@@ -1,6 +1,7 @@
 // `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
 import { defineCommand } from "citty";
-import { formatPlan, planFor, train, trainingMemoryPlan } from "../train/trainer.ts";
+import { train } from "../train/loop.ts";
+import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
 import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
 import { gpuArgs, openGpuFromArgs } from "./common.ts";
 

@@ -8,11 +8,19 @@
  * token per step in one batched forward. A sequence that samples a stop
  * token or reaches its budget is yielded at once and its slot and blocks go
  * back to the pool for the next waiting request.
+ *
+ * A completion depends only on its request (prompt, budget, stop tokens,
+ * random stream key), the sampling options and the engine's fixed numerics
+ * (the flash-decoding chunk length and the LM head's matmul path, both set
+ * when the engine is made): not on which other requests share its batch,
+ * the order they come in, or the slot and cache blocks it gets. So one
+ * engine serves a whole run, reset between rounds.
  */
 import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
+import { hashString } from "../util/random.ts";
 import { loadSampler } from "../kernels/sample.ts";
 import { KvCache } from "./kv_cache.ts";
-import { createWorkspace, elementBytes, type Qwen2Gpu, type Workspace } from "./model.ts";
+import { createWorkspace, elementBytes, type ForwardNumerics, type Qwen2Gpu, type Workspace } from "./model.ts";
 
 export interface GenRequest {
   id: number | string;
@@ -21,6 +29,12 @@ export interface GenRequest {
   maxTokens: number;
   /** Token ids that end the sequence (included in the output). */
   stop: number[];
+  /**
+   * The request's random stream (u32): its n-th token is drawn from (seed,
+   * key, n). Default: a numeric id itself, else a hash of the id. Requests
+   * that should draw differently need different keys.
+   */
+  key?: number;
 }
 
 export interface Completion {
@@ -49,12 +63,44 @@ export interface EngineOptions {
   blockSize: number;
   /** Most prompt tokens in one prefill forward. */
   prefillChunk: number;
+  /** Keys per flash-decoding chunk (a multiple of the decode tile; default DECODE_CHUNK). */
+  decodeChunk?: number;
   /**
    * Ids the tokenizer knows (its size): rows of a padded vocabulary at or
    * above it are masked in the sampler, so they are never drawn. Default:
    * the config's vocab_size (no padding).
    */
   vocabLimit?: number;
+}
+
+/**
+ * The fixed flash-decoding chunk: a sequence's attention sums its keys in
+ * chunks of this many, whatever the cache's capacity or the batch.
+ */
+export const DECODE_CHUNK = 256;
+
+/** What one `generate` call did (for metrics and the benchmark). */
+export interface GenerateStats {
+  /** Decode forwards (one token for every running sequence). */
+  decodeSteps: number;
+  /** Sum over decode steps of the sequences still generating. */
+  decodeRows: number;
+  /** GPU -> CPU readbacks (each waits for the GPU). */
+  readbacks: number;
+  /** Tokens generated. */
+  tokens: number;
+  /** Most sequences decoding at once (the engine's maxBatch). */
+  maxBatch: number;
+}
+
+/** Mean running sequences per decode step over the most that fit (0 with no decode step). */
+export function occupancy(s: GenerateStats): number {
+  return s.decodeSteps ? s.decodeRows / s.decodeSteps / s.maxBatch : 0;
+}
+
+function streamKey(r: GenRequest): number {
+  if (r.key !== undefined) return r.key;
+  return typeof r.id === "number" && Number.isInteger(r.id) && r.id >= 0 && r.id <= 0xffffffff ? r.id : hashString(String(r.id));
 }
 
 interface Running {
@@ -64,12 +110,15 @@ interface Running {
   tokens: number[];
   logprobs: number[];
   next: number; // the token to feed next
+  key: number; // the random stream
 }
 
 export class Engine {
   readonly cache: KvCache;
   private readonly ws: Workspace;
-  private step = 0;
+  private readonly numerics: ForwardNumerics;
+  /** The last `generate` call's counts. */
+  stats: GenerateStats;
 
   private constructor(
     readonly model: Qwen2Gpu,
@@ -77,6 +126,7 @@ export class Engine {
     private readonly sampler: Awaited<ReturnType<typeof loadSampler>>,
     private readonly tokOut: GPUBuffer,
     private readonly lpOut: GPUBuffer,
+    private readonly streams: GPUBuffer,
   ) {
     const c = model.config;
     this.cache = new KvCache(model.gpu, {
@@ -91,18 +141,23 @@ export class Engine {
     });
     const capacity = Math.max(opts.prefillChunk, opts.maxBatch);
     this.ws = createWorkspace(model.gpu, c, model.dtype, capacity, opts.maxBatch);
+    // Constants for the engine's life: the LM head's path follows maxBatch, not the rows of a step.
+    this.numerics = { decodeChunk: opts.decodeChunk ?? DECODE_CHUNK, logitsPath: opts.maxBatch <= 32 ? "decode" : "prefill" };
+    this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, maxBatch: opts.maxBatch };
   }
 
   static async create(model: Qwen2Gpu, opts: EngineOptions): Promise<Engine> {
     const gpu: Gpu = model.gpu;
     const sampler = await loadSampler(gpu);
-    return new Engine(model, opts, sampler, gpu.buffer(opts.maxBatch * 4, "sample.tokens"), gpu.buffer(opts.maxBatch * 4, "sample.logp"));
+    return new Engine(model, opts, sampler, gpu.buffer(opts.maxBatch * 4, "sample.tokens"), gpu.buffer(opts.maxBatch * 4, "sample.logp"), gpu.buffer(opts.maxBatch * 8, "sample.streams"));
   }
 
-  /** Stream completions as they finish (not in request order). */
+  /** Stream completions as they finish (not in request order). Starts from an empty cache. */
   async *generate(requests: Iterable<GenRequest>, sampling: SamplingOptions): AsyncGenerator<Completion> {
     const waiting = [...requests];
     for (const r of waiting) this.validate(r);
+    this.cache.reset();
+    this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, maxBatch: this.opts.maxBatch };
     const running: Running[] = [];
     while (waiting.length || running.length) {
       await yieldToEventLoop(); // let signal handlers and timers run between steps
@@ -111,7 +166,7 @@ export class Engine {
       while (waiting.length && this.cache.canAdmit(waiting[0].prompt.length + waiting[0].maxTokens)) {
         const req = waiting.shift()!;
         const slot = this.cache.admit(req.prompt.length + req.maxTokens);
-        admitted.push({ req, slot, pos: 0, tokens: [], logprobs: [], next: -1 });
+        admitted.push({ req, slot, pos: 0, tokens: [], logprobs: [], next: -1, key: streamKey(req) });
       }
       if (!admitted.length && !running.length) {
         throw new Error(`request ${waiting[0].id} (${waiting[0].prompt.length} + ${waiting[0].maxTokens} tokens) can never fit the KV cache`);
@@ -148,6 +203,7 @@ export class Engine {
     r.prompt.forEach((t, i) => {
       if (!Number.isInteger(t) || t < 0 || t >= V) throw new Error(`request ${r.id}: prompt token ${i} = ${t} is outside the vocabulary 0..${V - 1}`);
     });
+    if (r.key !== undefined && !(Number.isInteger(r.key) && r.key >= 0 && r.key <= 0xffffffff)) throw new Error(`request ${r.id}: key must be an integer in 0..2^32-1, got ${r.key}`);
     if (!(r.maxTokens >= 1)) throw new Error(`request ${r.id}: maxTokens must be >= 1, got ${r.maxTokens}`);
     if (r.prompt.length + r.maxTokens > this.opts.maxSeqLen) {
       throw new Error(`request ${r.id}: prompt ${r.prompt.length} + max tokens ${r.maxTokens} exceeds max sequence length ${this.opts.maxSeqLen}`);
@@ -184,6 +240,8 @@ export class Engine {
 
   private async decode(seqs: Running[], sampling: SamplingOptions): Promise<void> {
     const T = seqs.length;
+    this.stats.decodeSteps++;
+    this.stats.decodeRows += T;
     const tokens = new Uint32Array(seqs.map((s) => s.next));
     const tokSeq = new Uint32Array(seqs.map((s) => s.slot));
     const tokPos = new Uint32Array(seqs.map((s) => s.pos));
@@ -208,25 +266,22 @@ export class Engine {
     gpu.write(ws.tokens, tokens);
     gpu.write(ws.tokSeq, tokSeq);
     gpu.write(ws.tokPos, tokPos);
-    if (R) gpu.write(ws.rowIdx, new Uint32Array(rows));
-    const b = gpu.batch();
-    this.model.recordForward(b, ws, this.cache, T, R, mode);
     if (R) {
-      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, this.model.config.vocabSize, {
-        temperature: sampling.temperature,
-        topK: sampling.topK,
-        topP: sampling.topP,
-        seed: sampling.seed,
-        step: this.step,
-        vocabLimit: this.opts.vocabLimit,
-      });
+      gpu.write(ws.rowIdx, new Uint32Array(rows));
+      // Each row draws from its request's stream at its own token index.
+      gpu.write(this.streams, new Uint32Array(rowSeqs.flatMap((s) => [s.key, s.tokens.length])));
+    }
+    const b = gpu.batch();
+    this.model.recordForward(b, ws, this.cache, T, R, mode, this.numerics);
+    if (R) {
+      const { temperature, topK, topP, seed } = sampling;
+      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, this.model.config.vocabSize, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams);
     }
     b.submit();
-    this.step++;
     if (!R) return;
-    // Rows are sampled with the row index as the RNG stream; the step counter
-    // makes every forward's draws fresh.
     const [tok, lp] = await Promise.all([gpu.readU32(this.tokOut, R), gpu.readF32(this.lpOut, R)]);
+    this.stats.readbacks++;
+    this.stats.tokens += R;
     rowSeqs.forEach((s, i) => {
       s.tokens.push(tok[i]);
       s.logprobs.push(lp[i]);
@@ -238,5 +293,6 @@ export class Engine {
     this.cache.destroy();
     this.tokOut.destroy();
     this.lpOut.destroy();
+    this.streams.destroy();
   }
 }

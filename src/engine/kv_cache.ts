@@ -103,6 +103,11 @@ export class KvCache {
     this.freeSlots.push(slot);
   }
 
+  /** Release every slot (a new round on the same cache). */
+  reset(): void {
+    for (const slot of [...this.owned.keys()]) this.release(slot);
+  }
+
   /** Upload the block table if it changed (before recording a forward). */
   sync(): void {
     if (!this.dirty) return;

@@ -121,6 +121,16 @@ export function uploadWeights(gpu: Gpu, c: Qwen2Config, src: WeightSource, dtype
   return { layers, embed, lmHead, norm: up("model.norm.weight") };
 }
 
+/**
+ * Choices that would otherwise depend on the batch: the flash-decoding chunk
+ * length (keys per chunk; default: a heuristic over the batch and cache) and
+ * the LM head's matmul path (default: by the number of rows).
+ */
+export interface ForwardNumerics {
+  decodeChunk?: number;
+  logitsPath?: "decode" | "prefill";
+}
+
 /** Activation buffers for up to `capacity` tokens and `rowCapacity` logit rows. */
 export interface Workspace {
   capacity: number;
@@ -214,9 +224,11 @@ export class Qwen2Gpu {
    * written): K/V of every token go into the cache, and the final hidden
    * state of the R rows listed in ws.rowIdx becomes f32 logits [R, V].
    * `mode` picks the attention kernel: "decode" when every sequence has one
-   * token here, "prefill" otherwise.
+   * token here, "prefill" otherwise. `numerics` fixes what would otherwise
+   * follow the batch (the engine passes constants, so a sequence's results
+   * depend on its own context only).
    */
-  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode"): void {
+  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}): void {
     const c = this.config;
     const { mm, emb, norm, rope, ew, attn } = this.k;
     const H = c.hiddenSize;
@@ -241,8 +253,8 @@ export class Qwen2Gpu {
       rope.rope(b, ws.q, ws.tokPos, T, nh, hd, c.ropeTheta);
       rope.rope(b, ws.k, ws.tokPos, T, nkv, hd, c.ropeTheta);
       attn.writeKV(b, ws.k, ws.v, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, T, nkv, hd, bs, mb);
-      const run = mode === "decode" ? attn.decode : attn.prefill;
-      run(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
+      if (mode === "decode") attn.decode(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale, numerics.decodeChunk);
+      else attn.prefill(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
       mm.matmul(b, ws.att, w.wo, null, ws.h, T, H, nh * hd, { path: mode });
       ew.addInPlace(b, ws.x, ws.h, T * H);
       norm.rmsnorm(b, ws.x, w.ln2, ws.h, T, H, c.rmsNormEps);
@@ -255,18 +267,18 @@ export class Qwen2Gpu {
     if (R === 0) return;
     norm.rmsnorm(b, ws.x, this.weights.norm, ws.h, T, H, c.rmsNormEps);
     emb.gather(b, ws.rowIdx, ws.h, ws.hsel, R, H, 0, T);
-    this.recordLogits(b, ws.hsel, ws.logits, R);
+    this.recordLogits(b, ws.hsel, ws.logits, R, numerics.logitsPath);
   }
 
-  /** logits [R, V] f32 = hsel [R, H] · lm_headᵀ, one matmul per weight chunk. */
-  recordLogits(b: Batch, hsel: Binding, logits: Binding, R: number): void {
+  /** logits [R, V] f32 = hsel [R, H] · lm_headᵀ, one matmul per weight chunk (`path`: default by R). */
+  recordLogits(b: Batch, hsel: Binding, logits: Binding, R: number, path?: "decode" | "prefill"): void {
     const c = this.config;
     for (const ch of this.weights.lmHead.chunks) {
       this.k.mm.matmul(b, hsel, ch.buffer, null, logits, R, ch.rows, c.hiddenSize, {
         ldc: c.vocabSize,
         col0: ch.row0,
         outF32: true,
-        path: R <= 32 ? "decode" : "prefill",
+        path: path ?? (R <= 32 ? "decode" : "prefill"),
       });
     }
   }

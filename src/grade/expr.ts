@@ -252,7 +252,31 @@ function gRoot(x: unknown, n: unknown): unknown {
   return math.pow(x as number, math.divide(1, n as number) as number);
 }
 
-math.import({ g_fact: gFact, g_binom: gBinom, g_root: gRoot }, { override: false });
+/**
+ * x^(p/q) for a literal exponent p/q with q odd: the real value for negative x
+ * ((-8)^{1/3} = -2, (-2)^{2/3} = ∛4), as the exact path and contest answers
+ * read it; mathjs' principal complex value otherwise.
+ */
+function gRpow(x: unknown, p: unknown, q: unknown): unknown {
+  if (typeof x === "number" && typeof p === "number" && typeof q === "number" && x < 0 && q % 2 === 1) {
+    const r = Math.pow(-x, p / q);
+    return p % 2 === 0 ? r : -r;
+  }
+  return math.pow(x as number, math.divide(p as number, q as number) as number);
+}
+
+math.import({ g_fact: gFact, g_binom: gBinom, g_root: gRoot, g_rpow: gRpow }, { override: false });
+
+/** p/q when `e` is a literal fraction of integers with an odd q > 1 (`1/3`, `\frac{2}{3}`, `-1/3`), else null. */
+function oddFraction(e: Expr): [string, string] | null {
+  if (e.t === "neg") {
+    const f = oddFraction(e.a);
+    return f && ["-" + f[0], f[1]];
+  }
+  if (e.t !== "div" || e.a.t !== "num" || e.b.t !== "num" || e.a.v.includes(".") || e.b.v.includes(".")) return null;
+  if (e.b.v.length > 6 || Number(e.b.v) % 2 !== 1 || Number(e.b.v) === 1) return null;
+  return [e.a.v, e.b.v];
+}
 
 const FN_NAME: Record<string, string> = {
   sin: "sin", cos: "cos", tan: "tan", sec: "sec", csc: "csc", cot: "cot", asin: "asin", acos: "acos",
@@ -270,7 +294,10 @@ export function toMathjs(e: Expr): string {
     case "sub": return `(${toMathjs(e.a)} - ${toMathjs(e.b)})`;
     case "mul": return `(${toMathjs(e.a)} * ${toMathjs(e.b)})`;
     case "div": return `(${toMathjs(e.a)} / ${toMathjs(e.b)})`;
-    case "pow": return `(${toMathjs(e.a)} ^ ${toMathjs(e.b)})`;
+    case "pow": {
+      const f = oddFraction(e.b);
+      return f ? `g_rpow(${toMathjs(e.a)}, ${f[0]}, ${f[1]})` : `(${toMathjs(e.a)} ^ ${toMathjs(e.b)})`;
+    }
     case "neg": return `(-${toMathjs(e.a)})`;
     case "fact": return `g_fact(${toMathjs(e.a)})`;
     case "fn": return `${FN_NAME[e.name]}(${e.args.map(toMathjs).join(", ")})`;

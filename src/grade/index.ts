@@ -1,6 +1,6 @@
 // Answer extraction, grading and rewards: the public surface of src/grade/.
 export { extractAnswer, textAfterThink, type ExtractOptions } from "./extract.ts";
-export { isEquivalent, parseAnswer, DEFAULT_BUDGET_MS, type Answer, type GradeOptions } from "./equivalence.ts";
+export { compareAnswers, isEquivalent, parseAnswer, warmUpGrader, WORK_BUDGET, type Answer, type GradeOptions } from "./equivalence.ts";
 export { normalizeAnswer } from "./normalize.ts";
 export {
   lengthCappedReward,

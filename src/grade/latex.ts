@@ -60,6 +60,15 @@ class Parser {
   constructor(private readonly s: string) {}
 
   parseAll(): Expr {
+    // A whole answer in a base above ten (`A3_{16}`): digits and capital letters.
+    const based = /^\s*(?=[0-9A-Z]*[0-9])(?=[0-9A-Z]*[A-Z])([0-9A-Z]{1,64})(?=_)/.exec(this.s);
+    if (based) {
+      this.pos = based[0].length;
+      const e: Expr = { t: "num", v: this.baseValue(based[1]) };
+      this.ws();
+      if (this.pos < this.s.length) this.fail("text after a based number");
+      return e;
+    }
     const e = this.sum();
     this.ws();
     if (this.pos < this.s.length) this.fail(`unexpected "${this.s.slice(this.pos, this.pos + 12)}"`);
@@ -140,11 +149,18 @@ class Parser {
     return left;
   }
 
-  /** `2\frac{1}{2}` is 5/2 (a mixed number), not 2·(1/2): only integer parts. */
+  /**
+   * `2\frac{1}{2}` is 5/2 (a mixed number), not 2·(1/2): integer parts only,
+   * and only when the mixed number is the whole answer (MATH's golds write
+   * `6\frac{1}{4}` alone). Inside a sum or product `3\frac{1}{2}` is a
+   * product (`1+3\frac12` is 5/2), the reading of DeepScaleR's and
+   * Qwen2.5-Math's graders for anything but a lone "a b/c".
+   */
   private mixedNumber(left: Expr): Expr | null {
     const whole = left.t === "neg" ? left.a : left;
     if (whole.t !== "num" || whole.v.includes(".")) return null;
-    const m = /^\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))/.exec(this.s.slice(this.pos, this.pos + 64));
+    if (!/^\s*[-+]?\s*\d+\s*$/.test(this.s.slice(0, this.pos))) return null;
+    const m = /^\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))\s*$/.exec(this.s.slice(this.pos));
     if (!m) return null;
     this.pos += m[0].length;
     const frac: Expr = { t: "div", a: { t: "num", v: m[1] ?? m[2] }, b: { t: "num", v: m[3] ?? m[4] } };
@@ -262,12 +278,31 @@ class Parser {
     let v = m[0];
     if (v.endsWith(".")) v = v.slice(0, -1);
     if (v.startsWith(".")) v = "0" + v;
-    if (this.s[this.pos] === "_") {
-      // A base subscript (1011_2): the digits are the answer as written.
-      this.pos++;
-      this.script();
-    }
+    if (this.s[this.pos] === "_") return { t: "num", v: this.baseValue(v) };
     return { t: "num", v };
+  }
+
+  /**
+   * A base subscript after digits (`40_8`, `1011_{2}`, `A3_{16}` via the
+   * letter path): the value of the digits in that base, as a decimal string.
+   * So `40_8` is 32 and never equals `40_9` (36). Digits not valid in the
+   * base (`19_8`), a fraction part, or a base outside 2..36 are no number
+   * (a ParseError: the answer is compared as text).
+   */
+  private baseValue(digits: string): string {
+    this.pos++; // "_"
+    const m = /^(?:\{\s*(\d{1,2})\s*\}|(\d))/.exec(this.s.slice(this.pos, this.pos + 8));
+    if (!m) return this.fail("bad base subscript");
+    this.pos += m[0].length;
+    const base = Number(m[1] ?? m[2]);
+    if (base < 2 || base > 36 || digits.includes(".") || digits.length > 64) return this.fail("bad base");
+    let v = 0n;
+    for (const ch of digits.toUpperCase()) {
+      const d = parseInt(ch, 36);
+      if (!(d < base)) return this.fail(`digit ${ch} in base ${base}`);
+      v = v * BigInt(base) + BigInt(d);
+    }
+    return v.toString();
   }
 
   private letter(c: string): Expr {

@@ -12,6 +12,8 @@ const UNITS = [
   "degrees?", "radians?", "grams?", "kg", "pounds?", "lbs?", "liters?", "litres?", "gallons?", "people",
   "ways", "times", "points?", "students?", "cups?", "pages?", "books?", "marbles?", "cookies?", "coins?",
   "handshakes?", "games?", "steps?", "boxes?", "squares?", "triangles?", "digits?", "numbers?", "integers?",
+  // Percent written as a word means the same as \% (stripped below: 28\% == 28, never 0.28).
+  "percent", "per cent", "pct",
 ];
 /** A unit word after a number or a closing bracket, or after a space. */
 const UNIT_RE = new RegExp(`^(.*?[0-9})]|.*?\\S\\s)\\s*(?:${UNITS.join("|")})$`);
@@ -31,6 +33,15 @@ const UNICODE: [RegExp, string][] = [
   [/\u00b0/g, ""],
 ];
 
+/**
+ * A unit in a text command at the end of an answer, with an optional power:
+ * `12\mbox{ cm}^2`, `8\text{ sq ft}`, `50\mathrm{m}^{3}`. Only letters, spaces
+ * and dots inside (so `\text{(B)}` and `\text{5}` are kept), after a digit or
+ * a closing bracket. Convention (DeepScaleR's and Qwen2.5-Math's
+ * normalisation both drop right-hand units): a unit never changes the value.
+ */
+const TEXT_UNIT_RE = /([0-9})])\s*\\(?:text|mbox|mathrm|textrm|textnormal|rm)\s*\{\s*[A-Za-z][A-Za-z. ]{0,24}(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$/;
+
 /** Commands whose brace argument is just text: `\text{abc}` -> `abc`. */
 const TEXT_CMDS = /\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal|mathsf)\s*\{([^{}]*)\}/g;
 
@@ -40,6 +51,9 @@ const TEXT_CMDS = /\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|oper
 export function normalizeAnswer(raw: string): string {
   let s = raw.length > 4 * MAX_ANSWER_CHARS ? raw.slice(0, 4 * MAX_ANSWER_CHARS) : raw;
   for (const [re, to] of UNICODE) s = s.replace(re, to);
+  // ASCII relations read as their LaTeX commands (>= is \ge, != is \ne).
+  s = s.replace(/>=/g, "\\ge ").replace(/<=/g, "\\le ").replace(/!=/g, "\\ne ");
+  s = s.replace(/\\neq?(?![A-Za-z])/g, "\\ne ");
   s = s.replace(/\\(?:boxed|fbox)\s*\{/g, "{"); // a box inside the box
   s = s.replace(/\\?\$/g, "").replace(/\\[()[\]]/g, ""); // math delimiters (\( \) \[ \])
   s = s.replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])\s*/g, "");
@@ -49,12 +63,14 @@ export function normalizeAnswer(raw: string): string {
   s = s.replace(/\\(?:emptyset|varnothing)(?![A-Za-z])/g, "\\{\\}");
   s = s.replace(/\\mathbb\s*\{?R\}?/g, "(-\\infty,\\infty)");
   s = s.replace(/\\lt(?![A-Za-z])/g, "<").replace(/\\gt(?![A-Za-z])/g, ">");
-  // Thousands separators written as {,} or thin spaces between digit groups.
-  s = s.replace(/(\d)(?:\{,\}|,\\!)(?=\d{3})/g, "$1");
+  // Thousands separators written as {,} or ",\!" (MATH500's own gold writes
+  // "11,\! 111,\! 111,\! 100", with a space), or thin spaces between digit groups.
+  s = s.replace(/(\d)(?:\{,\}|,\\!)\s*(?=\d{3}(?!\d))/g, "$1");
   s = s.replace(/(\d)(?:\\,|\\!|\\ |~|\\;|\\:)(?=\d{3}(?!\d))/g, "$1");
   // Degrees and percent carry no value of their own here.
   s = s.replace(/\^\s*\{?\s*\\circ\s*\}?/g, "").replace(/\\(?:circ|degree)(?![A-Za-z])/g, "");
   s = s.replace(/\\?%/g, "");
+  s = s.replace(TEXT_UNIT_RE, "$1");
   // Text answers and text units: multiple choice \text{(B)}, units \text{ cm}.
   s = s.replace(/\\text\{\s*(?:or|and)\s*\}/g, ",");
   for (let i = 0; i < 3 && TEXT_CMDS.test(s); i++) {

@@ -3,7 +3,7 @@
 // it is correct, else 0. Options: DeepScaleR's format rule, ±1 rewards, and
 // DAPO's soft overlong punishment added on top.
 
-import { isEquivalent } from "./equivalence.ts";
+import { isEquivalent, type GradeOptions } from "./equivalence.ts";
 import { extractAnswer } from "./extract.ts";
 
 export interface GradeResult {
@@ -12,9 +12,10 @@ export interface GradeResult {
 }
 
 /** Extract the last boxed answer and grade it against `gold`. */
-export function gradeResponse(response: string, gold: string, opts: { afterThink?: boolean; budgetMs?: number } = {}): GradeResult {
+export function gradeResponse(response: string, gold: string, opts: { afterThink?: boolean } & GradeOptions = {}): GradeResult {
   const extracted = extractAnswer(response, { afterThink: opts.afterThink });
-  return { extracted, correct: extracted !== null && isEquivalent(gold, extracted, { budgetMs: opts.budgetMs }) };
+  const grade: GradeOptions = { approxDigits: opts.approxDigits, workBudget: opts.workBudget };
+  return { extracted, correct: extracted !== null && isEquivalent(gold, extracted, grade) };
 }
 
 export interface RewardOptions {
@@ -38,8 +39,8 @@ export interface RewardOptions {
    * (and -1 beyond). maxTokens defaults to the cap. DAPO: 20480 / 4096.
    */
   overlong?: { cacheTokens: number; maxTokens?: number };
-  /** Time budget of one grading in ms (see isEquivalent). */
-  budgetMs?: number;
+  /** Numeric closeness of decimals to exact values (see GradeOptions.approxDigits); default off. */
+  approxDigits?: number;
 }
 
 interface RewardCommon {
@@ -119,7 +120,7 @@ export function lengthCappedReward(input: RewardInput): RewardResult {
   const requireThink = opts.requireThink ?? false;
   const formatOk = !requireThink || ((opts.promptOpensThink || text.includes("<think>")) && text.includes("</think>"));
   const afterThink = opts.afterThink ?? requireThink;
-  const g = formatOk ? gradeResponse(text, input.gold, { afterThink, budgetMs: opts.budgetMs }) : { extracted: null, correct: false };
+  const g = formatOk ? gradeResponse(text, input.gold, { afterThink, approxDigits: opts.approxDigits }) : { extracted: null, correct: false };
 
   let reward = g.correct ? 1 : opts.signed ? -1 : 0;
   let overlong = 0;

@@ -13,9 +13,10 @@
  *
  * Thresholds are found by bisection on an order-preserving u32 key of the
  * logit (no sort): tokens tied at a threshold are all kept. The random draw
- * is a counter-based hash of (seed, step, row), so a row's token depends only
- * on its logits and those three numbers: reproducible and independent per
- * row, whatever the batch. `sampleRef` runs the same steps on the CPU with
+ * is a counter-based hash of (seed, request key, token index), the row's
+ * stream, read from `streams` u32 [B, 2]: a row's token depends only on its
+ * logits and those three numbers, so a completion is the same whichever
+ * batch, slot, order or machine produces it. `sampleRef` runs the same steps on the CPU with
  * the same f32 summation order, so it agrees token for token except when the
  * draw falls within a few ulp of a boundary.
  */
@@ -40,10 +41,8 @@ export interface SampleOptions {
   topK: number;
   /** Nucleus mass in (0, 1]; 1 = off. */
   topP: number;
-  /** Random stream (u32). */
+  /** The run's random seed (u32); each row's stream is (seed, request key, token index). */
   seed: number;
-  /** Decoding step (u32): a new draw per step. */
-  step: number;
   /**
    * Ids >= vocabLimit are never drawn and carry no probability mass (a
    * padded vocabulary: the model's vocab_size rows above the tokenizer's
@@ -54,10 +53,11 @@ export interface SampleOptions {
 
 export interface Sampler {
   /**
-   * Record the sampling of B rows. Rows beyond the storage binding limit are
+   * Record the sampling of B rows; `streams` u32 [B, 2] holds each row's
+   * (request key, token index). Rows beyond the storage binding limit are
    * split into several dispatches (each a multiple of 64 rows) internally.
    */
-  sample(b: Batch, logits: Binding, tokens: Binding, logp: Binding, B: number, V: number, opts: SampleOptions): void;
+  sample(b: Batch, logits: Binding, tokens: Binding, logp: Binding, B: number, V: number, opts: SampleOptions, streams: Binding): void;
 }
 
 const f = Math.fround;
@@ -78,7 +78,6 @@ function checkOptions(V: number, o: SampleOptions): { invT: number; greedy: bool
   }
   if (!(o.topP > 0 && o.topP <= 1)) throw new KernelError(`sample: topP must be in (0, 1] (1 = off), got ${o.topP}`);
   checkU32("seed", o.seed);
-  checkU32("step", o.step);
   if (!Number.isInteger(V) || V < 1 || V > 0x7fffffff) throw new KernelError(`sample: V must be a positive integer, got ${V}`);
   const greedy = o.temperature === 0;
   const invT = greedy ? 1 : f(1 / o.temperature);
@@ -92,10 +91,10 @@ function checkOptions(V: number, o: SampleOptions): { invT: number; greedy: bool
 
 // ---------------------------------------------------------------- RNG
 
-/** The kernel's counter hash of (row, step, seed); returns the x lane. */
-export function hash3x(row: number, step: number, seed: number): number {
-  let x = (Math.imul(row, 1664525) + 1013904223) >>> 0;
-  let y = (Math.imul(step, 1664525) + 1013904223) >>> 0;
+/** The kernel's counter hash of (key, index, seed); returns the x lane. */
+export function hash3x(key: number, index: number, seed: number): number {
+  let x = (Math.imul(key, 1664525) + 1013904223) >>> 0;
+  let y = (Math.imul(index, 1664525) + 1013904223) >>> 0;
   let z = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
   x = (x + Math.imul(y, z)) >>> 0;
   y = (y + Math.imul(z, x)) >>> 0;
@@ -107,9 +106,9 @@ export function hash3x(row: number, step: number, seed: number): number {
   return x;
 }
 
-/** The uniform draw in [0, 1) (24 bits) the kernel uses for (seed, step, row). */
-export function sampleUniform(seed: number, step: number, row: number): number {
-  return (hash3x(row, step, seed) >>> 8) / 16777216;
+/** The uniform draw in [0, 1) (24 bits) the kernel uses for (seed, request key, token index). */
+export function sampleUniform(seed: number, key: number, index: number): number {
+  return (hash3x(key, index, seed) >>> 8) / 16777216;
 }
 
 // ---------------------------------------------------------------- CPU reference
@@ -133,7 +132,7 @@ function wgSum(vals: Float32Array, wg: number): number {
 /** One row on the CPU, step by step as the kernel does it. */
 function sampleRowRef(
   l: Float32Array,
-  globalRow: number,
+  stream: [number, number],
   invT: number,
   greedy: boolean,
   o: SampleOptions,
@@ -198,7 +197,7 @@ function sampleRowRef(
   }
   let total = 0;
   for (let i = 0; i < wg; i++) total = f(total + sums[i]);
-  const target = f(f(sampleUniform(o.seed, o.step, globalRow)) * total);
+  const target = f(f(sampleUniform(o.seed, stream[0], stream[1])) * total);
   let run = 0;
   let owner = 0;
   let start = 0;
@@ -229,22 +228,23 @@ function sampleRowRef(
 
 /**
  * CPU reference of `Sampler.sample`: same thresholds, same RNG, same f32
- * summation order. `rowBase` is the global index of row 0 (the RNG counter).
+ * summation order. `streams` [B, 2]: each row's (request key, token index).
  */
 export function sampleRef(
   logits: Float32Array,
   B: number,
   V: number,
   opts: SampleOptions,
-  rowBase = 0,
+  streams: Uint32Array,
   wg = sampleWorkgroupSize(V),
 ): { tokens: Uint32Array; logp: Float32Array } {
   if (logits.length !== B * V) throw new KernelError(`sampleRef: logits has ${logits.length} values, expected B*V = ${B}*${V}`);
+  if (streams.length !== 2 * B) throw new KernelError(`sampleRef: streams has ${streams.length} values, expected 2*B = ${2 * B}`);
   const { invT, greedy, limit } = checkOptions(V, opts);
   const tokens = new Uint32Array(B);
   const logp = new Float32Array(B);
   for (let r = 0; r < B; r++) {
-    const out = sampleRowRef(logits.subarray(r * V, r * V + limit), rowBase + r, invT, greedy, opts, wg);
+    const out = sampleRowRef(logits.subarray(r * V, r * V + limit), [streams[2 * r], streams[2 * r + 1]], invT, greedy, opts, wg);
     tokens[r] = out.token;
     logp[r] = out.logp;
   }
@@ -327,6 +327,7 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number }
     B: number,
     V: number,
     opts: SampleOptions,
+    streams: Binding,
   ): void {
     const { invT, greedy, limit } = checkOptions(V, opts);
     if (!Number.isInteger(B) || B < 0) throw new KernelError(`sample: B must be an integer >= 0, got ${B}`);
@@ -334,10 +335,12 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number }
     const L = bindingParts(logits);
     const T = bindingParts(tokens);
     const P = bindingParts(logp);
+    const S = bindingParts(streams);
     const need: [string, { size: number; offset: number }, number][] = [
       ["logits", L, B * V * 4],
       ["tokens", T, B * 4],
       ["logp", P, B * 4],
+      ["streams", S, B * 8],
     ];
     for (const [name, part, bytes] of need) {
       if (part.size < bytes) {
@@ -357,13 +360,11 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number }
       const n = Math.min(rows, B - r0);
       const u = params()
         .u32(V)
-        .u32(r0)
         .u32(opts.topK)
         .u32(greedy ? 1 : 0)
         .f32(invT)
         .f32(opts.topP)
         .u32(opts.seed)
-        .u32(opts.step)
         .u32(limit);
       b.dispatch(kernel, {
         params: u,
@@ -371,6 +372,7 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number }
           { buffer: L.buffer, offset: L.offset + r0 * V * 4, size: n * V * 4 },
           { buffer: T.buffer, offset: T.offset + r0 * 4, size: n * 4 },
           { buffer: P.buffer, offset: P.offset + r0 * 4, size: n * 4 },
+          { buffer: S.buffer, offset: S.offset + r0 * 8, size: n * 8 },
         ],
         groups: [n],
         label: "sample",

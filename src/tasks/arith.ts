@@ -34,15 +34,10 @@
  * at 200 steps, 0.27-0.30 at 250-350; sampled at temperature 1.0 on training
  * problems, responses run 14-99 tokens (median ~30-48) with accuracy ~0.3-0.4.
  */
-import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { DEEPSCALER_INSTRUCTION, renderPrompt } from "../data/prompt.ts";
-import { Engine } from "../engine/generate.ts";
-import { Qwen2Gpu } from "../engine/model.ts";
-import { gradeResponse, lengthCappedReward } from "../grade/index.ts";
-import { vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
-import type { TrainModel } from "../train/model.ts";
-import type { Optimizer } from "../train/optim.ts";
-import { sftStep } from "../train/step.ts";
+import type { LoadedTokenizer } from "../model/tokenizer.ts";
+import { hashString, seededUniform } from "../util/random.ts";
+import { capReward, type Example, type Task } from "./task.ts";
 
 export type ArithKind = "add" | "sub" | "add3";
 export const ARITH_KINDS: readonly ArithKind[] = ["add", "sub", "add3"];
@@ -98,24 +93,9 @@ export interface StyleMix {
  */
 export const DEFAULT_MIX: StyleMix = { restate: 0.7, count: 0.5, check: 0.7 };
 
-/** mulberry32: a small seeded uniform [0, 1) generator (deterministic across runtimes). */
-export function seededUniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** FNV-1a of a string into [0, 1): the fixed train/test partition. */
+/** A string's hash in [0, 1): the fixed train/test partition. */
 function hashUnit(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
-  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0;
-  return ((h ^ (h >>> 16)) >>> 0) / 4294967296;
+  return hashString(key) / 4294967296;
 }
 
 function checkOptions(opts: ArithOptions): Required<Omit<ArithOptions, "instruction">> {
@@ -250,147 +230,28 @@ export function encodeExample(p: ArithProblem, style: TraceStyle, tokenizer: Loa
   return { prompt: tokenizer.encode(promptText(p, tokenizer, opts)), response: [...tokenizer.encode(verboseTrace(p, style)), eosId(tokenizer)] };
 }
 
-/** DeepScaleR's format rule with R1-Distill's template: the prompt opened `<think>`, the response must close it. */
-const REWARD_OPTIONS = { requireThink: true, promptOpensThink: true } as const;
-
 /**
- * The reward of a response text: 1 if it closes `</think>` and the last
- * `\boxed{}` after it equals the answer, else 0; `capHit` (stopped at the
- * cap, not at end of sequence) is passed through as `truncated` and does not
- * by itself change the reward: a cut response almost never holds a complete
- * box after `</think>`, so it scores 0 through extraction.
+ * Endless warm-start batches of `batchSize` traces (train split unless
+ * `task.split` says otherwise), each trace's style drawn from `mix`; a
+ * function of the seed only.
  */
-export function reward(responseText: string, answer: string, capHit: boolean): { reward: number; correct: boolean; truncated: boolean } {
-  const closed = responseText.includes("</think>");
-  const correct = closed && gradeResponse(responseText, answer, { afterThink: true }).correct;
-  return { reward: correct ? 1 : 0, correct, truncated: capHit };
-}
-
-/**
- * The length-capped reward of generated token ids through the project's
- * grader: the ids are cut at `cap`, decoded without special tokens, graded.
- */
-export function cappedReward(tokens: ArrayLike<number>, answer: string, cap: number, tokenizer: LoadedTokenizer, finished: boolean) {
-  return lengthCappedReward({
-    tokens,
-    cap,
-    gold: answer,
-    finished,
-    decode: (ids) => tokenizer.decodeKnown(ids, { skipSpecialTokens: true }).text, // ids it lacks: left out, never a crash
-    options: REWARD_OPTIONS,
-  });
-}
-
-export interface WarmStartOptions {
-  steps: number;
-  /** Traces per step. Default 32. */
-  batchSize?: number;
-  seed?: number;
-  task?: ArithOptions;
-  mix?: StyleMix;
-  microBatchTokens?: number;
-  /** Called after every step; returning true stops early. */
-  onProgress?: (p: { step: number; steps: number; loss: number; gradNorm: number; seconds: number }) => void | boolean | Promise<void | boolean>;
-}
-
-export interface WarmStartResult {
-  steps: number;
-  seconds: number;
-  losses: number[];
-  tokens: number; // response tokens trained on
-}
-
-/**
- * Supervised warm start: `steps` sftSteps on fresh batches of traces (train
- * split unless `task.split` says otherwise), styles drawn from `mix`.
- */
-export async function warmStart(model: TrainModel, opt: Optimizer, tokenizer: LoadedTokenizer, opts: WarmStartOptions): Promise<WarmStartResult> {
-  const { steps } = opts;
-  const batchSize = opts.batchSize ?? 32;
-  const seed = opts.seed ?? 0;
-  if (!Number.isInteger(steps) || steps < 0) throw new Error(`warmStart: steps must be a non-negative integer, got ${steps}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`warmStart: batchSize must be a positive integer, got ${batchSize}`);
-  const task: ArithOptions = { split: "train", ...opts.task };
+export function* warmStartBatches(tokenizer: LoadedTokenizer, batchSize: number, seed: number, task: ArithOptions = {}, mix: StyleMix = DEFAULT_MIX): Generator<Example[]> {
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`arith warm start: batchSize must be a positive integer, got ${batchSize}`);
+  const opts: ArithOptions = { split: "train", ...task };
   const rand = seededUniform(seed ^ 0x5eed);
-  const t0 = performance.now();
-  const losses: number[] = [];
-  let tokens = 0;
-  for (let step = 0; step < steps; step++) {
-    const problems = makeProblems(batchSize, seed * 100003 + step, task);
-    const seqs = problems.map((p) => {
-      const e = encodeExample(p, sampleStyle(rand, opts.mix), tokenizer, task);
-      return { tokens: [...e.prompt, ...e.response], lossFrom: e.prompt.length };
-    });
-    const r = await sftStep(model, opt, seqs, opts.microBatchTokens);
-    if (!Number.isFinite(r.loss)) throw new Error(`warmStart: step ${step}: loss is ${r.loss}`);
-    losses.push(r.loss);
-    tokens += r.tokens;
-    const stop = await opts.onProgress?.({ step: step + 1, steps, loss: r.loss, gradNorm: r.gradNorm, seconds: (performance.now() - t0) / 1000 });
-    if (stop === true) break;
-    // An event-loop turn between steps (nothing of ours pending): stderr writes
-    // (the progress bar) and signal handlers run. Without it, the default run
-    // crashed Bun (segfault) twice at ~320-340 warm-start steps, ~4 min in.
-    await yieldToEventLoop(0);
-  }
-  return { steps: losses.length, seconds: (performance.now() - t0) / 1000, losses, tokens };
+  for (let step = 0; ; step++) yield makeProblems(batchSize, seed * 100003 + step, opts).map((p) => encodeExample(p, sampleStyle(rand, mix), tokenizer, opts));
 }
 
-export interface EvalOptions {
-  /** Most new tokens per response (the rollout cap). */
-  cap: number;
-  task?: Pick<ArithOptions, "instruction">;
-  temperature?: number; // default 0 (greedy)
-  seed?: number;
-  maxBatch?: number; // default 64
-}
-
-export interface EvalResult {
-  accuracy: number;
-  meanLength: number;
-  truncation: number; // fraction stopped at the cap
-  responses: { id: string; text: string; length: number; correct: boolean; truncated: boolean }[];
-}
-
-/**
- * Generate one response per problem with the inference engine from f32
- * weights (e.g. TrainModel.readWeights()) and grade it under the cap.
- */
-export async function evaluate(gpu: Gpu, model: TrainModel | { config: TrainModel["config"]; weights: Map<string, Float32Array> }, tokenizer: LoadedTokenizer, problems: ArithProblem[], opts: EvalOptions): Promise<EvalResult> {
-  const config = model.config;
-  const weights = "weights" in model ? model.weights : await model.readWeights();
-  const src = {
-    has: (name: string) => weights.has(name),
-    get: (name: string) => {
-      const w = weights.get(name);
-      if (!w) throw new Error(`evaluate: no weight ${name}`);
-      return w;
-    },
-  };
-  const prompts = problems.map((p) => tokenizer.encode(promptText(p, tokenizer, opts.task)));
-  const longest = Math.max(1, ...prompts.map((p) => p.length)) + opts.cap;
-  const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 64, problems.length));
-  const blockSize = 16;
-  const seqLen = Math.ceil(longest / blockSize) * blockSize;
-  const qm = await Qwen2Gpu.create(gpu, config, src, "f32");
-  const engine = await Engine.create(qm, { maxBatch, maxSeqLen: seqLen, cacheTokens: seqLen * maxBatch, blockSize, prefillChunk: 512, vocabLimit: vocabLimit(config.vocabSize, tokenizer) });
-  const stop = tokenizer.eosTokenIds;
-  const out: EvalResult["responses"] = new Array(problems.length);
-  try {
-    const reqs = problems.map((p, i) => ({ id: i, prompt: prompts[i], maxTokens: opts.cap, stop }));
-    for await (const c of engine.generate(reqs, { temperature: opts.temperature ?? 0, topP: 1, topK: 0, seed: opts.seed ?? 0 })) {
-      const i = c.id as number;
-      const r = cappedReward(c.tokens, problems[i].answer, opts.cap, tokenizer, c.stopReason === "stop");
-      out[i] = { id: problems[i].id, text: tokenizer.decodeKnown(c.tokens, { skipSpecialTokens: true }).text, length: c.tokens.length, correct: r.correct, truncated: c.stopReason === "length" };
-    }
-  } finally {
-    engine.destroy();
-    qm.destroy();
-  }
-  const n = Math.max(out.length, 1);
+/** The arithmetic task for the trainer: train/test split by operand tuple, SIRI's reward, warm-start traces. */
+export function arithTask(tokenizer: LoadedTokenizer, o: { kinds: ArithKind[]; maxOperand: number }): Task {
+  const opts = { kinds: o.kinds, maxOperand: o.maxOperand };
   return {
-    accuracy: out.filter((r) => r.correct).length / n,
-    meanLength: out.reduce((a, r) => a + r.length, 0) / n,
-    truncation: out.filter((r) => r.truncated).length / n,
-    responses: out,
+    name: "arith",
+    sample: (n, seed) => makeProblems(n, seed, { ...opts, split: "train" }),
+    // The held-out split itself, each problem once (no draws with replacement), up to n.
+    validation: (n) => enumerateProblems({ ...opts, split: "test" }).slice(0, n),
+    prompt: (p) => promptText(p, tokenizer),
+    reward: (r, gold, cap) => capReward(tokenizer, r, gold, cap),
+    warmStartBatches: (batchSize, seed) => warmStartBatches(tokenizer, batchSize, seed, opts),
   };
 }

@@ -1,33 +1,28 @@
-// Training tasks: generated problems with checkable answers, their prompts,
-// reasoning traces for a supervised warm start, and rewards. The default run
-// trains on the synthetic arithmetic task; the real path uses DeepScaleR's
-// data with src/data/prompt.ts and src/grade/ directly.
+// Training tasks (leaves): problems with checkable answers, their prompts,
+// the reward (src/grade/ through task.ts), and warm-start examples as data.
+// The default run trains on the synthetic arithmetic task; the paper's run on
+// a dataset (DeepScaleR) through dataset.ts.
+export { capReward, THINK_REWARD, type Example, type Response, type Task, type TaskProblem } from "./task.ts";
+export { datasetTask } from "./dataset.ts";
 export {
   ARITH_KINDS,
   COMPRESSED_STYLE,
   DEFAULT_MIX,
   FULL_STYLE,
   SHORT_INSTRUCTION,
-  cappedReward,
+  arithTask,
   encodeExample,
   enumerateProblems,
-  evaluate,
   isHeldOut,
   makeProblems,
   promptText,
-  reward,
   sampleStyle,
-  seededUniform,
   solve,
   verboseTrace,
-  warmStart,
+  warmStartBatches,
   type ArithKind,
   type ArithOptions,
   type ArithProblem,
-  type EvalOptions,
-  type EvalResult,
   type StyleMix,
   type TraceStyle,
-  type WarmStartOptions,
-  type WarmStartResult,
 } from "./arith.ts";

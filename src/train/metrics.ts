@@ -42,6 +42,8 @@ export interface StepMetrics {
   rounds: number; // generation rounds this step
   rollout_tokens: number;
   rollout_tokens_per_s: number;
+  decode_occupancy: number; // mean sequences decoding per decode step / the engine's max batch
+  readbacks_per_token: number; // GPU -> CPU waits of the rollout engine per generated token
   step_time_s: number;
   skipped: boolean; // the update was skipped (non-finite loss or gradient)
   non_finite: number; // non-finite losses in a row so far
@@ -51,7 +53,8 @@ export const STEP_FIELDS: readonly (keyof StepMetrics)[] = [
   "step", "cycle", "phase", "cap", "reward_mean", "accuracy", "length_mean", "length_max", "length_median",
   "truncation_rate", "clip_frac_low", "clip_frac_high", "pg_clipfrac", "pg_clipfrac_lower", "tis_weight_mean",
   "mismatch_logp_abs_mean", "mismatch_logp_abs_max", "mismatch_ratio_max", "mismatch_ratio_min", "entropy", "grad_norm", "approx_kl", "loss", "lr",
-  "rollouts", "groups_dropped", "rounds", "rollout_tokens", "rollout_tokens_per_s", "step_time_s", "skipped", "non_finite",
+  "rollouts", "groups_dropped", "rounds", "rollout_tokens", "rollout_tokens_per_s",
+  "decode_occupancy", "readbacks_per_token", "step_time_s", "skipped", "non_finite",
 ];
 
 /** A validation pass (avg@n on held-out problems) after `step` steps. */
@@ -106,13 +109,6 @@ export function truncateJsonl(path: string, steps: number, key: "step" = "step",
   if (!existsSync(path)) return;
   const keep = readJsonl<{ step: number }>(path).filter((r) => (inclusive ? r[key] <= steps : r[key] < steps));
   writeFileSync(path, keep.map((r) => jsonLine(r)).join(""));
-}
-
-export function median(xs: readonly number[]): number {
-  if (!xs.length) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /** SVG: cap and mean response length (tokens, left axis) and accuracy (right axis, %) over steps. */

@@ -13,8 +13,13 @@
  * Checkpointing: only each layer's input x_l is kept from the forward; the
  * backward recomputes the layer's internals from x_l into one set of scratch
  * buffers, so activation memory is O(L·T·H + T·I) instead of O(L·T·I).
+ *
+ * Tensors over one storage binding (the embedding and LM head of real
+ * vocabularies: 151936 x 1536 f32 is 933 MB) are stored in row parts, each
+ * its own buffer, as the inference engine stores them: the gather, the LM
+ * head, their backward passes and AdamW run once per part.
  */
-import type { Batch, Gpu } from "../gpu/index.ts";
+import type { Batch, Binding, Gpu } from "../gpu/index.ts";
 import { loadAttention } from "../kernels/attention.ts";
 import { loadElementwise } from "../kernels/elementwise.ts";
 import { loadEmbedding } from "../kernels/embedding.ts";
@@ -27,12 +32,76 @@ import { loadRope } from "../kernels/rope.ts";
 import type { Qwen2Config } from "../model/config.ts";
 import { qwen2WeightSpec, type WeightSpec } from "../model/safetensors.ts";
 
+/** Rows [row0, row0 + rows) of a parameter: elements [offset, offset + size), in their own buffers. */
+export interface ParamPart {
+  row0: number;
+  rows: number;
+  offset: number; // elements
+  size: number; // elements
+  value: GPUBuffer; // f32 master weight
+  grad: GPUBuffer; // f32, accumulated
+}
+
 export interface Param {
   name: string;
   shape: number[];
   size: number; // elements
-  value: GPUBuffer; // f32 master weight
-  grad: GPUBuffer; // f32, accumulated
+  /** One part, or row parts when the tensor exceeds one storage binding (embedding / LM head). */
+  parts: ParamPart[];
+  /** The value buffer of a one-part tensor (an error for a tensor in several parts). */
+  readonly value: GPUBuffer;
+  /** The gradient buffer of a one-part tensor (an error for a tensor in several parts). */
+  readonly grad: GPUBuffer;
+}
+
+/** Where parameter values come from: a map, or a reader called once per tensor (nothing kept after upload). */
+export type ParamSource = Map<string, Float32Array> | ((name: string) => Float32Array);
+
+/**
+ * Rows per part so that one part fits `maxBinding` bytes in f32 (the
+ * whole tensor when it fits).
+ */
+export function partRows(rows: number, cols: number, maxBinding: number): number {
+  const fit = Math.floor(maxBinding / (Math.max(cols, 1) * 4));
+  if (fit < 1) throw new Error(`training model: one row of ${cols} f32 values exceeds the max storage binding ${maxBinding}`);
+  return Math.min(rows, fit);
+}
+
+function makeParam(gpu: Gpu, name: string, shape: number[], data: Float32Array, maxBinding: number): Param {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const rows = shape.length > 1 ? shape[0] : 1;
+  const cols = size / Math.max(rows, 1);
+  const per = partRows(rows, cols, maxBinding);
+  const parts: ParamPart[] = [];
+  for (let row0 = 0; row0 < rows; row0 += per) {
+    const n = Math.min(per, rows - row0);
+    const offset = row0 * cols;
+    const label = parts.length || n < rows ? `${name}[${row0}:${row0 + n}]` : name;
+    parts.push({
+      row0,
+      rows: n,
+      offset,
+      size: n * cols,
+      value: gpu.buffer(data.subarray(offset, offset + n * cols), label),
+      grad: gpu.buffer(n * cols * 4, `grad.${label}`),
+    });
+  }
+  const one = (what: "value" | "grad") => {
+    if (parts.length !== 1) throw new Error(`training model: ${name} is stored in ${parts.length} row parts; use its parts, not one ${what} buffer`);
+    return parts[0][what];
+  };
+  return {
+    name,
+    shape,
+    size,
+    parts,
+    get value() {
+      return one("value");
+    },
+    get grad() {
+      return one("grad");
+    },
+  };
 }
 
 export interface PackedBatch {
@@ -104,6 +173,11 @@ export interface TrainModelOptions {
   /** Most rows of logits at once (a multiple of 64); default: what fits one binding, at most 1024. */
   logitRows?: number;
   /**
+   * Largest part of the embedding / LM head in bytes (default: the adapter's
+   * max storage binding). Tests lower it to split a tiny model's embedding.
+   */
+  maxParamBytes?: number;
+  /**
    * Ids the tokenizer knows: log-probs are log softmax over logits [0,
    * vocabLimit) only (the distribution the masked sampler draws from), and
    * the LM head's padded rows above it get no gradient. Default vocab_size.
@@ -121,24 +195,28 @@ export class TrainModel {
     readonly config: Qwen2Config,
     private readonly k: Kernels,
     specs: WeightSpec[],
-    values: Map<string, Float32Array>,
+    values: ParamSource,
     private readonly opts: TrainModelOptions,
   ) {
+    const limit = gpu.limits.maxStorageBufferBindingSize;
+    const vocabBinding = Math.min(opts.maxParamBytes ?? Infinity, limit);
+    const get = typeof values === "function" ? values : (n: string) => values.get(n);
     this.params = specs.map((s) => {
       const size = s.shape.reduce((a, b) => a * b, 1);
-      const data = values.get(s.name);
+      const data = get(s.name);
       if (!data) throw new Error(`training model: no values for parameter ${s.name}`);
       if (data.length !== size) throw new Error(`training model: ${s.name} has ${data.length} values, shape ${s.shape} needs ${size}`);
-      if (size * 4 > gpu.limits.maxStorageBufferBindingSize) {
-        throw new Error(`training model: ${s.name} (${size * 4} bytes in f32) exceeds the adapter's max storage binding; not supported yet`);
-      }
-      return { name: s.name, shape: s.shape, size, value: gpu.buffer(data, s.name), grad: gpu.buffer(size * 4, `grad.${s.name}`) };
+      // Only the vocabulary tensors are split (the layers' kernels take one buffer per weight).
+      const vocab = s.name === "model.embed_tokens.weight" || s.name === "lm_head.weight";
+      if (!vocab && size * 4 > limit) throw new Error(`training model: ${s.name} (${size * 4} bytes in f32) exceeds the adapter's max storage binding ${limit}`);
+      // Uploaded at once; with a reader the CPU copy is garbage as soon as this returns.
+      return makeParam(gpu, s.name, s.shape, data, vocab ? vocabBinding : limit);
     });
     this.byName = new Map(this.params.map((p) => [p.name, p]));
   }
 
   /** Build from f32 values keyed by HF tensor names (tied models have no lm_head). */
-  static async create(gpu: Gpu, config: Qwen2Config, values: Map<string, Float32Array>, opts: TrainModelOptions = {}): Promise<TrainModel> {
+  static async create(gpu: Gpu, config: Qwen2Config, values: ParamSource, opts: TrainModelOptions = {}): Promise<TrainModel> {
     const lim = opts.vocabLimit;
     if (lim !== undefined && !(Number.isInteger(lim) && lim >= 1 && lim <= config.vocabSize)) {
       throw new Error(`training model: vocabLimit must be an integer in 1..vocab_size (${config.vocabSize}), got ${lim}`);
@@ -272,19 +350,34 @@ export class TrainModel {
     const T = this.upload(mb);
     const A = this.acts!;
     const { mm, emb, norm, lp } = this.k;
-    const E = this.p("model.embed_tokens.weight");
-    emb.gather(b, A.tokens, E.value, A.xs[0], T, c.hiddenSize, 0, c.vocabSize);
+    // Each embedding part writes the rows of the tokens whose ids it holds.
+    for (const part of this.p("model.embed_tokens.weight").parts) emb.gather(b, A.tokens, part.value, A.xs[0], T, c.hiddenSize, part.row0, part.rows);
     for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T);
     norm.rmsnorm(b, A.xs[c.numLayers], this.p("model.norm.weight").value, A.hN, T, c.hiddenSize, c.rmsNormEps);
-    const W = this.lmHead().value;
     const V = this.vocabLimit; // logits of ids [0, V) only: rows above are padding
     const H = c.hiddenSize;
     // The LM head and log-softmax over token chunks: [T, V] logits never exist at once.
     for (const [t0, n] of chunks(T, A.chunk)) {
-      mm.matmul(b, rows(A.hN, t0, n, H), W, null, A.logits, n, V, H);
+      this.recordLmHead(b, rows(A.hN, t0, n, H), A.logits, n);
       lp.chosen(b, A.logits, rows(A.targets, t0, n, 1), rows(A.logp, t0, n, 1), rows(A.entropy, t0, n, 1), n, V, temperature);
     }
     return T;
+  }
+
+  /** The LM head's parts clipped to ids [0, vocabLimit), each with its column range of the logits. */
+  private headParts(): { part: ParamPart; rows: number }[] {
+    const V = this.vocabLimit;
+    return this.lmHead()
+      .parts.filter((p) => p.row0 < V)
+      .map((part) => ({ part, rows: Math.min(part.rows, V - part.row0) }));
+  }
+
+  /** logits [n, vocabLimit] = h [n, H] · W[0:vocabLimit]ᵀ, one matmul per LM-head part (its columns). */
+  private recordLmHead(b: Batch, h: Binding, logits: GPUBuffer, n: number): void {
+    const V = this.vocabLimit;
+    for (const { part, rows: r } of this.headParts()) {
+      this.k.mm.matmul(b, h, part.value, null, logits, n, r, this.config.hiddenSize, { ldc: V, col0: part.row0 });
+    }
   }
 
   /** Read the log-probs and entropies of the last forward. */
@@ -319,13 +412,16 @@ export class TrainModel {
     const hd = c.headDim;
     const V = this.vocabLimit;
     // LM head and final norm (its rows [0, V): padded rows take no part and get no gradient).
-    const W = this.lmHead();
-    // Per token chunk: recompute the logits, then log-softmax and LM-head backward.
+    // Per token chunk: recompute the logits, then log-softmax and the LM-head backward per part
+    // (each part reads its columns of dlogits; dh accumulates over the parts).
     for (const [t0, n] of chunks(T, A.chunk)) {
-      mm.matmul(b, rows(A.hN, t0, n, H), W.value, null, A.logits, n, V, H);
+      this.recordLmHead(b, rows(A.hN, t0, n, H), A.logits, n);
       loss.logsoftmaxBackward(b, A.logits, rows(A.targets, t0, n, 1), rows(A.dlogp, t0, n, 1), A.dlogits, n, V, temperature);
-      mg.dInput(b, A.dlogits, W.value, rows(A.dh, t0, n, H), n, V, H);
-      mg.dWeight(b, A.dlogits, rows(A.hN, t0, n, H), W.grad, n, V, H);
+      this.headParts().forEach(({ part, rows: r }, i) => {
+        const cols = { ldy: V, col0: part.row0 };
+        mg.dInput(b, A.dlogits, part.value, rows(A.dh, t0, n, H), n, r, H, { ...cols, accumulate: i > 0 });
+        mg.dWeight(b, A.dlogits, rows(A.hN, t0, n, H), part.grad, n, r, H, cols);
+      });
     }
     const fn = this.p("model.norm.weight");
     norm.rmsnormBackward(b, A.xs[c.numLayers], fn.value, A.dh, A.dx, fn.grad, T, H, c.rmsNormEps);
@@ -363,32 +459,44 @@ export class TrainModel {
       norm.rmsnormBackward(b, A.xs[l], P("input_layernorm.weight").value, A.dh, A.dtmp, P("input_layernorm.weight").grad, T, H, c.rmsNormEps);
       ew.addInPlace(b, A.dx, A.dtmp, T * H); // dx = d loss / d x_l
     }
-    const E = this.p("model.embed_tokens.weight");
-    emb.embeddingBackward(b, A.tokens, A.dx, E.grad, T, H, 0, V);
+    // Each embedding part adds the gradient rows of the ids it holds (tokens are < V).
+    for (const part of this.p("model.embed_tokens.weight").parts) {
+      if (part.row0 < V) emb.embeddingBackward(b, A.tokens, A.dx, part.grad, T, H, part.row0, part.rows);
+    }
   }
 
   /** Zero every gradient (start of an optimiser step). */
   recordZeroGrad(b: Batch): void {
-    for (const p of this.params) b.clear(p.grad);
+    for (const p of this.params) for (const part of p.parts) b.clear(part.grad);
   }
 
-  /** Read the f32 master weights (for checkpoints and the inference engine). */
+  /** One parameter's f32 master weights, its parts joined (checkpoints read tensor by tensor). */
+  async readParam(p: Param, what: "value" | "grad" = "value"): Promise<Float32Array> {
+    if (p.parts.length === 1) return this.gpu.readF32(p.parts[0][what], p.size);
+    const out = new Float32Array(p.size);
+    for (const part of p.parts) out.set(await this.gpu.readF32(part[what], part.size), part.offset);
+    return out;
+  }
+
+  /** Read every f32 master weight (tests; checkpoints use readParam one tensor at a time). */
   async readWeights(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.params) out.set(p.name, await this.gpu.readF32(p.value, p.size));
+    for (const p of this.params) out.set(p.name, await this.readParam(p));
     return out;
   }
 
   async readGrads(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.params) out.set(p.name, await this.gpu.readF32(p.grad, p.size));
+    for (const p of this.params) out.set(p.name, await this.readParam(p, "grad"));
     return out;
   }
 
   destroy(): void {
     for (const p of this.params) {
-      p.value.destroy();
-      p.grad.destroy();
+      for (const part of p.parts) {
+        part.value.destroy();
+        part.grad.destroy();
+      }
     }
     if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((x) => x.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
   }

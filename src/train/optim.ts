@@ -1,11 +1,12 @@
 /**
  * The optimiser step over every parameter: global-norm clipping, then AdamW
  * (decoupled weight decay) with a constant-with-warm-up learning rate.
- * Moments are f32 buffers beside each parameter.
+ * Moments are f32 buffers beside each parameter part (a tensor over one
+ * storage binding is updated part by part, with its own moment buffers).
  */
 import type { Gpu } from "../gpu/index.ts";
 import { clipFactor, loadAdamW, lrAt, type AdamW } from "../kernels/adamw.ts";
-import type { Param } from "./model.ts";
+import type { Param, ParamPart } from "./model.ts";
 
 export interface OptimConfig {
   lr: number;
@@ -37,8 +38,10 @@ export interface OptimStats {
 
 export class Optimizer {
   step = 0; // optimiser steps taken
-  readonly m: GPUBuffer[];
-  readonly v: GPUBuffer[];
+  /** Moments per parameter, one buffer per part: m[i][k] belongs to params[i].parts[k]. */
+  readonly m: GPUBuffer[][];
+  readonly v: GPUBuffer[][];
+  private readonly parts: ParamPart[];
   private readonly normOut: GPUBuffer;
 
   private constructor(
@@ -47,8 +50,10 @@ export class Optimizer {
     readonly cfg: OptimConfig,
     private readonly adam: AdamW,
   ) {
-    this.m = params.map((p) => gpu.buffer(p.size * 4, `adam.m.${p.name}`));
-    this.v = params.map((p) => gpu.buffer(p.size * 4, `adam.v.${p.name}`));
+    const moments = (kind: string) => params.map((p) => p.parts.map((part, k) => gpu.buffer(part.size * 4, `adam.${kind}.${p.name}${p.parts.length > 1 ? `#${k}` : ""}`)));
+    this.m = moments("m");
+    this.v = moments("v");
+    this.parts = params.flatMap((p) => p.parts);
     this.normOut = gpu.buffer(16, "adam.gradnorm");
   }
 
@@ -63,7 +68,7 @@ export class Optimizer {
    */
   async update(gradScale = 1): Promise<OptimStats> {
     const b = this.gpu.batch();
-    this.adam.gradNormSq(b, this.params.map((p) => p.grad), this.params.map((p) => p.size), this.normOut);
+    this.adam.gradNormSq(b, this.parts.map((p) => p.grad), this.parts.map((p) => p.size), this.normOut);
     b.submit();
     const sq = (await this.gpu.readF32(this.normOut, 1))[0];
     const gradNorm = Math.sqrt(sq) * gradScale;
@@ -73,41 +78,57 @@ export class Optimizer {
     this.step++;
     const u = this.gpu.batch();
     this.params.forEach((p, i) =>
-      this.adam.step(u, p.value, p.grad, this.m[i], this.v[i], p.size, {
-        lr,
-        beta1: this.cfg.beta1,
-        beta2: this.cfg.beta2,
-        eps: this.cfg.eps,
-        weightDecay: this.cfg.weightDecay,
-        step: this.step,
-        gradScale: gradScale * clip,
-      }),
+      p.parts.forEach((part, k) =>
+        this.adam.step(u, part.value, part.grad, this.m[i][k], this.v[i][k], part.size, {
+          lr,
+          beta1: this.cfg.beta1,
+          beta2: this.cfg.beta2,
+          eps: this.cfg.eps,
+          weightDecay: this.cfg.weightDecay,
+          step: this.step,
+          gradScale: gradScale * clip,
+        }),
+      ),
     );
     u.submit();
     return { gradNorm, lr, clip, skipped: false };
+  }
+
+  /** One moment tensor of parameter i, its parts joined (checkpoints write tensor by tensor). */
+  async readMoment(i: number, which: "m" | "v"): Promise<Float32Array> {
+    const p = this.params[i];
+    const out = new Float32Array(p.size);
+    for (const [k, part] of p.parts.entries()) out.set(await this.gpu.readF32(this[which][i][k], part.size), part.offset);
+    return out;
+  }
+
+  /** Upload one moment tensor of parameter i (split over its parts). */
+  loadMoment(i: number, which: "m" | "v", data: Float32Array): void {
+    const p = this.params[i];
+    if (data.length !== p.size) throw new Error(`optimiser state for ${p.name} (${which}): ${data.length} values, the parameter has ${p.size}`);
+    p.parts.forEach((part, k) => this.gpu.write(this[which][i][k], data.subarray(part.offset, part.offset + part.size)));
   }
 
   async readState(): Promise<{ m: Float32Array[]; v: Float32Array[]; step: number }> {
     const m: Float32Array[] = [];
     const v: Float32Array[] = [];
     for (let i = 0; i < this.params.length; i++) {
-      m.push(await this.gpu.readF32(this.m[i], this.params[i].size));
-      v.push(await this.gpu.readF32(this.v[i], this.params[i].size));
+      m.push(await this.readMoment(i, "m"));
+      v.push(await this.readMoment(i, "v"));
     }
     return { m, v, step: this.step };
   }
 
   loadState(s: { m: Float32Array[]; v: Float32Array[]; step: number }): void {
     if (s.m.length !== this.params.length) throw new Error(`optimiser state has ${s.m.length} tensors, the model ${this.params.length}`);
-    this.params.forEach((p, i) => {
-      if (s.m[i].length !== p.size || s.v[i].length !== p.size) throw new Error(`optimiser state for ${p.name}: wrong size`);
-      this.gpu.write(this.m[i], s.m[i]);
-      this.gpu.write(this.v[i], s.v[i]);
+    this.params.forEach((_, i) => {
+      this.loadMoment(i, "m", s.m[i]);
+      this.loadMoment(i, "v", s.v[i]);
     });
     this.step = s.step;
   }
 
   destroy(): void {
-    [...this.m, ...this.v, this.normOut].forEach((b) => b.destroy());
+    [...this.m.flat(), ...this.v.flat(), this.normOut].forEach((b) => b.destroy());
   }
 }

@@ -18,11 +18,12 @@ export interface RolloutModel {
   destroy(): void;
 }
 
-function weightsFrom(train: TrainModel, buf: (name: string) => GPUBuffer): Qwen2Weights {
+/** `buf(name, k)`: the engine's buffer for part k of a parameter (one part for all but the embedding / LM head). */
+function weightsFrom(train: TrainModel, buf: (name: string, part: number) => GPUBuffer): Qwen2Weights {
   const c = train.config;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
-    const p = (s: string) => buf(`model.layers.${i}.${s}`);
+    const p = (s: string) => buf(`model.layers.${i}.${s}`, 0);
     layers.push({
       ln1: p("input_layernorm.weight"),
       wq: p("self_attn.q_proj.weight"),
@@ -38,26 +39,31 @@ function weightsFrom(train: TrainModel, buf: (name: string) => GPUBuffer): Qwen2
       wd: p("mlp.down_proj.weight"),
     });
   }
-  const one = (name: string): ChunkedMatrix => ({ rows: c.vocabSize, cols: c.hiddenSize, chunks: [{ buffer: buf(name), row0: 0, rows: c.vocabSize }] });
-  const embed = one("model.embed_tokens.weight");
-  const lmHead = c.tieWordEmbeddings ? embed : one("lm_head.weight");
-  return { layers, embed, lmHead, norm: buf("model.norm.weight") };
+  // The trainer's row parts are the engine's row chunks.
+  const chunked = (name: string): ChunkedMatrix => ({
+    rows: c.vocabSize,
+    cols: c.hiddenSize,
+    chunks: train.byName.get(name)!.parts.map((part, k) => ({ buffer: buf(name, k), row0: part.row0, rows: part.rows })),
+  });
+  const embed = chunked("model.embed_tokens.weight");
+  const lmHead = c.tieWordEmbeddings ? embed : chunked("lm_head.weight");
+  return { layers, embed, lmHead, norm: buf("model.norm.weight", 0) };
 }
 
 export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): Promise<RolloutModel> {
   if (dtype === "f32") {
-    const model = await Qwen2Gpu.withWeights(gpu, train.config, "f32", () => weightsFrom(train, (n) => train.byName.get(n)!.value));
+    const model = await Qwen2Gpu.withWeights(gpu, train.config, "f32", () => weightsFrom(train, (n, k) => train.byName.get(n)!.parts[k].value));
     // Shared buffers: the trainer owns them, so destroying the engine's view frees nothing.
     return { model, sync: async () => {}, destroy: () => {} };
   }
   const adam = await loadAdamW(gpu);
-  const copies = new Map(train.params.map((p) => [p.name, gpu.buffer(2 * Math.ceil(p.size / 2) * 2, `f16.${p.name}`)]));
-  const model = await Qwen2Gpu.withWeights(gpu, train.config, "f16", () => weightsFrom(train, (n) => copies.get(n)!));
+  const copies = new Map(train.params.map((p) => [p.name, p.parts.map((part, k) => gpu.buffer(2 * Math.ceil(part.size / 2) * 2, `f16.${p.name}#${k}`))]));
+  const model = await Qwen2Gpu.withWeights(gpu, train.config, "f16", () => weightsFrom(train, (n, k) => copies.get(n)![k]));
   const sync = async () => {
     const b = gpu.batch();
-    for (const p of train.params) adam.copyToF16(b, p.value, copies.get(p.name)!, p.size);
+    for (const p of train.params) p.parts.forEach((part, k) => adam.copyToF16(b, part.value, copies.get(p.name)![k], part.size));
     b.submit();
   };
   await sync();
-  return { model, sync, destroy: () => copies.forEach((b) => b.destroy()) };
+  return { model, sync, destroy: () => copies.forEach((bs) => bs.forEach((b) => b.destroy())) };
 }

@@ -1,0 +1,232 @@
+/**
+ * The SIRI loop, read top to bottom, one iteration per step:
+ *
+ *   cap L(t) → prompts → G rollouts each (capped at L(t)) → length-capped rewards
+ *   → [DAPO: soft overlong punishment, dynamic sampling, overlong filter]
+ *   → group advantages → policy update (GRPO + clip-higher, no KL)
+ *   → rollout model sync → metrics → checkpoints (every N, trough, peak)
+ *
+ * Kept from GRPO/DAPO: group-relative advantages with std normalisation,
+ * clip-higher (0.2 / 0.28), token-mean loss aggregation. Dropped: the KL
+ * term and the reference model (SIRI and DAPO train without them). DAPO's
+ * sample-level options are each a named config switch, off by default.
+ *
+ * Exact resume: every random choice of step t (the prompts drawn, the
+ * rollouts' sampling seed, the mini-batch shuffle) is a function of
+ * (seed, t) only, and a completion depends only on its request and that seed
+ * (src/engine/generate.ts), so a run resumed from the checkpoint after step t
+ * draws exactly what an uninterrupted run would, and the weights match bit
+ * for bit.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { formatDuration, progressBar } from "../bench/progress.ts";
+import { GpuDeviceLostError, yieldToEventLoop, type Gpu } from "../gpu/index.ts";
+import { lrAt } from "../kernels/adamw.ts";
+import { loadReferenceModel } from "../model/reference.ts";
+import { vocabLimit } from "../model/tokenizer.ts";
+import { groupAdvantages } from "../rl/advantages.ts";
+import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
+import { capAt, cycleAt, phaseAt } from "../rl/schedule.ts";
+import { stepSeed } from "../util/random.ts";
+import { median } from "../util/stats.ts";
+import { loadCheckpoint } from "./checkpoint.ts";
+import type { TrainConfig } from "./config.ts";
+import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEvals, readMetrics, type EvalRecord, type StepMetrics } from "./metrics.ts";
+import { TrainModel } from "./model.ts";
+import { Optimizer } from "./optim.ts";
+import { formatPlan, trainingMemoryPlan } from "./plan.ts";
+import { emptyRolloutStats, rolloutOccupancy, Rollouts, type Group } from "./rollouts.ts";
+import { baseModel, CheckpointPolicy, findStart, restoreRun, StopSignal, taskFor } from "./run_state.ts";
+import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
+import { validator } from "./validation.ts";
+import { warmStart } from "./warm_start.ts";
+
+export interface TrainHooks {
+  /** Change a step's rewards before anything uses them (tests: inject NaN, force equal groups). */
+  rewards?: (step: number, round: number, group: number, rewards: number[], lengths: number[]) => number[];
+  /** Change a step's advantages before the update (tests: a non-finite loss). */
+  advantages?: (step: number, adv: Float32Array) => Float32Array;
+  /** See the rollouts that go into the update. */
+  rollouts?: (step: number, rollouts: Rollout[], cap: number) => void;
+  /** Act as if Ctrl-C came during this step (0-based). */
+  stopAtStep?: number;
+  /** Progress bar on stderr (default true). */
+  progress?: boolean;
+}
+
+export interface TrainResult {
+  stepsDone: number;
+  stopped: "done" | "interrupted";
+  lastCheckpoint: string | null;
+  metrics: StepMetrics[];
+  evals: EvalRecord[];
+  table: string;
+}
+
+export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; hooks?: TrainHooks; log?: (s: string) => void } = {}): Promise<TrainResult> {
+  const log = o.log ?? ((s: string) => console.log(s));
+  const hooks = o.hooks ?? {};
+  const { dir: baseDir, tokenizer } = baseModel(cfg);
+  const task = await taskFor(cfg, tokenizer);
+  const from = findStart(cfg, o.resume ?? false, log);
+  const base = from ? loadCheckpoint(from) : loadReferenceModel(baseDir);
+  // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
+  const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: vocabLimit(base.config.vocabSize, tokenizer) });
+  const opt = await Optimizer.create(gpu, model.params, cfg.optim);
+  let { startStep, nonFinite } = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
+  const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));
+  log(formatPlan(trainingMemoryPlan(model.config, cfg, rollouts.roll.model.dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
+  const checkpoints = new CheckpointPolicy(cfg, model, opt, baseDir, from);
+  const validate = validator(cfg, task, tokenizer, rollouts.engine, rollouts.stop, log);
+  const validating = cfg.validation.every > 0 || cfg.task.kind === "arith";
+  const stop = new StopSignal(log);
+  let stepsDone = startStep;
+  let stopped: TrainResult["stopped"] = "done";
+  try {
+    // ---- supervised warm start (once, before RL step 0)
+    if (startStep === 0 && !from && cfg.warmStart.steps > 0) {
+      if (!task.warmStartBatches) throw new Error(`warmStart.steps = ${cfg.warmStart.steps} but task ${task.name} has no warm-start data`);
+      const wopt = await Optimizer.create(gpu, model.params, { ...cfg.optim, lr: cfg.warmStart.lr, warmupSteps: cfg.warmStart.warmupSteps ?? 0 });
+      const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, 0, { unit: "steps" });
+      const ws = await warmStart(model, wopt, task.warmStartBatches(cfg.warmStart.batchSize, cfg.seed), { steps: cfg.warmStart.steps, microBatchTokens: cfg.policy.microBatchTokens, onProgress: (p) => bar?.tick(1, `loss ${p.loss.toFixed(3)}`) });
+      bar?.done();
+      wopt.destroy();
+      log(`warm start: ${ws.steps} steps in ${formatDuration(ws.seconds)}, loss ${ws.losses[0]?.toFixed(3)} -> ${ws.losses[ws.losses.length - 1]?.toFixed(3)}`);
+      await rollouts.sync();
+    }
+    if (startStep === 0) {
+      if (validating) await validate("start", 0);
+      await checkpoints.saveStep(0, nonFinite);
+    }
+
+    const bar = hooks.progress === false ? null : progressBar("SIRI", cfg.steps, startStep, { unit: "steps" });
+    for (let step = startStep; step < cfg.steps; step++) {
+      const t0 = performance.now();
+      // ---- L(t)
+      const cap = capAt(cfg.schedule, step);
+      const gen = emptyRolloutStats(rollouts.engine.opts.maxBatch);
+      const round = async (r: number, missing: number): Promise<Group[]> => {
+        // ---- this round's prompts, G rollouts each through the batched, paged KV cache
+        const problems = task.sample(r === 0 ? cfg.promptsPerStep : Math.max(missing, 1), stepSeed(cfg.seed, step, 100 + r));
+        const { temperature, topP, topK } = cfg.rollout;
+        const groups = await rollouts.generate(problems, (p) => task.prompt(p), cfg.groupSize, cap, { temperature, topP, topK, seed: stepSeed(cfg.seed, step, 200 + r) }, gen);
+        return groups.map((g, i) => {
+          // ---- length-capped reward: the engine stopped each response at L(t); a cut one has no answer and scores 0
+          const scored = g.responses.map((tokens, k) => task.reward({ tokens, finished: g.finished[k] }, g.problem.answer, cap));
+          let rewards = scored.map((s) => s.reward);
+          const lengths = g.responses.map((x) => x.length);
+          if (cfg.dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, lengths, cap, Math.max(1, Math.round(cfg.dapo.overlongCache * cap))));
+          if (hooks.rewards) rewards = hooks.rewards(step, r, i, rewards.slice(), lengths);
+          return { ...g, rewards, correct: scored.map((s) => s.correct) };
+        });
+      };
+      // ---- DAPO dynamic sampling: keep only groups with unequal rewards, sample more until the batch is full
+      let groups: Group[];
+      let dropped = 0;
+      let rounds = 1;
+      if (cfg.dapo.dynamicSampling) {
+        const ds = await dynamicSample(round, { batchGroups: cfg.promptsPerStep, maxRounds: cfg.dapo.maxRounds, rewardsOf: (g) => g.rewards.map((r) => (Number.isFinite(r) ? r : 0)) });
+        ({ groups, dropped, rounds } = ds);
+        if (!ds.full) log(`step ${step}: dynamic sampling kept ${groups.length} of ${cfg.promptsPerStep} groups after ${rounds} rounds; training on those`);
+      } else groups = await round(0, cfg.promptsPerStep);
+
+      // ---- group advantages (+ DAPO overlong filter as per-response weights)
+      const rewards = groups.flatMap((g) => g.rewards);
+      const lengths = groups.flatMap((g) => g.responses.map((r) => r.length));
+      const truncated = groups.flatMap((g) => g.finished.map((f) => !f));
+      const correct = groups.flatMap((g) => g.correct);
+      const finiteRewards = rewards.every((r) => Number.isFinite(r));
+      let adv = finiteRewards && groups.length ? groupAdvantages(rewards, groups.map((g) => g.responses.length), { normalizeStd: cfg.normalizeAdvantages }) : new Float32Array(rewards.length).fill(NaN);
+      if (hooks.advantages) adv = hooks.advantages(step, adv);
+      const weights = cfg.dapo.overlongFilter ? overlongFilterWeights(truncated) : new Float32Array(rewards.length).fill(1);
+      const batch: Rollout[] = groups.flatMap((g) => g.responses.map((response, k) => ({ prompt: g.prompt, response, rolloutLogp: g.logprobs[k], advantage: 0 })));
+      batch.forEach((r, i) => Object.assign(r, { advantage: adv[i], weight: weights[i] }));
+      hooks.rollouts?.(step, batch, cap);
+
+      // ---- policy update (GRPO + clip-higher; old log-probs from a forward of the trainer before the first update); a non-finite loss or gradient skips it
+      let stats = skippedUpdate();
+      if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
+      else if (batch.length) stats = await policyUpdate(model, opt, batch, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
+      const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
+      if (bad && finiteRewards) log(`step ${step}: non-finite loss ${stats.loss} / gradient norm ${stats.gradNorm}; ${stats.skipped} update(s) skipped (${nonFinite + 1} in a row)`);
+      nonFinite = bad ? nonFinite + 1 : 0;
+      // ---- the rollout model follows the trainer's weights
+      await rollouts.sync();
+
+      // ---- metrics
+      const mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / Math.max(xs.length, 1);
+      const m: StepMetrics = {
+        step,
+        cycle: cycleAt(cfg.schedule, step),
+        phase: phaseAt(cfg.schedule, step),
+        cap,
+        reward_mean: mean(rewards),
+        accuracy: correct.filter(Boolean).length / Math.max(correct.length, 1),
+        length_mean: mean(lengths),
+        length_max: Math.max(0, ...lengths),
+        length_median: lengths.length ? median(lengths) : 0,
+        truncation_rate: truncated.filter(Boolean).length / Math.max(truncated.length, 1),
+        clip_frac_low: stats.clipFracLow,
+        clip_frac_high: stats.clipFracHigh,
+        ...policyStepMetrics(stats),
+        entropy: stats.entropy,
+        grad_norm: stats.gradNorm,
+        approx_kl: stats.approxKl,
+        loss: stats.loss,
+        lr: lrAt(Math.max(opt.step, 1), { lr: cfg.optim.lr, warmupSteps: cfg.optim.warmupSteps }),
+        rollouts: batch.length,
+        groups_dropped: dropped,
+        rounds,
+        rollout_tokens: gen.tokens,
+        rollout_tokens_per_s: gen.seconds > 0 ? gen.tokens / gen.seconds : 0,
+        decode_occupancy: rolloutOccupancy(gen),
+        readbacks_per_token: gen.tokens ? gen.readbacks / gen.tokens : 0,
+        step_time_s: (performance.now() - t0) / 1000,
+        skipped: bad,
+        non_finite: nonFinite,
+      };
+      appendJsonl(join(cfg.out, METRICS_FILE), m);
+      stepsDone = step + 1;
+      bar?.tick(1, `cap ${cap} len ${m.length_mean.toFixed(1)} acc ${(m.accuracy * 100).toFixed(0)}%`);
+      if (nonFinite >= cfg.maxNonFinite) {
+        await checkpoints.saveStep(stepsDone, nonFinite);
+        throw new Error(`stopping: ${nonFinite} non-finite losses in a row (maxNonFinite = ${cfg.maxNonFinite}); the last good weights are in ${checkpoints.last} (updates with non-finite losses were skipped); lower optim.lr or check the rewards`);
+      }
+
+      // ---- checkpoints: SIRI-low at each trough, SIRI-high at each peak, every N steps, at the end, on Ctrl-C
+      if (hooks.stopAtStep === step) stop.requested = true;
+      const extremes = checkpoints.extremes(stepsDone);
+      for (const name of extremes) {
+        await validate(name, stepsDone);
+        await checkpoints.save(name, stepsDone, nonFinite);
+      }
+      if (cfg.validation.every > 0 && stepsDone % cfg.validation.every === 0 && !extremes.length && stepsDone < cfg.steps) await validate(`step-${String(stepsDone).padStart(6, "0")}`, stepsDone);
+      if (checkpoints.stepDue(stepsDone, stop.requested)) await checkpoints.saveStep(stepsDone, nonFinite);
+      if (stop.requested) {
+        stopped = "interrupted";
+        log(`stopped after step ${stepsDone} of ${cfg.steps}; checkpoint ${checkpoints.last}; continue with --resume`);
+        break;
+      }
+      await yieldToEventLoop(0); // let a Ctrl-C handler run between steps
+    }
+    bar?.done();
+    if (stopped === "done" && validating && !checkpoints.extremes(cfg.steps).length) await validate("final", stepsDone);
+  } catch (e) {
+    if (e instanceof GpuDeviceLostError) throw new Error(`GPU device lost after ${stepsDone} steps (${e.message}); the last checkpoint ${checkpoints.last ?? "(none)"} is intact; continue with --resume`);
+    throw e;
+  } finally {
+    stop.dispose();
+    rollouts.destroy();
+    opt.destroy();
+    model.destroy();
+  }
+
+  // ---- the plot and the per-cycle table
+  const metrics = readMetrics(join(cfg.out, METRICS_FILE));
+  const evals = readEvals(join(cfg.out, EVALS_FILE));
+  writeFileSync(join(cfg.out, "plot.svg"), metricsSvg(metrics, evals, `SIRI ${cfg.preset}: cap, mean length, accuracy`));
+  const table = cycleTable(metrics, evals);
+  writeFileSync(join(cfg.out, "cycles.md"), table);
+  return { stepsDone, stopped, lastCheckpoint: checkpoints.last, metrics, evals, table };
+}

@@ -1,0 +1,116 @@
+/**
+ * Rollouts: G responses per prompt from the current policy, through one
+ * inference engine made once per run and sized for the schedule's largest
+ * cap and the validation budget (src/engine/size.ts). Each round starts from
+ * an empty cache; a completion depends only on its request and the sampling
+ * seed, so a resumed run draws exactly what an uninterrupted one would.
+ */
+import { Engine, occupancy, type GenerateStats } from "../engine/generate.ts";
+import { sizeEngine } from "../engine/size.ts";
+import type { Gpu } from "../gpu/index.ts";
+import { vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
+import type { Task, TaskProblem } from "../tasks/task.ts";
+import type { TrainConfig } from "./config.ts";
+import type { TrainModel } from "./model.ts";
+import { PROMPT_TOKENS, rolloutBatch, rolloutBudget } from "./plan.ts";
+import { rolloutModel, type RolloutModel } from "./rollout_model.ts";
+
+/** One prompt's G responses, scored. */
+export interface Group {
+  problem: TaskProblem;
+  prompt: number[];
+  responses: number[][];
+  /** The sampler's log-prob of each response token (the behaviour policy). */
+  logprobs: number[][];
+  /** Ended at a stop token (not at the cap). */
+  finished: boolean[];
+  rewards: number[];
+  correct: boolean[];
+}
+
+/** Generation totals of a step (all rounds). */
+export interface RolloutStats {
+  tokens: number;
+  seconds: number;
+  decodeSteps: number;
+  decodeRows: number;
+  readbacks: number;
+  maxBatch: number;
+}
+
+export function emptyRolloutStats(maxBatch: number): RolloutStats {
+  return { tokens: 0, seconds: 0, decodeSteps: 0, decodeRows: 0, readbacks: 0, maxBatch };
+}
+
+export class Rollouts {
+  private constructor(
+    readonly roll: RolloutModel,
+    readonly engine: Engine,
+    readonly tokenizer: LoadedTokenizer,
+    readonly stop: number[],
+  ) {}
+
+  /**
+   * The rollout model (sharing or copying the trainer's weights) and its
+   * engine. Slots hold the longest of PROMPT_TOKENS and the prompts of the
+   * validation set and the first step, plus the largest budget.
+   */
+  static async create(gpu: Gpu, model: TrainModel, cfg: TrainConfig, task: Task, tokenizer: LoadedTokenizer, firstPrompts: TaskProblem[]): Promise<Rollouts> {
+    const stop = [...new Set(tokenizer.eosTokenIds)];
+    if (!stop.length) throw new Error("the tokenizer has no EOS token; rollouts could never finish before the cap");
+    const dtype = cfg.rollout.dtype === "auto" ? (gpu.features.f16 ? "f16" : "f32") : cfg.rollout.dtype;
+    const seen = [...task.validation(cfg.validation.problems), ...firstPrompts].map((p) => tokenizer.encode(task.prompt(p)).length);
+    const promptTokens = Math.min(Math.max(PROMPT_TOKENS, ...seen), model.config.maxPositions - rolloutBudget(cfg));
+    const opts = sizeEngine(model.config, dtype, gpu.limits.maxStorageBufferBindingSize, {
+      what: "rollouts",
+      maxBatch: rolloutBatch(cfg),
+      promptTokens,
+      newTokens: rolloutBudget(cfg),
+      vocabLimit: vocabLimit(model.config.vocabSize, tokenizer),
+    });
+    const roll = await rolloutModel(gpu, model, dtype);
+    try {
+      return new Rollouts(roll, await Engine.create(roll.model, opts), tokenizer, stop);
+    } catch (e) {
+      roll.destroy();
+      throw e;
+    }
+  }
+
+  /** G responses for each problem, capped at `cap` new tokens; `stats` adds this round's counts. */
+  async generate(problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: { temperature: number; topP: number; topK: number; seed: number }, stats: RolloutStats): Promise<Omit<Group, "rewards" | "correct">[]> {
+    const prompts = problems.map((p) => this.tokenizer.encode(prompt(p)));
+    const reqs = problems.flatMap((_, i) => Array.from({ length: G }, (_, g) => ({ id: i * G + g, prompt: prompts[i], maxTokens: cap, stop: this.stop })));
+    const done = new Map<number, { tokens: number[]; logprobs: number[]; finished: boolean }>();
+    const t0 = performance.now();
+    for await (const c of this.engine.generate(reqs, sampling)) done.set(c.id as number, { tokens: c.tokens, logprobs: c.logprobs, finished: c.stopReason === "stop" });
+    stats.seconds += (performance.now() - t0) / 1000;
+    addStats(stats, this.engine.stats);
+    return problems.map((problem, i) => {
+      const rs = Array.from({ length: G }, (_, g) => done.get(i * G + g)!);
+      return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), logprobs: rs.map((r) => r.logprobs), finished: rs.map((r) => r.finished) };
+    });
+  }
+
+  /** The rollout model follows the trainer's weights (after an update). */
+  sync(): Promise<void> {
+    return this.roll.sync();
+  }
+
+  destroy(): void {
+    this.engine.destroy();
+    this.roll.destroy();
+  }
+}
+
+export function addStats(into: RolloutStats, s: GenerateStats): void {
+  into.tokens += s.tokens;
+  into.decodeSteps += s.decodeSteps;
+  into.decodeRows += s.decodeRows;
+  into.readbacks += s.readbacks;
+}
+
+/** Mean running sequences per decode step over the engine's maxBatch. */
+export function rolloutOccupancy(s: RolloutStats): number {
+  return occupancy({ ...s });
+}

@@ -1,0 +1,171 @@
+/**
+ * A run's state outside the weights: where it starts (fresh, or resumed from
+ * its newest checkpoint with the same settings), the checkpoint policy
+ * (every N steps, SIRI-low at each trough, SIRI-high at each peak, at the
+ * end, on Ctrl-C) and the Ctrl-C handler.
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { loadDataset } from "../data/download.ts";
+import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
+import { loadTokenizer, type LoadedTokenizer } from "../model/tokenizer.ts";
+import { peakSteps, troughSteps } from "../rl/schedule.ts";
+import { arithTask, type ArithKind } from "../tasks/arith.ts";
+import { datasetTask } from "../tasks/dataset.ts";
+import type { Task } from "../tasks/task.ts";
+import { checkpointName, latestCheckpoint, loadCheckpoint, saveCheckpoint, type LoadedCheckpoint } from "./checkpoint.ts";
+import { modelSource, type TrainConfig } from "./config.ts";
+import { EVALS_FILE, METRICS_FILE, truncateJsonl } from "./metrics.ts";
+import type { TrainModel } from "./model.ts";
+import type { Optimizer } from "./optim.ts";
+
+/** The run folder and the base model (a tiny preset is made inside the run folder once). */
+export function baseModel(cfg: TrainConfig): { dir: string; tokenizer: LoadedTokenizer } {
+  mkdirSync(join(cfg.out, "checkpoints"), { recursive: true });
+  const src = modelSource(cfg);
+  let dir: string;
+  if ("tiny" in src) {
+    dir = join(cfg.out, "base");
+    if (!existsSync(join(dir, "config.json"))) makeTinyModel(dir, { preset: src.tiny as TinyPreset, seed: cfg.seed });
+  } else dir = src.dir;
+  return { dir, tokenizer: loadTokenizer(dir) };
+}
+
+/** The config's task: the synthetic arithmetic one, or a dataset with its validation problems held out. */
+export async function taskFor(cfg: TrainConfig, tokenizer: LoadedTokenizer): Promise<Task> {
+  if (cfg.task.kind === "arith") return arithTask(tokenizer, { kinds: cfg.task.kinds as ArithKind[], maxOperand: cfg.task.maxOperand });
+  const d = await loadDataset(cfg.task.dataset, { dir: cfg.task.datasetDir });
+  return datasetTask(tokenizer, d.name, d.problems, cfg.validation.every > 0 ? cfg.validation.problems : 0);
+}
+
+/** Config fields that must not change on resume (the rest may: steps, out, checkpoints, validation). */
+export function resumeKey(c: TrainConfig): Record<string, unknown> {
+  const { steps: _s, out: _o, checkpoint: _c, validation: _v, maxNonFinite: _m, ...rest } = c;
+  return rest;
+}
+
+/** The first field where two JSON values differ, as "path (a vs b)", or null. */
+export function firstDifference(a: unknown, b: unknown, path = ""): string | null {
+  if (typeof a === "object" && a && typeof b === "object" && b) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+    return null;
+  }
+  return a === b ? null : `${path || "config"} (${JSON.stringify(a)} vs ${JSON.stringify(b)})`;
+}
+
+/** Where a run starts: the checkpoint to resume from (null: from the base model). */
+export function findStart(cfg: TrainConfig, resume: boolean, log: (s: string) => void): string | null {
+  const from = resume ? latestCheckpoint(cfg.out) : null;
+  if (resume && !from) log(`--resume: no checkpoint under ${join(cfg.out, "checkpoints")}; starting from the beginning`);
+  if (!resume && latestCheckpoint(cfg.out)) throw new Error(`${cfg.out} already holds checkpoints; pass --resume to continue that run, or pick another --out`);
+  return from;
+}
+
+/**
+ * Check a resumed run's settings against the checkpoint's and restore the
+ * optimizer; cut metrics.jsonl and evals.jsonl back to the checkpoint's step.
+ * A fresh run starts them empty. Returns the first step and the count of
+ * non-finite steps in a row.
+ */
+export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer, paramNames: string[], log: (s: string) => void): { startStep: number; nonFinite: number } {
+  const out = cfg.out;
+  let startStep = 0;
+  let nonFinite = 0;
+  if (from) {
+    const ck: LoadedCheckpoint = loadCheckpoint(from, paramNames);
+    const st = ck.trainerState ?? {};
+    const diff = firstDifference(resumeKey(st.config as TrainConfig), resumeKey(cfg));
+    if (diff) throw new Error(`--resume: ${from} was trained with another config: ${diff}; exact resume needs the same settings`);
+    if (!ck.optimizer) throw new Error(`--resume: ${from} has no optimizer.safetensors`);
+    opt.loadState(ck.optimizer);
+    startStep = Number(st.step);
+    nonFinite = Number(st.non_finite ?? 0);
+    log(`resumed from ${from} at step ${startStep}`);
+    truncateJsonl(join(out, METRICS_FILE), startStep);
+    truncateJsonl(join(out, EVALS_FILE), startStep, "step", true);
+  } else {
+    rmSync(join(out, METRICS_FILE), { force: true });
+    rmSync(join(out, EVALS_FILE), { force: true });
+  }
+  writeFileSync(join(out, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+  return { startStep, nonFinite };
+}
+
+/** Keep the newest `keep` step-N checkpoints under `root`. */
+export function pruneCheckpoints(root: string, keep: number): void {
+  if (!existsSync(root)) return;
+  const steps = readdirSync(root).filter((n) => /^step-\d+$/.test(n)).sort();
+  for (const n of steps.slice(0, Math.max(0, steps.length - keep))) rmSync(join(root, n), { recursive: true, force: true });
+}
+
+/** When to checkpoint (and validate): every N steps, each trough and peak of the schedule, the end. */
+export class CheckpointPolicy {
+  private readonly troughs: number[];
+  private readonly peaks: number[];
+  /** The newest step-N checkpoint (what --resume continues from). */
+  last: string | null;
+
+  constructor(
+    private readonly cfg: TrainConfig,
+    private readonly model: TrainModel,
+    private readonly opt: Optimizer,
+    private readonly tokenizerDir: string,
+    resumedFrom: string | null,
+  ) {
+    this.troughs = troughSteps(cfg.schedule, cfg.steps);
+    this.peaks = peakSteps(cfg.schedule, cfg.steps);
+    this.last = resumedFrom;
+  }
+
+  /** SIRI-low / SIRI-high checkpoint names due after `stepsDone` steps. */
+  extremes(stepsDone: number): string[] {
+    const names: string[] = [];
+    if (this.troughs.includes(stepsDone)) names.push(`trough-cycle${this.troughs.indexOf(stepsDone) + 1}`);
+    if (this.peaks.includes(stepsDone)) names.push(`peak-cycle${this.peaks.indexOf(stepsDone) + 1}`);
+    return names;
+  }
+
+  /** Whether the periodic step-N checkpoint is due (every N, at the end, or when stopping). */
+  stepDue(stepsDone: number, stopping: boolean): boolean {
+    return stepsDone % this.cfg.checkpoint.every === 0 || stepsDone === this.cfg.steps || stopping;
+  }
+
+  async save(name: string, step: number, nonFinite: number): Promise<string> {
+    const dir = join(this.cfg.out, "checkpoints", name);
+    const cfg = this.cfg;
+    await saveCheckpoint(dir, this.model, this.opt, { tokenizerDir: this.tokenizerDir, trainerState: { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg } });
+    if (name.startsWith("step-")) {
+      this.last = dir;
+      pruneCheckpoints(join(cfg.out, "checkpoints"), cfg.checkpoint.keepLast);
+    }
+    return dir;
+  }
+
+  saveStep(stepsDone: number, nonFinite: number): Promise<string> {
+    return this.save(checkpointName(stepsDone), stepsDone, nonFinite);
+  }
+}
+
+/** Ctrl-C: finish the step, checkpoint, stop (a second Ctrl-C quits at once). */
+export class StopSignal {
+  requested = false;
+  private readonly onSigint = () => {
+    if (this.requested) {
+      this.log("\nsecond Ctrl-C: quitting without a checkpoint");
+      process.exit(130);
+    }
+    this.requested = true;
+    this.log("\nCtrl-C: finishing this step, then checkpointing (Ctrl-C again to quit at once)");
+  };
+
+  constructor(private readonly log: (s: string) => void) {
+    process.on("SIGINT", this.onSigint);
+  }
+
+  dispose(): void {
+    process.off("SIGINT", this.onSigint);
+  }
+}
