@@ -22,15 +22,15 @@
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/generate.ts";
 import { Gpu } from "../src/gpu/index.ts";
-import { loadTokenizer } from "../src/model/tokenizer.ts";
+import { loadTokenizer, vocabLimit } from "../src/model/tokenizer.ts";
 import { groupAdvantages } from "../src/rl/advantages.ts";
+import { arithTask, type ArithKind } from "../src/tasks/arith.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { DEMO } from "../src/train/config.ts";
 import { TrainModel } from "../src/train/model.ts";
 import type { Optimizer } from "../src/train/optim.ts";
 import { rolloutModel, type RolloutModel } from "../src/train/rollout_model.ts";
 import { policyUpdate, type Rollout, type UpdateStats } from "../src/train/step.ts";
-import { arithTask } from "../src/train/trainer.ts";
 
 const { values } = parseArgs({
   options: {
@@ -48,9 +48,11 @@ const [batches, prompts, G, cap, tisCap] = [values.batches, values.prompts, valu
 
 const gpu = await Gpu.open();
 const ck = loadCheckpoint(dir);
-const model = await TrainModel.create(gpu, ck.config, ck.weights);
 const tokenizer = loadTokenizer(dir);
-const task = arithTask(tokenizer, DEMO.task);
+// The trainer's log-probs and the sampler over the same ids (a padded vocabulary's extra rows excluded), as `siri train` does.
+const vocab = vocabLimit(ck.config.vocabSize, tokenizer);
+const model = await TrainModel.create(gpu, ck.config, ck.weights, { vocabLimit: vocab });
+const task = arithTask(tokenizer, { kinds: DEMO.task.kinds as ArithKind[], maxOperand: DEMO.task.maxOperand });
 const stop = [...new Set(tokenizer.eosTokenIds)];
 const engines: Record<"f16" | "f32", RolloutModel> = { f16: await rolloutModel(gpu, model, "f16"), f32: await rolloutModel(gpu, model, "f32") };
 
@@ -59,7 +61,7 @@ async function sample(roll: RolloutModel, seed: number): Promise<Rollout[]> {
   const enc = problems.map((p) => tokenizer.encode(task.prompt(p)));
   const maxSeqLen = Math.ceil((Math.max(...enc.map((p) => p.length)) + cap) / 16) * 16;
   const maxBatch = Math.min(64, prompts * G);
-  const engine = await Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk: 512 });
+  const engine = await Engine.create(roll.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk: 512, vocabLimit: vocab });
   const reqs = enc.flatMap((prompt, i) => Array.from({ length: G }, (_, g) => ({ id: i * G + g, prompt, maxTokens: cap, stop })));
   const out: Rollout[] = new Array(reqs.length);
   const rewards = new Array<number>(reqs.length);
@@ -67,7 +69,7 @@ async function sample(roll: RolloutModel, seed: number): Promise<Rollout[]> {
     for await (const c of engine.generate(reqs, { temperature: DEMO.rollout.temperature, topP: 1, topK: 0, seed })) {
       const i = c.id as number;
       const p = Math.floor(i / G);
-      rewards[i] = task.reward(tokenizer.decode(c.tokens, { skipSpecialTokens: true }), problems[p].answer, c.stopReason !== "stop").reward;
+      rewards[i] = task.reward({ tokens: c.tokens, finished: c.stopReason === "stop" }, problems[p].answer, cap).reward;
       out[i] = { prompt: enc[p], response: c.tokens, rolloutLogp: c.logprobs, advantage: 0 };
     }
   } finally {
