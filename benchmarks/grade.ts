@@ -30,13 +30,18 @@ const root = resolve(values.root!);
 const g = await import(join(root, "src/grade/index.ts"));
 if (typeof g.warmUpGrader === "function") g.warmUpGrader();
 
-function agreement(cases: Case[]): { agree: number; total: number; falseAccepts: number; misses: string[] } {
+function agreement(cases: Case[]): { agree: number; total: number; falseAccepts: number; misses: string[]; byCategory: Record<string, string> } {
   let agree = 0;
   let falseAccepts = 0;
   const misses: string[] = [];
+  const cat = new Map<string, [number, number]>();
   for (const c of cases) {
     for (const [a, b] of [[c.gold, c.pred], [c.pred, c.gold]]) {
       const v = g.isEquivalent(a, b) as boolean;
+      const e = cat.get(c.category) ?? [0, 0];
+      e[1]++;
+      if (v === c.correct) e[0]++;
+      cat.set(c.category, e);
       if (v === c.correct) agree++;
       else {
         if (v) falseAccepts++;
@@ -44,7 +49,8 @@ function agreement(cases: Case[]): { agree: number; total: number; falseAccepts:
       }
     }
   }
-  return { agree, total: 2 * cases.length, falseAccepts, misses };
+  const byCategory = Object.fromEntries([...cat].map(([k, [a, t]]) => [k, `${a}/${t}`]));
+  return { agree, total: 2 * cases.length, falseAccepts, misses, byCategory };
 }
 
 const table = agreement(loadCases("grade_cases.jsonl"));
@@ -85,7 +91,7 @@ console.log(`throughput: ${cpuMedian.toFixed(0)} responses per CPU-second (media
 console.log(JSON.stringify({
   root,
   table: { agree: table.agree, total: table.total, falseAccepts: table.falseAccepts },
-  forms: forms && { agree: forms.agree, total: forms.total, falseAccepts: forms.falseAccepts },
+  forms: forms && { agree: forms.agree, total: forms.total, falseAccepts: forms.falseAccepts, byCategory: forms.byCategory },
   responsesPerSec: Math.round(median),
   responsesPerCpuSec: Math.round(cpuMedian),
 }));

@@ -409,25 +409,31 @@ describe.skipIf(!GPU)("bench on a tiny model through the GPU engine", () => {
     }
   }, 60_000);
 
-  test("greedy resume after an interruption gives exactly the uninterrupted run", async () => {
-    // Greedy tokens do not depend on the batch, so here the resumed samples must be
-    // token for token those of the uninterrupted run (sampled runs only match in distribution).
+  test("resume after an interruption gives exactly the uninterrupted run, greedy and sampled", async () => {
+    // Each sample draws from its own stream (seed, hash of dataset/problem/sample, token index),
+    // so the resumed samples, generated in another batch (other companions, another max batch),
+    // must be token for token those of the uninterrupted run.
     const gpu = await gpuOrSkip();
     const m = await loadModel(gpu, modelDir, "f32");
     try {
-      const cfg = (out: string) => fakeConfig(out, { model: modelDir, n: 2, maxTokens: 8, limit: 3, temperature: 0 });
-      const full = freshDir("gfull");
-      const a = await runBench(cfg(full), engineSource(m, { maxBatch: 4 }), { progress: false });
-      const part = freshDir("gpart");
-      const b1 = await runBench(cfg(part), engineSource(m, { maxBatch: 4 }), { progress: false, maxSamples: 2 });
-      expect([b1.generated, b1.complete]).toEqual([2, false]);
-      const b2 = await runBench(cfg(part), engineSource(m, { maxBatch: 3 }), { progress: false });
-      expect([b2.generated, b2.resumed, b2.complete]).toEqual([4, 2, true]);
-      const recsB = readSamples(join(part, "samples.jsonl")).records;
-      expect(recsB.length).toBe(6);
-      expect(new Set(recsB.map((x) => `${x.problem_id}#${x.sample}`)).size).toBe(6);
-      expect(sortRecs(recsB)).toEqual(sortRecs(readSamples(join(full, "samples.jsonl")).records));
-      expect(withoutTime(b2.summary)).toEqual(withoutTime(a.summary));
+      for (const temperature of [0, 1]) {
+        const cfg = (out: string) => fakeConfig(out, { model: modelDir, n: 2, maxTokens: 8, limit: 3, temperature, seed: 7 });
+        const full = freshDir(`full-t${temperature}`);
+        const a = await runBench(cfg(full), engineSource(m, { maxBatch: 4 }), { progress: false });
+        const part = freshDir(`part-t${temperature}`);
+        const b1 = await runBench(cfg(part), engineSource(m, { maxBatch: 4 }), { progress: false, maxSamples: 2 });
+        expect([b1.generated, b1.complete]).toEqual([2, false]);
+        const b2 = await runBench(cfg(part), engineSource(m, { maxBatch: 3 }), { progress: false });
+        expect([b2.generated, b2.resumed, b2.complete]).toEqual([4, 2, true]);
+        const recsB = readSamples(join(part, "samples.jsonl")).records;
+        expect(recsB.length).toBe(6);
+        expect(new Set(recsB.map((x) => `${x.problem_id}#${x.sample}`)).size).toBe(6);
+        const recsA = readSamples(join(full, "samples.jsonl")).records;
+        expect(sortRecs(recsB)).toEqual(sortRecs(recsA));
+        expect(withoutTime(b2.summary)).toEqual(withoutTime(a.summary));
+        // Sampled at T = 1, the samples of one problem differ (their streams differ).
+        if (temperature === 1) expect(new Set(recsA.map((x) => x.response)).size).toBeGreaterThan(3);
+      }
     } finally {
       m.model.destroy();
     }

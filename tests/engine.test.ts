@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Engine, type Completion, type GenRequest } from "../src/engine/generate.ts";
+import { Engine, occupancy, type Completion, type GenRequest } from "../src/engine/generate.ts";
 import { loadModel, sequenceLogits, type LoadedModel } from "../src/engine/load.ts";
 import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
 import { makeTinyModel, type TinyDtype, type TinyPreset } from "../src/model/tiny.ts";
@@ -140,35 +140,37 @@ describe.skipIf(!GPU)("batched generation", () => {
     m.model.destroy();
   });
 
-  test("sampled completions are the same whatever the batch, order, cache size, prefill chunk or round", async () => {
+  test("sampled completions are the same whatever the batch, order, cache size, prefill chunk, decode window or round", async () => {
     const gpu = await gpuOrSkip();
     const m = await loadModel(gpu, tiny("tiny", "f32", 23), "f32");
     const V = m.config.vocabSize;
     // 12 requests: three prompts (3, 31 and 59 tokens) sampled 4 times each (G = 4, distinct
-    // keys), budgets 6..17, a stop set of 24 ids so that about half the sequences end early.
+    // keys), budgets 6..28, a stop set of 8 ids (the most the GPU decoder checks) so that some
+    // sequences end early.
     // Flash-decoding chunks of 32 keys: the longer contexts span 2-3 chunks.
-    const stop = Array.from({ length: 24 }, (_, i) => (i * 19 + 3) % V);
-    const reqs: GenRequest[] = Array.from({ length: 12 }, (_, i) => ({ id: i, prompt: someTokens(3 + 28 * (i % 3), V, 5 + (i % 3)), maxTokens: 6 + i, stop }));
+    const stop = Array.from({ length: 8 }, (_, i) => (i * 19 + 3) % V);
+    const reqs: GenRequest[] = Array.from({ length: 12 }, (_, i) => ({ id: i, prompt: someTokens(3 + 28 * (i % 3), V, 5 + (i % 3)), maxTokens: 6 + 2 * i, stop }));
     const sampling = { temperature: 1, topP: 0.9, topK: 0, seed: 1234 };
     const run = async (engine: Engine, order: GenRequest[]) => {
       const out = new Map<string | number, Completion>();
       for await (const c of engine.generate(order, sampling)) out.set(c.id, c);
       return out;
     };
-    const make = (maxBatch: number, maxSeqLen: number, prefillChunk: number) => Engine.create(m.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk, decodeChunk: 32 });
-    const base = await make(12, 80, 64);
+    const make = (maxBatch: number, maxSeqLen: number, prefillChunk: number, syncEvery?: number) =>
+      Engine.create(m.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk, decodeChunk: 32, syncEvery });
+    const base = await make(12, 96, 64);
     const want = await run(base, reqs);
     const again = await run(base, [...reqs].reverse()); // the same engine, a second round, another order
     base.destroy();
     const shuffled = [5, 11, 0, 7, 2, 9, 4, 1, 10, 3, 8, 6].map((i) => reqs[i]);
-    const variants: [string, number, number, number, GenRequest[]][] = [
-      ["batch 3, reversed", 3, 80, 16, reqs.slice().reverse()],
-      ["batch 1, shuffled", 1, 80, 32, shuffled],
-      ["batch 5, larger slots", 5, 320, 8, shuffled],
+    const variants: [string, number, number, number, number | undefined, GenRequest[]][] = [
+      ["batch 3, reversed, windows of 3 steps", 3, 96, 16, 3, reqs.slice().reverse()],
+      ["batch 1, shuffled, a readback every step", 1, 96, 32, 1, shuffled],
+      ["batch 5, larger slots", 5, 320, 8, undefined, shuffled],
     ];
     const results: [string, Map<string | number, Completion>][] = [["second round", again]];
-    for (const [name, maxBatch, maxSeqLen, chunk, order] of variants) {
-      const e = await make(maxBatch, maxSeqLen, chunk);
+    for (const [name, maxBatch, maxSeqLen, chunk, syncEvery, order] of variants) {
+      const e = await make(maxBatch, maxSeqLen, chunk, syncEvery);
       results.push([name, await run(e, order)]);
       e.destroy();
     }
@@ -187,6 +189,23 @@ describe.skipIf(!GPU)("batched generation", () => {
     expect(stopped).toBeLessThan(reqs.length);
     const firstPrompt = reqs.filter((_, i) => i % 3 === 0).map((r) => want.get(r.id)!.tokens.join(","));
     expect(new Set(firstPrompt).size).toBeGreaterThan(1);
+    m.model.destroy();
+  });
+
+  test("counts: one readback per prefill and per decode window; occupancy is running sequences per step over the batch", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32", 29), "f32");
+    const V = m.config.vocabSize;
+    const engine = await Engine.create(m.model, { maxBatch: 4, maxSeqLen: 64, cacheTokens: 4 * 64, blockSize: 16, prefillChunk: 64, syncEvery: 8 });
+    // Four requests with budgets 20, 20, 20, 4 and no stop ids: one prefill (first tokens), then
+    // windows of min(8, budget left): 3 steps (the short one ends), then 8 and 8 for the other three.
+    const reqs: GenRequest[] = [20, 20, 20, 4].map((n, i) => ({ id: i, prompt: someTokens(5, V, i), maxTokens: n, stop: [] }));
+    let tokens = 0;
+    for await (const c of engine.generate(reqs, { temperature: 1, topP: 1, topK: 0, seed: 3 })) tokens += c.tokens.length;
+    expect(tokens).toBe(64);
+    expect(engine.stats).toEqual({ decodeSteps: 3 + 8 + 8, decodeRows: 4 * 3 + 3 * 16, readbacks: 1 + 3, tokens: 64, maxBatch: 4 });
+    expect(occupancy(engine.stats)).toBeCloseTo(60 / 19 / 4, 12);
+    engine.destroy();
     m.model.destroy();
   });
 

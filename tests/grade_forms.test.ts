@@ -15,7 +15,7 @@ const FORMS = loadCases("grade_forms.jsonl");
 
 const CLASSES = [
   "relation", "equation-form", "label", "solution-set", "percent", "thousands", "matrix-form", "unit-power",
-  "commuted", "fractional-power", "base", "approx",
+  "commuted", "fractional-power", "base", "approx", "repeating-decimal",
 ];
 
 describe("answer forms", () => {
@@ -31,6 +31,14 @@ describe("answer forms", () => {
   test.each(FORMS.map((c) => [`${c.category}: ${c.gold} vs ${c.pred}${c.note ? ` (${c.note})` : ""}`, c] as const))("%s", (_n, c) => {
     expect(isEquivalent(c.gold, c.pred)).toBe(c.correct);
     expect(isEquivalent(c.pred, c.gold), "symmetric").toBe(c.correct);
+  });
+
+  test("base subscript on the gold only: its digits count (one way: a prediction's base is a claim)", () => {
+    expect(isEquivalent("40_8", "40")).toBe(true);
+    expect(isEquivalent("1011_{2}", "1011")).toBe(true);
+    expect(isEquivalent("40", "40_8")).toBe(false); // gold forty, predicted 32
+    expect(isEquivalent("10", "10_2")).toBe(false);
+    expect(isEquivalent("40_8", "41")).toBe(false);
   });
 
   test("normalisation of the new forms", () => {

@@ -15,6 +15,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writ
 import { basename, join } from "node:path";
 import type { DatasetSummary, SampleRecord, Summary } from "./metrics.ts";
 import { paretoSvg, type PlotPoint } from "./plot.ts";
+import { writeFileAtomic } from "../run/atomic.ts";
 
 export const RUN_FILES = {
   config: "run.json",
@@ -140,7 +141,7 @@ export function writeRunConfig(runDir: string, config: Record<string, unknown>):
   mkdirSync(runDir, { recursive: true });
   const path = join(runDir, RUN_FILES.config);
   if (existsSync(path)) {
-    const old = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+    const old = readRunConfig(runDir)!;
     const keys = new Set([...Object.keys(old), ...Object.keys(config)]);
     const diff = [...keys].filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
     if (diff.length) {
@@ -151,12 +152,21 @@ export function writeRunConfig(runDir: string, config: Record<string, unknown>):
     }
     return;
   }
-  writeFileSync(path, JSON.stringify(config, null, 2) + "\n");
+  writeFileAtomic(path, JSON.stringify(config, null, 2) + "\n"); // a kill never leaves an empty run.json
 }
 
 export function readRunConfig(runDir: string): Record<string, unknown> | null {
   const path = join(runDir, RUN_FILES.config);
-  return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>) : null;
+  if (!existsSync(path)) return null;
+  const text = readFileSync(path, "utf8");
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON (${text.trim() ? (e as Error).message : "the file is empty"}); it records this run's settings: restore it, or remove it to start the folder's settings afresh`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${path}: expected a JSON object of run settings, got ${Array.isArray(v) ? "an array" : JSON.stringify(v)}`);
+  return v as Record<string, unknown>;
 }
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "-");

@@ -27,6 +27,7 @@ import { gradeResponse, isEquivalent } from "../grade/index.ts";
 import { decodeRollout, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { hashString } from "../util/random.ts";
 import { defaultKs, summarize, type DatasetMeta, type Equivalent, type SampleRecord, type Summary } from "./metrics.ts";
+import { withRunLock } from "../run/lock.ts";
 import { progressBar } from "./progress.ts";
 import { openRunLog, RUN_FILES, writeReports, writeRunConfig } from "./report.ts";
 
@@ -131,6 +132,7 @@ export function validateConfig(c: BenchConfig): void {
   check(Number.isInteger(c.seed) && c.seed >= 0 && c.seed <= 0xffffffff, `seed must be an integer in 0..2^32-1, got ${c.seed}`);
   if (c.limit !== undefined) check(Number.isInteger(c.limit) && c.limit >= 1, `limit must be an integer >= 1, got ${c.limit}`);
   check(typeof c.out === "string" && c.out.length > 0, "no run folder (out) given");
+  if (c.dtype !== undefined) check(["auto", "f32", "f16"].includes(c.dtype), `--dtype must be f32, f16 or auto, got "${c.dtype}"`);
 }
 
 /** Load the datasets (presets or paths), applying the limit; names must be distinct. */
@@ -180,7 +182,12 @@ function runSettings(c: BenchConfig, sets: DatasetSource[]): Record<string, unkn
  * the folder's run.json are refused.
  */
 export async function runBench(config: BenchConfig, source: CompletionSource, hooks: RunHooks = {}): Promise<BenchResult> {
-  validateConfig(config);
+  validateConfig(config); // before anything is written: a bad setting must not be recorded in run.json
+  // One writer per run folder; temporaries of a killed writer are cleared first.
+  return withRunLock(config.out, "siri bench", () => benchInFolder(config, source, hooks));
+}
+
+async function benchInFolder(config: BenchConfig, source: CompletionSource, hooks: RunHooks): Promise<BenchResult> {
   const sets = await loadBenchDatasets(config);
   writeRunConfig(config.out, runSettings(config, sets));
   const log = openRunLog(config.out);

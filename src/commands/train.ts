@@ -86,6 +86,7 @@ export default defineCommand({
     console.error(`adapter: ${gpu.adapter.description}`);
     try {
       const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log: (s) => console.error(s) });
+      if (r.stopped === "interrupted") process.exitCode = 130; // as a shell reports a Ctrl-C
       console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
       console.log(r.table);
     } finally {

@@ -5,9 +5,13 @@
  * request's whole budget (prompt + max new tokens) are free, it is admitted
  * and its prompt is prefilled (in chunks of at most `prefillChunk` tokens,
  * several prompts packed together). Every running sequence then decodes one
- * token per step in one batched forward. A sequence that samples a stop
- * token or reaches its budget is yielded at once and its slot and blocks go
- * back to the pool for the next waiting request.
+ * token per step in one batched forward. Decoding stays on the GPU: the
+ * sampled token feeds the next step on the device (kernels/decode.wgsl checks
+ * stop tokens and budgets there), and the CPU reads back once per window of
+ * up to `syncEvery` steps, a window ending early when a sequence reaches its
+ * budget. A finished sequence is yielded at the end of its window and its
+ * slot and blocks go back to the pool for the next waiting request; one that
+ * stopped inside a window idles (frozen) until the window ends.
  *
  * A completion depends only on its request (prompt, budget, stop tokens,
  * random stream key), the sampling options and the engine's fixed numerics
@@ -18,6 +22,7 @@
  */
 import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { hashString } from "../util/random.ts";
+import { DECODE_STATE, loadDecode, MAX_STOP, rowState, type DecodeKernels } from "../kernels/decode.ts";
 import { loadSampler } from "../kernels/sample.ts";
 import { KvCache } from "./kv_cache.ts";
 import { createWorkspace, elementBytes, type ForwardNumerics, type Qwen2Gpu, type Workspace } from "./model.ts";
@@ -65,6 +70,8 @@ export interface EngineOptions {
   prefillChunk: number;
   /** Keys per flash-decoding chunk (a multiple of the decode tile; default DECODE_CHUNK). */
   decodeChunk?: number;
+  /** Most decode steps between two readbacks (default DECODE_WINDOW). */
+  syncEvery?: number;
   /**
    * Ids the tokenizer knows (its size): rows of a padded vocabulary at or
    * above it are masked in the sampler, so they are never drawn. Default:
@@ -79,13 +86,20 @@ export interface EngineOptions {
  */
 export const DECODE_CHUNK = 256;
 
+/**
+ * Decode steps per readback: a window costs one GPU -> CPU wait; a sequence
+ * that stops inside it idles for the rest of it, and new requests wait for
+ * its end to be admitted.
+ */
+export const DECODE_WINDOW = 8;
+
 /** What one `generate` call did (for metrics and the benchmark). */
 export interface GenerateStats {
   /** Decode forwards (one token for every running sequence). */
   decodeSteps: number;
   /** Sum over decode steps of the sequences still generating. */
   decodeRows: number;
-  /** GPU -> CPU readbacks (each waits for the GPU). */
+  /** GPU -> CPU readbacks (each one wait for the GPU: one per prefill chunk that samples, one per decode window). */
   readbacks: number;
   /** Tokens generated. */
   tokens: number;
@@ -111,6 +125,7 @@ interface Running {
   logprobs: number[];
   next: number; // the token to feed next
   key: number; // the random stream
+  stop: number[]; // the request's stop ids, without repeats
 }
 
 export class Engine {
@@ -127,6 +142,8 @@ export class Engine {
     private readonly tokOut: GPUBuffer,
     private readonly lpOut: GPUBuffer,
     private readonly streams: GPUBuffer,
+    private readonly decodeK: DecodeKernels,
+    private readonly dec: GPUBuffer,
   ) {
     const c = model.config;
     this.cache = new KvCache(model.gpu, {
@@ -148,8 +165,11 @@ export class Engine {
 
   static async create(model: Qwen2Gpu, opts: EngineOptions): Promise<Engine> {
     const gpu: Gpu = model.gpu;
-    const sampler = await loadSampler(gpu);
-    return new Engine(model, opts, sampler, gpu.buffer(opts.maxBatch * 4, "sample.tokens"), gpu.buffer(opts.maxBatch * 4, "sample.logp"), gpu.buffer(opts.maxBatch * 8, "sample.streams"));
+    const window = opts.syncEvery ?? DECODE_WINDOW;
+    if (!Number.isInteger(window) || window < 1) throw new Error(`engine: syncEvery must be an integer >= 1, got ${opts.syncEvery}`);
+    const [sampler, decodeK] = await Promise.all([loadSampler(gpu), loadDecode(gpu)]);
+    const B = opts.maxBatch;
+    return new Engine(model, opts, sampler, gpu.buffer(B * 4, "sample.tokens"), gpu.buffer(B * 4, "sample.logp"), gpu.buffer(B * 8, "sample.streams"), decodeK, gpu.buffer(4 * B * (DECODE_STATE + 2 * window), "decode.state"));
   }
 
   /** Stream completions as they finish (not in request order). Starts from an empty cache. */
@@ -166,7 +186,7 @@ export class Engine {
       while (waiting.length && this.cache.canAdmit(waiting[0].prompt.length + waiting[0].maxTokens)) {
         const req = waiting.shift()!;
         const slot = this.cache.admit(req.prompt.length + req.maxTokens);
-        admitted.push({ req, slot, pos: 0, tokens: [], logprobs: [], next: -1, key: streamKey(req) });
+        admitted.push({ req, slot, pos: 0, tokens: [], logprobs: [], next: -1, key: streamKey(req), stop: [...new Set(req.stop)] });
       }
       if (!admitted.length && !running.length) {
         throw new Error(`request ${waiting[0].id} (${waiting[0].prompt.length} + ${waiting[0].maxTokens} tokens) can never fit the KV cache`);
@@ -204,6 +224,7 @@ export class Engine {
       if (!Number.isInteger(t) || t < 0 || t >= V) throw new Error(`request ${r.id}: prompt token ${i} = ${t} is outside the vocabulary 0..${V - 1}`);
     });
     if (r.key !== undefined && !(Number.isInteger(r.key) && r.key >= 0 && r.key <= 0xffffffff)) throw new Error(`request ${r.id}: key must be an integer in 0..2^32-1, got ${r.key}`);
+    if (new Set(r.stop).size > MAX_STOP) throw new Error(`request ${r.id}: ${new Set(r.stop).size} stop tokens; the GPU decoder checks at most ${MAX_STOP}`);
     if (!(r.maxTokens >= 1)) throw new Error(`request ${r.id}: maxTokens must be >= 1, got ${r.maxTokens}`);
     if (r.prompt.length + r.maxTokens > this.opts.maxSeqLen) {
       throw new Error(`request ${r.id}: prompt ${r.prompt.length} + max tokens ${r.maxTokens} exceeds max sequence length ${this.opts.maxSeqLen}`);
@@ -238,15 +259,51 @@ export class Engine {
     for (const s of seqs) s.pos = s.req.prompt.length;
   }
 
+  /**
+   * A window of k decode steps recorded into one batch: forward → sample →
+   * advance (the token feeds the next step on the GPU), then one readback of
+   * every row's state and new tokens. k stops at the first budget to run out.
+   */
   private async decode(seqs: Running[], sampling: SamplingOptions): Promise<void> {
-    const T = seqs.length;
-    this.stats.decodeSteps++;
-    this.stats.decodeRows += T;
-    const tokens = new Uint32Array(seqs.map((s) => s.next));
-    const tokSeq = new Uint32Array(seqs.map((s) => s.slot));
-    const tokPos = new Uint32Array(seqs.map((s) => s.pos));
-    await this.forwardAndSample(tokens, tokSeq, tokPos, seqs.map((_, i) => i), seqs, "decode", sampling);
-    for (const s of seqs) s.pos++;
+    const gpu = this.model.gpu;
+    const ws = this.ws;
+    const R = seqs.length;
+    const k = Math.min(this.opts.syncEvery ?? DECODE_WINDOW, ...seqs.map((s) => s.req.maxTokens - s.tokens.length));
+    const outBase = R * DECODE_STATE;
+    const state = new Uint32Array(outBase);
+    seqs.forEach((s, i) => state.set(rowState(s.tokens.length, s.req.maxTokens, s.stop), i * DECODE_STATE));
+    this.cache.sync();
+    gpu.write(ws.tokens, new Uint32Array(seqs.map((s) => s.next)));
+    gpu.write(ws.tokSeq, new Uint32Array(seqs.map((s) => s.slot)));
+    gpu.write(ws.tokPos, new Uint32Array(seqs.map((s) => s.pos)));
+    gpu.write(ws.rowIdx, Uint32Array.from({ length: R }, (_, i) => i));
+    gpu.write(this.streams, new Uint32Array(seqs.flatMap((s) => [s.key, s.tokens.length])));
+    gpu.write(this.dec, state);
+    const V = this.model.config.vocabSize;
+    const { temperature, topK, topP, seed } = sampling;
+    const b = gpu.batch();
+    for (let step = 0; step < k; step++) {
+      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics);
+      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams);
+      this.decodeK.advance(b, this.tokOut, this.lpOut, ws.tokens, ws.tokPos, this.streams, this.dec, R, k, step, outBase);
+    }
+    b.submit();
+    const dec = await gpu.readU32(this.dec, outBase + R * k * 2);
+    this.stats.readbacks++;
+    this.stats.decodeSteps += k;
+    const lp = new Float32Array(dec.buffer, dec.byteOffset, dec.length);
+    seqs.forEach((s, i) => {
+      const count = dec[i * DECODE_STATE] - s.tokens.length;
+      for (let j = 0; j < count; j++) {
+        const o = outBase + (i * k + j) * 2;
+        s.tokens.push(dec[o]);
+        s.logprobs.push(lp[o + 1]);
+      }
+      s.pos += count;
+      s.next = s.tokens[s.tokens.length - 1];
+      this.stats.decodeRows += count;
+      this.stats.tokens += count;
+    });
   }
 
   private async forwardAndSample(
@@ -294,5 +351,6 @@ export class Engine {
     this.tokOut.destroy();
     this.lpOut.destroy();
     this.streams.destroy();
+    this.dec.destroy();
   }
 }

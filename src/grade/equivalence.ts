@@ -95,13 +95,13 @@ const VAR_RE = /^(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+|[A-Za-z]\s*\(\s
 const REL_RE = /(<|>|\\le(?![A-Za-z])|\\ge(?![A-Za-z])|\\ne(?![A-Za-z]))/;
 
 /** Decorations of a label that carry no value: \angle ABC, \overline{AB}, S_{\triangle ABC}. */
-const LABEL_DECOR = /\\(?:angle|measuredangle|triangle|overline|overrightarrow|vec|widehat|hat|bar|mathrm|text|operatorname|mathbf|mathit|vert|lvert|rvert)(?![A-Za-z])/g;
+const LABEL_DECOR = /\\(?:angle|measuredangle|triangle|overline|overrightarrow|vec|widehat|hat|bar|mathrm|text|operatorname|mathbf|mathit|vert|lvert|rvert|frac)(?![A-Za-z])/g;
 
 /**
  * What may stand left of "=" as a label of the answer rather than a side of
  * an equation: names made of letters (x, AB, xy, \theta), with subscripts
  * (a_{10}, S_{ABC}), absolute bars (|AB|), a function of a name or number
- * (f(x), f(2), P(A)), a ratio of names (S_{ABC}:S), a tuple of names
+ * (f(x), f(2), P(A)), a ratio of names (S_{ABC}:S, \frac{BD}{DC}), a tuple of names
  * ((p,q)), with decorations (\angle ABC, m\angle A, \overline{AB}).
  * No operators, no digits outside subscripts and arguments: `2x+4y=3` and
  * `x^2=4` are equations. Convention (Math-Verify and Qwen2.5-Math compare the
@@ -125,9 +125,12 @@ function tupleOfNames(lhs: string): string[] | null {
   return new Set(names).size === names.length ? names : null;
 }
 
-/** A label as a comparable key: no spaces or braces (a_{10} is a_10). */
+/**
+ * A label as a comparable key: no decorations, bars, braces or spaces, so
+ * a_{10} is a_10 and |AB|, \overline{AB}, AB are one segment.
+ */
 function nameKey(s: string): string {
-  return s.replace(/[\s{}]/g, "");
+  return s.replace(/m\s*(?=\\(?:measured)?angle)/g, "").replace(LABEL_DECOR, "").replace(/[\s{}|]/g, "");
 }
 
 function parseScalar(s: string): Answer {
@@ -155,8 +158,21 @@ function parseList(parts: string[], depth: number): Answer[] | null {
 function listAnswer(items: Answer[]): Answer {
   const flat = items.flatMap((x) => (x.kind === "set" && x.pm ? x.items : [x]));
   const names = flat.map((x) => (x.kind === "assign" ? x.name : ""));
-  if (flat.length >= 2 && names.every((n) => n !== "") && new Set(names).size === names.length) {
-    return recordOf(names, flat.map((x) => (x as Extract<Answer, { kind: "assign" }>).value), false);
+  const value = (x: Answer) => (x as Extract<Answer, { kind: "assign" }>).value;
+  if (flat.length >= 2 && names.every((n) => n !== "")) {
+    if (new Set(names).size === names.length) return recordOf(names, flat.map(value), false);
+    // "x=1, y=2 or x=3, y=4" (after "or" became ","): runs of the same
+    // distinct names, each run one solution.
+    const k = new Set(names).size;
+    if (k >= 2 && names.length % k === 0) {
+      const runs: Answer[] = [];
+      for (let i = 0; i < names.length; i += k) {
+        const run = names.slice(i, i + k);
+        if (new Set(run).size !== k || !run.every((n) => names.slice(0, k).includes(n))) return { kind: "set", items: flat };
+        runs.push(recordOf(run, flat.slice(i, i + k).map(value), false));
+      }
+      return { kind: "set", items: runs };
+    }
   }
   return { kind: "set", items: flat };
 }
@@ -286,7 +302,16 @@ export function parseStructure(src: string, depth = 0): Answer {
     const parts = splitTop(s.slice(1, -1), ",");
     if (parts.length >= 2) {
       const items = parseList(parts, depth);
-      return items ? { kind: "tuple", open: s[0], close: s[s.length - 1], items } : { kind: "text", key: textKey(s) };
+      if (!items) return { kind: "text", key: textKey(s) };
+      // A point with one ± coordinate is two points: (\pm 2, 0) is (2, 0), (-2, 0).
+      // With several ± it is ambiguous (2 or 4 points): left unexpanded.
+      const pm = items.filter((x) => x.kind === "set" && x.pm);
+      if (pm.length === 1 && s[0] === "(") {
+        const at = items.indexOf(pm[0]);
+        const alts = (pm[0] as Extract<Answer, { kind: "set" }>).items;
+        return { kind: "set", items: alts.map((alt) => ({ kind: "tuple", open: "(", close: ")", items: items.map((x, i) => (i === at ? alt : x)) })) };
+      }
+      return { kind: "tuple", open: s[0], close: s[s.length - 1], items };
     }
   }
 
@@ -498,8 +523,12 @@ function eqRecord(a: Extract<Answer, { kind: "record" }>, b: Answer, ctx: Ctx): 
     }
     case "tuple": // a point: values in tuple order
       return b.open === "(" && b.close === ")" && eqOrdered(a.values, b.items, ctx);
-    case "set": // an unordered list of values ("x=2 or x=5" vs "2, 5" keeps working)
-      return eqUnordered(a.values, b.items, ctx);
+    case "set":
+      // A list "1, 2" as the values in tuple order (x=1, y=2 is "1, 2", not
+      // "2, 1"); a named item must carry the name of its place ("x=1 or
+      // x=2" is not x=1, y=2).
+      return a.values.length === b.items.length && b.items.every((it, i) =>
+        it.kind === "assign" ? it.name === a.names[i] && eqAnswer(a.values[i], it.value, ctx) : eqAnswer(a.values[i], it, ctx));
     default:
       return false;
   }
@@ -562,18 +591,19 @@ export interface GradeOptions {
   workBudget?: number;
 }
 
+/** A percent sign or word after a number. */
+const PERCENT_RE = /[0-9}]\s*(?:\\?%|\\text\{\s*(?:percent|per cent|pct)\s*\}|(?:percent|per cent|pct)\b)/;
+
 /**
- * `1011_2` and `1011`: with a base subscript on one side only, the same digits
- * are the answer in the base the question asked for (a model seldom repeats
- * the subscript); the value in base ten (11) is accepted by the parser.
+ * Gold `1011_2`, predicted `1011`: with the base subscript on the gold only,
+ * the same digits are the answer in the base the question asked for (models
+ * seldom repeat the subscript). One-way on purpose: a prediction that writes
+ * a base the gold lacks (gold 10, predicted 10_2 = 2) claims another number.
+ * The value in base ten (11) is accepted too, through the parser.
  */
-function sameDigitsOneBase(g: string, p: string): boolean {
-  const based = /^([0-9A-Z]+)_\{?\d{1,2}\}?$/;
-  const mg = based.exec(g);
-  const mp = based.exec(p);
-  if (mg && !mp) return /^[0-9A-Z]+$/.test(p) && p === mg[1];
-  if (mp && !mg) return /^[0-9A-Z]+$/.test(g) && g === mp[1];
-  return false;
+function goldBaseDigits(g: string, p: string): boolean {
+  const m = /^([0-9A-Z]+)_\{?\d{1,2}\}?$/.exec(g);
+  return m !== null && /^[0-9A-Z]+$/.test(p) && p === m[1];
 }
 
 /**
@@ -603,12 +633,17 @@ export function compareAnswers(gold: string, pred: string | null, opts: GradeOpt
   if (gc && pc) return { equal: gc.letter === pc.letter, work: 0 };
   if (pc && pc.rest !== "") return compareAnswers(gold, pc.rest, opts);
   if (gc && gc.rest !== "") return compareAnswers(gc.rest, pred, opts);
-  if (sameDigitsOneBase(ng, np)) return { equal: true, work: 0 };
+  if (goldBaseDigits(ng, np)) return { equal: true, work: 0 };
   const budget = opts.workBudget ?? WORK_BUDGET;
   const ctx: Ctx = { work: newWork(budget), approxDigits: opts.approxDigits ?? 0 };
   let equal = false;
   try {
     equal = eqAnswer(parseAnswer(gold), parseAnswer(pred), ctx);
+    // A number written with a percent sign (or word) is also that many
+    // hundredths: 28\% is 28 (the percent dropped, DeepScaleR's rule) and
+    // 0.28 (its value; Qwen2.5-Math accepts both too). Never 2800.
+    if (!equal && PERCENT_RE.test(pred) && !/[,;=]/.test(np)) equal = eqAnswer(parseAnswer(gold), parseAnswer(`\\frac{${np}}{100}`), ctx);
+    if (!equal && PERCENT_RE.test(gold) && !/[,;=]/.test(ng)) equal = eqAnswer(parseAnswer(`\\frac{${ng}}{100}`), parseAnswer(pred), ctx);
   } catch (err) {
     // A grader bug must not stop a training run: say so loudly, count it wrong.
     if (!(err instanceof RangeError)) {

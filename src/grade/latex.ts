@@ -276,6 +276,13 @@ class Parser {
     if (!m) return this.fail("bad number");
     this.pos += m[0].length;
     let v = m[0];
+    if (v.includes(".")) {
+      const rep = /^\s*\\overline\s*\{\s*(\d{1,32})\s*\}/.exec(this.s.slice(this.pos, this.pos + 64));
+      if (rep) {
+        this.pos += rep[0].length;
+        return repeatingDecimal(v, rep[1]);
+      }
+    }
     if (v.endsWith(".")) v = v.slice(0, -1);
     if (v.startsWith(".")) v = "0" + v;
     if (this.s[this.pos] === "_") return { t: "num", v: this.baseValue(v) };
@@ -429,6 +436,17 @@ class Parser {
     if (power) e = { t: "pow", a: e, b: power };
     return e;
   }
+}
+
+/**
+ * A repeating decimal I.N\overline{R} (0.\overline{3}, 0.1\overline{6}) as the
+ * exact fraction (INR - IN) / (10^|N| (10^|R| - 1)).
+ */
+function repeatingDecimal(written: string, rep: string): Expr {
+  const [whole, frac] = written.split(".");
+  const a = BigInt((whole || "0") + frac + rep) - BigInt((whole || "0") + frac);
+  const d = (10n ** BigInt(frac.length)) * (10n ** BigInt(rep.length) - 1n);
+  return { t: "div", a: { t: "num", v: a.toString() }, b: { t: "num", v: d.toString() } };
 }
 
 /** The expressions an answer with ± stands for (one ± choice for all of them). */

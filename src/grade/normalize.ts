@@ -28,6 +28,7 @@ const UNICODE: [RegExp, string][] = [
   [/\u221a/g, "\\sqrt "],
   [/\u2264/g, "\\le "],
   [/\u2265/g, "\\ge "],
+  [/\u2260/g, "\\ne "],
   [/\u00b1/g, "\\pm "],
   [/\u222a/g, "\\cup "],
   [/\u00b0/g, ""],
@@ -35,12 +36,12 @@ const UNICODE: [RegExp, string][] = [
 
 /**
  * A unit in a text command at the end of an answer, with an optional power:
- * `12\mbox{ cm}^2`, `8\text{ sq ft}`, `50\mathrm{m}^{3}`. Only letters, spaces
- * and dots inside (so `\text{(B)}` and `\text{5}` are kept), after a digit or
+ * `12\mbox{ cm}^2`, `8\text{ sq ft}`, `50\mathrm{m}^{3}`, `3\text{ m/s}`. Only
+ * letters, spaces, dots and slashes inside (so `\text{(B)}` and `\text{5}` are kept), after a digit or
  * a closing bracket. Convention (DeepScaleR's and Qwen2.5-Math's
  * normalisation both drop right-hand units): a unit never changes the value.
  */
-const TEXT_UNIT_RE = /([0-9})])\s*\\(?:text|mbox|mathrm|textrm|textnormal|rm)\s*\{\s*[A-Za-z][A-Za-z. ]{0,24}(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$/;
+const TEXT_UNIT_RE = /([0-9})])\s*\\(?:text|mbox|mathrm|textrm|textnormal|rm)\s*\{\s*[A-Za-z][A-Za-z./ ]{0,24}(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$/;
 
 /** Commands whose brace argument is just text: `\text{abc}` -> `abc`. */
 const TEXT_CMDS = /\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal|mathsf)\s*\{([^{}]*)\}/g;

@@ -28,16 +28,19 @@ import { vocabLimit } from "../model/tokenizer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
 import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, cycleAt, phaseAt } from "../rl/schedule.ts";
+import { withRunLock } from "../run/lock.ts";
+import { watchInterrupts, type InterruptWatch } from "../run/signals.ts";
 import { stepSeed } from "../util/random.ts";
 import { median } from "../util/stats.ts";
-import { loadCheckpoint } from "./checkpoint.ts";
+import { checkpointName, loadCheckpoint } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
+import { DivergenceGuard } from "./divergence.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEvals, readMetrics, type EvalRecord, type StepMetrics } from "./metrics.ts";
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
 import { formatPlan, trainingMemoryPlan } from "./plan.ts";
 import { emptyRolloutStats, rolloutOccupancy, Rollouts, type Group } from "./rollouts.ts";
-import { baseModel, CheckpointPolicy, findStart, restoreRun, StopSignal, taskFor } from "./run_state.ts";
+import { baseModel, CheckpointPolicy, findStart, restoreRun, taskFor } from "./run_state.ts";
 import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
 import { validator } from "./validation.ts";
 import { warmStart } from "./warm_start.ts";
@@ -51,6 +54,8 @@ export interface TrainHooks {
   rollouts?: (step: number, rollouts: Rollout[], cap: number) => void;
   /** Act as if Ctrl-C came during this step (0-based). */
   stopAtStep?: number;
+  /** Act as if Ctrl-C came during this warm-start step (1-based: after it). */
+  stopAtWarmStep?: number;
   /** Progress bar on stderr (default true). */
   progress?: boolean;
 }
@@ -64,7 +69,30 @@ export interface TrainResult {
   table: string;
 }
 
-export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; hooks?: TrainHooks; log?: (s: string) => void } = {}): Promise<TrainResult> {
+type TrainOptions = { resume?: boolean; hooks?: TrainHooks; log?: (s: string) => void };
+
+/**
+ * A run, holding its folder's lock (one writer per run folder) after clearing
+ * dead writers' temporaries, with Ctrl-C watched from the start (src/run/).
+ */
+export async function train(gpu: Gpu, cfg: TrainConfig, o: TrainOptions = {}): Promise<TrainResult> {
+  const log = o.log ?? ((s: string) => console.log(s));
+  return withRunLock(
+    cfg.out,
+    "siri train",
+    async () => {
+      const stop = watchInterrupts({ log });
+      try {
+        return await trainInFolder(gpu, cfg, o, stop);
+      } finally {
+        stop.dispose();
+      }
+    },
+    log,
+  );
+}
+
+async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: InterruptWatch): Promise<TrainResult> {
   const log = o.log ?? ((s: string) => console.log(s));
   const hooks = o.hooks ?? {};
   const { dir: baseDir, tokenizer } = baseModel(cfg);
@@ -74,34 +102,64 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
   // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
   const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: vocabLimit(base.config.vocabSize, tokenizer) });
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
-  let { startStep, nonFinite } = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
+  const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
+  let { startStep, nonFinite } = start;
   const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));
   log(formatPlan(trainingMemoryPlan(model.config, cfg, rollouts.roll.model.dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
   const checkpoints = new CheckpointPolicy(cfg, model, opt, baseDir, from);
   const validate = validator(cfg, task, tokenizer, rollouts.engine, rollouts.stop, log);
   const validating = cfg.validation.every > 0 || cfg.task.kind === "arith";
-  const stop = new StopSignal(log);
+  stop.whereSaved = () => (checkpoints.last ? `the last checkpoint is ${checkpoints.last}` : "no checkpoint yet");
+  let guard: DivergenceGuard | null = null; // made when RL starts: the weight norm then is its reference
   let stepsDone = startStep;
   let stopped: TrainResult["stopped"] = "done";
   try {
-    // ---- supervised warm start (once, before RL step 0)
-    if (startStep === 0 && !from && cfg.warmStart.steps > 0) {
+    // ---- supervised warm start (once, before RL step 0; a run resumed from a checkpoint taken inside it continues it)
+    const fresh = !from || start.warm !== null;
+    if (startStep === 0 && fresh && cfg.warmStart.steps > 0) {
       if (!task.warmStartBatches) throw new Error(`warmStart.steps = ${cfg.warmStart.steps} but task ${task.name} has no warm-start data`);
       const wopt = await Optimizer.create(gpu, model.params, { ...cfg.optim, lr: cfg.warmStart.lr, warmupSteps: cfg.warmStart.warmupSteps ?? 0 });
-      const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, 0, { unit: "steps" });
-      const ws = await warmStart(model, wopt, task.warmStartBatches(cfg.warmStart.batchSize, cfg.seed), { steps: cfg.warmStart.steps, microBatchTokens: cfg.policy.microBatchTokens, onProgress: (p) => bar?.tick(1, `loss ${p.loss.toFixed(3)}`) });
+      if (start.warm) wopt.loadState(start.warm.state);
+      const first = start.warm?.step ?? 0;
+      const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, first, { unit: "steps" });
+      let reached = first;
+      const ws = await warmStart(model, wopt, task.warmStartBatches(cfg.warmStart.batchSize, cfg.seed), {
+        steps: cfg.warmStart.steps,
+        startStep: first,
+        microBatchTokens: cfg.policy.microBatchTokens,
+        onProgress: (p) => {
+          reached = p.step;
+          bar?.tick(1, `loss ${p.loss.toFixed(3)}`);
+          if (hooks.stopAtWarmStep === p.step) stop.request();
+          return stop.requested; // Ctrl-C: stop at this step boundary
+        },
+      });
       bar?.done();
-      wopt.destroy();
       log(`warm start: ${ws.steps} steps in ${formatDuration(ws.seconds)}, loss ${ws.losses[0]?.toFixed(3)} -> ${ws.losses[ws.losses.length - 1]?.toFixed(3)}`);
+      if (stop.requested && reached < cfg.warmStart.steps) {
+        await checkpoints.save(checkpointName(0), 0, nonFinite, { step: reached, opt: wopt });
+        stopped = "interrupted";
+        log(`stopped in the warm start after step ${reached} of ${cfg.warmStart.steps}; checkpoint ${checkpoints.last}; continue with --resume`);
+      }
+      wopt.destroy();
       await rollouts.sync();
     }
-    if (startStep === 0) {
+    guard = await DivergenceGuard.create(gpu, model.params, start.weightNormRef);
+    checkpoints.weightNormRef = guard.reference;
+    // A resumed step-0 checkpoint already holds its start validation and weights: neither is redone.
+    if (startStep === 0 && fresh && stopped !== "interrupted") {
+      const bad = await guard.check(NaN);
+      if (bad) throw new Error(`the weights RL would start from failed the divergence check: ${bad.message}; nothing was saved`);
       if (validating) await validate("start", 0);
       await checkpoints.saveStep(0, nonFinite);
     }
+    if (stop.requested && stopped !== "interrupted") {
+      stopped = "interrupted"; // Ctrl-C while loading or validating: stop before the first RL step
+      log(`stopped before RL step ${startStep}; checkpoint ${checkpoints.last}; continue with --resume`);
+    }
 
     const bar = hooks.progress === false ? null : progressBar("SIRI", cfg.steps, startStep, { unit: "steps" });
-    for (let step = startStep; step < cfg.steps; step++) {
+    for (let step = startStep; step < cfg.steps && stopped !== "interrupted"; step++) {
       const t0 = performance.now();
       // ---- L(t)
       const cap = capAt(cfg.schedule, step);
@@ -149,8 +207,16 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
       else if (batch.length) stats = await policyUpdate(model, opt, batch, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
       const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
-      if (bad && finiteRewards) log(`step ${step}: non-finite loss ${stats.loss} / gradient norm ${stats.gradNorm}; ${stats.skipped} update(s) skipped (${nonFinite + 1} in a row)`);
+      const worstGrad = stats.gradNormMax ?? stats.gradNorm;
+      if (bad && finiteRewards) log(`step ${step}: loss ${stats.loss}, worst gradient norm ${worstGrad}; ${stats.skipped} of ${stats.updates} update(s) skipped for a non-finite loss or gradient (${nonFinite + 1} in a row)`);
       nonFinite = bad ? nonFinite + 1 : 0;
+      // ---- divergence guard: checked before anything can save these weights
+      const diverged = await guard.check(worstGrad);
+      if (diverged) {
+        throw new Error(
+          `stopping at step ${step}: diverged: ${diverged.message}. Nothing was saved from these weights; the last good ones are in ${checkpoints.last ?? "(none)"}; lower optim.lr (or warm up longer) and start again`,
+        );
+      }
       // ---- the rollout model follows the trainer's weights
       await rollouts.sync();
 
@@ -195,7 +261,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
       }
 
       // ---- checkpoints: SIRI-low at each trough, SIRI-high at each peak, every N steps, at the end, on Ctrl-C
-      if (hooks.stopAtStep === step) stop.requested = true;
+      if (hooks.stopAtStep === step) stop.request();
       const extremes = checkpoints.extremes(stepsDone);
       for (const name of extremes) {
         await validate(name, stepsDone);
@@ -216,7 +282,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: { resume?: boolean; h
     if (e instanceof GpuDeviceLostError) throw new Error(`GPU device lost after ${stepsDone} steps (${e.message}); the last checkpoint ${checkpoints.last ?? "(none)"} is intact; continue with --resume`);
     throw e;
   } finally {
-    stop.dispose();
+    guard?.destroy();
     rollouts.destroy();
     opt.destroy();
     model.destroy();

@@ -8,6 +8,7 @@ import { loadQwen2Config, memoryPlan, QWEN2_1_5B, type Qwen2Config } from "../mo
 import { loadReferenceModel } from "../model/reference.ts";
 import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
 import { capRange } from "../rl/schedule.ts";
+import { makeDirAtomically } from "../run/atomic.ts";
 import type { TrainConfig } from "./config.ts";
 
 /** Prompt tokens a rollout slot is sized for (raised to the longest prompt seen when the run starts). */
@@ -69,7 +70,7 @@ export function formatPlan(rows: PlanRow[], title: string): string {
 export function planFor(cfg: TrainConfig): { config: Qwen2Config; note: string } {
   if (cfg.model.startsWith("tiny:")) {
     const dir = join(cfg.out, "base");
-    if (!existsSync(join(dir, "config.json"))) makeTinyModel(dir, { preset: (cfg.model.slice(5) || "tiny") as TinyPreset, seed: cfg.seed });
+    if (!existsSync(join(dir, "config.json"))) makeDirAtomically(dir, (tmp) => makeTinyModel(tmp, { preset: (cfg.model.slice(5) || "tiny") as TinyPreset, seed: cfg.seed }));
     return { config: loadReferenceModel(dir).config, note: cfg.model };
   }
   if (existsSync(join(cfg.model, "config.json"))) return { config: loadQwen2Config(join(cfg.model, "config.json")), note: cfg.model };

@@ -2,14 +2,15 @@
  * A run's state outside the weights: where it starts (fresh, or resumed from
  * its newest checkpoint with the same settings), the checkpoint policy
  * (every N steps, SIRI-low at each trough, SIRI-high at each peak, at the
- * end, on Ctrl-C) and the Ctrl-C handler.
+ * end, on Ctrl-C). The run lock, Ctrl-C rules and atomic writes are src/run/'s.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "../data/download.ts";
 import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
 import { loadTokenizer, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { peakSteps, troughSteps } from "../rl/schedule.ts";
+import { makeDirAtomically, writeFileAtomic } from "../run/atomic.ts";
 import { arithTask, type ArithKind } from "../tasks/arith.ts";
 import { datasetTask } from "../tasks/dataset.ts";
 import type { Task } from "../tasks/task.ts";
@@ -26,7 +27,7 @@ export function baseModel(cfg: TrainConfig): { dir: string; tokenizer: LoadedTok
   let dir: string;
   if ("tiny" in src) {
     dir = join(cfg.out, "base");
-    if (!existsSync(join(dir, "config.json"))) makeTinyModel(dir, { preset: src.tiny as TinyPreset, seed: cfg.seed });
+    if (!existsSync(join(dir, "config.json"))) makeDirAtomically(dir, (tmp) => makeTinyModel(tmp, { preset: src.tiny as TinyPreset, seed: cfg.seed }));
   } else dir = src.dir;
   return { dir, tokenizer: loadTokenizer(dir) };
 }
@@ -64,34 +65,47 @@ export function findStart(cfg: TrainConfig, resume: boolean, log: (s: string) =>
   return from;
 }
 
+export interface RunStart {
+  startStep: number;
+  nonFinite: number;
+  /** A checkpoint taken inside the warm start: continue it at `step` with this optimizer state. */
+  warm: { step: number; state: NonNullable<LoadedCheckpoint["optimizer"]> } | null;
+  /** The divergence guard's reference weight norm, recorded when RL started. */
+  weightNormRef?: number;
+}
+
 /**
  * Check a resumed run's settings against the checkpoint's and restore the
- * optimizer; cut metrics.jsonl and evals.jsonl back to the checkpoint's step.
- * A fresh run starts them empty. Returns the first step and the count of
- * non-finite steps in a row.
+ * optimizer (or, for a checkpoint taken inside the warm start, hand its
+ * state back for the warm-start optimizer); cut metrics.jsonl and
+ * evals.jsonl back to the checkpoint's step. A fresh run starts them empty.
  */
-export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer, paramNames: string[], log: (s: string) => void): { startStep: number; nonFinite: number } {
+export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer, paramNames: string[], log: (s: string) => void): RunStart {
   const out = cfg.out;
   let startStep = 0;
   let nonFinite = 0;
+  let warm: RunStart["warm"] = null;
+  let weightNormRef: number | undefined;
   if (from) {
     const ck: LoadedCheckpoint = loadCheckpoint(from, paramNames);
     const st = ck.trainerState ?? {};
     const diff = firstDifference(resumeKey(st.config as TrainConfig), resumeKey(cfg));
     if (diff) throw new Error(`--resume: ${from} was trained with another config: ${diff}; exact resume needs the same settings`);
     if (!ck.optimizer) throw new Error(`--resume: ${from} has no optimizer.safetensors`);
-    opt.loadState(ck.optimizer);
+    if (st.warm_start_step !== undefined) warm = { step: Number(st.warm_start_step), state: ck.optimizer };
+    else opt.loadState(ck.optimizer);
+    if (st.weight_norm_ref !== undefined) weightNormRef = Number(st.weight_norm_ref);
     startStep = Number(st.step);
     nonFinite = Number(st.non_finite ?? 0);
-    log(`resumed from ${from} at step ${startStep}`);
+    log(`resumed from ${from} at ${warm ? `warm-start step ${warm.step} of ${cfg.warmStart.steps}` : `step ${startStep}`}`);
     truncateJsonl(join(out, METRICS_FILE), startStep);
     truncateJsonl(join(out, EVALS_FILE), startStep, "step", true);
   } else {
     rmSync(join(out, METRICS_FILE), { force: true });
     rmSync(join(out, EVALS_FILE), { force: true });
   }
-  writeFileSync(join(out, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
-  return { startStep, nonFinite };
+  writeFileAtomic(join(out, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+  return { startStep, nonFinite, warm, weightNormRef };
 }
 
 /** Keep the newest `keep` step-N checkpoints under `root`. */
@@ -107,6 +121,8 @@ export class CheckpointPolicy {
   private readonly peaks: number[];
   /** The newest step-N checkpoint (what --resume continues from). */
   last: string | null;
+  /** Recorded in each checkpoint: the divergence guard's reference weight norm. */
+  weightNormRef?: number;
 
   constructor(
     private readonly cfg: TrainConfig,
@@ -133,10 +149,12 @@ export class CheckpointPolicy {
     return stepsDone % this.cfg.checkpoint.every === 0 || stepsDone === this.cfg.steps || stopping;
   }
 
-  async save(name: string, step: number, nonFinite: number): Promise<string> {
+  /** `warm`: a checkpoint inside the warm start, with the warm-start optimizer and the step it reached. */
+  async save(name: string, step: number, nonFinite: number, warm?: { step: number; opt: Optimizer }): Promise<string> {
     const dir = join(this.cfg.out, "checkpoints", name);
     const cfg = this.cfg;
-    await saveCheckpoint(dir, this.model, this.opt, { tokenizerDir: this.tokenizerDir, trainerState: { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg } });
+    const state = { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg, weight_norm_ref: this.weightNormRef, warm_start_step: warm?.step };
+    await saveCheckpoint(dir, this.model, warm?.opt ?? this.opt, { tokenizerDir: this.tokenizerDir, trainerState: state });
     if (name.startsWith("step-")) {
       this.last = dir;
       pruneCheckpoints(join(cfg.out, "checkpoints"), cfg.checkpoint.keepLast);
@@ -146,26 +164,5 @@ export class CheckpointPolicy {
 
   saveStep(stepsDone: number, nonFinite: number): Promise<string> {
     return this.save(checkpointName(stepsDone), stepsDone, nonFinite);
-  }
-}
-
-/** Ctrl-C: finish the step, checkpoint, stop (a second Ctrl-C quits at once). */
-export class StopSignal {
-  requested = false;
-  private readonly onSigint = () => {
-    if (this.requested) {
-      this.log("\nsecond Ctrl-C: quitting without a checkpoint");
-      process.exit(130);
-    }
-    this.requested = true;
-    this.log("\nCtrl-C: finishing this step, then checkpointing (Ctrl-C again to quit at once)");
-  };
-
-  constructor(private readonly log: (s: string) => void) {
-    process.on("SIGINT", this.onSigint);
-  }
-
-  dispose(): void {
-    process.off("SIGINT", this.onSigint);
   }
 }

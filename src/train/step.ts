@@ -69,6 +69,8 @@ export interface UpdateStats {
   approxKl: number;
   entropy: number;
   gradNorm: number;
+  /** The largest gradient norm of the step's updates, a non-finite one if any was (the figure a skip reports). */
+  gradNormMax?: number;
   tokens: number;
   updates: number;
   skipped: number; // updates skipped for a non-finite gradient
@@ -185,7 +187,7 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
   const mismatch = stepMismatch(rollouts, old.logp, cfg.tisCap);
   const tis = cfg.tisCap !== null;
   const inputs = inputsFor(model);
-  const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, updates: 0, skipped: 0 };
+  const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, gradNormMax: 0, updates: 0, skipped: 0 };
   for (let epoch = 0; epoch < cfg.epochs; epoch++) {
     const order = shuffled(rollouts.length, seed * 1000 + epoch);
     const per = Math.ceil(rollouts.length / cfg.miniBatches);
@@ -245,6 +247,8 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
       const o = await opt.update();
       if (o.skipped) sum.skipped++;
       else sum.gradNorm += o.gradNorm;
+      // The worst norm: a non-finite one, once seen, stays.
+      if (Number.isFinite(sum.gradNormMax) && (!Number.isFinite(o.gradNorm) || o.gradNorm > sum.gradNormMax)) sum.gradNormMax = o.gradNorm;
       sum.updates++;
       sum.loss += st[STAT.loss];
       sum.tokens += st[STAT.tokens];
@@ -267,6 +271,7 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
     approxKl: sum.kl / t,
     entropy: sum.entropy / t,
     gradNorm: sum.gradNorm / Math.max(sum.updates - sum.skipped, 1),
+    gradNormMax: sum.gradNormMax,
     tokens: sum.tokens,
     updates: sum.updates,
     skipped: sum.skipped,

@@ -10,6 +10,8 @@ import { sftStep } from "./step.ts";
 
 export interface WarmStartOptions {
   steps: number;
+  /** Continue an interrupted warm start here: the batches of the steps before are drawn and dropped (the same ones). Default 0. */
+  startStep?: number;
   microBatchTokens?: number;
   /** Called after every step; returning true stops early. */
   onProgress?: (p: { step: number; steps: number; loss: number; gradNorm: number; seconds: number }) => void | boolean | Promise<void | boolean>;
@@ -28,7 +30,10 @@ export async function warmStart(model: TrainModel, opt: Optimizer, batches: Iter
   const t0 = performance.now();
   const losses: number[] = [];
   let tokens = 0;
-  for (let step = 0; step < steps; step++) {
+  const from = opts.startStep ?? 0;
+  if (!Number.isInteger(from) || from < 0 || from > steps) throw new Error(`warmStart: startStep must be an integer in 0..${steps}, got ${from}`);
+  for (let i = 0; i < from; i++) batches.next();
+  for (let step = from; step < steps; step++) {
     const next = batches.next();
     if (next.done) break;
     const seqs = next.value.map((e) => ({ tokens: [...e.prompt, ...e.response], lossFrom: e.prompt.length }));
