@@ -17,6 +17,7 @@ import { defaultDtype, loadModel } from "../src/engine/load.ts";
 import { Gpu } from "../src/gpu/index.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { sizeEngine } from "../src/engine/size.ts";
+import { trackDeviceMemory } from "./memory.ts";
 
 const { values } = parseArgs({
   options: {
@@ -29,6 +30,7 @@ const { values } = parseArgs({
 });
 
 const gpu = await Gpu.open();
+const memory = trackDeviceMemory(gpu);
 let dir = values.model;
 if (!dir) {
   dir = mkdtempSync(join(tmpdir(), "siri-bench-gen-"));
@@ -71,6 +73,7 @@ for (const B of batches) {
   // (D - 1) decode steps of B tokens each; prefill and the first sample are subtracted.
   results[`decode_b${B}_tokens_per_s`] = Math.round((B * (D - 1)) / Math.max(tFull - tFirst, 1e-9));
 }
+results.peak_device_mib = Math.round(memory.peakBytes() / 2 ** 20); // buffers this process created (benchmarks/memory.ts)
 for (const [k, v] of Object.entries(results)) console.log(`${k.padEnd(28)} ${v}`);
 console.log(JSON.stringify(results));
 m.model.destroy();

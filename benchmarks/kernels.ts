@@ -1,6 +1,13 @@
 #!/usr/bin/env bun
 /**
- * Kernel benchmark: `bun benchmarks/kernels.ts [--quick] [--json] [--only SUBSTR] [--rounds N]`.
+ * Kernel benchmark: `bun benchmarks/kernels.ts [--quick] [--json] [--only SUBSTR] [--rounds N]
+ * [--suite default|gpu-check] [--impls ours,naive,...]`.
+ *
+ * `--suite gpu-check` takes the shapes scripts/gpu-check.sh reports (the
+ * 1.5B model's matmuls at prefill T 512 and 4096 and decode M 1, 16, 64;
+ * attention prefill and decode at 4K and 16K contexts; sampling and
+ * log-probs at V 151936) on hardware, and small stand-ins on the software
+ * adapter (the dry run). `--impls` keeps only the named implementations.
  *
  * Every case is checked against its CPU reference before it is timed; a case
  * that fails its check is reported as failed and not timed. Timing: one
@@ -28,7 +35,9 @@ import { attentionRef, loadAttention, MAX_HEAD_DIM, type AttentionShape } from "
 import { addRef, loadElementwise, swigluRef } from "../src/kernels/elementwise.ts";
 import { gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
 import { loadLogprob, logprobRef } from "../src/kernels/logprob.ts";
+import { f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
 import { loadMatmul, matmulRef } from "../src/kernels/matmul.ts";
+import { loadMatmulSgmat, sgmatUnavailable } from "../src/kernels/matmul_sgmat.ts";
 import { loadRmsNorm, rmsnormRef } from "../src/kernels/rmsnorm.ts";
 import { invFreqRef, loadRope, ropeRef } from "../src/kernels/rope.ts";
 import { loadSampler, sampleRef, sampleWorkgroupSize, type SampleOptions } from "../src/kernels/sample.ts";
@@ -88,6 +97,11 @@ const onlyIdx = process.argv.indexOf("--only");
 const ONLY = onlyIdx > 0 ? process.argv[onlyIdx + 1] : "";
 const roundsIdx = process.argv.indexOf("--rounds");
 const ROUNDS = roundsIdx > 0 ? Number(process.argv[roundsIdx + 1]) : QUICK ? 3 : 7;
+const suiteIdx = process.argv.indexOf("--suite");
+const SUITE = suiteIdx > 0 ? process.argv[suiteIdx + 1] : "default";
+if (SUITE !== "default" && SUITE !== "gpu-check") throw new Error(`benchmarks/kernels.ts: --suite must be default or gpu-check, got "${SUITE}"`);
+const implsIdx = process.argv.indexOf("--impls");
+const IMPLS = implsIdx > 0 ? new Set(process.argv[implsIdx + 1].split(",")) : null;
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`benchmarks/kernels.ts: --rounds must be a positive integer`);
 const log = (s: string) => {
   if (!JSON_ONLY) console.log(s);
@@ -215,6 +229,8 @@ function matmulCases(gpu: Gpu, shapes: MatmulShape[], peerShapes: Set<string>): 
         };
       },
     });
+    // The tensor-core kernel is for prefill and training shapes (many rows).
+    if (M >= 64 && sgmatUnavailable(gpu) === null) cases.push(sgmatCase(s));
     if (!peerShapes.has(`${M}x${N}x${K}`)) continue;
     cases.push({
       name,
@@ -255,6 +271,49 @@ function matmulCases(gpu: Gpu, shapes: MatmulShape[], peerShapes: Set<string>): 
     });
   }
   return cases;
+}
+
+/**
+ * The subgroup-matrix (tensor-core) kernel on a matmul shape: f16 A and W
+ * (random values rounded to f16, so the f64 reference sees the same inputs),
+ * f32 C. Its FLOP and byte counts are the f32 case's, so GFLOP/s compare.
+ */
+function sgmatCase(s: MatmulShape): BenchCase {
+  const { M, N, K } = s;
+  return {
+    name: `matmul f32 ${M}x${N}x${K}`,
+    impl: "sgmat",
+    flops: 2 * M * N * K,
+    bytes: 2 * (M * K + N * K) + 4 * M * N,
+    async setup(gpu) {
+      const mm = await loadMatmulSgmat(gpu);
+      const f16 = (x: Float32Array, label: string) => gpu.buffer(f32ToF16Bits(x), label);
+      const buf = { A: f16(randn(M * K, 1), "sgmat-A"), W: f16(randn(N * K, 2, 0.5), "sgmat-W"), C: gpu.buffer(M * N * 4, "sgmat-C") };
+      return {
+        record: (b) => mm.matmul(b, buf.A, buf.W, buf.C, M, N, K),
+        async check() {
+          const rows = Math.min(M, 32);
+          const a = roundToF16(randn(rows * K, 11));
+          const w = roundToF16(randn(N * K, 12, 0.5));
+          const [A, W, C] = [f16(a, "check-A"), f16(w, "check-W"), gpu.buffer(rows * N * 4, "check-C")];
+          const b = gpu.batch();
+          mm.matmul(b, A, W, C, rows, N, K);
+          b.submit();
+          const got = await gpu.readF32(C, rows * N);
+          [A, W, C].forEach((x) => x.destroy());
+          const tol = TOL.f16_matmul_f32out;
+          const r = compare(got, matmulRef(a, w, null, rows, N, K), tol.atol, tol.rtol);
+          const cfg = `${mm.config.M}x${mm.config.N}x${mm.config.K} fragments, tile ${mm.tile.BM}x${mm.tile.BN}x${mm.tile.BK}`;
+          return {
+            ok: r.ok,
+            maxAbs: r.maxAbs,
+            detail: `${rows}x${N}x${K} every element (f16 inputs, ${cfg}), max |diff| ${r.maxAbs.toExponential(2)}${r.ok ? "" : ` ${r.mismatches.slice(0, 3).join("; ")}`}`,
+          };
+        },
+        dispose: () => Object.values(buf).forEach((x) => x.destroy()),
+      };
+    },
+  };
 }
 
 // ------------------------------------------------- other kernel families --
@@ -487,11 +546,18 @@ function permutation(n: number, seed: number): Uint32Array {
  * positions 0..T-1 (cache already written); "decode": `seqs` sequences, one
  * token each at position ctx-1. Blocks of 16 positions, scattered.
  */
-function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, nh: number, nKv: number, hd: number): BenchCase[] {
+/**
+ * Attention prefill (one sequence of ctx tokens) or decode (seqs sequences at
+ * context ctx). `checkLast` > 0 checks only the last rows of a prefill,
+ * element by element: the CPU reference of every row is O(ctx²) and takes
+ * minutes at 16K; the last rows are the ones that attend to the most keys.
+ */
+function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, nh: number, nKv: number, hd: number, checkLast = 0, tol = "attention_f32"): BenchCase[] {
   const blockSize = 16;
   const maxBlocks = Math.ceil(ctx / blockSize);
   const T = mode === "prefill" ? ctx : seqs;
-  const shape: AttentionShape = { T, nh, nKv, hd, blockSize, maxBlocks };
+  const R = checkLast > 0 && checkLast < T ? checkLast : T; // rows checked: the last R
+  const shape: AttentionShape = { T: R, nh, nKv, hd, blockSize, maxBlocks };
   const scale = 1 / Math.sqrt(hd);
   const cacheLen = seqs * maxBlocks * blockSize * nKv * hd;
   const host = once(() => ({
@@ -504,7 +570,10 @@ function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, n
   }));
   const want = once((): Want => {
     const h = host();
-    return [{ what: "out", want: attentionRef(h.q, h.kc, h.vc, h.table, h.seq, h.pos, shape, scale), tol: "attention_f32" }];
+    const from = T - R;
+    const q = h.q.subarray(from * nh * hd);
+    const what = R < T ? `out rows ${from}..${T - 1}` : "out";
+    return [{ what, want: attentionRef(q, h.kc, h.vc, h.table, h.seq.subarray(from), h.pos.subarray(from), shape, scale), tol }];
   });
   const keys = mode === "prefill" ? (T * (T + 1)) / 2 : T * ctx; // (token, key) pairs attended
   const flops = 4 * hd * nh * keys; // q·k and p·v, 2 flops per multiply-add each
@@ -529,7 +598,7 @@ function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, n
       const call = mode === "prefill" ? a.prefill : a.decode;
       return {
         record: (b) => call(b, x.q, x.kc, x.vc, x.table, x.seq, x.pos, x.out, T, nh, nKv, hd, blockSize, maxBlocks, scale),
-        read: async () => [await gpu.readF32(x.out, T * nh * hd)],
+        read: async () => [await gpu.readF32(x.out, R * nh * hd, (T - R) * nh * hd * 4)],
         dispose: () => (destroyAll(Object.values(x))(), a.destroy()),
       };
     },
@@ -540,7 +609,7 @@ function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, n
       return {
         record: (b) =>
           b.dispatch(k, { params: u(), buffers: [x.q, x.kc, x.vc, x.table, x.seq, x.pos, x.out], groups: rowGroups(T * nh), label: "attention_naive" }),
-        read: async () => [await gpu.readF32(x.out, T * nh * hd)],
+        read: async () => [await gpu.readF32(x.out, R * nh * hd, (T - R) * nh * hd * 4)],
         dispose: destroyAll(Object.values(x)),
       };
     },
@@ -674,6 +743,52 @@ function familyCases(gpu: Gpu): BenchCase[] {
   ];
 }
 
+/**
+ * The gpu-check suite (scripts/gpu-check.sh): the 1.5B model's shapes on
+ * hardware; on the software adapter (the dry run) small stand-ins that keep
+ * every code path (gemv and tiled matmul, prefill with a partial check,
+ * split-K decode, both samplers) and run in seconds.
+ */
+function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] } {
+  const V = 151936;
+  const [nh, nKv, hd] = [12, 2, 128];
+  if (gpu.adapter.isFallback) {
+    const [H, I, v] = [256, 512, 8192];
+    return {
+      matmul: [1, 16, 64].flatMap((M) => [{ M, N: H, K: H }, { M, N: I, K: H }]),
+      family: [
+        ...attentionCases("prefill", 1, 128, nh, nKv, hd, 16),
+        ...attentionCases("decode", 2, 256, nh, nKv, hd),
+        ...sampleCases("greedy", 2, v),
+        ...sampleCases("top-p", 2, v),
+        ...logprobCases(8, v),
+      ],
+    };
+  }
+  const [H, I] = [1536, 8960];
+  const layer = (M: number) => [
+    { M, N: H, K: H }, // q, o
+    { M, N: 256, K: H }, // k, v (2 heads of 128)
+    { M, N: I, K: H }, // gate, up
+    { M, N: H, K: I }, // down
+  ];
+  return {
+    matmul: [...[512, 4096].flatMap(layer), ...[1, 16, 64].flatMap(layer)],
+    family: [
+      ...attentionCases("prefill", 1, 4096, nh, nKv, hd, 64),
+      ...attentionCases("prefill", 1, 16384, nh, nKv, hd, 64, "attention_f32_16k"),
+      ...attentionCases("decode", 1, 4096, nh, nKv, hd),
+      ...attentionCases("decode", 16, 4096, nh, nKv, hd),
+      ...attentionCases("decode", 1, 16384, nh, nKv, hd, 0, "attention_f32_16k"),
+      ...attentionCases("decode", 16, 16384, nh, nKv, hd, 0, "attention_f32_16k"),
+      ...sampleCases("greedy", 1, V),
+      ...sampleCases("top-p", 1, V),
+      ...sampleCases("top-p", 64, V),
+      ...logprobCases(512, V),
+    ],
+  };
+}
+
 // ---------------------------------------------------------------- harness --
 
 /** Copy bandwidth (read + write bytes per second) of one big copyBufferToBuffer. */
@@ -755,7 +870,13 @@ async function main() {
 
   let shapes: MatmulShape[];
   let peer: MatmulShape[];
-  if (ad.isFallback) {
+  let family: BenchCase[] | null = null;
+  if (SUITE === "gpu-check") {
+    const suite = gpuCheckSuite(gpu);
+    shapes = suite.matmul;
+    family = suite.family;
+    peer = [];
+  } else if (ad.isFallback) {
     const sq = QUICK ? [256, 512] : [256, 512, 1024];
     peer = sq.map((n) => ({ M: n, N: n, K: n }));
     shapes = [{ M: 1, N: 1536, K: 1536 }, { M: 16, N: 1536, K: 1536 }, ...peer];
@@ -777,8 +898,8 @@ async function main() {
     ];
   }
   const fits = (s: MatmulShape) => 4 * Math.max(s.M * s.K, s.N * s.K, s.M * s.N) <= gpu.limits.maxStorageBufferBindingSize;
-  const cases = [...matmulCases(gpu, shapes.filter(fits), new Set(peer.map((s) => `${s.M}x${s.N}x${s.K}`))), ...familyCases(gpu)].filter(
-    (c) => !ONLY || `${c.name} ${c.impl}`.includes(ONLY),
+  const cases = [...matmulCases(gpu, shapes.filter(fits), new Set(peer.map((s) => `${s.M}x${s.N}x${s.K}`))), ...(family ?? familyCases(gpu))].filter(
+    (c) => (!ONLY || `${c.name} ${c.impl}`.includes(ONLY)) && (!IMPLS || IMPLS.has(c.impl)),
   );
   const W = Math.max(26, ...cases.map((c) => c.name.length));
 

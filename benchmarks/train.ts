@@ -17,6 +17,7 @@ import { makeTinyModel } from "../src/model/tiny.ts";
 import { TrainModel } from "../src/train/model.ts";
 import { Optimizer, DEFAULT_OPTIM } from "../src/train/optim.ts";
 import { sftStep } from "../src/train/step.ts";
+import { trackDeviceMemory } from "./memory.ts";
 
 const { values } = parseArgs({
   options: {
@@ -27,6 +28,7 @@ const { values } = parseArgs({
   },
 });
 const gpu = await Gpu.open();
+const memory = trackDeviceMemory(gpu);
 let dir = values.model;
 if (!dir) {
   dir = mkdtempSync(join(tmpdir(), "siri-bench-train-"));
@@ -62,6 +64,7 @@ const result = {
   ms_per_step: Math.round((s * 1000) / steps),
   approx_gflops: +(flops / s / 1e9).toFixed(2),
   final_loss: +loss.toFixed(4),
+  peak_device_mib: Math.round(memory.peakBytes() / 2 ** 20), // buffers this process created (benchmarks/memory.ts)
 };
 for (const [k, v] of Object.entries(result)) console.log(`${k.padEnd(18)} ${v}`);
 console.log(JSON.stringify(result));

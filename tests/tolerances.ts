@@ -18,6 +18,7 @@ export const TOL: Record<string, Tolerance> = {
   f16_matmul_f32out: { atol: 1e-4, rtol: 1e-3, why: "f16 inputs (exact in the reference) with f32 accumulation and f32 output (LM-head logits): same as f32_matmul" },
   f16_matmul: { atol: 1e-2, rtol: 2e-2, why: "f16 inputs/outputs with f32 accumulation; output rounding dominates" },
   attention_f32: { atol: 2e-6, rtol: 1e-4, why: "attention: hd-long f32 dot products, online-softmax rescaling and sums over up to ~4k keys in tile order vs an f64 two-pass reference (measured max abs 1.5e-7)" },
+  attention_f32_16k: { atol: 4e-6, rtol: 2e-4, why: "attention_f32 at 16K keys (gpu-check only): 4x the keys of attention_f32's measured range, so its bounds doubled (error ~sqrt(keys)); not yet measured on hardware" },
   attention_f16: { atol: 5e-4, rtol: 2e-3, why: "attention with f16 q/k/v (exact in the reference), f32 accumulation, output rounded once to f16: half an ulp of |out| <= 1 is 2.4e-4 (measured 2.4e-4)" },
   attention_f32_large_scores: { atol: 1e-4, rtol: 1e-3, why: "attention with scores ~1e3: an f32 score's rounding (~|s|·eps·sqrt(hd) ~ 1e-4) shifts softmax weights by that relative amount (measured 2.3e-5)" },
   attention_f16_large_scores: { atol: 5e-4, rtol: 4e-3, why: "as attention_f32_large_scores plus the f16 output rounding (measured 2.4e-4)" },

@@ -6,6 +6,11 @@
  * adapter name or a prefix of it, e.g. "llvmpipe" or "NVIDIA"), then
  * `--software` / SIRI_SOFTWARE=1 (the CPU fallback adapter), else the
  * high-performance adapter (hardware first).
+ *
+ * Experimental features: SIRI_EXPERIMENTAL=1 (or `experimental: true`)
+ * enables Dawn's `allow_unsafe_apis` toggle, which is what exposes
+ * `chromium-experimental-subgroup-matrix` (tensor cores); only then is that
+ * feature requested. Off by default: nothing in the default path uses it.
  */
 import { installEventPump, track } from "./bun_event_pump.ts";
 
@@ -15,6 +20,16 @@ export interface GpuOptions {
   adapter?: string; // name (or prefix) of the adapter to force
   software?: boolean; // force the software (fallback) adapter
   backend?: string; // dawn backend: vulkan, metal, d3d12, ...
+  experimental?: boolean; // allow_unsafe_apis: expose and request subgroup matrices
+}
+
+/** One matrix shape the adapter's matrix units take: left M x K, right K x N, result M x N. */
+export interface SubgroupMatrixConfig {
+  componentType: string; // "f16", "f32", "i8", ...
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
 }
 
 export interface AdapterSummary {
@@ -26,6 +41,8 @@ export interface AdapterSummary {
   isFallback: boolean;
   subgroupMinSize: number;
   subgroupMaxSize: number;
+  /** Empty unless the adapter offers chromium-experimental-subgroup-matrix (needs `experimental`). */
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
 }
 
 export interface GpuFeatures {
@@ -86,8 +103,11 @@ export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   const name = opts.adapter ?? process.env.SIRI_ADAPTER ?? "";
   const software = opts.software ?? process.env.SIRI_SOFTWARE === "1";
   const backend = opts.backend ?? process.env.SIRI_BACKEND ?? defaultBackend();
+  const experimental = opts.experimental ?? process.env.SIRI_EXPERIMENTAL === "1";
   const flags = [`backend=${backend}`];
   if (name) flags.push(`adapter=${name}`);
+  // Cooperative matrices need the Vulkan memory model in SPIR-V (Dawn's own subgroup-matrix tests turn it on).
+  if (experimental) flags.push("enable-dawn-features=allow_unsafe_apis,use_vulkan_memory_model");
   let gpu: GPU;
   try {
     gpu = dawnInstance ?? (await loadDawn(flags));
@@ -105,6 +125,7 @@ export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
     subgroupMinSize?: number;
     subgroupMaxSize?: number;
     isFallbackAdapter?: boolean;
+    subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
   };
   if (software && !info.isFallbackAdapter) {
     throw new GpuError(`--software asked for the fallback adapter, but Dawn chose "${info.description}"`);
@@ -114,12 +135,13 @@ export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
     f16: has("shader-f16"),
     subgroups: has("subgroups"),
     timestamps: has("timestamp-query"),
-    subgroupMatrix: has("chromium-experimental-subgroup-matrix"),
+    subgroupMatrix: experimental && has("chromium-experimental-subgroup-matrix"),
   };
   const requiredFeatures: string[] = [];
   if (features.f16) requiredFeatures.push("shader-f16");
   if (features.subgroups) requiredFeatures.push("subgroups");
   if (features.timestamps) requiredFeatures.push("timestamp-query");
+  if (features.subgroupMatrix) requiredFeatures.push("chromium-experimental-subgroup-matrix");
   const al = adapter.limits;
   const requiredLimits: Record<string, number> = {
     maxBufferSize: al.maxBufferSize,
@@ -160,6 +182,13 @@ export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
       isFallback: !!info.isFallbackAdapter,
       subgroupMinSize: info.subgroupMinSize ?? 0,
       subgroupMaxSize: info.subgroupMaxSize ?? 0,
+      subgroupMatrixConfigs: (info.subgroupMatrixConfigs ?? []).map((c) => ({
+        componentType: c.componentType,
+        resultComponentType: c.resultComponentType,
+        M: Number(c.M),
+        N: Number(c.N),
+        K: Number(c.K),
+      })),
     },
     features,
     limits: device.limits,
