@@ -132,7 +132,7 @@ describe("loader errors name the file, line or row, and field", () => {
         { name: "answer", type: "string", optional: true, values: ["1", "2", null] },
       ]),
     );
-    await expect(loadProblems(p)).rejects.toThrow(/nulls\.parquet row 3: missing field "answer"/);
+    await expect(loadProblems(p)).rejects.toThrow(/nulls\.parquet row 3: field "answer" \(from "answer"\) is null; expected a string or number/);
   });
 
   test("a Git LFS pointer saved as .parquet is recognised", async () => {

@@ -1,6 +1,6 @@
 // The SIRI trainer: config and presets, metrics and plot, and short runs of the loop on a tiny model.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { splitOverrides } from "../src/commands/train.ts";
@@ -208,7 +208,11 @@ describe.skipIf(!GPU)("training runs", () => {
     for (const n of ["step-000004", "trough-cycle1", "peak-cycle1"]) expect(existsSync(join(ck, n, "model.safetensors")) ? n : `${n} missing`).toBe(n);
     expect(existsSync(join(ck, "step-000000"))).toBe(false); // pruned: keepLast 2 keeps step-2 and step-4
     expect(existsSync(join(ck, "step-000002"))).toBe(true);
-    expect(JSON.parse(readFileSync(join(ck, "trough-cycle1", "trainer_state.json"), "utf8")).step).toBe(2);
+    expect(JSON.parse(readFileSync(join(ck, "trough-cycle1", "training_state", "trainer_state.json"), "utf8")).step).toBe(2);
+    // Resume state only where resuming needs it: step-N has the optimiser, trough/peak do not; nothing but the model at the top.
+    expect(existsSync(join(ck, "step-000004", "training_state", "optimizer.safetensors"))).toBe(true);
+    expect(existsSync(join(ck, "trough-cycle1", "training_state", "optimizer.safetensors"))).toBe(false);
+    for (const n of ["step-000004", "trough-cycle1", "peak-cycle1"]) expect(readdirSync(join(ck, n)).filter((f) => f.endsWith(".safetensors"))).toEqual(["model.safetensors"]);
     expect(r.evals.map((e) => e.label)).toEqual(["start", "trough-cycle1", "peak-cycle1"]);
     expect(readFileSync(join(out, "plot.svg"), "utf8")).toContain("<path ");
     expect(r.table).toContain("| 1 | compression | 0-1 | 14.0 |");

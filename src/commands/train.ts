@@ -1,5 +1,6 @@
 // `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
 import { defineCommand } from "citty";
+import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
 import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
@@ -73,6 +74,7 @@ export default defineCommand({
       const { config, note } = planFor(cfg);
       const dtype = cfg.rollout.dtype === "auto" ? "f16" : cfg.rollout.dtype;
       console.log(formatPlan(trainingMemoryPlan(config, cfg, dtype), `memory plan for ${cfg.preset} (${note}; rollout dtype ${dtype}):`));
+      console.log(formatPlan(runDiskPlan(config, cfg, cfg.model.startsWith("tiny:") ? null : cfg.model), `disk plan for ${cfg.out}/checkpoints (checkpoint.keepLast ${cfg.checkpoint.keepLast}, keepExtremes ${cfg.checkpoint.keepExtremes || "all"}):`));
     }
     if (args.plan) {
       console.log(JSON.stringify(cfg, null, 2));

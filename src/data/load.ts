@@ -160,9 +160,14 @@ export function toProblems(rows: { row: unknown; where: Where }[], fields: Field
     const pick = (field: keyof typeof DEFAULT_FIELDS, required: boolean): { value: unknown; source: string } | undefined => {
       const explicit = fields[field];
       const names = explicit ? [explicit] : DEFAULT_FIELDS[field];
+      let isNull: string | undefined;
       for (const name of names) {
         const v = lookup(r, name);
         if (v !== undefined && v !== null) return { value: v, source: name };
+        if (v === null) isNull ??= name;
+      }
+      if ((required || explicit) && isNull !== undefined) {
+        throw new Error(`${where}: field "${field}" (from "${isNull}") is null; expected a string or number`);
       }
       if (required || explicit) {
         throw new Error(

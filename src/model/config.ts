@@ -50,7 +50,7 @@ const DTYPES: readonly TorchDtype[] = ["float32", "float16", "bfloat16"];
 /** Parse and validate a config.json object; `file` names the source in errors. */
 export function parseQwen2Config(json: unknown, file = "config.json"): Qwen2Config {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new Error(`${file}: expected a JSON object, got ${json === null ? "null" : typeof json}`);
+    throw new Error(`${file}: expected a JSON object of model settings, got ${json === null ? "null" : Array.isArray(json) ? `an array (${JSON.stringify(json).slice(0, 40)})` : typeof json}`);
   }
   const o = json as Record<string, unknown>;
   const bad = (field: string, want: string): never => {

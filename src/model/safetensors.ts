@@ -91,6 +91,33 @@ export function tensorToF32(t: Tensor, file = ""): Float32Array {
   throw new Error(`${file}: tensor "${t.name}": dtype ${t.dtype} cannot be converted to f32 (supported: F32, F16, BF16)`);
 }
 
+/** Index of the first NaN or ±Inf (exponent bits all ones), or -1. */
+export function firstNonFiniteF32(x: Float32Array): number {
+  const b = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  for (let i = 0; i < b.length; i++) if ((b[i] & 0x7f800000) === 0x7f800000) return i;
+  return -1;
+}
+
+/** Index of the first binary16 NaN or ±Inf, or -1. */
+export function firstNonFiniteF16(h: Uint16Array): number {
+  for (let i = 0; i < h.length; i++) if ((h[i] & 0x7c00) === 0x7c00) return i;
+  return -1;
+}
+
+/**
+ * Weights must be finite: a checkpoint holding NaN/Inf (a diverged run, a
+ * corrupt file) would run and print garbage. Checked as each tensor is read
+ * or converted, one pass over values already in memory.
+ */
+function checkFinite<T extends Float32Array | Uint16Array>(out: T, t: Tensor, file: string): T {
+  const i = out instanceof Float32Array ? firstNonFiniteF32(out) : firstNonFiniteF16(out);
+  if (i < 0) return out;
+  const v = out instanceof Float32Array ? out[i] : f16BitsToF32(out.subarray(i, i + 1))[0];
+  const overflow = out instanceof Uint16Array && t.dtype !== "F16" && Number.isFinite(tensorToF32({ ...t, data: t.data.subarray(i * DTYPE_BYTES[t.dtype], (i + 1) * DTYPE_BYTES[t.dtype]) }, file)[0]);
+  if (overflow) throw new Error(`${file}: tensor "${t.name}": element ${i} of ${out.length} is beyond f16's range (max 65504); load this model in f32 (--dtype f32)`);
+  throw new Error(`${file}: tensor "${t.name}": element ${i} of ${out.length} is ${v}; a checkpoint with non-finite weights cannot be run (a diverged run, or a corrupt file)`);
+}
+
 /** A tensor's values as binary16 bits (F16 as is; F32 and BF16 rounded to nearest even). */
 export function tensorToF16Bits(t: Tensor, file = ""): Uint16Array {
   if (t.dtype === "F16") return u16View(t);
@@ -182,6 +209,15 @@ function parseHeader(file: string, fd: number): ParsedFile {
     if (spans[i][0] < spans[i - 1][1]) {
       throw new Error(`${file}: tensors "${spans[i - 1][2]}" [${spans[i - 1][0]}, ${spans[i - 1][1]}) and "${spans[i][2]}" [${spans[i][0]}, ${spans[i][1]}) overlap`);
     }
+    // The format packs tensors back to back: bytes between two belong to nothing.
+    if (spans[i][0] > spans[i - 1][1]) {
+      throw new Error(`${file}: data bytes [${spans[i - 1][1]}, ${spans[i][0]}) between tensors "${spans[i - 1][2]}" and "${spans[i][2]}" belong to no tensor; the file is corrupt`);
+    }
+  }
+  if (spans.length && spans[0][0] > 0) throw new Error(`${file}: data bytes [0, ${spans[0][0]}) before tensor "${spans[0][2]}" belong to no tensor; the file is corrupt`);
+  const end = spans.length ? spans[spans.length - 1][1] : 0;
+  if (end < dataSize) {
+    throw new Error(`${file}: ${dataSize - end} trailing byte(s) after the last tensor (the tensors end at data byte ${end}, the file at ${dataSize}); the file is corrupt or was written twice`);
   }
   return { file, fd, entries, metadata };
 }
@@ -208,8 +244,14 @@ function readerOver(parsed: ParsedFile[], where: Map<string, ParsedFile>, label:
     has: (name) => where.has(name),
     entry,
     read,
-    readF32: (name) => tensorToF32(read(name), entry(name).file),
-    readF16Bits: (name) => tensorToF16Bits(read(name), entry(name).file),
+    readF32: (name) => {
+      const t = read(name);
+      return checkFinite(tensorToF32(t, entry(name).file), t, entry(name).file);
+    },
+    readF16Bits: (name) => {
+      const t = read(name);
+      return checkFinite(tensorToF16Bits(t, entry(name).file), t, entry(name).file);
+    },
     close() {
       if (closed) return;
       closed = true;
@@ -340,6 +382,15 @@ export function checkQwen2Weights(c: Qwen2Config, reader: WeightReader, label = 
     if (e.dtype !== "F32" && e.dtype !== "F16" && e.dtype !== "BF16") {
       problems.push(`tensor "${s.name}" in ${e.file} has dtype ${e.dtype}; expected F32, F16 or BF16`);
     }
+  }
+  // Every tensor must be one the config implies: extra ones mean another shape (e.g. more layers than
+  // num_hidden_layers), which would silently run a truncated model. Two known non-parameters are allowed.
+  const wanted = new Set(spec.map((s) => s.name));
+  for (const name of reader.names()) {
+    if (wanted.has(name) || /\.rotary_emb\.inv_freq$/.test(name) || (c.tieWordEmbeddings && name === "lm_head.weight")) continue;
+    const layer = /^model\.layers\.(\d+)\./.exec(name);
+    const why = layer && Number(layer[1]) >= c.numLayers ? ` (layer ${layer[1]}; config.json has num_hidden_layers = ${c.numLayers})` : "";
+    problems.push(`unexpected tensor "${name}" in ${reader.entry(name).file}${why}`);
   }
   if (problems.length) {
     const shown = problems.slice(0, 12);

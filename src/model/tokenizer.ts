@@ -125,6 +125,11 @@ export function tokenizerFromJson(tokenizerJson: unknown, tokenizerConfig: unkno
   if (typeof tokenizerConfig !== "object" || tokenizerConfig === null) throw new Error(`${tcFile}: expected a JSON object`);
   const tj = tokenizerJson as { model?: { vocab?: Record<string, number> }; added_tokens?: { id: number; content: string; special?: boolean }[] };
   if (!tj.model || typeof tj.model !== "object") throw new Error(`${tjFile}: field "model" is missing`);
+  // Checked here: the library would fail on it with a bare TypeError naming no file.
+  const vocab = tj.model.vocab as unknown;
+  if (typeof vocab !== "object" || vocab === null) {
+    throw new Error(`${tjFile}: field "model.vocab" ${vocab === undefined ? "is missing" : `must be an object {token: id}, got ${JSON.stringify(vocab)}`}`);
+  }
   const cfg = tokenizerConfig as Record<string, unknown>;
   // Turn AddedToken-object fields into plain strings for the library.
   const plainCfg: Record<string, unknown> = { ...cfg };
@@ -166,6 +171,15 @@ export function tokenizerFromJson(tokenizerJson: unknown, tokenizerConfig: unkno
   } else if (ct !== undefined && ct !== null) throw new Error(`${tcFile}: field "chat_template" must be a string`);
   const template = chatTemplate;
   const size = maxId + 1;
+  // A template that cannot parse or render a plain user turn is an error now, naming its file,
+  // not later from inside a bench or a training run.
+  if (template !== null) {
+    try {
+      renderChatTemplate(template, [{ role: "user", content: "1 + 1 = ?" }], { bosToken, eosToken, padToken, addGenerationPrompt: true });
+    } catch (e) {
+      throw new Error(`${tcFile}: field "chat_template": ${(e as Error).message}`);
+    }
+  }
 
   // Holes are possible only without an unk token; the check needs byte-level decoding (lossless).
   const model = tj.model as { unk_token?: unknown };
@@ -223,7 +237,11 @@ export function tokenizerFromJson(tokenizerJson: unknown, tokenizerConfig: unkno
     chatTemplate: template,
     applyChatTemplate(messages, opts = {}) {
       if (template === null) throw new Error(`${tcFile}: no "chat_template"; cannot format chat messages`);
-      return renderChatTemplate(template, messages, { bosToken, eosToken, padToken, ...opts });
+      try {
+        return renderChatTemplate(template, messages, { bosToken, eosToken, padToken, ...opts });
+      } catch (e) {
+        throw new Error(`${tcFile}: field "chat_template": ${(e as Error).message}`);
+      }
     },
   };
 }

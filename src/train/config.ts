@@ -71,8 +71,14 @@ export interface TrainConfig {
   checkpoint: {
     /** A checkpoint every N steps (and at the end, and on Ctrl-C). */
     every: number;
-    /** How many step-N checkpoints to keep (trough/peak ones are kept by name regardless). */
+    /** How many step-N checkpoints (resume points, with optimiser state) to keep. */
     keepLast: number;
+    /** How many trough/peak checkpoints to keep, newest first (0 = all). */
+    keepExtremes: number;
+    /** Dtype of the trough/peak checkpoints: "base" = as the base model ships (bf16 for R1-Distill). */
+    extremesDtype: "base" | "bf16" | "f16" | "f32";
+    /** Largest weight shard in GB (transformers' default 5). */
+    maxShardGB: number;
   };
   validation: {
     /** avg@n on held-out problems every N steps, at each trough/peak and at the end; 0 = off. */
@@ -104,7 +110,7 @@ export const SIRI_1_5B: TrainConfig = {
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 0, batchSize: 32, lr: 1e-3 },
-  checkpoint: { every: 20, keepLast: 2 },
+  checkpoint: { every: 20, keepLast: 2, keepExtremes: 0, extremesDtype: "base", maxShardGB: 5 },
   validation: { every: 40, problems: 30, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
 };
@@ -142,7 +148,7 @@ export const DEMO: TrainConfig = {
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
-  checkpoint: { every: 6, keepLast: 2 },
+  checkpoint: { every: 6, keepLast: 2, keepExtremes: 0, extremesDtype: "base", maxShardGB: 5 },
   // Every held-out problem (31 of operands <= 9, add/sub), avg@4 at SIRI's eval temperature 0.6:
   // 124 samples per validation, so one problem moves the figure by ~3 points, not a whole answer's worth.
   validation: { every: 0, problems: 64, n: 4, temperature: 0.6, maxTokens: 0 },
@@ -255,8 +261,24 @@ export function resolveConfig(preset: string, layers: { source: string; values: 
   return validateConfig(cfg);
 }
 
+/** A value as the user wrote it: NaN and ±Infinity by name (JSON.stringify would say null). */
+function shown(v: unknown): string {
+  return typeof v === "number" && !Number.isFinite(v) ? String(v) : JSON.stringify(v);
+}
+
 function need(ok: boolean, field: string, what: string, got: unknown): void {
-  if (!ok) throw new Error(`config: ${field} ${what}, got ${JSON.stringify(got)}`);
+  if (!ok) throw new Error(`config: ${field} ${what}, got ${shown(got)}`);
+}
+
+/**
+ * Every number in the config must be finite: TOML's `inf`/`nan` and JSON's
+ * 1e999 parse as numbers and would pass a "> 0" check, then fail (or
+ * diverge) only after the GPU started and a checkpoint was written.
+ */
+function allFinite(v: unknown, path: string): void {
+  if (typeof v === "number") need(Number.isFinite(v), path, "must be a finite number", v);
+  else if (Array.isArray(v)) v.forEach((x, i) => allFinite(x, `${path}[${i}]`));
+  else if (typeof v === "object" && v !== null) for (const [k, x] of Object.entries(v)) allFinite(x, path ? `${path}.${k}` : k);
 }
 
 const posInt = (v: number) => Number.isInteger(v) && v >= 1;
@@ -264,6 +286,7 @@ const nonNegInt = (v: number) => Number.isInteger(v) && v >= 0;
 
 /** Throws an error naming the field when a value is out of range. */
 export function validateConfig(c: TrainConfig): TrainConfig {
+  allFinite(c, "");
   need(c.model.length > 0, "model", "must be a model folder or tiny:<preset>", c.model);
   need(["arith", "dataset"].includes(c.task.kind), "task.kind", "must be arith or dataset", c.task.kind);
   if (c.task.kind === "dataset") need(c.task.dataset.length > 0, "task.dataset", "must name a dataset preset or file", c.task.dataset);
@@ -283,7 +306,11 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(nonNegInt(c.rollout.topK), "rollout.topK", "must be an integer >= 0", c.rollout.topK);
   need(["f32", "f16", "auto"].includes(c.rollout.dtype), "rollout.dtype", "must be f32, f16 or auto", c.rollout.dtype);
   need(posInt(c.rollout.maxBatch), "rollout.maxBatch", "must be an integer >= 1", c.rollout.maxBatch);
-  need(c.optim.lr > 0, "optim.lr", "must be > 0", c.optim.lr);
+  need(c.optim.lr > 0 && c.optim.lr <= 1, "optim.lr", "must be in (0, 1]", c.optim.lr);
+  need(c.optim.beta1 >= 0 && c.optim.beta1 < 1, "optim.beta1", "must be in [0, 1)", c.optim.beta1);
+  need(c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta2", "must be in [0, 1)", c.optim.beta2);
+  need(c.optim.eps > 0, "optim.eps", "must be > 0", c.optim.eps);
+  need(c.optim.weightDecay >= 0, "optim.weightDecay", "must be >= 0", c.optim.weightDecay);
   need(nonNegInt(c.optim.warmupSteps), "optim.warmupSteps", "must be an integer >= 0", c.optim.warmupSteps);
   need(c.optim.maxGradNorm > 0, "optim.maxGradNorm", "must be > 0", c.optim.maxGradNorm);
   need(c.policy.epsLow > 0 && c.policy.epsLow < 1, "policy.epsLow", "must be in (0, 1)", c.policy.epsLow);
@@ -299,10 +326,13 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(nonNegInt(c.warmStart.steps), "warmStart.steps", "must be an integer >= 0", c.warmStart.steps);
   if (c.warmStart.steps > 0) need(c.task.kind === "arith", "warmStart.steps", "must be 0 unless task.kind is arith (only the synthetic task has traces)", c.warmStart.steps);
   need(posInt(c.warmStart.batchSize), "warmStart.batchSize", "must be an integer >= 1", c.warmStart.batchSize);
-  need(c.warmStart.lr > 0, "warmStart.lr", "must be > 0", c.warmStart.lr);
+  need(c.warmStart.lr > 0 && c.warmStart.lr <= 1, "warmStart.lr", "must be in (0, 1]", c.warmStart.lr);
   need(c.warmStart.warmupSteps === undefined || nonNegInt(c.warmStart.warmupSteps), "warmStart.warmupSteps", "must be an integer >= 0", c.warmStart.warmupSteps);
   need(posInt(c.checkpoint.every), "checkpoint.every", "must be an integer >= 1", c.checkpoint.every);
   need(posInt(c.checkpoint.keepLast), "checkpoint.keepLast", "must be an integer >= 1", c.checkpoint.keepLast);
+  need(nonNegInt(c.checkpoint.keepExtremes), "checkpoint.keepExtremes", "must be an integer >= 0 (0 = keep all)", c.checkpoint.keepExtremes);
+  need(["base", "bf16", "f16", "f32"].includes(c.checkpoint.extremesDtype), "checkpoint.extremesDtype", "must be base, bf16, f16 or f32", c.checkpoint.extremesDtype);
+  need(c.checkpoint.maxShardGB > 0, "checkpoint.maxShardGB", "must be > 0", c.checkpoint.maxShardGB);
   need(nonNegInt(c.validation.every), "validation.every", "must be an integer >= 0 (0 = off)", c.validation.every);
   need(posInt(c.validation.problems), "validation.problems", "must be an integer >= 1", c.validation.problems);
   need(posInt(c.validation.n), "validation.n", "must be an integer >= 1", c.validation.n);

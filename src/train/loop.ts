@@ -23,7 +23,6 @@ import { join } from "node:path";
 import { formatDuration, progressBar } from "../bench/progress.ts";
 import { GpuDeviceLostError, yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { lrAt } from "../kernels/adamw.ts";
-import { loadReferenceModel } from "../model/reference.ts";
 import { vocabLimit } from "../model/tokenizer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
 import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
@@ -32,7 +31,7 @@ import { withRunLock } from "../run/lock.ts";
 import { watchInterrupts, type InterruptWatch } from "../run/signals.ts";
 import { stepSeed } from "../util/random.ts";
 import { median } from "../util/stats.ts";
-import { checkpointName, loadCheckpoint } from "./checkpoint.ts";
+import { checkpointName, openWeights, runDiskPlan } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
 import { DivergenceGuard } from "./divergence.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEvals, readMetrics, type EvalRecord, type StepMetrics } from "./metrics.ts";
@@ -98,14 +97,17 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   const { dir: baseDir, tokenizer } = baseModel(cfg);
   const task = await taskFor(cfg, tokenizer);
   const from = findStart(cfg, o.resume ?? false, log);
-  const base = from ? loadCheckpoint(from) : loadReferenceModel(baseDir);
+  // Weights go to the GPU one tensor at a time (no CPU copy of the model is kept).
+  const base = openWeights(from ?? baseDir);
   // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
-  const model = await TrainModel.create(gpu, base.config, base.weights, { vocabLimit: vocabLimit(base.config.vocabSize, tokenizer) });
+  const limit = vocabLimit(base.config.vocabSize, tokenizer);
+  const model = await TrainModel.create(gpu, base.config, (n) => base.reader.readF32(n), { vocabLimit: limit }).finally(() => base.reader.close());
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
   let { startStep, nonFinite } = start;
   const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));
   log(formatPlan(trainingMemoryPlan(model.config, cfg, rollouts.roll.model.dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
+  log(formatPlan(runDiskPlan(model.config, cfg, baseDir), `disk plan (checkpoints under ${join(cfg.out, "checkpoints")}):`));
   const checkpoints = new CheckpointPolicy(cfg, model, opt, baseDir, from);
   const validate = validator(cfg, task, tokenizer, rollouts.engine, rollouts.stop, log);
   const validating = cfg.validation.every > 0 || cfg.task.kind === "arith";

@@ -4,7 +4,7 @@
  * (every N steps, SIRI-low at each trough, SIRI-high at each peak, at the
  * end, on Ctrl-C). The run lock, Ctrl-C rules and atomic writes are src/run/'s.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadDataset } from "../data/download.ts";
 import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
@@ -14,7 +14,7 @@ import { makeDirAtomically, writeFileAtomic } from "../run/atomic.ts";
 import { arithTask, type ArithKind } from "../tasks/arith.ts";
 import { datasetTask } from "../tasks/dataset.ts";
 import type { Task } from "../tasks/task.ts";
-import { checkpointName, latestCheckpoint, loadCheckpoint, saveCheckpoint, type LoadedCheckpoint } from "./checkpoint.ts";
+import { checkpointFormat, checkpointName, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readOptimizerState, readTrainerState, saveCheckpoint, type LoadedCheckpoint } from "./checkpoint.ts";
 import { modelSource, type TrainConfig } from "./config.ts";
 import { EVALS_FILE, METRICS_FILE, truncateJsonl } from "./metrics.ts";
 import type { TrainModel } from "./model.ts";
@@ -87,13 +87,11 @@ export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer
   let warm: RunStart["warm"] = null;
   let weightNormRef: number | undefined;
   if (from) {
-    const ck: LoadedCheckpoint = loadCheckpoint(from, paramNames);
-    const st = ck.trainerState ?? {};
+    const st = readTrainerState(from) ?? {};
     const diff = firstDifference(resumeKey(st.config as TrainConfig), resumeKey(cfg));
     if (diff) throw new Error(`--resume: ${from} was trained with another config: ${diff}; exact resume needs the same settings`);
-    if (!ck.optimizer) throw new Error(`--resume: ${from} has no optimizer.safetensors`);
-    if (st.warm_start_step !== undefined) warm = { step: Number(st.warm_start_step), state: ck.optimizer };
-    else opt.loadState(ck.optimizer);
+    if (st.warm_start_step !== undefined) warm = { step: Number(st.warm_start_step), state: readOptimizerState(from, paramNames) };
+    else loadOptimizerState(from, opt, paramNames); // one moment tensor at a time
     if (st.weight_norm_ref !== undefined) weightNormRef = Number(st.weight_norm_ref);
     startStep = Number(st.step);
     nonFinite = Number(st.non_finite ?? 0);
@@ -106,13 +104,6 @@ export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer
   }
   writeFileAtomic(join(out, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
   return { startStep, nonFinite, warm, weightNormRef };
-}
-
-/** Keep the newest `keep` step-N checkpoints under `root`. */
-export function pruneCheckpoints(root: string, keep: number): void {
-  if (!existsSync(root)) return;
-  const steps = readdirSync(root).filter((n) => /^step-\d+$/.test(n)).sort();
-  for (const n of steps.slice(0, Math.max(0, steps.length - keep))) rmSync(join(root, n), { recursive: true, force: true });
 }
 
 /** When to checkpoint (and validate): every N steps, each trough and peak of the schedule, the end. */
@@ -153,12 +144,12 @@ export class CheckpointPolicy {
   async save(name: string, step: number, nonFinite: number, warm?: { step: number; opt: Optimizer }): Promise<string> {
     const dir = join(this.cfg.out, "checkpoints", name);
     const cfg = this.cfg;
+    // step-N: a resume point (f32 + optimiser state); trough/peak: the model as the base ships, no optimiser state.
+    const resumePoint = name.startsWith("step-");
     const state = { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg, weight_norm_ref: this.weightNormRef, warm_start_step: warm?.step };
-    await saveCheckpoint(dir, this.model, warm?.opt ?? this.opt, { tokenizerDir: this.tokenizerDir, trainerState: state });
-    if (name.startsWith("step-")) {
-      this.last = dir;
-      pruneCheckpoints(join(cfg.out, "checkpoints"), cfg.checkpoint.keepLast);
-    }
+    await saveCheckpoint(dir, this.model, resumePoint ? (warm?.opt ?? this.opt) : null, { tokenizerDir: this.tokenizerDir, trainerState: state, ...checkpointFormat(cfg.checkpoint, this.tokenizerDir, resumePoint) });
+    if (resumePoint) this.last = dir;
+    pruneCheckpoints(join(cfg.out, "checkpoints"), cfg.checkpoint);
     return dir;
   }
 
