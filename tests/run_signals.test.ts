@@ -39,7 +39,7 @@ function config(name: string, over: Record<string, unknown> = {}): string {
 }
 
 const trainArgs = (cfg: string, out: string, ...more: string[]) => ["train", "--config", cfg, "--out", out, ...more];
-const stateOf = (ck: string) => JSON.parse(readFileSync(join(ck, "trainer_state.json"), "utf8")) as Record<string, unknown>;
+const stateOf = (ck: string) => JSON.parse(readFileSync(join(ck, "training_state", "trainer_state.json"), "utf8")) as Record<string, unknown>;
 
 describe.skipIf(!GPU)("Ctrl-C on `siri train`", () => {
   test("Ctrl-C to the group, forwarded again 20 ms later (a runner): one request; checkpoint at the step reached, exit 130, --resume finishes", async () => {

@@ -264,7 +264,7 @@ describe.skipIf(!GPU)("training runs", () => {
     const b = tiny(join(ROOT, "warm-resumed"), over);
     const first = await train(gpu, b, { ...quiet, hooks: { progress: false, rewards: signal, stopAtWarmStep: 2 } });
     expect([first.stopped, first.stepsDone, first.lastCheckpoint]).toEqual(["interrupted", 0, join(b.out, "checkpoints", "step-000000")]);
-    const st = JSON.parse(readFileSync(join(b.out, "checkpoints", "step-000000", "trainer_state.json"), "utf8"));
+    const st = JSON.parse(readFileSync(join(b.out, "checkpoints", "step-000000", "training_state", "trainer_state.json"), "utf8"));
     expect([st.step, st.warm_start_step]).toEqual([0, 2]);
     const logs: string[] = [];
     await train(gpu, b, { log: (s) => logs.push(s), resume: true, hooks: { progress: false, rewards: signal } });
