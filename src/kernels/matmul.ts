@@ -19,10 +19,11 @@
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import type { Dtype } from "./common.ts";
 import { addRef, swigluRef } from "./elementwise.ts";
 import { rmsnormRef } from "./rmsnorm.ts";
 
-export type Dtype = "f32" | "f16";
+export type { Dtype };
 
 export interface MatmulOptions {
   /** Row stride of C in elements (default N). */
