@@ -1,7 +1,8 @@
 /**
  * End-to-end generation throughput: prefill tokens/s and decode tokens/s at
  * batch 1, 16 and 64, through the real engine (paged KV cache, batched
- * decode, GPU sampling, one readback per step).
+ * decode, GPU sampling, decoding on the GPU with one readback per window of
+ * steps), and the readbacks per generated token of each full run.
  *
  *   bun benchmarks/generate.ts [--model DIR] [--dtype f32|f16] [--prompt 512] [--decode 64] [--json]
  *
@@ -12,7 +13,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Engine, type GenRequest } from "../src/engine/generate.ts";
+import { Engine, type GenerateStats, type GenRequest } from "../src/engine/generate.ts";
 import { defaultDtype, loadModel } from "../src/engine/load.ts";
 import { Gpu } from "../src/gpu/index.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
@@ -45,6 +46,7 @@ const batches = values.batches!.split(",").map(Number);
 const tokens = (n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 31 + salt * 7 + 5) % V);
 const greedy = { temperature: 0, topP: 1, topK: 0, seed: 0 };
 
+let lastStats: GenerateStats | null = null;
 async function run(reqs: GenRequest[], maxBatch: number, prefillChunk: number): Promise<number> {
   const promptTokens = Math.max(...reqs.map((r) => r.prompt.length));
   const newTokens = Math.max(...reqs.map((r) => r.maxTokens));
@@ -53,6 +55,7 @@ async function run(reqs: GenRequest[], maxBatch: number, prefillChunk: number): 
   let n = 0;
   for await (const c of engine.generate(reqs, greedy)) n += c.tokens.length;
   const s = (performance.now() - t0) / 1000;
+  lastStats = engine.stats;
   engine.destroy();
   if (n !== reqs.reduce((a, r) => a + r.maxTokens, 0)) throw new Error(`generated ${n} tokens, expected every request to run to its budget`);
   return s;
@@ -69,6 +72,7 @@ results.prefill_tokens_per_s = Math.round(P / Math.max(tPrefill - tOne, 1e-9));
 for (const B of batches) {
   const reqs = Array.from({ length: B }, (_, i) => ({ id: i, prompt: tokens(16, i), maxTokens: D, stop: [] }));
   const tFull = await run(reqs, B, 1024);
+  results[`decode_b${B}_readbacks_per_token`] = +(lastStats!.readbacks / lastStats!.tokens).toFixed(4);
   const tFirst = await run(reqs.map((r) => ({ ...r, maxTokens: 1 })), B, 1024);
   // (D - 1) decode steps of B tokens each; prefill and the first sample are subtracted.
   results[`decode_b${B}_tokens_per_s`] = Math.round((B * (D - 1)) / Math.max(tFull - tFirst, 1e-9));

@@ -4,10 +4,10 @@
 // step it reached, and --resume finishes it. Plus the signal rules themselves
 // in a real process: a deliberate later Ctrl-C and SIGQUIT quit at once.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { latestCheckpoint } from "../src/train/checkpoint.ts";
+import { latestCheckpoint, readTrainerState } from "../src/train/checkpoint.ts";
 import { readMetrics } from "../src/train/metrics.ts";
 import { hasGpu } from "./helpers.ts";
 import { BUN, killStarted, REPO, startDetached, waitFor } from "./processes.ts";
@@ -39,7 +39,7 @@ function config(name: string, over: Record<string, unknown> = {}): string {
 }
 
 const trainArgs = (cfg: string, out: string, ...more: string[]) => ["train", "--config", cfg, "--out", out, ...more];
-const stateOf = (ck: string) => JSON.parse(readFileSync(join(ck, "training_state", "trainer_state.json"), "utf8")) as Record<string, unknown>;
+const stateOf = (ck: string) => readTrainerState(ck) ?? {};
 
 describe.skipIf(!GPU)("Ctrl-C on `siri train`", () => {
   test("Ctrl-C to the group, forwarded again 20 ms later (a runner): one request; checkpoint at the step reached, exit 130, --resume finishes", async () => {

@@ -9,7 +9,7 @@ import { QWEN2_1_5B } from "../src/model/config.ts";
 import { loadTokenizer } from "../src/model/tokenizer.ts";
 import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
 import { capAt } from "../src/rl/schedule.ts";
-import { loadCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint, readTrainerState } from "../src/train/checkpoint.ts";
 import { DEMO, modelSource, parseOverride, readConfigFile, resolveConfig, SIRI_1_5B, type TrainConfig } from "../src/train/config.ts";
 import { cycleRows, cycleTable, metricsSvg, readEvals, readMetrics, STEP_FIELDS, type StepMetrics } from "../src/train/metrics.ts";
 import type { Rollout } from "../src/train/step.ts";
@@ -264,7 +264,7 @@ describe.skipIf(!GPU)("training runs", () => {
     const b = tiny(join(ROOT, "warm-resumed"), over);
     const first = await train(gpu, b, { ...quiet, hooks: { progress: false, rewards: signal, stopAtWarmStep: 2 } });
     expect([first.stopped, first.stepsDone, first.lastCheckpoint]).toEqual(["interrupted", 0, join(b.out, "checkpoints", "step-000000")]);
-    const st = JSON.parse(readFileSync(join(b.out, "checkpoints", "step-000000", "training_state", "trainer_state.json"), "utf8"));
+    const st = readTrainerState(join(b.out, "checkpoints", "step-000000"))!;
     expect([st.step, st.warm_start_step]).toEqual([0, 2]);
     const logs: string[] = [];
     await train(gpu, b, { log: (s) => logs.push(s), resume: true, hooks: { progress: false, rewards: signal } });

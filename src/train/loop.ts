@@ -20,29 +20,29 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { formatDuration, progressBar } from "../bench/progress.ts";
+import { progressBar } from "../bench/progress.ts";
 import { GpuDeviceLostError, yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { lrAt } from "../kernels/adamw.ts";
 import { vocabLimit } from "../model/tokenizer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
-import { addSoftOverlongPenalty, dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
+import { dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, cycleAt, phaseAt } from "../rl/schedule.ts";
 import { withRunLock } from "../run/lock.ts";
 import { watchInterrupts, type InterruptWatch } from "../run/signals.ts";
 import { stepSeed } from "../util/random.ts";
 import { median } from "../util/stats.ts";
-import { checkpointName, openWeights, runDiskPlan } from "./checkpoint.ts";
+import { openWeights, runDiskPlan } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
 import { DivergenceGuard } from "./divergence.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEvals, readMetrics, type EvalRecord, type StepMetrics } from "./metrics.ts";
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
 import { formatPlan, trainingMemoryPlan } from "./plan.ts";
-import { emptyRolloutStats, rolloutOccupancy, Rollouts, type Group } from "./rollouts.ts";
+import { emptyRolloutStats, rolloutOccupancy, Rollouts, scoreGroups, type Group } from "./rollouts.ts";
 import { baseModel, CheckpointPolicy, findStart, restoreRun, taskFor } from "./run_state.ts";
 import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
 import { validator } from "./validation.ts";
-import { warmStart } from "./warm_start.ts";
+import { runWarmStart } from "./warm_start.ts";
 
 export interface TrainHooks {
   /** Change a step's rewards before anything uses them (tests: inject NaN, force equal groups). */
@@ -102,6 +102,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
   const limit = vocabLimit(base.config.vocabSize, tokenizer);
   const model = await TrainModel.create(gpu, base.config, (n) => base.reader.readF32(n), { vocabLimit: limit }).finally(() => base.reader.close());
+  model.reserve(cfg.policy.microBatchTokens); // activations sized once, as in the memory plan
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
   let { startStep, nonFinite } = start;
@@ -119,31 +120,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
     // ---- supervised warm start (once, before RL step 0; a run resumed from a checkpoint taken inside it continues it)
     const fresh = !from || start.warm !== null;
     if (startStep === 0 && fresh && cfg.warmStart.steps > 0) {
-      if (!task.warmStartBatches) throw new Error(`warmStart.steps = ${cfg.warmStart.steps} but task ${task.name} has no warm-start data`);
-      const wopt = await Optimizer.create(gpu, model.params, { ...cfg.optim, lr: cfg.warmStart.lr, warmupSteps: cfg.warmStart.warmupSteps ?? 0 });
-      if (start.warm) wopt.loadState(start.warm.state);
-      const first = start.warm?.step ?? 0;
-      const bar = hooks.progress === false ? null : progressBar("warm start", cfg.warmStart.steps, first, { unit: "steps" });
-      let reached = first;
-      const ws = await warmStart(model, wopt, task.warmStartBatches(cfg.warmStart.batchSize, cfg.seed), {
-        steps: cfg.warmStart.steps,
-        startStep: first,
-        microBatchTokens: cfg.policy.microBatchTokens,
-        onProgress: (p) => {
-          reached = p.step;
-          bar?.tick(1, `loss ${p.loss.toFixed(3)}`);
-          if (hooks.stopAtWarmStep === p.step) stop.request();
-          return stop.requested; // Ctrl-C: stop at this step boundary
-        },
-      });
-      bar?.done();
-      log(`warm start: ${ws.steps} steps in ${formatDuration(ws.seconds)}, loss ${ws.losses[0]?.toFixed(3)} -> ${ws.losses[ws.losses.length - 1]?.toFixed(3)}`);
-      if (stop.requested && reached < cfg.warmStart.steps) {
-        await checkpoints.save(checkpointName(0), 0, nonFinite, { step: reached, opt: wopt });
-        stopped = "interrupted";
-        log(`stopped in the warm start after step ${reached} of ${cfg.warmStart.steps}; checkpoint ${checkpoints.last}; continue with --resume`);
-      }
-      wopt.destroy();
+      if (await runWarmStart(gpu, model, cfg, task, start.warm, checkpoints, stop, { nonFinite, hooks, log })) stopped = "interrupted";
       await rollouts.sync();
     }
     guard = await DivergenceGuard.create(gpu, model.params, start.weightNormRef);
@@ -171,15 +148,8 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
         const problems = task.sample(r === 0 ? cfg.promptsPerStep : Math.max(missing, 1), stepSeed(cfg.seed, step, 100 + r));
         const { temperature, topP, topK } = cfg.rollout;
         const groups = await rollouts.generate(problems, (p) => task.prompt(p), cfg.groupSize, cap, { temperature, topP, topK, seed: stepSeed(cfg.seed, step, 200 + r) }, gen);
-        return groups.map((g, i) => {
-          // ---- length-capped reward: the engine stopped each response at L(t); a cut one has no answer and scores 0
-          const scored = g.responses.map((tokens, k) => task.reward({ tokens, finished: g.finished[k] }, g.problem.answer, cap));
-          let rewards = scored.map((s) => s.reward);
-          const lengths = g.responses.map((x) => x.length);
-          if (cfg.dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, lengths, cap, Math.max(1, Math.round(cfg.dapo.overlongCache * cap))));
-          if (hooks.rewards) rewards = hooks.rewards(step, r, i, rewards.slice(), lengths);
-          return { ...g, rewards, correct: scored.map((s) => s.correct) };
-        });
+        // ---- length-capped reward (a cut response has no answer and scores 0) [+ DAPO soft overlong punishment]
+        return scoreGroups(groups, task, cap, cfg.dapo, hooks.rewards && ((i, rw, len) => hooks.rewards!(step, r, i, rw, len)));
       };
       // ---- DAPO dynamic sampling: keep only groups with unequal rewards, sample more until the batch is full
       let groups: Group[];

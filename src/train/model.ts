@@ -235,6 +235,11 @@ export class TrainModel {
     return x;
   }
 
+  /** Allocate the activations for micro-batches of up to T tokens now (a run sizes them once, not step by step). */
+  reserve(T: number): void {
+    this.ensureActs(T);
+  }
+
   private ensureActs(T: number): Acts {
     if (this.acts && this.acts.cap >= T) return this.acts;
     if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((b) => b.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();

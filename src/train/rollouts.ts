@@ -9,6 +9,7 @@ import { Engine, occupancy, type GenerateStats } from "../engine/generate.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
 import { vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
+import { addSoftOverlongPenalty } from "../rl/dapo.ts";
 import type { Task, TaskProblem } from "../tasks/task.ts";
 import type { TrainConfig } from "./config.ts";
 import type { TrainModel } from "./model.ts";
@@ -101,6 +102,29 @@ export class Rollouts {
     this.engine.destroy();
     this.roll.destroy();
   }
+}
+
+/**
+ * Each response's length-capped reward from the task (the engine stopped it
+ * at the cap; a cut one has no answer and scores 0), plus DAPO's soft
+ * overlong punishment when switched on; `hook` may change a group's rewards
+ * (tests).
+ */
+export function scoreGroups(
+  groups: Omit<Group, "rewards" | "correct">[],
+  task: Task,
+  cap: number,
+  dapo: TrainConfig["dapo"],
+  hook?: (group: number, rewards: number[], lengths: number[]) => number[],
+): Group[] {
+  return groups.map((g, i) => {
+    const scored = g.responses.map((tokens, k) => task.reward({ tokens, finished: g.finished[k] }, g.problem.answer, cap));
+    let rewards = scored.map((s) => s.reward);
+    const lengths = g.responses.map((x) => x.length);
+    if (dapo.softOverlong) rewards = Array.from(addSoftOverlongPenalty(rewards, lengths, cap, Math.max(1, Math.round(dapo.overlongCache * cap))));
+    if (hook) rewards = hook(i, rewards.slice(), lengths);
+    return { ...g, rewards, correct: scored.map((s) => s.correct) };
+  });
 }
 
 export function addStats(into: RolloutStats, s: GenerateStats): void {
