@@ -1,43 +1,58 @@
 /**
  * Grader agreement and throughput, on the CPU (no GPU involved).
  *
- *   bun benchmarks/grade.ts [--root DIR] [--n 7000] [--rounds 3]
+ *   bun benchmarks/grade.ts [--against DIR] [--n 2000] [--rounds 8]
  *
- * --root grades with the src/grade/ of another checkout (e.g. a copy of main),
- * so one run compares two versions on the same machine at the same time.
+ * Grades with this checkout's src/grade/ and, with --against, with the
+ * src/grade/ of another checkout (e.g. a copy of main) in the same process,
+ * throughput rounds alternating between the two, so both are measured on the
+ * same machine under the same load.
  * Agreement: the case table tests/grade_cases.jsonl (both argument orders),
- * and the answer-form cases tests/grade_forms.jsonl when present (taken from
- * this checkout, so both versions are measured on the same cases).
- * Throughput: responses/s of extract + grade over n distinct responses of
- * ~1,700 characters (no parse or compile cache helps), median of the rounds,
- * per wall-clock second and per CPU-second of this process (the second is
- * steadier on a shared, loaded machine).
+ * and the answer-form cases tests/grade_forms.jsonl (this checkout's, so both
+ * versions are measured on the same cases); misses are listed.
+ * Throughput: extract + grade of distinct responses of ~1,700 characters (no
+ * parse or compile cache helps), n per round, median over the rounds, per
+ * CPU-second of this process (steady on a shared, loaded machine) and per
+ * wall-clock second.
  * The last line of stdout is one JSON object with every figure.
  */
-import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { gradeMix, loadCases, mixResponse, type Case } from "../tests/grade_helpers.ts";
 
 const { values } = parseArgs({
   options: {
-    root: { type: "string", default: join(import.meta.dir, "..") },
-    n: { type: "string", default: "7000" },
-    rounds: { type: "string", default: "3" },
+    against: { type: "string" },
+    n: { type: "string", default: "2000" },
+    rounds: { type: "string", default: "8" },
   },
 });
-const root = resolve(values.root!);
-const g = await import(join(root, "src/grade/index.ts"));
-if (typeof g.warmUpGrader === "function") g.warmUpGrader();
 
-function agreement(cases: Case[]): { agree: number; total: number; falseAccepts: number; misses: string[]; byCategory: Record<string, string> } {
+interface Grader {
+  isEquivalent(gold: string, pred: string): boolean;
+  gradeResponse(response: string, gold: string, opts: { afterThink?: boolean }): { correct: boolean };
+}
+
+const roots = [join(import.meta.dir, ".."), ...(values.against ? [resolve(values.against)] : [])];
+const graders: Grader[] = [];
+for (const r of roots) graders.push((await import(join(r, "src/grade/index.ts"))) as Grader);
+
+interface Agreement {
+  agree: number;
+  total: number;
+  falseAccepts: number;
+  misses: string[];
+  byCategory: Record<string, string>;
+}
+
+function agreement(g: Grader, cases: Case[]): Agreement {
   let agree = 0;
   let falseAccepts = 0;
   const misses: string[] = [];
   const cat = new Map<string, [number, number]>();
   for (const c of cases) {
     for (const [a, b] of [[c.gold, c.pred], [c.pred, c.gold]]) {
-      const v = g.isEquivalent(a, b) as boolean;
+      const v = g.isEquivalent(a, b);
       const e = cat.get(c.category) ?? [0, 0];
       e[1]++;
       if (v === c.correct) e[0]++;
@@ -53,45 +68,52 @@ function agreement(cases: Case[]): { agree: number; total: number; falseAccepts:
   return { agree, total: 2 * cases.length, falseAccepts, misses, byCategory };
 }
 
-const table = agreement(loadCases("grade_cases.jsonl"));
-const forms = existsSync(join(import.meta.dir, "..", "tests", "grade_forms.jsonl")) ? agreement(loadCases("grade_forms.jsonl")) : null;
+const tables = { table: loadCases("grade_cases.jsonl"), forms: loadCases("grade_forms.jsonl") };
+const agreements = graders.map((g) => ({ table: agreement(g, tables.table), forms: agreement(g, tables.forms) }));
 
 const n = Number(values.n);
-const rates: number[] = [];
-const cpuRates: number[] = [];
-for (let r = 0; r < Number(values.rounds); r++) {
-  const off = (r + 1) * 1_000_000; // new answers every round: no cache hits
-  let right = 0;
-  const c0 = process.cpuUsage();
-  const t = performance.now();
-  for (let i = 0; i < n; i++) {
-    const [gold, pred, want] = gradeMix(off + i);
-    const res = g.gradeResponse(mixResponse(pred), gold, { afterThink: true });
-    if (res.correct === want) right++;
+const rounds = Number(values.rounds);
+const cpuRates: number[][] = graders.map(() => []);
+const wallRates: number[][] = graders.map(() => []);
+let offset = 1_000_000; // new answers every round: no cache hits
+for (let r = 0; r < rounds; r++) {
+  for (let k = 0; k < graders.length; k++) {
+    // Alternate which version goes first, so neither always follows the other.
+    const gi = r % 2 === 0 ? k : graders.length - 1 - k;
+    let right = 0;
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const [gold, pred, want] = gradeMix(offset + i);
+      if (graders[gi].gradeResponse(mixResponse(pred), gold, { afterThink: true }).correct === want) right++;
+    }
+    const wall = (performance.now() - t0) / 1000;
+    const c = process.cpuUsage(c0);
+    offset += n;
+    cpuRates[gi].push(n / ((c.user + c.system) / 1e6));
+    wallRates[gi].push(n / wall);
+    if (right !== n) throw new Error(`${roots[gi]}: throughput mix: ${n - right} wrong verdicts`);
   }
-  rates.push(n / ((performance.now() - t) / 1000));
-  const c = process.cpuUsage(c0);
-  cpuRates.push(n / ((c.user + c.system) / 1e6));
-  if (right !== n) throw new Error(`throughput mix: ${n - right} wrong verdicts`);
 }
-const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const median = med(rates);
-const cpuMedian = med(cpuRates);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const pct = (x: { agree: number; total: number }) => ((100 * x.agree) / x.total).toFixed(2);
-console.log(`root ${root}`);
-console.log(`table: ${table.agree}/${table.total} (${pct(table)}%), false accepts ${table.falseAccepts}`);
-for (const m of table.misses) console.log(`  table miss: ${m}`);
-if (forms) {
-  console.log(`forms: ${forms.agree}/${forms.total} (${pct(forms)}%), false accepts ${forms.falseAccepts}`);
-  for (const m of forms.misses) console.log(`  forms miss: ${m}`);
-}
-console.log(`throughput: ${median.toFixed(0)} responses/s wall (median of ${rates.length}; ${rates.map((x) => x.toFixed(0)).join(", ")})`);
-console.log(`throughput: ${cpuMedian.toFixed(0)} responses per CPU-second (median; ${cpuRates.map((x) => x.toFixed(0)).join(", ")})`);
-console.log(JSON.stringify({
-  root,
-  table: { agree: table.agree, total: table.total, falseAccepts: table.falseAccepts },
-  forms: forms && { agree: forms.agree, total: forms.total, falseAccepts: forms.falseAccepts, byCategory: forms.byCategory },
-  responsesPerSec: Math.round(median),
-  responsesPerCpuSec: Math.round(cpuMedian),
-}));
+const report = roots.map((root, k) => {
+  const a = agreements[k];
+  console.log(`== ${root}`);
+  for (const name of ["table", "forms"] as const) {
+    console.log(`${name}: ${a[name].agree}/${a[name].total} (${pct(a[name])}%), false accepts ${a[name].falseAccepts}`);
+    for (const m of a[name].misses) console.log(`  ${name} miss: ${m}`);
+  }
+  const cpu = median(cpuRates[k]);
+  const wall = median(wallRates[k]);
+  console.log(`throughput: ${cpu.toFixed(0)} responses per CPU-second, ${wall.toFixed(0)} per wall second (medians of ${rounds} rounds of ${n})`);
+  return {
+    root,
+    table: { agree: a.table.agree, total: a.table.total, falseAccepts: a.table.falseAccepts },
+    forms: { agree: a.forms.agree, total: a.forms.total, falseAccepts: a.forms.falseAccepts, byCategory: a.forms.byCategory },
+    responsesPerCpuSec: Math.round(cpu),
+    responsesPerSec: Math.round(wall),
+  };
+});
+console.log(JSON.stringify(report));

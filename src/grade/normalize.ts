@@ -41,7 +41,7 @@ const UNICODE: [RegExp, string][] = [
  * a closing bracket. Convention (DeepScaleR's and Qwen2.5-Math's
  * normalisation both drop right-hand units): a unit never changes the value.
  */
-const TEXT_UNIT_RE = /([0-9})])\s*\\(?:text|mbox|mathrm|textrm|textnormal|rm)\s*\{\s*[A-Za-z][A-Za-z./ ]{0,24}(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$/;
+const TEXT_UNIT_RE = /([0-9})])(?:\s|~|\\[,;:! ]|\\q?quad(?![A-Za-z]))*\\(?:text|mbox|mathrm|textrm|textnormal|rm)\s*\{\s*[A-Za-z][A-Za-z./ ]{0,24}(?:\^\s*\{?\s*[23]\s*\}?)?\s*\}(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*$/;
 
 /** Commands whose brace argument is just text: `\text{abc}` -> `abc`. */
 const TEXT_CMDS = /\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal|mathsf)\s*\{([^{}]*)\}/g;
