@@ -3,7 +3,8 @@
 // every output is compared with the CPU reference in src/kernels/.
 import { describe, expect, test } from "bun:test";
 import type { Gpu } from "../src/gpu/index.ts";
-import { addRef, grid, loadElementwise, swigluRef, type Dtype } from "../src/kernels/elementwise.ts";
+import { addRef, loadElementwise, swigluRef } from "../src/kernels/elementwise.ts";
+import { grid, type Dtype } from "../src/kernels/common.ts";
 import { checkIds, gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
 import { loadLogprob, logprobRef } from "../src/kernels/logprob.ts";

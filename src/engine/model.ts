@@ -14,8 +14,10 @@ import { loadRmsNorm } from "../kernels/rmsnorm.ts";
 import { loadRope } from "../kernels/rope.ts";
 import type { Qwen2Config } from "../model/config.ts";
 import type { KvCache } from "./kv_cache.ts";
+import type { Dtype } from "../kernels/common.ts";
 
-export type DType = "f32" | "f16";
+/** The engine's storage dtype (the kernels' Dtype). */
+export type DType = Dtype;
 
 /** Where weights come from: a name → values in the requested dtype. */
 export interface WeightSource {

@@ -11,6 +11,7 @@
 import { all, create } from "mathjs";
 import type { EvalFunction } from "mathjs";
 import type { Expr } from "./latex.ts";
+import { seededUniform } from "../util/random.ts";
 
 // ---------------------------------------------------------------- exact
 
@@ -360,14 +361,7 @@ export function evalAt(f: EvalFunction, scope: Record<string, number>): [number,
 
 /** Deterministic points for identity testing (mulberry32). */
 export function randomPoints(vars: string[], count: number, seed = 0x5151): Record<string, number>[] {
-  let s = seed >>> 0;
-  const rnd = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = seededUniform(seed);
   const pts: Record<string, number>[] = [];
   for (let i = 0; i < count; i++) {
     const p: Record<string, number> = {};

@@ -5,6 +5,7 @@
 
 import { isEquivalent, type GradeOptions } from "./equivalence.ts";
 import { extractAnswer } from "./extract.ts";
+import { softOverlongPenalty } from "../rl/dapo.ts";
 
 export interface GradeResult {
   extracted: string | null;
@@ -79,12 +80,9 @@ export interface RewardResult {
   overlong: number;
 }
 
-/** DAPO's soft overlong punishment of a response of `length` tokens. */
+/** DAPO's soft overlong punishment of a response of `length` tokens (one rule: src/rl/dapo.ts). */
 export function overlongPenalty(length: number, maxTokens: number, cacheTokens: number): number {
-  const free = maxTokens - cacheTokens;
-  if (length <= free) return 0;
-  if (length > maxTokens) return -1;
-  return (free - length) / cacheTokens;
+  return softOverlongPenalty(length, maxTokens, cacheTokens);
 }
 
 function checkCount(name: string, v: number, min: number): void {

@@ -179,7 +179,8 @@ function recordOf(names: string[], values: Answer[], labelOrder: boolean): Answe
 
 /**
  * A single relation `L op R`. A variable against a bound (`x > 3`, `3 \le x`)
- * is an interval; any other form (`-x > -1`, `2x - 5 \le 0`, `x + y < 1`,
+ * is an interval (the letter is the question's: `x \ge 3`, `y \ge 3` and
+ * `[3, \infty)` are one answer, as before this rule); any other form (`-x > -1`, `2x - 5 \le 0`, `x + y < 1`,
  * `x \ne 4`) is a relation f op 0 compared with others up to a positive factor
  * (or solved when linear in one variable, in comparison). `a op x op b` with
  * both relations the same way is an interval.

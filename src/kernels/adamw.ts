@@ -11,7 +11,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params, STORAGE } from "../gpu/index.ts";
-import { bindingBytes, checkBinding, checkCount, grid, sameBuffer } from "./elementwise.ts";
+import { bindingBytes, checkBinding, checkCount, grid, sameBuffer } from "./common.ts";
 
 const WG = 256; // power of two (tree reductions)
 const ITEMS = 16; // elements per invocation in sumsq_partial: CHUNK = 4096 per workgroup

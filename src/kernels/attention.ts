@@ -23,8 +23,9 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import type { Dtype } from "./common.ts";
 
-export type Dtype = "f32" | "f16";
+export type { Dtype };
 
 // ---------------------------------------------------------------- CPU references
 

@@ -13,7 +13,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { checkBinding, checkCount } from "./elementwise.ts";
+import { checkBinding, checkCount } from "./common.ts";
 
 /** Most stop ids a row may carry. */
 export const MAX_STOP = 8;

@@ -10,7 +10,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { bindingBytes, checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./elementwise.ts";
+import { bindingBytes, checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./common.ts";
 
 const WG = 64;
 

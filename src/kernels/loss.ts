@@ -18,7 +18,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { checkBinding, checkCount, grid, sameBuffer } from "./elementwise.ts";
+import { checkBinding, checkCount, grid, sameBuffer } from "./common.ts";
 
 const WG = 256; // power of two (tree reductions)
 

@@ -13,8 +13,9 @@
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import type { Dtype } from "./common.ts";
 
-export type Dtype = "f32" | "f16";
+export type { Dtype };
 
 export interface MatmulOptions {
   /** Row stride of C in elements (default N). */

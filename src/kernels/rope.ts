@@ -12,7 +12,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./elementwise.ts";
+import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./common.ts";
 
 const WG = 64;
 const f = Math.fround;
