@@ -202,7 +202,8 @@ describe("colour", () => {
   // `script` runs the command on a pseudo-terminal, as an interactive shell would.
   const script = Bun.which("script");
   const onTty = (cmd: string, env: Record<string, string | undefined>) => {
-    const e: Record<string, string | undefined> = { ...process.env, NO_COLOR: undefined, TERM: "xterm", ...env };
+    // CI is unset too: citty's help colours follow std-env, which turns colour off whenever CI is set.
+    const e: Record<string, string | undefined> = { ...process.env, NO_COLOR: undefined, CI: undefined, TERM: "xterm", ...env };
     const p = Bun.spawnSync(["script", "-qec", cmd, "/dev/null"], { cwd: ROOT, env: e as Record<string, string>, stdout: "pipe", stderr: "pipe", timeout: 120_000 });
     return p.stdout.toString();
   };
