@@ -1,5 +1,8 @@
 // `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
+import { join } from "node:path";
 import { defineCommand } from "citty";
+import { BrokerRollouts } from "../dist/learner.ts";
+import type { Rollouts } from "../train/rollouts.ts";
 import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
@@ -66,6 +69,8 @@ export default defineCommand({
     resume: { type: "boolean", description: "Continue the run in --out from its newest checkpoint (exactly)" },
     plan: { type: "boolean", description: "Validate the config, print it and the memory plan, and exit" },
     "no-progress": { type: "boolean", description: "No progress bar" },
+    broker: { type: "string", description: "Redis URL: rollouts come from `siri worker` processes on this broker" },
+    "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights)" },
   },
   async run({ args }) {
     const cfg = configFromArgs(args as Record<string, string | boolean | undefined>);
@@ -87,7 +92,10 @@ export default defineCommand({
     const gpu = await openGpuFromArgs(args);
     console.error(`adapter: ${gpu.adapter.description}`);
     try {
-      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log: (s) => console.error(s) });
+      const log = (s: string) => console.error(s);
+      const url = args.broker as string | undefined;
+      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { url, weightsDir: (args["weights-dir"] as string) || join(cfg.out, "rollout-weights") }, log) : undefined;
+      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log, rolloutSource });
       if (r.stopped === "interrupted") process.exitCode = 130; // as a shell reports a Ctrl-C
       console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
       console.log(r.table);

@@ -15,7 +15,24 @@ export interface RolloutModel {
   model: Qwen2Gpu;
   /** Bring the engine's weights up to date with the trainer's (after an update). */
   sync(): Promise<void>;
+  /** The engine's weights as it holds them (f32 values or f16 bits), whole tensors: what a remote worker loads. */
+  read(): Promise<{ name: string; shape: number[]; data: Float32Array | Uint16Array }[]>;
   destroy(): void;
+}
+
+/** Concatenate a tensor's row parts as read by `part`. */
+async function readParts<T extends Float32Array | Uint16Array>(train: TrainModel, part: (name: string, k: number, size: number) => Promise<T>, make: (n: number) => T) {
+  return Promise.all(
+    train.params.map(async (p) => {
+      const data = make(p.shape.reduce((a, d) => a * d, 1));
+      let at = 0;
+      for (let k = 0; k < p.parts.length; k++) {
+        data.set(await part(p.name, k, p.parts[k].size), at);
+        at += p.parts[k].size;
+      }
+      return { name: p.name, shape: p.shape, data: data as Float32Array | Uint16Array };
+    }),
+  );
 }
 
 /** `buf(name, k)`: the engine's buffer for part k of a parameter (one part for all but the embedding / LM head). */
@@ -54,7 +71,8 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
   if (dtype === "f32") {
     const model = await Qwen2Gpu.withWeights(gpu, train.config, "f32", () => weightsFrom(train, (n, k) => train.byName.get(n)!.parts[k].value));
     // Shared buffers: the trainer owns them, so destroying the engine's view frees nothing.
-    return { model, sync: async () => {}, destroy: () => {} };
+    const read = () => readParts(train, (n, k, size) => gpu.readF32(train.byName.get(n)!.parts[k].value, size), (n) => new Float32Array(n));
+    return { model, sync: async () => {}, read, destroy: () => {} };
   }
   const adam = await loadAdamW(gpu);
   const copies = new Map(train.params.map((p) => [p.name, p.parts.map((part, k) => gpu.buffer(2 * Math.ceil(part.size / 2) * 2, `f16.${p.name}#${k}`))]));
@@ -65,5 +83,6 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
     b.submit();
   };
   await sync();
-  return { model, sync, destroy: () => copies.forEach((bs) => bs.forEach((b) => b.destroy())) };
+  const read = async () => readParts(train, async (n, k, size) => new Uint16Array(await gpu.read(copies.get(n)![k], 2 * Math.ceil(size / 2) * 2)).subarray(0, size), (n) => new Uint16Array(n));
+  return { model, sync, read, destroy: () => copies.forEach((bs) => bs.forEach((b) => b.destroy())) };
 }
