@@ -7,6 +7,12 @@
  *   bun benchmarks/generate.ts [--model DIR] [--dtype f32|f16] [--prompt 512] [--decode 64] [--json]
  *
  * Without --model it builds the tiny model (the software adapter's size).
+ * Then the dispatches one decode step (batch 1 and the largest batch) and one
+ * prefill chunk record, by kernel family, at this model's shapes and at the
+ * 1.5B shapes (counted from the recorded forward, benchmarks/dispatches.ts),
+ * and GPU time per kernel family over a profiled decode run where the
+ * adapter has timestamp queries (each dispatch then gets its own pass, so the
+ * profiled run is slower than the timed ones above).
  * The last line of stdout is one JSON object with every figure.
  */
 import { mkdtempSync } from "node:fs";
@@ -16,8 +22,10 @@ import { parseArgs } from "node:util";
 import { Engine, type GenerateStats, type GenRequest } from "../src/engine/generate.ts";
 import { defaultDtype, loadModel } from "../src/engine/load.ts";
 import { Gpu } from "../src/gpu/index.ts";
+import { QWEN2_1_5B } from "../src/model/config.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { sizeEngine } from "../src/engine/size.ts";
+import { countInference, formatTally, timeByFamily, total } from "./dispatches.ts";
 import { trackDeviceMemory } from "./memory.ts";
 
 const { values } = parseArgs({
@@ -79,6 +87,32 @@ for (const B of batches) {
 }
 results.peak_device_mib = Math.round(memory.peakBytes() / 2 ** 20); // buffers this process created (benchmarks/memory.ts)
 for (const [k, v] of Object.entries(results)) console.log(`${k.padEnd(28)} ${v}`);
+
+const Bmax = Math.max(...batches);
+for (const [name, c] of [["this model", m.config], ["1.5B shapes", QWEN2_1_5B]] as const) {
+  const key = name === "this model" ? "model" : "1_5b";
+  for (const B of [...new Set([1, Bmax])]) {
+    const n = await countInference(gpu, c, dtype, B, 512);
+    console.log(`dispatches per decode step (${name}, ${c.numLayers} layers, batch ${B}): ${total(n.decode)}: ${formatTally(n.decode)}`);
+    results[`dispatches_decode_b${B}_${key}`] = total(n.decode);
+    if (B === 1) {
+      console.log(`dispatches per prefill chunk of 512 tokens (${name}): ${total(n.prefill)}: ${formatTally(n.prefill)}`);
+      results[`dispatches_prefill_chunk_${key}`] = total(n.prefill);
+    }
+  }
+}
+if (gpu.startProfiling(4096)) {
+  const steps = 8;
+  const reqs = Array.from({ length: Bmax }, (_, i) => ({ id: i, prompt: tokens(16, i), maxTokens: steps, stop: [] }));
+  await run(reqs, Bmax, 1024);
+  const timings = await gpu.stopProfiling();
+  const all = timings.reduce((a, t) => a + t.ms, 0);
+  console.log(`GPU time by kernel family, batch ${Bmax}: prefill of 16-token prompts + ${steps - 1} decode steps (timestamp queries, ${timings.length} dispatches, ${all.toFixed(1)} ms):`);
+  for (const [family, ms, n] of timeByFamily(timings)) {
+    console.log(`  ${family.padEnd(36)} ${ms.toFixed(2).padStart(9)} ms  ${n.toString().padStart(4)} dispatches  ${((100 * ms) / all).toFixed(1).padStart(5)}%`);
+  }
+  results.profiled_gpu_ms = +all.toFixed(2);
+}
 console.log(JSON.stringify(results));
 m.model.destroy();
 gpu.destroy();

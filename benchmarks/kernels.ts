@@ -436,7 +436,7 @@ function embeddingCases(gpu: Gpu, T: number, D: number, V: number): BenchCase[] 
 }
 
 /** RMSNorm of T rows of D features. */
-function rmsnormCases(T: number, D: number): BenchCase[] {
+function rmsnormCases(T: number, D: number, subgroups = false): BenchCase[] {
   const eps = 1e-6;
   const host = once(() => ({ x: randn(T * D, 41, 3), w: randn(D, 42) }));
   const want = once((): Want => [{ what: "out", want: rmsnormRef(host().x, host().w, T, D, eps), tol: "rmsnorm_f32" }]);
@@ -460,7 +460,28 @@ function rmsnormCases(T: number, D: number): BenchCase[] {
         dispose: destroyAll(Object.values(x)),
       };
     },
+    ...(subgroups ? rmsnormSubgroupImpls(T, D, eps, bufs) : {}),
   });
+}
+
+/** Subgroup variants of the RMSNorm forward (benchmarks/variants/rmsnorm_subgroup.wgsl), adapters with `subgroups`. */
+function rmsnormSubgroupImpls(T: number, D: number, eps: number, bufs: (gpu: Gpu) => Record<"x" | "w" | "out", GPUBuffer>) {
+  const WG = 64;
+  const impl = (entry: "sg_tree" | "sg_row") => async (gpu: Gpu): Promise<Run> => {
+    const k = await naiveKernel(gpu, "rmsnorm_subgroup", entry, { WG });
+    const x = bufs(gpu);
+    const rowsPerGroup = entry === "sg_row" ? WG / gpu.adapter.subgroupMinSize : 1;
+    if (entry === "sg_row" && gpu.adapter.subgroupMinSize !== gpu.adapter.subgroupMaxSize) {
+      throw new Error(`rmsnorm sg_row: needs one subgroup size, the adapter has ${gpu.adapter.subgroupMinSize}..${gpu.adapter.subgroupMaxSize}`);
+    }
+    return {
+      record: (b) =>
+        b.dispatch(k, { params: params().u32(T).u32(D).f32(eps), buffers: [x.x, x.w, x.out], groups: [Math.ceil(T / rowsPerGroup)], label: `rmsnorm_${entry}` }),
+      read: async () => [await gpu.readF32(x.out, T * D)],
+      dispose: destroyAll(Object.values(x)),
+    };
+  };
+  return { sg_tree: impl("sg_tree"), sg_row: impl("sg_row") };
 }
 
 /**
@@ -617,7 +638,7 @@ function attentionCases(mode: "prefill" | "decode", seqs: number, ctx: number, n
 }
 
 /** Chosen-token log-softmax and entropy of T rows of V logits. */
-function logprobCases(T: number, V: number): BenchCase[] {
+function logprobCases(T: number, V: number, subgroups = false): BenchCase[] {
   const temperature = 1;
   const host = once(() => ({ logits: randn(T * V, 81, 10), targets: randInts(T, V, 82) }));
   const want = once((): Want => {
@@ -644,6 +665,20 @@ function logprobCases(T: number, V: number): BenchCase[] {
         dispose: destroyAll(Object.values(x)),
       };
     },
+    // Subgroup merge before the shared-memory tree (ours: the tree alone; src/kernels/logprob.ts says why).
+    ...(subgroups
+      ? {
+          async subgroup(gpu: Gpu): Promise<Run> {
+            const l = await loadLogprob(gpu, { subgroups: true });
+            const x = bufs(gpu);
+            return {
+              record: (b) => l.chosen(b, x.logits, x.targets, x.logp, x.entropy, T, V, temperature),
+              read: () => outs(gpu, x),
+              dispose: destroyAll(Object.values(x)),
+            };
+          },
+        }
+      : {}),
     async naive(gpu) {
       const k = await naiveKernel(gpu, "logprob_naive", "naive", { WG: NAIVE_WG });
       const x = bufs(gpu);
@@ -730,14 +765,14 @@ function familyCases(gpu: Gpu): BenchCase[] {
   return [
     ...tokens.flatMap((T) => [
       ...embeddingCases(gpu, T, H, V),
-      ...rmsnormCases(T, H),
+      ...rmsnormCases(T, H, gpu.features.subgroups),
       ...ropeCases(T, nh, hd, 10000),
       ...elementwiseCases("swiglu", T, I),
       ...elementwiseCases("add", T, H),
     ]),
     ...attentionCases("prefill", 1, prefill, nh, nKv, hd),
     ...decode.flatMap(([seqs, ctx]) => attentionCases("decode", seqs, ctx, nh, nKv, hd)),
-    ...logprobCases(logprobRows, V),
+    ...logprobCases(logprobRows, V, gpu.features.subgroups),
     ...sampleCases("greedy", sampleRows, V),
     ...sampleCases("top-p", sampleRows, V),
   ];
@@ -761,7 +796,8 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
         ...attentionCases("decode", 2, 256, nh, nKv, hd),
         ...sampleCases("greedy", 2, v),
         ...sampleCases("top-p", 2, v),
-        ...logprobCases(8, v),
+        ...logprobCases(8, v, gpu.features.subgroups),
+        ...rmsnormCases(64, H, gpu.features.subgroups),
       ],
     };
   }
@@ -784,7 +820,8 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
       ...sampleCases("greedy", 1, V),
       ...sampleCases("top-p", 1, V),
       ...sampleCases("top-p", 64, V),
-      ...logprobCases(512, V),
+      ...logprobCases(128, V, gpu.features.subgroups),
+      ...rmsnormCases(4096, H, gpu.features.subgroups),
     ],
   };
 }

@@ -5,7 +5,11 @@
  *
  *   bun benchmarks/train.ts [--model DIR] [--tokens 512] [--seqs 4] [--steps 5]
  *
- * Without --model it builds the tiny model. Last line: one JSON object.
+ * Without --model it builds the tiny model. Then the dispatches a micro-batch
+ * (forward + backward) and an optimiser step record, by kernel family, here
+ * and extrapolated to the 1.5B config (benchmarks/dispatches.ts says how),
+ * and GPU time per kernel family over one profiled step where the adapter
+ * has timestamp queries. Last line: one JSON object.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,10 +17,12 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/index.ts";
 import { loadReferenceModel } from "../src/model/reference.ts";
+import { QWEN2_1_5B } from "../src/model/config.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { TrainModel } from "../src/train/model.ts";
 import { Optimizer, DEFAULT_OPTIM } from "../src/train/optim.ts";
 import { sftStep } from "../src/train/step.ts";
+import { countTraining, formatTally, timeByFamily, total as tallyTotal } from "./dispatches.ts";
 import { trackDeviceMemory } from "./memory.ts";
 
 const { values } = parseArgs({
@@ -67,4 +73,23 @@ const result = {
   peak_device_mib: Math.round(memory.peakBytes() / 2 ** 20), // buffers this process created (benchmarks/memory.ts)
 };
 for (const [k, v] of Object.entries(result)) console.log(`${k.padEnd(18)} ${v}`);
-console.log(JSON.stringify(result));
+const counts: Record<string, number> = {};
+for (const [name, c, T] of [["this model", ref.config, nSeq * per], ["1.5B config", QWEN2_1_5B, 4096]] as const) {
+  const n = await countTraining(gpu, ref.config, c, T);
+  console.log(`dispatches per micro-batch of ${T} tokens (${name}, ${c.numLayers} layers): ${tallyTotal(n.microBatch)} (${tallyTotal(n.perLayer)} per layer): ${formatTally(n.microBatch)}`);
+  console.log(`dispatches per optimiser step (${name}): ${tallyTotal(n.optimizer)}: ${formatTally(n.optimizer)}`);
+  const key = name === "this model" ? "model" : "1_5b";
+  Object.assign(counts, { [`dispatches_micro_batch_${key}`]: tallyTotal(n.microBatch), [`dispatches_per_layer_${key}`]: tallyTotal(n.perLayer), [`dispatches_optimizer_${key}`]: tallyTotal(n.optimizer) });
+}
+if (gpu.startProfiling(4096)) {
+  await sftStep(model, opt, seqs);
+  await gpu.sync();
+  const timings = await gpu.stopProfiling();
+  const all = timings.reduce((a, t) => a + t.ms, 0);
+  console.log(`GPU time by kernel family over one profiled step (timestamp queries, ${timings.length} dispatches, ${all.toFixed(1)} ms):`);
+  for (const [family, ms, n] of timeByFamily(timings)) {
+    console.log(`  ${family.padEnd(36)} ${ms.toFixed(2).padStart(9)} ms  ${n.toString().padStart(4)} dispatches  ${((100 * ms) / all).toFixed(1).padStart(5)}%`);
+  }
+  counts.profiled_gpu_ms = +all.toFixed(2);
+}
+console.log(JSON.stringify({ ...result, ...counts }));

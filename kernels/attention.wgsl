@@ -21,6 +21,8 @@
 //                   token) attends the G heads of one token over one chunk
 //                   of the context; writes unnormalised (o, m, l).
 //   decode_combine: merges the chunks' (o, m, l) of each (token, head).
+//   decode_rows:    decode on CPU-backed adapters: one invocation per
+//                   (token, head), no tiles, one dispatch.
 //
 // Training (packed sequences, no cache; recompute-style backward):
 //   q [T, NH, HD], k, v [T, NKV, HD], segStart [T] u32 (first token of each
@@ -353,6 +355,43 @@ fn decode_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
       partML[slot * 2u + 1u] = run.l;
     }
   }
+}
+
+// decode_rows: decode for CPU-backed adapters (lavapipe), where workgroup
+// barriers are what costs: one invocation per (token, head) walks its whole
+// context with no shared tiles, two passes (the max score, then the
+// exponentials and the weighted values in f32 registers), and writes the
+// output directly: one dispatch instead of decode_partial + decode_combine.
+// Same inputs and output as prefill's bindings.
+@compute @workgroup_size(64)
+fn decode_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let th = gid.x + gid.y * nwg.x * 64u; // (token, head)
+  if (th >= P.T * P.nh) { return; }
+  let t = th / P.nh;
+  let h = th % P.nh;
+  let kvh = h / (P.nh / P.nkv);
+  let seq = tokSeq[t];
+  let n = min(tokPos[t], P.maxBlocks * P.bs - 1u) + 1u;
+  let hd = P.hd;
+  let qo = th * hd;
+  var m = NEG;
+  for (var p = 0u; p < n; p++) {
+    let ko = cache_row(seq, p, kvh);
+    var s = 0.0;
+    for (var d = 0u; d < hd; d++) { s += f32(q[qo + d]) * f32(kc[ko + d]); }
+    m = max(m, s * P.scale);
+  }
+  var acc: array<f32, {{MAXHD}}>;
+  var l = 0.0;
+  for (var p = 0u; p < n; p++) {
+    let ko = cache_row(seq, p, kvh);
+    var s = 0.0;
+    for (var d = 0u; d < hd; d++) { s += f32(q[qo + d]) * f32(kc[ko + d]); }
+    let w = exp(s * P.scale - m);
+    l += w;
+    for (var d = 0u; d < hd; d++) { acc[d] += w * f32(vc[ko + d]); }
+  }
+  for (var d = 0u; d < hd; d++) { out[qo + d] = {{T}}(acc[d] / l); }
 }
 
 @compute @workgroup_size(64)
@@ -692,5 +731,94 @@ fn train_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
       tdk[base + j + i * {{TPR}}u] = {{T}}(dk[i]);
       tdv[base + j + i * {{TPR}}u] = {{T}}(dv[i]);
     }
+  }
+}
+
+// ---- training, one invocation per row (CPU-backed adapters) ----
+// The same results as train_forward / train_dq / train_dkdv with no shared
+// tiles and no barriers (where barriers are what costs): an invocation per
+// (token, head) for the forward and dq, per (key, kv head) for dk and dv,
+// walking its keys (queries) serially in f32. Same bindings as the tiled
+// entry points; the wrapper picks one form per adapter kind.
+
+/** Scaled score of query row th (token t, head h) against key p of kv head kvh. */
+fn train_score(th: u32, p: u32, kvh: u32) -> f32 {
+  var s = 0.0;
+  let ko = (p * P.nkv + kvh) * P.hd;
+  for (var d = 0u; d < P.hd; d++) { s += f32(q[th * P.hd + d]) * f32(tk[ko + d]); }
+  return s * P.scale;
+}
+
+@compute @workgroup_size(64)
+fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let th = gid.x + gid.y * nwg.x * 64u; // (token, head)
+  if (th >= P.T * P.nh) { return; }
+  let t = th / P.nh;
+  let kvh = (th % P.nh) / (P.nh / P.nkv);
+  let lo = min(segStart[t], t);
+  var m = NEG;
+  for (var p = lo; p <= t; p++) { m = max(m, train_score(th, p, kvh)); }
+  var acc: array<f32, {{MAXHD}}>;
+  var l = 0.0;
+  for (var p = lo; p <= t; p++) {
+    let w = exp(train_score(th, p, kvh) - m);
+    l += w;
+    let vo = (p * P.nkv + kvh) * P.hd;
+    for (var d = 0u; d < P.hd; d++) { acc[d] += w * f32(tv[vo + d]); }
+  }
+  for (var d = 0u; d < P.hd; d++) { tOut[th * P.hd + d] = {{T}}(acc[d] / l); }
+  tLse[th] = m + log(l);
+}
+
+/** dout row th · v of key p (kv head kvh). */
+fn train_dov(th: u32, p: u32, kvh: u32) -> f32 {
+  var s = 0.0;
+  let vo = (p * P.nkv + kvh) * P.hd;
+  for (var d = 0u; d < P.hd; d++) { s += f32(tdOut[th * P.hd + d]) * f32(tv[vo + d]); }
+  return s;
+}
+
+@compute @workgroup_size(64)
+fn train_dq_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let th = gid.x + gid.y * nwg.x * 64u; // (token, head)
+  if (th >= P.T * P.nh) { return; }
+  let t = th / P.nh;
+  let kvh = (th % P.nh) / (P.nh / P.nkv);
+  let lse = tStats[2u * th];
+  let dd = tStats[2u * th + 1u];
+  var acc: array<f32, {{MAXHD}}>;
+  for (var p = min(segStart[t], t); p <= t; p++) {
+    let ds = exp(train_score(th, p, kvh) - lse) * (train_dov(th, p, kvh) - dd);
+    let ko = (p * P.nkv + kvh) * P.hd;
+    for (var d = 0u; d < P.hd; d++) { acc[d] += ds * f32(tk[ko + d]); }
+  }
+  for (var d = 0u; d < P.hd; d++) { tdq[th * P.hd + d] = {{T}}(acc[d] * P.scale); }
+}
+
+@compute @workgroup_size(64)
+fn train_dkdv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let pk = gid.x + gid.y * nwg.x * 64u; // (key, kv head)
+  if (pk >= P.T * P.nkv) { return; }
+  let key = pk / P.nkv;
+  let kvh = pk % P.nkv;
+  let G = P.nh / P.nkv;
+  var dk: array<f32, {{MAXHD}}>;
+  var dv: array<f32, {{MAXHD}}>;
+  // queries that see this key: from the key itself to the end of its sequence (segStart is non-decreasing)
+  for (var t = key; t < P.T && segStart[t] <= key; t++) {
+    for (var g = 0u; g < G; g++) {
+      let th = t * P.nh + kvh * G + g;
+      let pr = exp(train_score(th, key, kvh) - tStats[2u * th]);
+      let ds = pr * (train_dov(th, key, kvh) - tStats[2u * th + 1u]);
+      for (var d = 0u; d < P.hd; d++) {
+        dv[d] += pr * f32(tdOut[th * P.hd + d]);
+        dk[d] += ds * f32(q[th * P.hd + d]) * P.scale;
+      }
+    }
+  }
+  let base = pk * P.hd;
+  for (var d = 0u; d < P.hd; d++) {
+    tdk[base + d] = {{T}}(dk[d]);
+    tdv[base + d] = {{T}}(dv[d]);
   }
 }

@@ -8,6 +8,17 @@
 //   log p_j = z_j − M − log S,   entropy = log S − U / S.
 // "−∞" is the lowest finite f32 so that empty slices (V < WG) merge without
 // inf − inf. A target ≥ V writes NaN (a caller error the host should catch).
+//
+// Subgroup variant (SG = "", on adapters with `subgroups`; SG = "//" compiles
+// it out): each subgroup first merges its lanes' triples with subgroupMax /
+// subgroupAdd, so the shared-memory tree only has to merge one triple per
+// subgroup: it stops at stride subgroup_size (log2(WG / sg) levels instead of
+// log2(WG), e.g. 5 instead of 8 barriers with subgroups of 8). That needs
+// subgroup k to be invocations k·sg .. k·sg + sg − 1, which WGSL does not
+// promise; every subgroup checks it, and if any is not, the workgroup
+// merges the lanes' own triples with the full tree instead. Both orders are
+// fixed, so results are deterministic.
+{{SG}}enable subgroups;
 
 struct Params {
   T: u32,
@@ -26,6 +37,7 @@ const LOWEST: f32 = -0x1.fffffep+127f;
 var<workgroup> wm: array<f32, {{WG}}>;
 var<workgroup> ws: array<f32, {{WG}}>;
 var<workgroup> wu: array<f32, {{WG}}>;
+var<workgroup> not_blocked: atomic<u32>; // 1: some subgroup is not one aligned block of invocations
 
 struct Acc { m: f32, s: f32, u: f32 }
 
@@ -46,7 +58,9 @@ fn merge(a: Acc, b: Acc) -> Acc {
 
 @compute @workgroup_size({{WG}})
 fn chosen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>) {
+          @builtin(local_invocation_id) lid: vec3<u32>,
+          {{SG}}@builtin(subgroup_size) sg_size: u32,
+) {
   let row = wid.y * nwg.x + wid.x;
   if (row >= P.T) { return; } // uniform per workgroup
   let base = row * P.V;
@@ -59,11 +73,22 @@ fn chosen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     acc.s += e;
     acc.u += e * d;
   }
+  var stop = 1u; // smallest tree stride
+  {{SG}}let own = acc;
+  {{SG}}acc = rescale(acc, subgroupMax(acc.m));
+  {{SG}}acc.s = subgroupAdd(acc.s);
+  {{SG}}acc.u = subgroupAdd(acc.u);
+  {{SG}}let block = lid.x / sg_size;
+  {{SG}}let lanes = subgroupAdd(1u);
+  {{SG}}let lo = subgroupMin(block);
+  {{SG}}let hi = subgroupMax(block);
+  {{SG}}if (lo != hi || lanes != sg_size) { atomicStore(&not_blocked, 1u); }
+  {{SG}}if (workgroupUniformLoad(&not_blocked) == 0u) { stop = sg_size; } else { acc = own; }
   wm[lid.x] = acc.m;
   ws[lid.x] = acc.s;
   wu[lid.x] = acc.u;
   workgroupBarrier();
-  for (var st = {{WG}}u / 2u; st > 0u; st >>= 1u) {
+  for (var st = {{WG}}u / 2u; st >= stop; st >>= 1u) {
     if (lid.x < st) {
       let r = merge(Acc(wm[lid.x], ws[lid.x], wu[lid.x]), Acc(wm[lid.x + st], ws[lid.x + st], wu[lid.x + st]));
       wm[lid.x] = r.m;

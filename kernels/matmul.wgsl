@@ -1,8 +1,18 @@
-// Matrix product with an HF Linear weight: C[m, col0 + n] = sum_k A[m,k]·W[n,k] + bias[n].
+// Matrix product with an HF Linear weight: C[m, col0 + n] = sum_k A[m,k]·W[n,k] + bias[n],
+// with optional fused prologue and epilogues (one dispatch instead of two or three):
+//   NORM (prologue): A's rows are Qwen2-RMS-normalised with gain G first:
+//        A'[m,k] = A[m,k] · G[k] / sqrt(mean_k A[m,k]² + eps). The sum of squares is
+//        accumulated while A streams through the K loop, the gain multiplies each A
+//        load, and 1/rms scales the finished dot product (it is linear in A).
+//   GLU (epilogue): a second weight U [N, K] (up_proj) is multiplied alongside W
+//        (gate_proj) and C = silu(A·Wᵀ) · (A·Uᵀ) (Qwen2's SwiGLU MLP).
+//   RES (epilogue): C += result (the residual add; C is read, then written, by
+//        the one thread that owns the element).
 // Legend: M rows (tokens), N output features, K input features.
 //   A    [M, K]  row-major, element type {{T}}
-//   W    [N, K]  row-major (HF Linear weight [out, in]), {{T}}
+//   W, U [N, K]  row-major (HF Linear weight [out, in]), {{T}}
 //   bias [N]     {{T}}, only in the bias variant
+//   G    [K]     {{T}}, only in the NORM variant
 //   C    rows of stride ldc; row m's outputs at C[m*ldc + col0 + n], type {{TC}}
 // Accumulation is always f32.
 //
@@ -20,11 +30,12 @@
 //          every row, its WG threads splitting K and reducing in shared
 //          memory; W is read exactly once when M <= MT.
 //
-// Compile-time constants: ENABLE ("enable f16;" or ""), T, TC, C_BINDING, the
-// tile sizes below, and line switches that are "" (line kept) or "//" (line
-// commented out): IF_BIAS (the no-bias variant has no bias binding, so C is
-// binding 3 instead of 4), IF_V4 / IF_V1 (gemv's and rows' unit product).
-// tiled is always compiled with V = 1.
+// Compile-time constants: ENABLE ("enable f16;" or ""), T, TC, the binding
+// numbers B_U, B_BIAS, B_G, B_C (bindings follow A, W in the order U, bias, G,
+// C, present ones only), the tile sizes below, and line switches that are ""
+// (line kept) or "//" (line commented out): IF_BIAS, IF_GLU, IF_NORM, IF_RES,
+// IF_V4 / IF_V1 (gemv's and rows' unit: vec4 or scalar). tiled is always
+// compiled with V = 1.
 
 {{ENABLE}}
 
@@ -34,19 +45,42 @@ struct Params {
   K: u32,
   ldc: u32,
   col0: u32,
+  eps: f32,      // NORM only
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-// A and W in units of V elements: VT = T (V = 1) or vec4<T> (V = 4, gemv when K % 4 == 0).
+// A, W, U and G in units of V elements: VT = T (V = 1) or vec4<T> (V = 4, when K % 4 == 0).
 @group(0) @binding(1) var<storage, read> A: array<{{VT}}>;
 @group(0) @binding(2) var<storage, read> W: array<{{VT}}>;
-{{IF_BIAS}}@group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
-@group(0) @binding({{C_BINDING}}) var<storage, read_write> C: array<{{TC}}>;
+{{IF_GLU}}@group(0) @binding({{B_U}}) var<storage, read> U: array<{{VT}}>;
+{{IF_BIAS}}@group(0) @binding({{B_BIAS}}) var<storage, read> bias: array<{{T}}>;
+{{IF_NORM}}@group(0) @binding({{B_G}}) var<storage, read> G: array<{{VT}}>;
+@group(0) @binding({{B_C}}) var<storage, read_write> C: array<{{TC}}>;
 
 fn bias_at(n: u32) -> f32 {
   var b = 0.0;
   {{IF_BIAS}}b = f32(bias[n]);
   return b;
+}
+
+// silu(g) = g * sigmoid(g); sigmoid written so exp never overflows (as in elementwise.wgsl).
+fn silu(g: f32) -> f32 {
+  let e = exp(-abs(g));
+  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
+  return g * s;
+}
+
+// The epilogue shared by every entry point: gate (the W product), up (the U
+// product, GLU only) and ss (row m's sum of squares, NORM only) in, one C
+// element out.
+fn finish(m: u32, n: u32, gate: f32, up: f32, ss: f32) {
+  var inv = 1.0;
+  {{IF_NORM}}inv = 1.0 / sqrt(ss / f32(P.K) + P.eps);
+  var v = gate * inv + bias_at(n);
+  {{IF_GLU}}v = silu(v) * (up * inv);
+  let idx = m * P.ldc + P.col0 + n;
+  {{IF_RES}}v += f32(C[idx]);
+  C[idx] = {{TC}}(v);
 }
 
 // ---------------------------------------------------------------- tiled ----
@@ -61,6 +95,16 @@ fn w_elt(i: u32) -> f32 {
   {{IF_V1}}return f32(W[i]);
   {{IF_V4}}return 0.0;
 }
+fn u_elt(i: u32) -> f32 {
+  var v = 0.0;
+  {{IF_GLU}}{{IF_V1}}v = f32(U[i]);
+  return v;
+}
+fn g_elt(i: u32) -> f32 {
+  var v = 1.0;
+  {{IF_NORM}}{{IF_V1}}v = f32(G[i]);
+  return v;
+}
 
 const TM = {{TM}}u;            // rows per thread (multiple of 4)
 const TN = {{TN}}u;            // columns per thread (multiple of 4)
@@ -70,11 +114,14 @@ const BK = {{BK}}u;            // K slice staged per step
 const BM = WY * TM;
 const BN = WX * TN;
 const NT = WX * WY;
+const SPT = BM * BK / NT;      // A elements each thread stages per slice (NORM: NT % BK == 0, so always the same k column)
 
 // Shared tiles are stored k-major ([k][m] and [k][n]) as vec4 so a thread
 // reads 4 consecutive rows (columns) of its register tile with one load.
 var<workgroup> As: array<vec4<f32>, BK * BM / 4>;
 var<workgroup> Ws: array<vec4<f32>, BK * BN / 4>;
+{{IF_GLU}}var<workgroup> Us: array<vec4<f32>, BK * BN / 4>;
+{{IF_NORM}}var<workgroup> SSs: array<f32, BM * BK>;
 
 @compute @workgroup_size(WX, WY)
 fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -85,6 +132,8 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
   let N = P.N;
   let K = P.K;
   var acc: array<f32, TM * TN>;
+  {{IF_GLU}}var accu: array<f32, TM * TN>;
+  var ssp: array<f32, SPT>;    // NORM: partial sums of squares of the A elements this thread stages
   for (var k0 = 0u; k0 < K; k0 += BK) {
     // Stage A[m0.., k0..] and W[n0.., k0..]; consecutive threads read
     // consecutive k of one row (coalesced); out-of-range elements are 0.
@@ -92,7 +141,11 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
       let r = i / BK;
       let k = k0 + i % BK;
       var v = 0.0;
-      if (m0 + r < M && k < K) { v = a_elt((m0 + r) * K + k); }
+      if (m0 + r < M && k < K) {
+        v = a_elt((m0 + r) * K + k);
+        {{IF_NORM}}ssp[(i - tid) / NT] += v * v;
+        v *= g_elt(k);
+      }
       let s = (i % BK) * BM + r;
       As[s / 4u][s % 4u] = v;
     }
@@ -100,16 +153,23 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
       let r = i / BK;
       let k = k0 + i % BK;
       var v = 0.0;
-      if (n0 + r < N && k < K) { v = w_elt((n0 + r) * K + k); }
+      {{IF_GLU}}var vu = 0.0;
+      if (n0 + r < N && k < K) {
+        v = w_elt((n0 + r) * K + k);
+        {{IF_GLU}}vu = u_elt((n0 + r) * K + k);
+      }
       let s = (i % BK) * BN + r;
       Ws[s / 4u][s % 4u] = v;
+      {{IF_GLU}}Us[s / 4u][s % 4u] = vu;
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
       var a: array<vec4<f32>, TM / 4>;
       var w: array<vec4<f32>, TN / 4>;
+      {{IF_GLU}}var u: array<vec4<f32>, TN / 4>;
       for (var i = 0u; i < TM / 4u; i++) { a[i] = As[(kk * BM + lid.y * TM) / 4u + i]; }
       for (var j = 0u; j < TN / 4u; j++) { w[j] = Ws[(kk * BN + lid.x * TN) / 4u + j]; }
+      {{IF_GLU}}for (var j = 0u; j < TN / 4u; j++) { u[j] = Us[(kk * BN + lid.x * TN) / 4u + j]; }
       for (var i = 0u; i < TM; i++) {
         let ai = a[i / 4u][i % 4u];
         for (var j = 0u; j < TN / 4u; j++) {
@@ -118,21 +178,46 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
           acc[o + 1u] = fma(ai, w[j].y, acc[o + 1u]);
           acc[o + 2u] = fma(ai, w[j].z, acc[o + 2u]);
           acc[o + 3u] = fma(ai, w[j].w, acc[o + 3u]);
+          {{IF_GLU}}accu[o] = fma(ai, u[j].x, accu[o]);
+          {{IF_GLU}}accu[o + 1u] = fma(ai, u[j].y, accu[o + 1u]);
+          {{IF_GLU}}accu[o + 2u] = fma(ai, u[j].z, accu[o + 2u]);
+          {{IF_GLU}}accu[o + 3u] = fma(ai, u[j].w, accu[o + 3u]);
         }
       }
     }
     workgroupBarrier();
   }
+  // NORM: row r's sum of squares is spread over the BK threads that staged its columns.
+  var ssr: array<f32, TM>;
+  {{IF_NORM}}for (var j = 0u; j < SPT; j++) { SSs[tid + j * NT] = ssp[j]; }
+  {{IF_NORM}}workgroupBarrier();
+  {{IF_NORM}}for (var i = 0u; i < TM; i++) {
+  {{IF_NORM}}  var s = 0.0;
+  {{IF_NORM}}  for (var kk = 0u; kk < BK; kk++) { s += SSs[(lid.y * TM + i) * BK + kk]; }
+  {{IF_NORM}}  ssr[i] = s;
+  {{IF_NORM}}}
   for (var j = 0u; j < TN; j++) {
     let n = n0 + lid.x * TN + j;
     if (n >= N) { break; }
-    let b = bias_at(n);
     for (var i = 0u; i < TM; i++) {
       let m = m0 + lid.y * TM + i;
       if (m >= M) { break; }
-      C[m * P.ldc + P.col0 + n] = {{TC}}(acc[i * TN + j] + b);
+      var up = 0.0;
+      {{IF_GLU}}up = accu[i * TN + j];
+      finish(m, n, acc[i * TN + j], up, ssr[i]);
     }
   }
+}
+
+// ---------------------------------------------------------------- units ----
+
+// Arithmetic on one unit of V elements in f32: FT = f32 (V = 1) or vec4<f32> (V = 4).
+fn cvt(x: {{VT}}) -> {{FT}} {
+  return {{FT}}(x);
+}
+fn hsum(x: {{FT}}) -> f32 {
+  {{IF_V4}}return dot(x, vec4<f32>(1.0));
+  {{IF_V1}}return x;
 }
 
 // ----------------------------------------------------------------- rows ----
@@ -140,12 +225,6 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
 const RM = {{RM}}u;            // rows per workgroup (workgroup-uniform A loads)
 const RN = {{RN}}u;            // columns per thread, RWG apart
 const RWG = {{RWG}}u;          // threads per workgroup
-
-// a·w in f32 for one unit (V elements).
-fn dotv(a: {{VT}}, w: {{VT}}) -> f32 {
-  {{IF_V4}}return dot(vec4<f32>(a), vec4<f32>(w));
-  {{IF_V1}}return f32(a) * f32(w);
-}
 
 @compute @workgroup_size(RWG)
 fn rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -160,22 +239,33 @@ fn rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   for (var j = 0u; j < RN; j++) { wrow[j] = min(n0 + j * RWG, N - 1u) * KU; }
   var arow: array<u32, RM>;
   for (var i = 0u; i < RM; i++) { arow[i] = min(m0 + i, M - 1u) * KU; }
-  var acc: array<f32, RM * RN>;
+  var acc: array<{{FT}}, RM * RN>;
+  {{IF_GLU}}var accu: array<{{FT}}, RM * RN>;
+  var ss: array<{{FT}}, RM>;
   for (var k = 0u; k < KU; k++) {
-    var w: array<{{VT}}, RN>;
-    for (var j = 0u; j < RN; j++) { w[j] = W[wrow[j] + k]; }
+    var w: array<{{FT}}, RN>;
+    for (var j = 0u; j < RN; j++) { w[j] = cvt(W[wrow[j] + k]); }
+    {{IF_GLU}}var u: array<{{FT}}, RN>;
+    {{IF_GLU}}for (var j = 0u; j < RN; j++) { u[j] = cvt(U[wrow[j] + k]); }
+    {{IF_NORM}}let gk = cvt(G[k]);
     for (var i = 0u; i < RM; i++) {
-      let a = A[arow[i] + k];
-      for (var j = 0u; j < RN; j++) { acc[i * RN + j] += dotv(a, w[j]); }
+      var a = cvt(A[arow[i] + k]);
+      {{IF_NORM}}ss[i] += a * a;
+      {{IF_NORM}}a *= gk;
+      for (var j = 0u; j < RN; j++) {
+        acc[i * RN + j] += a * w[j];
+        {{IF_GLU}}accu[i * RN + j] += a * u[j];
+      }
     }
   }
   // no early exits: a loop with a break may stay rolled, and acc would go to scratch
   for (var j = 0u; j < RN; j++) {
     let n = n0 + j * RWG;
-    let b = bias_at(min(n, N - 1u));
     for (var i = 0u; i < RM; i++) {
       let m = m0 + i;
-      if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(acc[i * RN + j] + b); }
+      var up = 0.0;
+      {{IF_GLU}}up = hsum(accu[i * RN + j]);
+      if (m < M && n < N) { finish(m, n, hsum(acc[i * RN + j]), up, hsum(ss[i])); }
     }
   }
 }
@@ -187,13 +277,15 @@ const KS = {{KS}}u;            // threads sharing one column group, splitting K 
 const NC = {{NC}}u;            // output columns per thread group
 const MT = {{MT}}u;            // rows per pass over K
 const NG = WG / KS;            // column groups per workgroup
+const NV = MT * NC;            // dot products per thread per pass
+// Values a thread reduces per pass: NV gate (W) products, then NV up (U)
+// products when GLU, then MT sums of squares when NORM; U_OFF / SS_OFF are
+// their offsets (0 when absent: the value is then read but unused).
+const NRED = {{NRED}}u;
+const U_OFF = {{U_OFF}}u;
+const SS_OFF = {{SS_OFF}}u;
 
-var<workgroup> red: array<f32, MT * NC * WG>;
-
-fn mulv(a: {{VT}}, w: {{VT}}) -> vec4<f32> {
-  {{IF_V4}}return vec4<f32>(a) * vec4<f32>(w);
-  {{IF_V1}}return vec4<f32>(f32(a) * f32(w), 0.0, 0.0, 0.0);
-}
+{{IF_REDUCE}}var<workgroup> red: array<f32, NRED * WG>;
 
 @compute @workgroup_size(WG)
 fn gemv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
@@ -208,37 +300,54 @@ fn gemv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   var wrow: array<u32, NC>;
   for (var c = 0u; c < NC; c++) { wrow[c] = min(n0 + c, N - 1u) * KU; }
   for (var m0 = 0u; m0 < M; m0 += MT) {
-    var acc: array<vec4<f32>, MT * NC>;
-    for (var i = 0u; i < MT * NC; i++) { acc[i] = vec4<f32>(0.0); } // explicit: lavapipe kept acc across passes
+    // explicit zeros: lavapipe kept the arrays across passes
+    var acc: array<{{FT}}, NV>;
+    for (var i = 0u; i < NV; i++) { acc[i] = {{FT}}(0.0); }
+    {{IF_GLU}}var accu: array<{{FT}}, NV>;
+    {{IF_GLU}}for (var i = 0u; i < NV; i++) { accu[i] = {{FT}}(0.0); }
+    var ss: array<{{FT}}, MT>;
+    for (var r = 0u; r < MT; r++) { ss[r] = {{FT}}(0.0); }
     for (var k = kt; k < KU; k += KS) {
-      var w: array<{{VT}}, NC>;
-      for (var c = 0u; c < NC; c++) { w[c] = W[wrow[c] + k]; }
+      var w: array<{{FT}}, NC>;
+      for (var c = 0u; c < NC; c++) { w[c] = cvt(W[wrow[c] + k]); }
+      {{IF_GLU}}var u: array<{{FT}}, NC>;
+      {{IF_GLU}}for (var c = 0u; c < NC; c++) { u[c] = cvt(U[wrow[c] + k]); }
+      {{IF_NORM}}let gk = cvt(G[k]);
       for (var r = 0u; r < MT; r++) {
-        let a = A[min(m0 + r, M - 1u) * KU + k];
-        for (var c = 0u; c < NC; c++) { acc[r * NC + c] += mulv(a, w[c]); }
+        var a = cvt(A[min(m0 + r, M - 1u) * KU + k]);
+        {{IF_NORM}}ss[r] += a * a;
+        {{IF_NORM}}a *= gk;
+        for (var c = 0u; c < NC; c++) {
+          acc[r * NC + c] += a * w[c];
+          {{IF_GLU}}accu[r * NC + c] += a * u[c];
+        }
       }
     }
+    var vals: array<f32, NRED>;
+    for (var i = 0u; i < NV; i++) { vals[i] = hsum(acc[i]); }
+    {{IF_GLU}}for (var i = 0u; i < NV; i++) { vals[U_OFF + i] = hsum(accu[i]); }
+    {{IF_NORM}}for (var r = 0u; r < MT; r++) { vals[SS_OFF + r] = hsum(ss[r]); }
     // KS == 1: each thread owns its columns, no reduction and no barrier
     // (on lavapipe a shader with a barrier runs as coroutines, much slower).
-{{IF_DIRECT}}    for (var i = 0u; i < MT * NC; i++) {
+{{IF_DIRECT}}    for (var i = 0u; i < NV; i++) {
 {{IF_DIRECT}}      let m = m0 + i / NC;
 {{IF_DIRECT}}      let n = n0 + i % NC;
-{{IF_DIRECT}}      if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(dot(acc[i], vec4<f32>(1.0)) + bias_at(n)); }
+{{IF_DIRECT}}      if (m < M && n < N) { finish(m, n, vals[i], vals[U_OFF + i], vals[SS_OFF + i / NC]); }
 {{IF_DIRECT}}    }
     // KS > 1: tree reduction over the KS threads of each column group
-{{IF_REDUCE}}    // tree reduction over the KS threads of each column group
-{{IF_REDUCE}}    for (var i = 0u; i < MT * NC; i++) { red[i * WG + lid.x] = dot(acc[i], vec4<f32>(1.0)); }
+{{IF_REDUCE}}    for (var i = 0u; i < NRED; i++) { red[i * WG + lid.x] = vals[i]; }
 {{IF_REDUCE}}    workgroupBarrier();
 {{IF_REDUCE}}    for (var s = KS / 2u; s > 0u; s /= 2u) {
 {{IF_REDUCE}}      if (kt < s) {
-{{IF_REDUCE}}        for (var i = 0u; i < MT * NC; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
+{{IF_REDUCE}}        for (var i = 0u; i < NRED; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
 {{IF_REDUCE}}      }
 {{IF_REDUCE}}      workgroupBarrier();
 {{IF_REDUCE}}    }
-{{IF_REDUCE}}    for (var i = kt; i < MT * NC; i += KS) {
+{{IF_REDUCE}}    for (var i = kt; i < NV; i += KS) {
 {{IF_REDUCE}}      let m = m0 + i / NC;
 {{IF_REDUCE}}      let n = n0 + i % NC;
-{{IF_REDUCE}}      if (m < M && n < N) { C[m * P.ldc + P.col0 + n] = {{TC}}(red[i * WG + g * KS] + bias_at(n)); }
+{{IF_REDUCE}}      let o = g * KS;
+{{IF_REDUCE}}      if (m < M && n < N) { finish(m, n, red[i * WG + o], red[(U_OFF + i) * WG + o], red[(SS_OFF + i / NC) * WG + o]); }
 {{IF_REDUCE}}    }
 {{IF_REDUCE}}    workgroupBarrier();
   }

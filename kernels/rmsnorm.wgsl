@@ -40,6 +40,26 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   }
 }
 
+// ---- rmsnorm_row: the same result computed by one invocation per row ----
+// For CPU-backed adapters (lavapipe), where a workgroup barrier turns
+// invocations into coroutines and the tree reduction costs more than the
+// row's serial sum (benchmarks/RESULTS.md: 0.24x of this form there). The
+// sum runs in the same f32 precision, serially. Hardware GPUs use `rmsnorm`.
+@compute @workgroup_size({{WG_ROW}})
+fn rmsnorm_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = (wid.y * nwg.x + wid.x) * {{WG_ROW}}u + lid.x;
+  if (row >= P.rows) { return; }
+  let base = row * P.dim;
+  var ss = 0.0;
+  for (var i = 0u; i < P.dim; i++) {
+    let v = f32(x[base + i]);
+    ss += v * v;
+  }
+  let inv = 1.0 / sqrt(ss / f32(P.dim) + P.eps);
+  for (var i = 0u; i < P.dim; i++) { out[base + i] = {{T}}(f32(x[base + i]) * inv * f32(w[i])); }
+}
+
 // ---- Backward (training; f32 only, whatever {{T}} is) ----
 // With inv = 1/sqrt(mean(x²) + eps), x̂ = x·inv, y = x̂·w and g = dy·w:
 //   dx = inv · (g − x̂ · mean(g·x̂))         (written)
@@ -53,11 +73,13 @@ struct BParams {
   eps: f32,
   chunk_rows: u32,   // rows per dw partial
   chunks: u32,       // ceil(rows / chunk_rows)
+  accumulate: u32,   // pass 1: 1 = dx += (the residual stream's gradient merged in place), 0 = dx =
 }
 
 @group(0) @binding(0) var<uniform> B: BParams;
 
-// Pass 1: dx, and inv per row for pass 2. One workgroup per row.
+// Pass 1: dx (written, or added to dx with B.accumulate), and inv per row
+// for pass 2. One workgroup per row.
 @group(0) @binding(1) var<storage, read> bx_x: array<f32>;            // [rows, dim]
 @group(0) @binding(2) var<storage, read> bx_w: array<f32>;            // [dim]
 @group(0) @binding(3) var<storage, read> bx_dy: array<f32>;           // [rows, dim]
@@ -88,9 +110,31 @@ fn rmsnorm_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
   // mean(g·x̂) = inv · Σ g·x / dim; dx = inv·g − x·inv³·Σ g·x / dim.
   let k = inv * inv * partial2[0].y / f32(B.dim);
   for (var i = lid.x; i < B.dim; i += {{WG}}u) {
-    bx_dx[base + i] = inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
+    let prev = select(0.0, bx_dx[base + i], B.accumulate != 0u);
+    bx_dx[base + i] = prev + inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
   }
   if (lid.x == 0u) { bx_inv[row] = inv; }
+}
+
+// Pass 1 by one invocation per row (CPU-backed adapters, as rmsnorm_row).
+@compute @workgroup_size({{WG_ROW}})
+fn rmsnorm_backward_dx_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = (wid.y * nwg.x + wid.x) * {{WG_ROW}}u + lid.x;
+  if (row >= B.rows) { return; }
+  let base = row * B.dim;
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var i = 0u; i < B.dim; i++) {
+    let v = bx_x[base + i];
+    acc += vec2<f32>(v * v, bx_dy[base + i] * bx_w[i] * v);
+  }
+  let inv = 1.0 / sqrt(acc.x / f32(B.dim) + B.eps);
+  let k = inv * inv * acc.y / f32(B.dim);
+  for (var i = 0u; i < B.dim; i++) {
+    let prev = select(0.0, bx_dx[base + i], B.accumulate != 0u);
+    bx_dx[base + i] = prev + inv * (bx_dy[base + i] * bx_w[i] - bx_x[base + i] * k);
+  }
+  bx_inv[row] = inv;
 }
 
 // Pass 2: part[c, i] = Σ_{r in chunk c} dy[r, i]·x[r, i]·inv[r].

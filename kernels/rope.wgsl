@@ -74,3 +74,75 @@ fn rope_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   g[j] = d1 * c + d2 * s;
   g[j + P.half] = d2 * c - d1 * s;
 }
+
+// ---- rope_kv (inference): RoPE of q and k and the KV-cache write in one pass ----
+// Reads the fused q/k/v product qkv [T, (nh + 2·nkv)·hd] (q heads, then k
+// heads, then v heads of each token), writes rotated q to q_out [T, nh, hd]
+// and rotated k and plain v into the paged caches [blocks, bs, nkv, hd] at
+// the token's (slot, position) through the block table, exactly as rope then
+// attention.write_kv would. One invocation per (t, head slot, i < hd/2);
+// head slots 0..nh-1 are q heads, nh..nh+nkv-1 the k heads (which also copy
+// their v head). Same angle computation as `rope`, so the values are identical.
+struct KvParams {
+  n: u32,        // T * (nh + nkv) * half
+  nh: u32,
+  nkv: u32,
+  half: u32,
+  c1: f32,
+  c2: f32,
+  c3: f32,
+  inv_two_pi: f32,
+  bs: u32,        // cache block size
+  max_blocks: u32,
+}
+
+@group(0) @binding(0) var<uniform> KP: KvParams;
+@group(0) @binding(1) var<storage, read> qkv: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> q_out: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> kc: array<{{T}}>;
+@group(0) @binding(4) var<storage, read_write> vc: array<{{T}}>;
+@group(0) @binding(5) var<storage, read> table: array<u32>;
+@group(0) @binding(6) var<storage, read> tok_seq: array<u32>;
+@group(0) @binding(7) var<storage, read> tok_pos: array<u32>;
+@group(0) @binding(8) var<storage, read> inv_freq_kv: array<f32>;
+
+@compute @workgroup_size({{WG}})
+fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let idx = (wid.y * nwg.x + wid.x) * {{WG}}u + lid.x;
+  if (idx >= KP.n) { return; }
+  let half = KP.half;
+  let hd = 2u * half;
+  let i = idx % half;
+  let slots = KP.nh + KP.nkv;
+  let j = (idx / half) % slots;   // head slot
+  let t = idx / (half * slots);
+  let p = tok_pos[t];
+  let a = f32(p) * inv_freq_kv[i];
+  let kk = round(a * KP.inv_two_pi);
+  let r = ((a - kk * KP.c1) - kk * KP.c2) - kk * KP.c3;
+  let c = cos(r);
+  let s = sin(r);
+  let row = t * (KP.nh + 2u * KP.nkv) * hd;   // token t's qkv row
+  let src = row + j * hd + i;
+  let x1 = f32(qkv[src]);
+  let x2 = f32(qkv[src + half]);
+  let y1 = {{T}}(x1 * c - x2 * s);
+  let y2 = {{T}}(x2 * c + x1 * s);
+  if (j < KP.nh) {
+    let dst = (t * KP.nh + j) * hd + i;
+    q_out[dst] = y1;
+    q_out[dst + half] = y2;
+    return;
+  }
+  let kvh = j - KP.nh;
+  let lb = p / KP.bs;
+  if (lb >= KP.max_blocks) { return; } // outside the slot's block table: the wrapper's reference throws
+  let phys = table[tok_seq[t] * KP.max_blocks + lb];
+  let dst = ((phys * KP.bs + p % KP.bs) * KP.nkv + kvh) * hd + i;
+  kc[dst] = y1;
+  kc[dst + half] = y2;
+  let vsrc = src + KP.nkv * hd;
+  vc[dst] = qkv[vsrc];
+  vc[dst + half] = qkv[vsrc + half];
+}

@@ -10,6 +10,7 @@
  *   adapter     name, description, features, limits, subgroup sizes, subgroup-matrix configs
  *   peaks       (python) measured f32 / f16 matrix-product peaks and copy bandwidth
  *   kernels     benchmarks/kernels.ts --suite gpu-check: every kernel against its reference, timed
+ *               (with the tensor-core matmul and the subgroup / tree reduction variants beside ours)
  *   checkpoint  a random checkpoint (1.5B shape: transformers' init, bf16; dry run: tiny)
  *   logits      the engine's logits in f32 and f16, then (python) transformers' on the same tokens
  *   generate    prefill tokens/s, decode tokens/s at batch 1, 16, 64, 128
@@ -174,7 +175,7 @@ const STEPS: StepDef[] = [
     title: "Kernels at the real shapes",
     limitS: 200,
     async run(ctx) {
-      const args = ["benchmarks/kernels.ts", "--suite", "gpu-check", "--quick", "--impls", "ours,sgmat"];
+      const args = ["benchmarks/kernels.ts", "--suite", "gpu-check", "--quick", "--impls", "ours,sgmat,subgroup,sg_tree,sg_row"];
       if (ctx.opts.dry) args.push("--rounds", "1");
       const r = await ctx.exec([BUN, ...args], { SIRI_EXPERIMENTAL: "1" });
       if (r.timedOut) throw new StepTimeout("benchmarks/kernels.ts: over its time limit");

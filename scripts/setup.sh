@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up for this project on a fresh machine.
 #   1. npm dependencies (including Bun itself, from the `bun` npm package)
-#   2. a WebGPU adapter: when Dawn finds none on Debian and we are root, install
+#   2. rsvg-convert (librsvg2-bin on Debian, as root) for the plot render tests
+#   3. a WebGPU adapter: when Dawn finds none on Debian and we are root, install
 #      Mesa's lavapipe (software Vulkan) from bookworm-backports. Debian 12's own
 #      Mesa 22.3 lavapipe is rejected by Dawn (missing
 #      shaderUniform*ArrayDynamicIndexing); Mesa 25 from backports works.
@@ -30,6 +31,17 @@ elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 else
   say "no redis-server and cannot install it here (not root with apt-get): the broker tests will be skipped (they fail with CI=true)"
+fi
+
+# rsvg-convert renders the plots to PNG in tests/plots.test.ts (Debian: librsvg2-bin).
+if command -v rsvg-convert >/dev/null 2>&1; then
+  say "rsvg-convert found"
+elif [ -r /etc/os-release ] && grep -q '^ID=debian' /etc/os-release && [ "$(id -u)" = 0 ]; then
+  say "installing librsvg2-bin (rsvg-convert, for the plot render tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin >/dev/null
+else
+  say "rsvg-convert not found: install librsvg2-bin (or your system's librsvg tools); the plot render tests need it under CI=true"
 fi
 
 probe() { "$BUN" src/gpu/probe.ts 2>/dev/null; }

@@ -2,11 +2,13 @@
 /**
  * siri: SIRI reinforcement learning on hand-written WGSL kernels.
  * One entry point; each command is loaded only when it runs, so commands
- * that need no GPU never load dawn.node.
+ * that need no GPU never load dawn.node. How a command line is checked,
+ * run and reported (unknown flags, errors, exit codes): src/cli/run.ts.
  */
-import { defineCommand, runMain } from "citty";
+import { defineCommand } from "citty";
+import { runCli } from "./cli/run.ts";
 
-const main = defineCommand({
+export const main = defineCommand({
   meta: {
     name: "siri",
     version: "0.1.0",
@@ -27,4 +29,9 @@ const main = defineCommand({
   },
 });
 
-runMain(main);
+if (import.meta.main) {
+  const code = await runCli(main, process.argv.slice(2));
+  // A finished command exits by itself (stdout fully flushed); an error or an
+  // interrupted run exits now with its code (1, 130).
+  if (code !== 0) process.exit(code);
+}

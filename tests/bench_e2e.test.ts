@@ -5,12 +5,12 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { DatasetSummary, SampleRecord, Summary } from "../src/bench/metrics.ts";
 import { formatDuration, progressBar } from "../src/bench/progress.ts";
 import { compare, readSamples } from "../src/bench/report.ts";
 import { engineSource, runBench, type BenchCompletion, type BenchConfig, type BenchRequest, type CompletionSource, type Sampling } from "../src/bench/run.ts";
-import { repeated } from "../src/commands/bench.ts";
+import { repeated } from "../src/commands/common.ts";
 import { loadDataset } from "../src/data/download.ts";
 import { renderPrompt } from "../src/data/prompt.ts";
 import { loadModel } from "../src/engine/load.ts";
@@ -161,8 +161,10 @@ describe("bench harness with a scripted completion source", () => {
 
     const report = readFileSync(join(out, "report.md"), "utf8");
     expect(r.report).toBe(report);
-    // pass@1 41.7, pass@2 61.1, pass@4 66.7, maj@2 50.0, maj@4 66.7, mean 26, median 26, truncated 8.3, no answer 16.7
-    expect(report).toContain("| tiny | 3 | 4 | 41.7 | 61.1 | 66.7 | 50.0 | 66.7 | 26 | 26 | 8.3 | 16.7 |");
+    // pass@1 41.7, pass@2 61.1, pass@4 66.7, maj@2 50.0, maj@4 66.7, mean 26, median 26, truncated 8.3, no answer 16.7;
+    // SE over the problems' avg@n (.5, .75, 0): sqrt(((1/12)^2 + (1/3)^2 + (5/12)^2) / 2 / 3) = 0.2205
+    expect(report).toContain("| tiny | 3 | 4 | 41.7 | 22.0 | 61.1 | 66.7 | 50.0 | 66.7 | 26 | 26 | 8.3 | 16.7 |");
+    expect(report).toContain("| problem | correct / n | mean tokens | truncated |\n|---|---|---|---|\n| tiny/1 | 2 / 4 | 25 | 1 |\n| tiny/2 | 3 / 4 | 26 | 0 |\n| tiny/3 | 0 / 4 | 27 | 0 |");
     const cfg = readJson(join(out, "run.json"));
     expect(cfg).toMatchObject({ model: "scripted", n: 4, max_tokens: 40, temperature: 0.6, top_p: 0.95, seed: 0, limit: 3, after_think: false });
   });
@@ -266,8 +268,8 @@ describe("bench harness with a scripted completion source", () => {
     await runBench(fakeConfig(b, { name: "run-b" }), right, { progress: false });
     const svgPath = join(ROOT, "cmp.svg");
     const c = compare([a, b], svgPath);
-    expect(c.table).toContain("| run-a | 41.7 / 26 |");
-    expect(c.table).toContain("| run-b | 100.0 / 100 |");
+    expect(c.table).toContain("| run-a | 41.7 ± 22.0 / 26 |");
+    expect(c.table).toContain("| run-b | 100.0 ± 0.0 / 100 |");
     const svg = readFileSync(svgPath, "utf8");
     expect(svg.startsWith("<svg")).toBe(true);
     expect(svg).toContain(`data-run="run-a" data-dataset="tiny" data-accuracy="${WANT.pass_at_1}" data-tokens="26"`);
@@ -277,8 +279,13 @@ describe("bench harness with a scripted completion source", () => {
     const svg2 = join(ROOT, "cmp-cli.svg");
     const p = Bun.spawnSync([process.execPath, "src/cli.ts", "bench", "compare", a, b, "--svg", svg2], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
     expect(p.exitCode).toBe(0);
-    expect(p.stdout.toString()).toContain("| run-b | 100.0 / 100 |");
+    expect(p.stdout.toString()).toContain("| run-b | 100.0 ± 0.0 / 100 |");
     expect(readFileSync(svg2, "utf8")).toBe(svg);
+    // Without --out the plot goes beside the runs, not into the current directory.
+    const q = Bun.spawnSync([process.execPath, "src/cli.ts", "bench", "compare", a, b], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+    expect(q.exitCode).toBe(0);
+    expect(readFileSync(join(dirname(a), "compare.svg"), "utf8")).toBe(svg);
+    expect(existsSync(join(REPO, "compare.svg"))).toBe(false);
   }, 60_000);
 
   test("CLI errors: missing model, missing dataset flag, unknown preset", () => {

@@ -346,10 +346,17 @@ describe("reports and compare", () => {
     writeReports(dir, s);
     expect(JSON.parse(readFileSync(join(dir, RUN_FILES.summary), "utf8"))).toEqual(JSON.parse(JSON.stringify(s)));
     const md = readFileSync(join(dir, RUN_FILES.report), "utf8");
-    expect(md).toContain("| dataset | problems | n | pass@1 (avg@n) % | pass@2 % | pass@4 % | maj@2 % | maj@4 % | mean tokens | median tokens | truncated % | no answer % |");
-    expect(md).toContain("| A | 2 | 4 | 50.0 | 75.0 | 100.0 | 50.0 | 50.0 | 273 | 150 | 25.0 | 12.5 |");
-    expect(md).toContain("| B | 1 | 4 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 25 | 25 | 25.0 | 25.0 |");
-    expect(md).toContain("| overall | 3 | 4 | 33.3 |");
+    expect(md).toContain("| dataset | problems | n | pass@1 (avg@n) % | ± SE % | pass@2 % | pass@4 % | maj@2 % | maj@4 % | mean tokens | median tokens | truncated % | no answer % |");
+    // SE by hand: A's avg@n are .75 and .25: sd .3536 / sqrt 2 = .25; B has one problem: none;
+    // overall .75, .25, 0: sqrt((.4167^2 + .0833^2 + .3333^2) / 2) / sqrt 3 = .2205
+    expect(md).toContain("| A | 2 | 4 | 50.0 | 25.0 | 75.0 | 100.0 | 50.0 | 50.0 | 273 | 150 | 25.0 | 12.5 |");
+    expect(md).toContain("| B | 1 | 4 | 0.0 | - | 0.0 | 0.0 | 0.0 | 0.0 | 25 | 25 | 25.0 | 25.0 |");
+    expect(md).toContain("| overall | 3 | 4 | 33.3 | 22.0 |");
+    expect(s.datasets[0]!.pass_at_1_se).toBeCloseTo(0.25, 12);
+    expect(s.datasets[1]!.pass_at_1_se).toBeNaN();
+    expect(s.overall.pass_at_1_se).toBeCloseTo(Math.sqrt(((0.75 - 1 / 3) ** 2 + (0.25 - 1 / 3) ** 2 + (1 / 3) ** 2) / 2 / 3), 12);
+    // The per-problem table (two datasets: a dataset column); truncated counts stop_reason "length".
+    expect(md).toContain("| dataset | problem | correct / n | mean tokens | truncated |\n|---|---|---|---|---|\n| A | p1 | 3 / 4 | 250 | 1 |\n| A | p2 | 1 / 4 | 295 | 1 |\n| B | p1 | 0 / 4 | 25 | 1 |");
     expect(md).toContain('name = siri-low, model = m, n = 4');
   });
 
@@ -369,11 +376,12 @@ describe("reports and compare", () => {
     const svgPath = join(tmp, "pareto.svg");
     const c = compare(runs, svgPath);
     expect(c.table.split("\n").slice(0, 5)).toEqual([
-      "| run | aime24 pass@1 % / tokens | math500 pass@1 % / tokens | overall pass@1 % / tokens |",
+      "| run | aime24 pass@1 % ± SE / tokens | math500 pass@1 % ± SE / tokens | overall pass@1 % ± SE / tokens |",
       "|---|---|---|---|",
-      "| base | 30.0 / 12000 | 80.0 / 4700 | 55.0 / 8350 |",
-      "| siri-low | 40.0 / 7000 | 90.0 / 2900 | 65.0 / 4950 |",
-      "| <long&run> | 20.0 / 9000 | 70.0 / 3000 | 45.0 / 6000 |",
+      // one problem per dataset: no SE; overall over two problems, e.g. (.3, .8): sd .3536 / sqrt 2 = .25
+      "| base | 30.0 / 12000 | 80.0 / 4700 | 55.0 ± 25.0 / 8350 |",
+      "| siri-low | 40.0 / 7000 | 90.0 / 2900 | 65.0 ± 25.0 / 4950 |",
+      "| <long&run> | 20.0 / 9000 | 70.0 / 3000 | 45.0 ± 25.0 / 6000 |",
     ]);
     expect(readFileSync(svgPath, "utf8")).toBe(c.svg);
     expect(c.svg.startsWith("<svg xmlns=\"http://www.w3.org/2000/svg\"")).toBe(true);

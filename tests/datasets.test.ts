@@ -15,6 +15,8 @@ const ROOT = join(import.meta.dir, "..");
 const FIX = join(ROOT, "datasets", "fixtures");
 const BUN = process.execPath;
 const tmp = mkdtempSync(join(tmpdir(), "siri-datasets-"));
+// Never the machine's own Hugging Face cache: downloads here come from the stand-in server only.
+process.env.HF_HUB_CACHE = join(tmp, "no-hf-cache");
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function write(name: string, data: string | Uint8Array): string {
@@ -307,7 +309,9 @@ describe("siri datasets (CLI)", () => {
   test("download with HF_ENDPOINT unreachable exits 1 with one clear line", () => {
     const r = run(["download", "aime24", "--dir", join(tmp, "cli-offline")], { HF_ENDPOINT: "http://127.0.0.1:9" });
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^error: dataset "aime24": cannot reach the Hugging Face Hub at http:\/\/127\.0\.0\.1:9\/datasets\/HuggingFaceH4\/aime_2024\/resolve\/main\/data\/train-00000-of-00001\.parquet/);
+    // Progress ("fetching ...") and the error both go to stderr; stdout stays empty.
+    expect(r.out).toBe("");
+    expect(r.err).toMatch(/^error: dataset "aime24": cannot reach the Hugging Face Hub at http:\/\/127\.0\.0\.1:9\/datasets\/HuggingFaceH4\/aime_2024\/resolve\/main\/data\/train-00000-of-00001\.parquet/m);
     expect(r.err).not.toContain("    at ");
   });
 

@@ -245,6 +245,9 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
   describe.skipIf(!GPU)(`attention ${dtype}`, () => {
     let attnP: Promise<Attention> | null = null;
     const attention = async () => (attnP ??= gpuOrSkip().then((g) => loadAttention(g, dtype)));
+    // Both decode forms (tiled: flash-decoding split + combine; rows: one invocation per (token, head)), whatever this adapter picks.
+    let formsP: Promise<Attention[]> | null = null;
+    const decodeForms = async () => (formsP ??= gpuOrSkip().then((g) => Promise.all((["tiled", "rows"] as const).map((f) => loadAttention(g, dtype, f)))));
 
     test("writeKV puts every token's k, v at its (slot, position), nothing else changes", async () => {
       const gpu = await gpuOrSkip();
@@ -299,10 +302,11 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
         { slot: 1, ctx: 17, queries: [16] },
       ];
       const sc = scenario(seqs, { nh: 4, nKv: 2, hd: 16, blockSize: 16 }, 31, { dtype });
-      const attn = await attention();
-      await check(attn, sc, dtype, "decode", "heuristic chunks");
-      await check(attn, sc, dtype, "decode", "16-key chunks", attn.decodeTileKeys);
-      await check(attn, sc, dtype, "decode", "one chunk", 320);
+      for (const attn of await decodeForms()) {
+        await check(attn, sc, dtype, "decode", "heuristic chunks");
+        await check(attn, sc, dtype, "decode", "16-key chunks", attn.decodeTileKeys);
+        await check(attn, sc, dtype, "decode", "one chunk", 320);
+      }
     });
 
     test("decode: 4100-position context with the 1.5B head shape (hd 128, 12/2 heads), block 16", async () => {
@@ -311,7 +315,7 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
         { slot: 1, ctx: 777, queries: [776] },
       ];
       const sc = scenario(seqs, { nh: 12, nKv: 2, hd: 128, blockSize: 16 }, 32, { dtype });
-      await check(await attention(), sc, dtype, "decode", "long context");
+      for (const attn of await decodeForms()) await check(attn, sc, dtype, "decode", "long context");
     });
 
     test("decode: MQA with 12 query heads on one kv head (two row groups), hd 64, block 32", async () => {
@@ -320,12 +324,12 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
         { slot: 2, ctx: 40, queries: [39] },
       ];
       const sc = scenario(seqs, { nh: 12, nKv: 1, hd: 64, blockSize: 32 }, 33, { dtype });
-      await check(await attention(), sc, dtype, "decode", "MQA");
+      for (const attn of await decodeForms()) await check(attn, sc, dtype, "decode", "MQA");
     });
 
     test("decode also serves several query tokens of one sequence (causal)", async () => {
       const sc = scenario([{ slot: 0, ctx: 40, queries: [3, 39, 20] }], { nh: 4, nKv: 2, hd: 8, blockSize: 16 }, 34, { dtype });
-      await check(await attention(), sc, dtype, "decode", "multi-token");
+      for (const attn of await decodeForms()) await check(attn, sc, dtype, "decode", "multi-token");
     });
 
     test("scores of magnitude ~1e3 stay finite and exact (online softmax)", async () => {
@@ -353,16 +357,18 @@ for (const dtype of ["f32", "f16"] as Dtype[]) {
       const tol = dtype === "f32" ? TOL.attention_f32_large_scores : TOL.attention_f16_large_scores;
       const pre = await runGpu(gpu, attn, sc, dtype, "prefill", scale);
       expectClose(pre.out, want, tol.atol, tol.rtol, `${dtype} prefill, scores up to ${maxScore.toFixed(0)}`);
-      const dec = await runGpu(gpu, attn, sc, dtype, "decode", scale, { chunkLen: attn.decodeTileKeys });
-      expectClose(dec.out, want, tol.atol, tol.rtol, `${dtype} decode, scores up to ${maxScore.toFixed(0)}`);
+      for (const form of await decodeForms()) {
+        const dec = await runGpu(gpu, form, sc, dtype, "decode", scale, { chunkLen: form.decodeTileKeys });
+        expectClose(dec.out, want, tol.atol, tol.rtol, `${dtype} decode, scores up to ${maxScore.toFixed(0)}`);
+      }
     });
   });
 }
 
 describe.skipIf(!GPU)("attention wrapper", () => {
-  test("decode scratch is allocated once and grows only for a larger shape", async () => {
+  test("decode scratch (tiled form) is allocated once and grows only for a larger shape", async () => {
     const gpu = await gpuOrSkip();
-    const attn = await loadAttention(gpu, "f32");
+    const attn = await loadAttention(gpu, "f32", "tiled");
     const big = scenario([{ slot: 0, ctx: 300, queries: [299] }, { slot: 1, ctx: 10, queries: [9] }], { nh: 4, nKv: 2, hd: 16, blockSize: 16 }, 51, { dtype: "f32" });
     const small = scenario([{ slot: 0, ctx: 20, queries: [19] }], { nh: 4, nKv: 2, hd: 16, blockSize: 16 }, 52, { dtype: "f32" });
     expect(attn.scratchBytes()).toBe(0);
@@ -381,7 +387,7 @@ describe.skipIf(!GPU)("attention wrapper", () => {
 
   test("bad shapes and bindings are errors naming the kernel and tensor", async () => {
     const gpu = await gpuOrSkip();
-    const attn = await loadAttention(gpu, "f32");
+    const attn = await loadAttention(gpu, "f32", "tiled");
     const buf = gpu.buffer(1 << 16, "x");
     const small = gpu.buffer(16, "small");
     const b = gpu.batch();

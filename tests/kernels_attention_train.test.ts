@@ -199,10 +199,11 @@ describe("training attention references", () => {
 
 // ---------------------------------------------------------------- GPU
 
-for (const dtype of ["f32", "f16"] as Dtype[]) {
-  describe.skipIf(!GPU)(`training attention ${dtype}`, () => {
+// Both forms (tiled: K/V tiles in workgroup memory; rows: one invocation per row, for CPU adapters), whatever this adapter picks.
+for (const [dtype, form] of (["f32", "f16"] as Dtype[]).flatMap((d) => (["tiled", "rows"] as const).map((f) => [d, f] as const))) {
+  describe.skipIf(!GPU)(`training attention ${dtype}, ${form} form`, () => {
     let attnP: Promise<Attention> | null = null;
-    const attention = async () => (attnP ??= gpuOrSkip().then((g) => loadAttention(g, dtype)));
+    const attention = async () => (attnP ??= gpuOrSkip().then((g) => loadAttention(g, dtype, form)));
 
     test("sequences of 1, 5, 33, 70 tokens, GQA 4/2, hd 16", async () => {
       await check(await attention(), problem([1, 5, 33, 70], 4, 2, 16, 11, dtype), dtype, "GQA 4/2 hd 16");

@@ -6,9 +6,9 @@
 // overwritten.
 import { describe, expect, test } from "bun:test";
 import type { Gpu } from "../src/gpu/index.ts";
-import { loadElementwise, swigluBackwardRef, swigluRef } from "../src/kernels/elementwise.ts";
+import { addRef, loadElementwise, swigluBackwardRef, swigluRef } from "../src/kernels/elementwise.ts";
 import { embeddingBackwardRef, gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
-import { loadRmsNorm, rmsnormBackwardRef, rmsnormRef } from "../src/kernels/rmsnorm.ts";
+import { loadRmsNorm, rmsnormBackwardRef, rmsnormRef, type RowVariant } from "../src/kernels/rmsnorm.ts";
 import { loadRope, ropeBackwardRef, ropeRef } from "../src/kernels/rope.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
@@ -74,8 +74,8 @@ describe.skipIf(!GPU)("rmsnorm backward", () => {
   }
 
   /** Records rmsnormBackward `times` times into one batch; returns dx and dw. */
-  async function run(gpu: Gpu, x: Float32Array, w: Float32Array, dy: Float32Array, dw0: Float32Array, rows: number, dim: number, times = 1) {
-    const norm = await loadRmsNorm(gpu, "f32");
+  async function run(gpu: Gpu, x: Float32Array, w: Float32Array, dy: Float32Array, dw0: Float32Array, rows: number, dim: number, times = 1, variant: RowVariant = "workgroup") {
+    const norm = await loadRmsNorm(gpu, "f32", variant);
     const [xb, wb, dyb, dwb] = [buf(gpu, x, "x"), buf(gpu, w, "w"), buf(gpu, dy, "dy"), buf(gpu, dw0, "dw")];
     const dxb = buf(gpu, new Float32Array(rows * dim).fill(Number.NaN), "dx"); // must be overwritten
     const b = gpu.batch();
@@ -87,13 +87,13 @@ describe.skipIf(!GPU)("rmsnorm backward", () => {
     return { dx, dw };
   }
 
-  test("dx and dw vs the CPU reference, every element; rows span several chunks, dim several workgroup strides", async () => {
+  for (const variant of ["workgroup", "row"] as const) test(`${variant} form: dx and dw vs the CPU reference, every element; rows span several chunks, dim several workgroup strides`, async () => {
     const gpu = await gpuOrSkip();
     const t = tol("rmsnorm_backward_f32");
     for (const [rows, dim] of [[1, 8], [3, 37], [70, 300], [2, 1536], [33, 1]]) {
       const { x, w, dy } = inputs(rows, dim, rows * 7 + dim);
       const dw0 = randn(dim, 99 + dim, 1);
-      const { dx, dw } = await run(gpu, x, w, dy, dw0, rows, dim);
+      const { dx, dw } = await run(gpu, x, w, dy, dw0, rows, dim, 1, variant);
       const want = rmsnormBackwardRef(x, w, dy, rows, dim, EPS);
       expectClose(dx, want.dx, t.atol, t.rtol, `rmsnorm backward dx rows=${rows} dim=${dim}`);
       expectClose(dw, want.dw.map((v, i) => v + dw0[i]), t.atol, t.rtol, `rmsnorm backward dw (added to its start) rows=${rows} dim=${dim}`);
@@ -110,6 +110,24 @@ describe.skipIf(!GPU)("rmsnorm backward", () => {
     const want = rmsnormBackwardRef(x, w, dy, rows, dim, EPS);
     expectClose(dx, want.dx, t.atol, t.rtol, "rmsnorm backward dx after two calls");
     expectClose(dw, want.dw.map((v, i) => dw0[i] + 2 * v), t.atol, t.rtol, "rmsnorm backward dw after two calls");
+  });
+
+  test("accumulate (the fused residual add): dx = dx0 + the reference's dx, as addInPlace after the unfused backward", async () => {
+    const gpu = await gpuOrSkip();
+    const t = tol("rmsnorm_backward_f32");
+    for (const [rows, dim, variant] of [[3, 37, "workgroup"], [70, 300, "workgroup"], [70, 300, "row"]] as const) {
+      const norm = await loadRmsNorm(gpu, "f32", variant);
+      const { x, w, dy } = inputs(rows, dim, 17 + dim);
+      const dx0 = randn(rows * dim, 18 + dim, 3);
+      const [xb, wb, dyb, dxb, dwb] = [buf(gpu, x, "x"), buf(gpu, w, "w"), buf(gpu, dy, "dy"), buf(gpu, dx0, "dx"), buf(gpu, new Float32Array(dim), "dw")];
+      const b = gpu.batch();
+      norm.rmsnormBackward(b, xb, wb, dyb, dxb, dwb, rows, dim, EPS, { accumulate: true });
+      b.submit();
+      const dx = await gpu.readF32(dxb, rows * dim);
+      for (const z of [xb, wb, dyb, dwb, dxb]) z.destroy();
+      const want = addRef(dx0, rmsnormBackwardRef(x, w, dy, rows, dim, EPS).dx);
+      expectClose(dx, want, t.atol, t.rtol, `rmsnorm backward accumulate ${variant} rows=${rows} dim=${dim}`);
+    }
   });
 
   test("finite differences of the f32 forward in x and w", async () => {

@@ -123,10 +123,10 @@ describe.skipIf(!GPU)("embedding.gather", () => {
 });
 
 describe.skipIf(!GPU)("rmsnorm", () => {
-  for (const dtype of DTYPES) {
-    test(`${dtype}: dims 37, 1536, 8960; zero, tiny and large rows; eps 1e-6`, async () => {
+  for (const [dtype, variant] of DTYPES.flatMap((d) => (["workgroup", "row"] as const).map((v) => [d, v] as const))) {
+    test(`${dtype}, ${variant} form: dims 37, 1536, 8960; zero, tiny and large rows; eps 1e-6`, async () => {
       const gpu = await gpuOrSkip();
-      const norm = await loadRmsNorm(gpu, dtype);
+      const norm = await loadRmsNorm(gpu, dtype, variant);
       const t = tol(`rmsnorm_${dtype}`);
       for (const [rows, dim] of [[1, 37], [5, 37], [33, 37], [3, 1536], [2, 8960], [4, 1]]) {
         const x = randn(rows * dim, rows * 31 + dim, 3);
@@ -142,7 +142,7 @@ describe.skipIf(!GPU)("rmsnorm", () => {
         const b = gpu.batch();
         norm.rmsnorm(b, xb, wb, ob, rows, dim, EPS);
         b.submit();
-        expectClose(await down(gpu, ob, rows * dim, dtype), rmsnormRef(xh, wh, rows, dim, EPS), t.atol, t.rtol, `rmsnorm ${dtype} rows=${rows} dim=${dim}`);
+        expectClose(await down(gpu, ob, rows * dim, dtype), rmsnormRef(xh, wh, rows, dim, EPS), t.atol, t.rtol, `rmsnorm ${dtype} ${variant} rows=${rows} dim=${dim}`);
         for (const z of [xb, wb, ob]) z.destroy();
       }
     });

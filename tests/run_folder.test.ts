@@ -148,7 +148,8 @@ describe("two real processes on one run folder", () => {
   test.skipIf(!GPU)("siri train: a second run on a running folder is refused naming the first; after kill -9 of the first, --resume takes over and removes its leftovers", async () => {
     const out = join(ROOT, "train-out");
     const cfg = join(ROOT, "train.json");
-    writeFileSync(cfg, JSON.stringify({ model: "tiny:tiny", steps: 40, promptsPerStep: 2, groupSize: 4, schedule: { kind: "constant", cap: 8 }, validation: { problems: 2, n: 1 }, warmStart: { steps: 0, batchSize: 4, lr: 0.003 }, checkpoint: { every: 2, keepLast: 2 }, optim: { lr: 0.003 } }));
+    // cap 24 (not 8): with fused decode a step is fast enough that the first run could finish before the second starts
+    writeFileSync(cfg, JSON.stringify({ model: "tiny:tiny", steps: 40, promptsPerStep: 2, groupSize: 4, schedule: { kind: "constant", cap: 24 }, validation: { problems: 2, n: 1 }, warmStart: { steps: 0, batchSize: 4, lr: 0.003 }, checkpoint: { every: 2, keepLast: 2 }, optim: { lr: 0.003 } }));
     const first = startDetached(BUN, ["src/cli.ts", "train", "--config", cfg, "--out", out]);
     await waitFor(() => existsSync(join(out, "metrics.jsonl")) && readMetrics(join(out, "metrics.jsonl")).length >= 2, 120_000, "two RL steps", first);
     const second = Bun.spawnSync([BUN, "src/cli.ts", "train", "--config", cfg, "--out", out, "--resume"], { cwd: REPO, stdout: "pipe", stderr: "pipe", timeout: 120_000 });

@@ -6,7 +6,7 @@
  *
  * Legend: n = samples drawn for a problem, c = correct ones, k = budget.
  */
-import { median } from "../util/stats.ts";
+import { median, standardError } from "../util/stats.ts";
 
 /** One generated sample, one line of a run's samples.jsonl. */
 export interface SampleRecord {
@@ -120,6 +120,8 @@ export interface ProblemSummary {
   majority: string | null;
   majority_correct: boolean;
   mean_response_tokens: number;
+  /** Samples stopped at the length cap. */
+  truncated: number;
 }
 
 export interface DatasetSummary {
@@ -135,6 +137,16 @@ export interface DatasetSummary {
   n_max: number;
   /** avg@n averaged over problems (SIRI's Pass@1). */
   pass_at_1: number;
+  /**
+   * Standard error of pass@1: the sample standard deviation of the problems'
+   * avg@n over sqrt(problems); NaN for fewer than two problems. It treats the
+   * problems as drawn from a larger pool and includes the sampling noise of
+   * each problem's n samples (the "stderr" of lm-evaluation-harness). With
+   * AIME's 30 problems it is several points even at n = 64; two runs on the
+   * same problems differ beyond noise when the gap exceeds about
+   * 2 * sqrt(se_a^2 + se_b^2) (a conservative, unpaired rule).
+   */
+  pass_at_1_se: number;
   /** Unbiased pass@k averaged over problems, keyed by k ("1", "2", ...), for k <= n_min. */
   pass_at_k: Record<string, number>;
   maj_at_k: Record<string, number>;
@@ -188,9 +200,11 @@ function summarizeGroup(
       majority: win ? win.rep.extracted : null,
       majority_correct: win ? win.rep.correct : false,
       mean_response_tokens: mean(g.recs.map((r) => r.response_tokens)),
+      truncated: g.recs.filter((r) => r.stop_reason === "length").length,
     };
   });
   const lengths = all.map((r) => r.response_tokens);
+  const perProblem = scored.map((g) => g.recs.filter((r) => r.correct).length / g.recs.length); // avg@n of each problem
   return {
     problems,
     summary: {
@@ -201,7 +215,8 @@ function summarizeGroup(
       samples: all.length,
       n_min: nMin,
       n_max: nMax,
-      pass_at_1: mean(scored.map((g) => g.recs.filter((r) => r.correct).length / g.recs.length)),
+      pass_at_1: mean(perProblem),
+      pass_at_1_se: standardError(perProblem),
       pass_at_k: passK,
       maj_at_k: majK,
       mean_response_tokens: mean(lengths),

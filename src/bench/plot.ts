@@ -26,15 +26,30 @@ export function paretoFront<T extends { accuracy: number; meanTokens: number }>(
   return front.sort((a, b) => a.meanTokens - b.meanTokens || b.accuracy - a.accuracy);
 }
 
-/** About `count` round tick values covering [lo, hi]. */
-export function niceTicks(lo: number, hi: number, count = 5): number[] {
+/**
+ * About `count` round tick values covering [lo, hi]: steps of 1, 2, 2.5 or 5
+ * times a power of ten; with `integer`, only whole steps of 1, 2 or 5 times a
+ * power of ten (steps and token counts: no tick at 2.5 or 7.5).
+ */
+export function niceTicks(lo: number, hi: number, count = 5, opts: { integer?: boolean } = {}): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw)!;
+  const mults = opts.integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10];
+  let step = mults.map((m) => m * mag).find((s) => s >= raw)!;
+  if (opts.integer) step = Math.max(1, Math.round(step));
   const ticks: number[] = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)));
   return ticks;
+}
+
+/**
+ * A generous width estimate (px) of a line of sans-serif text: 0.6 em per
+ * character (measured glyph widths average ~0.55 em), so a layout sized with
+ * it never cuts a title or a legend entry.
+ */
+export function textWidth(s: string, fontSize: number): number {
+  return s.length * fontSize * 0.6;
 }
 
 export function escapeXml(s: string): string {
@@ -80,6 +95,8 @@ export function paretoSvg(points: PlotPoint[], opts: { title?: string } = {}): s
       throw new Error(`paretoSvg: run "${p.run}" dataset "${p.dataset}" has a non-finite value (accuracy ${p.accuracy}, tokens ${p.meanTokens})`);
     }
   }
+  const title = opts.title ?? "Accuracy vs mean response tokens";
+  const note = "outlined and dashed: Pareto front";
   const datasets = [...new Set(points.map((p) => p.dataset))];
   const runs = [...new Set(points.map((p) => p.run))];
   const color = (run: string) => PALETTE[runs.indexOf(run) % PALETTE.length];
@@ -87,17 +104,21 @@ export function paretoSvg(points: PlotPoint[], opts: { title?: string } = {}): s
   const rows = Math.max(1, Math.ceil(datasets.length / cols));
   const pw = 300;
   const ph = 220;
-  const left = 60;
   const top = 50;
   const gapX = 90;
   const gapY = 80;
-  const legendH = 22 * runs.length + 20;
-  const width = left + cols * pw + (cols - 1) * gapX + 30;
-  const height = top + rows * ph + (rows - 1) * gapY + 50 + legendH;
+  const margin = 20;
+  // The canvas is as wide as the widest of: the panels, the title, a legend entry.
+  const panelsW = 60 + cols * pw + (cols - 1) * gapX + 30;
+  const legendW = Math.max(textWidth(note, 12), ...runs.map((r) => 18 + textWidth(r, 12)));
+  const width = Math.ceil(Math.max(panelsW, textWidth(title, 15) + 2 * margin, legendW + 2 * margin));
+  const left = 60 + Math.floor((width - panelsW) / 2);
+  const legendTop = top + rows * ph + (rows - 1) * gapY + 55;
+  const height = legendTop + 22 * runs.length + 22;
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="24" text-anchor="middle" font-size="15">${escapeXml(opts.title ?? "Accuracy vs mean response tokens")}</text>`,
+    `<text class="title" x="${width / 2}" y="24" text-anchor="middle" font-size="15">${escapeXml(title)}</text>`,
   ];
   if (points.length === 0) out.push(`<text x="${width / 2}" y="${top + 20}" text-anchor="middle">no data</text>`);
   datasets.forEach((ds, i) => {
@@ -115,10 +136,10 @@ export function paretoSvg(points: PlotPoint[], opts: { title?: string } = {}): s
       yMax,
     };
     const { x0, y0 } = panel;
-    out.push(`<g class="panel" data-dataset="${escapeXml(ds)}">`);
+    out.push(`<g class="panel" data-dataset="${escapeXml(ds)}" data-x="${x0}" data-y="${y0}" data-width="${pw}" data-height="${ph}">`);
     out.push(`<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#444"/>`);
     out.push(`<text x="${x0 + pw / 2}" y="${y0 - 8}" text-anchor="middle" font-weight="bold">${escapeXml(ds)}</text>`);
-    for (const t of niceTicks(xMin, xMax)) {
+    for (const t of niceTicks(xMin, xMax, 5, { integer: xMax - xMin >= 5 })) {
       const [x] = toPixel(panel, t, yMin);
       out.push(`<line x1="${x.toFixed(1)}" y1="${y0 + ph}" x2="${x.toFixed(1)}" y2="${y0 + ph + 4}" stroke="#444"/>`);
       out.push(`<text x="${x.toFixed(1)}" y="${y0 + ph + 16}" text-anchor="middle">${t}</text>`);
@@ -146,12 +167,15 @@ export function paretoSvg(points: PlotPoint[], opts: { title?: string } = {}): s
     }
     out.push(`</g>`);
   });
-  const ly = top + rows * ph + (rows - 1) * gapY + 55;
+  // The legend sits below every panel: one row per run, then the note.
+  const lx = margin;
+  out.push(`<g class="legend">`);
   runs.forEach((r, j) => {
-    out.push(`<circle cx="${left + 6}" cy="${ly + 22 * j}" r="5" fill="${color(r)}"/>`);
-    out.push(`<text x="${left + 18}" y="${ly + 22 * j + 4}">${escapeXml(r)}</text>`);
+    out.push(`<circle cx="${lx + 6}" cy="${legendTop + 22 * j}" r="5" fill="${color(r)}"/>`);
+    out.push(`<text x="${lx + 18}" y="${legendTop + 22 * j + 4}">${escapeXml(r)}</text>`);
   });
-  out.push(`<text x="${width - 20}" y="${ly}" text-anchor="end" fill="#666">outlined and dashed: Pareto front</text>`);
+  out.push(`<text x="${lx}" y="${legendTop + 22 * runs.length + 4}" fill="#666">${note}</text>`);
+  out.push(`</g>`);
   out.push(`</svg>`);
   return out.join("\n") + "\n";
 }

@@ -3,7 +3,10 @@
  * one line in place; otherwise (CI logs, files) it prints a plain line at
  * most every `intervalMs`, so a log of a day-long run stays readable.
  * No dependency: consola has no progress bar and nothing else is installed.
+ * Silent under --quiet (the logger's level below info) unless a stream is given.
  */
+import { LogLevels } from "consola";
+import { log } from "../log.ts";
 
 export interface ProgressOptions {
   /** What is counted ("samples"). */
@@ -63,7 +66,9 @@ export function progressBar(label: string, total: number, alreadyDone = 0, opts:
     const rateText = rate > 0 ? `${rate >= 10 ? rate.toFixed(0) : rate.toFixed(2)} ${unit}/s` : `- ${unit}/s`;
     return `${label} ${bar}${done}/${total} ${unit} (${(100 * frac).toFixed(1)}%) ${rateText}, elapsed ${formatDuration(elapsed)}, ETA ${done >= total ? "0s" : formatDuration(eta)}${extraText ? `, ${extraText}` : ""}`;
   };
+  const silent = !opts.stream && log.level < LogLevels.info;
   const draw = (force: boolean) => {
+    if (silent) return;
     const t = now();
     if (!force && t - last < interval) return;
     last = t;
@@ -85,7 +90,7 @@ export function progressBar(label: string, total: number, alreadyDone = 0, opts:
     done(extra) {
       if (extra !== undefined) extraText = extra;
       draw(true);
-      if (tty) stream.write("\n");
+      if (tty && !silent) stream.write("\n");
     },
   };
 }

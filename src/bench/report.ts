@@ -12,7 +12,7 @@
  * an error naming the file and line.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { DatasetSummary, SampleRecord, Summary } from "./metrics.ts";
 import { paretoSvg, type PlotPoint } from "./plot.ts";
 import { writeFileAtomic } from "../run/atomic.ts";
@@ -169,12 +169,14 @@ export function readRunConfig(runDir: string): Record<string, unknown> | null {
   return v as Record<string, unknown>;
 }
 
-const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "-");
+const pct = (x: number | null | undefined) => (typeof x === "number" && Number.isFinite(x) ? (100 * x).toFixed(1) : "-");
+/** "41.7 ± 6.2" (the standard error over problems), or "41.7" when there is none (one problem, or an older summary). */
+const pctSe = (x: number, se: number | null | undefined) => (typeof se === "number" && Number.isFinite(se) ? `${pct(x)} ± ${pct(se)}` : pct(x));
 const num = (x: number) => (Number.isFinite(x) ? Math.round(x).toString() : "-");
 
 function datasetRows(rows: DatasetSummary[]): string[] {
   const ks = [...new Set(rows.flatMap((d) => Object.keys(d.pass_at_k).map(Number)))].sort((a, b) => a - b).filter((k) => k > 1);
-  const head = ["dataset", "problems", "n", "pass@1 (avg@n) %", ...ks.map((k) => `pass@${k} %`), ...ks.map((k) => `maj@${k} %`), "mean tokens", "median tokens", "truncated %", "no answer %"];
+  const head = ["dataset", "problems", "n", "pass@1 (avg@n) %", "± SE %", ...ks.map((k) => `pass@${k} %`), ...ks.map((k) => `maj@${k} %`), "mean tokens", "median tokens", "truncated %", "no answer %"];
   const out = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
   for (const d of rows) {
     const n = d.n_min === d.n_max ? `${d.n_min}` : `${d.n_min}-${d.n_max}`;
@@ -185,6 +187,7 @@ function datasetRows(rows: DatasetSummary[]): string[] {
         probs,
         n,
         pct(d.pass_at_1),
+        pct(d.pass_at_1_se),
         ...ks.map((k) => (d.pass_at_k[k] !== undefined ? pct(d.pass_at_k[k]) : "-")),
         ...ks.map((k) => (d.maj_at_k[k] !== undefined ? pct(d.maj_at_k[k]) : "-")),
         num(d.mean_response_tokens),
@@ -212,11 +215,28 @@ export function renderReport(summary: Summary, title = "Benchmark run", config?:
   lines.push(
     "",
     "pass@1 is the mean accuracy over each problem's n samples (avg@n), averaged over problems; " +
+      "± SE is its standard error over problems (sample standard deviation of the problems' avg@n / sqrt(problems); " +
+      "two runs differ beyond noise when the gap exceeds about 2 sqrt(SE_a² + SE_b²)); " +
       "pass@k is the unbiased estimator 1 - C(n-c,k)/C(n,k); maj@k votes over the extracted answers of consecutive blocks of k samples; " +
       "tokens are response tokens; truncated = stopped at the length cap.",
     "",
+    ...problemRows(summary),
   );
   return lines.join("\n");
+}
+
+/** One row per problem: correct/n, mean response tokens, truncated samples. */
+function problemRows(summary: Summary): string[] {
+  if (!summary.problems?.length) return [];
+  const several = new Set(summary.problems.map((p) => p.dataset)).size > 1;
+  const head = [...(several ? ["dataset"] : []), "problem", "correct / n", "mean tokens", "truncated"];
+  const out = ["## Per problem", "", `| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  for (const p of summary.problems) {
+    const cells = [...(several ? [p.dataset] : []), p.problem_id, `${p.correct} / ${p.n}`, num(p.mean_response_tokens), p.truncated === undefined ? "-" : `${p.truncated}`];
+    out.push(`| ${cells.map((c) => c.replace(/\|/g, "\\|")).join(" | ")} |`);
+  }
+  out.push("");
+  return out;
 }
 
 /** Write summary.json and report.md into the run folder. */
@@ -236,7 +256,7 @@ export function readSummary(runDir: string): Summary {
 }
 
 export interface Comparison {
-  /** Markdown: one row per run, one "pass@1 % / mean tokens" column per dataset (SIRI's table layout). */
+  /** Markdown: one row per run, one "pass@1 % ± SE / mean tokens" column per dataset (SIRI's table layout). */
   table: string;
   svg: string;
   points: PlotPoint[];
@@ -259,7 +279,7 @@ export function compare(runs: (string | { label: string; summary: Summary })[], 
   const withOverall = names.length > 1;
   const cols = withOverall ? [...names, "overall"] : names;
   const find = (s: Summary, name: string) => (name === "overall" ? s.overall : s.datasets.find((d) => d.name === name));
-  const head = ["run", ...cols.map((c) => `${c} pass@1 % / tokens`)];
+  const head = ["run", ...cols.map((c) => `${c} pass@1 % ± SE / tokens`)];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
   const points: PlotPoint[] = [];
   for (const l of loaded) {
@@ -269,11 +289,22 @@ export function compare(runs: (string | { label: string; summary: Summary })[], 
       if (Number.isFinite(d.pass_at_1) && Number.isFinite(d.mean_response_tokens)) {
         points.push({ run: l.label, dataset: c, accuracy: d.pass_at_1, meanTokens: d.mean_response_tokens });
       }
-      return `${pct(d.pass_at_1)} / ${num(d.mean_response_tokens)}`;
+      return `${pctSe(d.pass_at_1, d.pass_at_1_se)} / ${num(d.mean_response_tokens)}`;
     });
     lines.push(`| ${[l.label, ...cells].join(" | ")} |`);
   }
   const svg = paretoSvg(points, { title: "Accuracy vs mean response tokens (upper left is better)" });
   if (svgPath) writeFileSync(svgPath, svg);
+  lines.push("", "± SE: standard error over problems; a gap between two runs is beyond noise when it exceeds about 2 sqrt(SE_a² + SE_b²).");
   return { table: lines.join("\n") + "\n", svg, points };
+}
+
+/**
+ * Where `bench compare` writes its plot when no --out is given: compare.svg
+ * in the runs' common parent folder (the first run's parent when they differ),
+ * never the current directory.
+ */
+export function defaultComparePath(runs: string[]): string {
+  if (runs.length === 0) throw new Error("compare: no runs given");
+  return join(dirname(resolve(runs[0]!.replace(/\/+$/, ""))), "compare.svg");
 }

@@ -161,6 +161,7 @@ function runSettings(c: BenchConfig, sets: DatasetSource[]): Record<string, unkn
       name: d.name,
       source: typeof c.datasets[i] === "string" ? (d.preset ? d.preset.name : resolve(c.datasets[i] as string)) : "in-memory",
       problems: d.problems.length,
+      ...(d.revision ? { revision: d.revision.revision, commit: d.revision.commit } : {}), // pinned by `datasets download`
     })),
     n: c.n,
     max_tokens: c.maxTokens,

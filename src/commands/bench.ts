@@ -3,42 +3,30 @@
 import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { defineCommand } from "citty";
-import { compare } from "../bench/report.ts";
+import { compare, defaultComparePath } from "../bench/report.ts";
 import { engineSource, runBench, SIRI_PROTOCOL, type BenchConfig, type CompletionSource } from "../bench/run.ts";
 import { DEFAULT_CACHE_DIR } from "../data/download.ts";
 import { defaultDtype, loadModel, type LoadedModel } from "../engine/load.ts";
 import type { Gpu } from "../gpu/index.ts";
-import { gpuArgs, int, num, openGpuFromArgs } from "./common.ts";
-
-/** Every value of a repeatable flag (citty keeps only the last), comma lists split. */
-export function repeated(rawArgs: string[], flag: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < rawArgs.length; i++) {
-    const a = rawArgs[i];
-    if (a === "--") break;
-    let v: string | undefined;
-    if (a === `--${flag}`) v = rawArgs[++i];
-    else if (a.startsWith(`--${flag}=`)) v = a.slice(flag.length + 3);
-    else continue;
-    if (v === undefined || v.startsWith("--")) throw new Error(`--${flag}: expected a value`);
-    out.push(...v.split(",").map((s) => s.trim()).filter(Boolean));
-  }
-  return out;
-}
+import { log } from "../log.ts";
+import { gpuArgs, int, num, openGpuFromArgs, repeatable, repeated } from "./common.ts";
 
 const compareCommand = defineCommand({
   meta: { name: "compare", description: "Print benchmark runs side by side and plot accuracy against mean tokens" },
   args: {
-    svg: { type: "string", description: "Write the accuracy-vs-mean-tokens plot here (default: compare.svg)" },
+    runs: { type: "positional", required: false, description: "Run folders (one or more)" },
+    out: { type: "string", description: "Write the accuracy-vs-mean-tokens plot here (default: compare.svg beside the first run folder)" },
+    svg: { type: "string", description: "Same as --out (older name)" },
   },
   run({ args }) {
     const runs = args._.map(String);
     if (runs.length === 0) throw new Error("bench compare: give one or more run folders (siri bench compare runs/a runs/b)");
     for (const r of runs) if (!existsSync(r)) throw new Error(`bench compare: run folder "${r}" does not exist`);
-    const svgPath = args.svg || "compare.svg";
+    if (args.out && args.svg) throw new Error("bench compare: give --out or --svg (the same thing), not both");
+    const svgPath = args.out || args.svg || defaultComparePath(runs);
     const c = compare(runs, svgPath);
     console.log(c.table);
-    console.error(`wrote ${svgPath} (${c.points.length} point(s))`);
+    log.info(`wrote ${svgPath} (${c.points.length} point(s))`);
   },
 });
 
@@ -50,7 +38,7 @@ export default defineCommand({
   args: {
     ...gpuArgs,
     model: { type: "string", description: "Hugging Face model folder" },
-    dataset: { type: "string", description: "aime24|aime25|math500|amc|PATH; repeat the flag or comma-separate for several" },
+    dataset: repeatable({ type: "string", description: "aime24|aime25|math500|amc|PATH; repeat the flag or comma-separate for several" }),
     n: { type: "string", description: "Samples per problem (default 16; SIRI preset 64)" },
     "max-tokens": { type: "string", description: "Most response tokens per sample (default 16384)" },
     temperature: { type: "string", description: "Sampling temperature; 0 = greedy (default 0.6)" },
@@ -69,22 +57,23 @@ export default defineCommand({
   },
   subCommands: { compare: compareCommand },
   async run({ args, rawArgs }) {
-    // citty runs this after a subcommand too; `bench compare ...` is done by then.
-    if (args._[0] === "compare") return;
     if (args._.length) throw new Error(`bench: unexpected argument "${args._[0]}" (did you mean: siri bench compare RUN...?)`);
     let base: { n: number; temperature: number; topP: number; maxTokens: number } = { n: 16, temperature: 0.6, topP: 0.95, maxTokens: 16384 };
     if (args.preset !== undefined) {
       if (args.preset !== "siri") throw new Error(`--preset: unknown preset "${args.preset}"; known: siri`);
       base = { ...SIRI_PROTOCOL };
     }
+    // Flags that stand alone are checked before any file is looked at.
+    const maxBatch = int("max-batch", args["max-batch"], 64, { min: 1 });
+    const cacheTokens = args["cache-tokens"] === undefined ? undefined : int("cache-tokens", args["cache-tokens"], 0, { min: 1 });
+    const n = int("n", args.n, base.n, { min: 1 });
+    const maxTokens = int("max-tokens", args["max-tokens"], base.maxTokens, { min: 1 });
+    const seed = int("seed", args.seed, 0);
+    const limit = args.limit === undefined ? undefined : int("limit", args.limit, 0, { min: 1 });
     if (!args.model) throw new Error("bench: --model DIR is required (a Hugging Face model folder)");
     if (!existsSync(join(args.model, "config.json"))) throw new Error(`bench: --model ${args.model}: no config.json there; is this a Hugging Face model folder?`);
     const datasets = repeated(rawArgs, "dataset");
     if (datasets.length === 0) throw new Error("bench: --dataset is required (aime24, aime25, math500, amc or a .json/.jsonl/.parquet file)");
-    const n = int("n", args.n, base.n);
-    const maxTokens = int("max-tokens", args["max-tokens"], base.maxTokens);
-    const seed = int("seed", args.seed, 0);
-    const limit = args.limit === undefined ? undefined : int("limit", args.limit, 0);
     const modelName = basename(resolve(args.model));
     const dsLabel = datasets.map((d) => basename(d).replace(/\.[^.]+$/, "")).join("+");
     const out = args.out || join("runs", `bench-${modelName}-${dsLabel}-n${n}-len${maxTokens}-seed${seed}`);
@@ -92,9 +81,9 @@ export default defineCommand({
       datasets,
       n,
       maxTokens,
-      temperature: num("temperature", args.temperature, base.temperature),
-      topP: num("top-p", args["top-p"], base.topP),
-      topK: int("top-k", args["top-k"], 0),
+      temperature: num("temperature", args.temperature, base.temperature, { min: 0 }),
+      topP: num("top-p", args["top-p"], base.topP, { min: 0, max: 1 }),
+      topK: int("top-k", args["top-k"], 0, { min: 0 }),
       seed,
       limit,
       afterThink: Boolean(args["after-think"]),
@@ -104,8 +93,6 @@ export default defineCommand({
       name: args.name || undefined,
       datasetDir: args["dataset-dir"] || undefined,
     };
-    const maxBatch = int("max-batch", args["max-batch"], 64);
-    const cacheTokens = args["cache-tokens"] === undefined ? undefined : int("cache-tokens", args["cache-tokens"], 0);
 
     // The GPU and the model open only when there is something to generate.
     let gpu: Gpu | null = null;
@@ -113,7 +100,7 @@ export default defineCommand({
     const source: CompletionSource = async function* (requests, sampling) {
       gpu = await openGpuFromArgs(args);
       m = await loadModel(gpu, args.model!, defaultDtype(gpu, args.dtype));
-      console.error(`bench: ${requests.length} sample(s) to generate with ${basename(m.dir)} (${m.model.dtype}) on ${gpu.adapter.description}`);
+      log.info(`bench: ${requests.length} sample(s) to generate with ${basename(m.dir)} (${m.model.dtype}) on ${gpu.adapter.description}`);
       yield* engineSource(m, { maxBatch, cacheTokens })(requests, sampling);
     };
     // No SIGINT handler on purpose: each sample is appended with a synchronous
@@ -123,7 +110,7 @@ export default defineCommand({
     try {
       const r = await runBench(config, source);
       console.log(r.report);
-      console.error(
+      log.info(
         `bench: ${r.generated} new sample(s), ${r.resumed} already done; run folder ${r.runDir}` +
           (r.complete ? "" : " (unfinished: rerun the same command to resume)"),
       );

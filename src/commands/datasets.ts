@@ -4,17 +4,13 @@ import { DEFAULT_CACHE_DIR, downloadPreset, isDownloaded, loadDataset } from "..
 import { parseFieldMap } from "../data/load.ts";
 import { PRESETS } from "../data/presets.ts";
 import { DEEPSCALER_INSTRUCTION, userMessage } from "../data/prompt.ts";
+import { log } from "../log.ts";
 import { int } from "./common.ts";
 
 const dirArg = {
   dir: { type: "string", description: `Cache folder for downloaded presets (default ${DEFAULT_CACHE_DIR})` },
 } as const;
 
-/** A clean one-line failure (exit 1) rather than a stack trace: offline or a missing file is an expected state. */
-function fail(e: unknown): never {
-  console.error(`error: ${(e as Error).message}`);
-  process.exit(1);
-}
 
 const list = defineCommand({
   meta: { name: "list", description: "List the dataset presets and whether each is downloaded" },
@@ -53,11 +49,11 @@ const show = defineCommand({
     json: { type: "boolean", description: "Print one JSON object" },
   },
   async run({ args }) {
+    const n = int("n", args.n, 3, { min: 1 });
     const ds = await loadDataset(args.dataset, {
       dir: args.dir || DEFAULT_CACHE_DIR,
       fields: args.fields ? parseFieldMap(args.fields) : undefined,
-    }).catch(fail);
-    const n = int("n", args.n, 3);
+    });
     const head = ds.problems.slice(0, n);
     if (args.json) {
       console.log(JSON.stringify({ name: ds.name, count: ds.problems.length, problems: head }));
@@ -76,27 +72,35 @@ const show = defineCommand({
 });
 
 const download = defineCommand({
-  meta: { name: "download", description: "Fetch a preset from the Hugging Face Hub (honours HF_ENDPOINT)" },
+  meta: {
+    name: "download",
+    description: "Fetch a preset from the Hugging Face Hub (honours HF_ENDPOINT and HF_TOKEN; reuses the local Hugging Face cache)",
+  },
   args: {
     name: { type: "positional", description: `Preset: ${PRESETS.map((p) => p.name).join(", ")}`, required: true },
     ...dirArg,
     endpoint: { type: "string", description: "Hub address (default $HF_ENDPOINT or https://huggingface.co)" },
     force: { type: "boolean", description: "Download again even when present" },
+    revision: { type: "string", description: "Branch, tag or commit on the Hub (default main); recorded in download.json and in bench run records" },
+    "hf-cache": {
+      type: "boolean",
+      default: true,
+      description: "Copy files found in the local Hugging Face cache (HF_HUB_CACHE, ~/.cache/huggingface/hub) instead of fetching them",
+      negativeDescription: "Always fetch from the Hub",
+    },
     "timeout-s": { type: "string", description: "Per-file time limit in seconds (default 120)" },
   },
   async run({ args }) {
     const dir = args.dir || DEFAULT_CACHE_DIR;
-    try {
-      const paths = await downloadPreset(args.name, dir, {
-        endpoint: args.endpoint || undefined,
-        force: args.force,
-        timeoutMs: int("timeout-s", args["timeout-s"], 120) * 1000,
-        log: (l) => console.log(l),
-      });
-      console.log(`done: ${paths.join(", ")}`);
-    } catch (e) {
-      fail(e);
-    }
+    const paths = await downloadPreset(args.name, dir, {
+      endpoint: args.endpoint || undefined,
+      force: args.force,
+      revision: args.revision || undefined,
+      hfCache: args["hf-cache"] === false ? "" : undefined,
+      timeoutMs: int("timeout-s", args["timeout-s"], 120, { min: 1 }) * 1000,
+      log: (l) => log.info(l),
+    });
+    console.log(`done: ${paths.join(", ")}`);
   },
 });
 

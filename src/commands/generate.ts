@@ -3,6 +3,7 @@ import { defineCommand } from "citty";
 import { Engine } from "../engine/generate.ts";
 import { defaultDtype, loadModel } from "../engine/load.ts";
 import { sizeEngine } from "../engine/size.ts";
+import { log } from "../log.ts";
 import { vocabLimit } from "../model/tokenizer.ts";
 import { gpuArgs, int, num, openGpuFromArgs } from "./common.ts";
 
@@ -23,8 +24,15 @@ export default defineCommand({
     json: { type: "boolean", description: "Print one JSON line per completion" },
   },
   async run({ args }) {
-    const n = int("n", args.n, 1);
-    const maxTokens = int("max-tokens", args["max-tokens"], 256);
+    // Every flag is checked before the GPU opens.
+    const n = int("n", args.n, 1, { min: 1 });
+    const maxTokens = int("max-tokens", args["max-tokens"], 256, { min: 1 });
+    const sampling = {
+      temperature: num("temperature", args.temperature, 0.6, { min: 0 }),
+      topP: num("top-p", args["top-p"], 0.95, { min: 0, max: 1 }),
+      topK: int("top-k", args["top-k"], 0, { min: 0 }),
+      seed: int("seed", args.seed, 1),
+    };
     const gpu = await openGpuFromArgs(args);
     const m = await loadModel(gpu, args.model, defaultDtype(gpu, args.dtype));
     const tok = m.tokenizer;
@@ -33,12 +41,6 @@ export default defineCommand({
     const newTokens = Math.min(maxTokens, m.config.maxPositions - prompt.length);
     if (newTokens < 1) throw new Error(`--prompt: ${prompt.length} tokens leave no room in the model's ${m.config.maxPositions} positions`);
     const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "generate", maxBatch: Math.min(n, 64), promptTokens: prompt.length, newTokens, prefillChunk: 256, vocabLimit: vocabLimit(m.config.vocabSize, tok) }));
-    const sampling = {
-      temperature: num("temperature", args.temperature, 0.6),
-      topP: num("top-p", args["top-p"], 0.95),
-      topK: int("top-k", args["top-k"], 0),
-      seed: int("seed", args.seed, 1),
-    };
     const requests = Array.from({ length: n }, (_, i) => ({ id: i, prompt, maxTokens: newTokens, stop: tok.eosTokenIds }));
     const t0 = performance.now();
     let total = 0;
@@ -49,7 +51,7 @@ export default defineCommand({
       else console.log(`--- completion ${c.id} (${c.tokens.length} tokens, ${c.stopReason})\n${text}${out}`);
     }
     const s = (performance.now() - t0) / 1000;
-    console.error(`${n} completion(s), ${total} tokens in ${s.toFixed(2)} s (${(total / s).toFixed(1)} tokens/s) on ${gpu.adapter.description}`);
+    log.info(`${n} completion(s), ${total} tokens in ${s.toFixed(2)} s (${(total / s).toFixed(1)} tokens/s) on ${gpu.adapter.description}`);
     engine.destroy();
     m.model.destroy();
     gpu.destroy();

@@ -30,7 +30,7 @@ export default defineCommand({
     };
     const features = [...gpu.device.features].sort();
     const report: Record<string, unknown> = { adapter: a, features, limits };
-    const target = int("selftest-ms", args["selftest-ms"], 0);
+    const target = int("selftest-ms", args["selftest-ms"], 0, { min: 0 });
     if (target > 0) {
       // Calibrate on a short run, then run one kernel of about `target` ms.
       const n = 8;

@@ -3,6 +3,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { gradeResponse } from "../grade/reward.ts";
+import { log } from "../log.ts";
 
 /** A gold answer or response field: strings as they are, numbers as written. */
 function field(obj: Record<string, unknown>, name: string, where: string): string {
@@ -68,7 +69,7 @@ export default defineCommand({
       if (args.out) writeFileSync(args.out, body);
       else process.stdout.write(body);
       const rate = lines.length / Math.max(ms / 1000, 1e-9);
-      console.error(`graded ${lines.length} responses: ${correct} correct, ${ms.toFixed(0)} ms (${rate.toFixed(0)}/s)`);
+      log.info(`graded ${lines.length} responses: ${correct} correct, ${ms.toFixed(0)} ms (${rate.toFixed(0)}/s)`);
       return;
     }
     if (args.gold === undefined || args.response === undefined) {

@@ -2,6 +2,7 @@
 // so any other implementation of Qwen2 can be compared with this one.
 import { defineCommand } from "citty";
 import { defaultDtype, loadModel, sequenceLogits } from "../engine/load.ts";
+import { log } from "../log.ts";
 import { gpuArgs, openGpuFromArgs } from "./common.ts";
 
 export function parseTokenList(s: string, flag = "tokens"): number[] {
@@ -34,7 +35,7 @@ export default defineCommand({
     const flat = await sequenceLogits(m.model, tokens);
     const rows: number[][] = [];
     for (let t = 0; t < tokens.length; t++) rows.push(Array.from(flat.subarray(t * V, (t + 1) * V)));
-    console.error(`${tokens.length} positions x ${V} logits (${m.model.dtype}) on ${gpu.adapter.description}`);
+    log.info(`${tokens.length} positions x ${V} logits (${m.model.dtype}) on ${gpu.adapter.description}`);
     console.log(JSON.stringify({ tokens, dtype: m.model.dtype, logits: rows }));
     m.model.destroy();
     gpu.destroy();

@@ -144,7 +144,7 @@ export default defineCommand({
   },
   run({ args }) {
     const s = scheduleFromArgs(args);
-    const total = int("total", args.total, defaultTotalSteps(s));
+    const total = int("total", args.total, defaultTotalSteps(s), { min: 1 });
     if (total < 1) throw new Error(`--total: expected at least 1 step, got ${total}`);
     const steps = args.steps ? parseSteps(args.steps) : Array.from({ length: total + 1 }, (_, t) => t);
     const caps = steps.map((t) => capAt(s, t));
@@ -153,7 +153,7 @@ export default defineCommand({
       return;
     }
     console.log(describe(s));
-    console.log(plotSchedule(s, total, int("width", args.width, 64), int("height", args.height, 12)));
+    console.log(plotSchedule(s, total, int("width", args.width, 64, { min: 8 }), int("height", args.height, 12, { min: 3 })));
     const lows = troughSteps(s, total);
     const highs = peakSteps(s, total);
     if (lows.length) console.log(`troughs (end of compression, SIRI-low candidates): ${lows.join(", ")}`);

@@ -2,12 +2,13 @@
 import { join } from "node:path";
 import { defineCommand } from "citty";
 import { BrokerRollouts } from "../dist/learner.ts";
+import { log } from "../log.ts";
 import type { Rollouts } from "../train/rollouts.ts";
 import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
 import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
-import { gpuArgs, openGpuFromArgs } from "./common.ts";
+import { gpuArgs, openGpuFromArgs, repeatable, repeated } from "./common.ts";
 
 /** Split "a.b=1,c=[1,2]" at the commas that start a new `field=`. */
 export function splitOverrides(text: string): string[] {
@@ -18,7 +19,7 @@ export function splitOverrides(text: string): string[] {
 }
 
 /** The config of a command line: preset, then the file, then the flags. */
-export function configFromArgs(a: Record<string, string | boolean | undefined>): TrainConfig {
+export function configFromArgs(a: Record<string, string | string[] | boolean | undefined>): TrainConfig {
   const preset = (a.preset as string) || "demo";
   if (!PRESETS[preset]) throw new Error(`--preset: unknown preset "${preset}" (known: ${Object.keys(PRESETS).join(", ")})`);
   const layers: { source: string; values: Record<string, unknown> }[] = [];
@@ -45,7 +46,8 @@ export function configFromArgs(a: Record<string, string | boolean | undefined>):
   if (Object.keys(flags).length) layers.push({ source: "flags", values: flags });
   // --set overrides apply last, each typed by the field it names.
   let cfg = resolveConfig(preset, layers);
-  for (const spec of a.set ? splitOverrides(a.set as string) : []) {
+  const sets = Array.isArray(a.set) ? a.set : a.set ? [a.set as string] : [];
+  for (const spec of sets.flatMap(splitOverrides)) {
     layers.push({ source: `--set ${spec}`, values: parseOverride(spec, cfg) });
     cfg = resolveConfig(preset, layers);
   }
@@ -65,15 +67,17 @@ export default defineCommand({
     lr: { type: "string", description: "Learning rate" },
     "prompts-per-step": { type: "string", description: "Prompts per step" },
     "group-size": { type: "string", description: "Rollouts per prompt (G)" },
-    set: { type: "string", description: 'Other fields: "policy.epsHigh=0.28,dapo.dynamicSampling=true,schedule={\\"kind\\":\\"constant\\",\\"cap\\":64}"' },
+    set: repeatable({ type: "string", description: 'Other fields: "policy.epsHigh=0.28,dapo.dynamicSampling=true,schedule={\\"kind\\":\\"constant\\",\\"cap\\":64}"; repeat the flag for more, all apply in order' }),
     resume: { type: "boolean", description: "Continue the run in --out from its newest checkpoint (exactly)" },
     plan: { type: "boolean", description: "Validate the config, print it and the memory plan, and exit" },
-    "no-progress": { type: "boolean", description: "No progress bar" },
+    // citty reads --no-X as X = false, so the switch is "progress" (a flag named "no-progress" was never set).
+    progress: { type: "boolean", default: true, description: "Progress bar on stderr", negativeDescription: "No progress bar" },
     broker: { type: "string", description: "Redis URL: rollouts come from `siri worker` processes on this broker" },
     "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights)" },
   },
-  async run({ args }) {
-    const cfg = configFromArgs(args as Record<string, string | boolean | undefined>);
+  async run({ args, rawArgs }) {
+    // Every --set applies, in order (citty alone keeps only the last).
+    const cfg = configFromArgs({ ...(args as Record<string, string | boolean | undefined>), set: repeated(rawArgs, "set", false) });
     if (args.plan || !cfg.model.startsWith("tiny:")) {
       // Printed before anything loads, so a missing model folder still shows what the run would need.
       const { config, note } = planFor(cfg);
@@ -90,13 +94,14 @@ export default defineCommand({
     }
     modelSource(cfg); // a missing model folder is an error naming it
     const gpu = await openGpuFromArgs(args);
-    console.error(`adapter: ${gpu.adapter.description}`);
+    log.info(`adapter: ${gpu.adapter.description}`);
     try {
-      const log = (s: string) => console.error(s);
+      const say = (s: string) => log.info(s);
       const url = args.broker as string | undefined;
-      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { url, weightsDir: (args["weights-dir"] as string) || join(cfg.out, "rollout-weights") }, log) : undefined;
-      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: !args["no-progress"] }, log, rolloutSource });
-      if (r.stopped === "interrupted") process.exitCode = 130; // as a shell reports a Ctrl-C
+      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { url, weightsDir: (args["weights-dir"] as string) || join(cfg.out, "rollout-weights") }, say) : undefined;
+      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false }, log: say, rolloutSource });
+      // Shells read 130 as "stopped by Ctrl-C"; the CLI runner keeps this code.
+      if (r.stopped === "interrupted") process.exitCode = 130;
       console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);
       console.log(r.table);
     } finally {

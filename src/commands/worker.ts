@@ -1,6 +1,7 @@
 // `siri worker`: a rollout worker for a learner (`siri train --broker URL`), one per GPU.
 import { defineCommand } from "citty";
 import { CLAIM_IDLE_MS, runWorker } from "../dist/worker.ts";
+import { log } from "../log.ts";
 import { watchInterrupts } from "../run/signals.ts";
 import { gpuArgs, int, openGpuFromArgs } from "./common.ts";
 
@@ -16,13 +17,13 @@ export default defineCommand({
   async run({ args }) {
     const claimIdleMs = int("claim-after", args["claim-after"], CLAIM_IDLE_MS / 1000) * 1000;
     const gpu = await openGpuFromArgs(args);
-    console.error(`adapter: ${gpu.adapter.description}`);
-    const stop = watchInterrupts({ log: (s) => console.error(s) });
+    log.info(`adapter: ${gpu.adapter.description}`);
+    const stop = watchInterrupts({ log: (s) => log.info(s) });
     try {
       // SIRI_WORKER_DIE_AFTER=n: fault injection for the tests (die by SIGKILL after n completions, the last unacknowledged).
       const dieAfter = process.env.SIRI_WORKER_DIE_AFTER ? int("SIRI_WORKER_DIE_AFTER", process.env.SIRI_WORKER_DIE_AFTER, 0) : undefined;
-      const r = await runWorker(gpu, { url: args.broker, name: args.name || undefined, claimIdleMs, batch: args.batch ? int("batch", args.batch, 1) : undefined, dieAfter, stop: () => stop.requested });
-      console.error(`worker stopped: ${r.completions} completions, ${r.rejected} requests rejected`);
+      const r = await runWorker(gpu, { url: args.broker, name: args.name || undefined, claimIdleMs, log: (s) => log.info(s), batch: args.batch ? int("batch", args.batch, 1) : undefined, dieAfter, stop: () => stop.requested });
+      log.info(`worker stopped: ${r.completions} completions, ${r.rejected} requests rejected`);
     } finally {
       stop.dispose();
       gpu.destroy();

@@ -6,11 +6,9 @@
  * nh query heads, nkv key/value heads, hd head dim, V vocab, R rows of logits.
  */
 import type { Batch, Binding, Gpu } from "../gpu/index.ts";
-import { loadAttention } from "../kernels/attention.ts";
-import { loadElementwise } from "../kernels/elementwise.ts";
+import { loadAttention, type AttentionForm } from "../kernels/attention.ts";
 import { loadEmbedding } from "../kernels/embedding.ts";
 import { loadMatmul } from "../kernels/matmul.ts";
-import { loadRmsNorm } from "../kernels/rmsnorm.ts";
 import { loadRope } from "../kernels/rope.ts";
 import type { Qwen2Config } from "../model/config.ts";
 import type { KvCache } from "./kv_cache.ts";
@@ -26,14 +24,15 @@ export interface WeightSource {
   get(name: string, dtype: DType): Float32Array | Uint16Array;
 }
 
+/**
+ * One layer's weights. q/k/v are stored concatenated (rows of q_proj, then
+ * k_proj, then v_proj; biases likewise) so the three products are one
+ * dispatch; gate and up stay separate (the fused product binds both).
+ */
 export interface LayerWeights {
   ln1: GPUBuffer;
-  wq: GPUBuffer;
-  bq: GPUBuffer;
-  wk: GPUBuffer;
-  bk: GPUBuffer;
-  wv: GPUBuffer;
-  bv: GPUBuffer;
+  wqkv: GPUBuffer; // [(nh + 2·nkv)·hd, H]
+  bqkv: GPUBuffer; // [(nh + 2·nkv)·hd]
   wo: GPUBuffer;
   ln2: GPUBuffer;
   wg: GPUBuffer;
@@ -58,9 +57,7 @@ export interface Qwen2Weights {
 type Kernels = {
   mm: Awaited<ReturnType<typeof loadMatmul>>;
   emb: Awaited<ReturnType<typeof loadEmbedding>>;
-  norm: Awaited<ReturnType<typeof loadRmsNorm>>;
   rope: Awaited<ReturnType<typeof loadRope>>;
-  ew: Awaited<ReturnType<typeof loadElementwise>>;
   attn: Awaited<ReturnType<typeof loadAttention>>;
 };
 
@@ -89,25 +86,36 @@ function uploadChunked(gpu: Gpu, name: string, data: Float32Array | Uint16Array,
   return { rows, cols, chunks };
 }
 
+/** The names of the tensors stored concatenated in `wqkv` / `bqkv`, in order. */
+export function qkvNames(layer: number, kind: "weight" | "bias"): string[] {
+  return ["q_proj", "k_proj", "v_proj"].map((n) => `model.layers.${layer}.self_attn.${n}.${kind}`);
+}
+
 export function uploadWeights(gpu: Gpu, c: Qwen2Config, src: WeightSource, dtype: DType): Qwen2Weights {
-  const up = (name: string) => {
-    const data = src.get(name, dtype);
+  const upData = (name: string, data: Float32Array | Uint16Array) => {
     if (data.byteLength > gpu.limits.maxStorageBufferBindingSize) {
       throw new Error(`tensor ${name} (${data.byteLength} bytes) exceeds the adapter's max storage binding`);
     }
     return gpu.buffer(data, name);
+  };
+  const up = (name: string) => upData(name, src.get(name, dtype));
+  const cat = (names: string[], label: string) => {
+    const parts = names.map((n) => src.get(n, dtype));
+    const out = dtype === "f16" ? new Uint16Array(parts.reduce((a, p) => a + p.length, 0)) : new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return upData(label, out);
   };
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`;
     layers.push({
       ln1: up(`${p}input_layernorm.weight`),
-      wq: up(`${p}self_attn.q_proj.weight`),
-      bq: up(`${p}self_attn.q_proj.bias`),
-      wk: up(`${p}self_attn.k_proj.weight`),
-      bk: up(`${p}self_attn.k_proj.bias`),
-      wv: up(`${p}self_attn.v_proj.weight`),
-      bv: up(`${p}self_attn.v_proj.bias`),
+      wqkv: cat(qkvNames(i, "weight"), `${p}self_attn.qkv_proj.weight`),
+      bqkv: cat(qkvNames(i, "bias"), `${p}self_attn.qkv_proj.bias`),
       wo: up(`${p}self_attn.o_proj.weight`),
       ln2: up(`${p}post_attention_layernorm.weight`),
       wg: up(`${p}mlp.gate_proj.weight`),
@@ -142,15 +150,11 @@ export interface Workspace {
   tokPos: GPUBuffer; // u32 [T]
   rowIdx: GPUBuffer; // u32 [R] which tokens get logits
   x: GPUBuffer; // [T, H] residual stream
-  h: GPUBuffer; // [T, H] normed
-  q: GPUBuffer; // [T, nh*hd]
-  k: GPUBuffer; // [T, nkv*hd]
-  v: GPUBuffer; // [T, nkv*hd]
+  qkv: GPUBuffer; // [T, (nh + 2·nkv)·hd] the fused q/k/v product
+  q: GPUBuffer; // [T, nh*hd] rotated q
   att: GPUBuffer; // [T, nh*hd]
-  g: GPUBuffer; // [T, I]
-  u: GPUBuffer; // [T, I]
-  a: GPUBuffer; // [T, I]
-  hsel: GPUBuffer; // [R, H]
+  a: GPUBuffer; // [T, I] silu(gate)·up
+  hsel: GPUBuffer; // [R, H] residual rows that get logits
   logits: GPUBuffer; // f32 [R, V]
 }
 
@@ -175,13 +179,9 @@ export function createWorkspace(gpu: Gpu, c: Qwen2Config, dtype: DType, capacity
     tokPos: buf(capacity * 4, "ws.tokPos"),
     rowIdx: buf(rowCapacity * 4, "ws.rowIdx"),
     x: buf(capacity * c.hiddenSize * e, "ws.x"),
-    h: buf(capacity * c.hiddenSize * e, "ws.h"),
+    qkv: buf(capacity * (qd + 2 * kvd) * e, "ws.qkv"),
     q: buf(capacity * qd * e, "ws.q"),
-    k: buf(capacity * kvd * e, "ws.k"),
-    v: buf(capacity * kvd * e, "ws.v"),
     att: buf(capacity * qd * e, "ws.att"),
-    g: buf(capacity * c.intermediateSize * e, "ws.g"),
-    u: buf(capacity * c.intermediateSize * e, "ws.u"),
     a: buf(capacity * c.intermediateSize * e, "ws.a"),
     hsel: buf(rowCapacity * c.hiddenSize * e, "ws.hsel"),
     logits: buf(rowCapacity * c.vocabSize * 4, "ws.logits"),
@@ -206,19 +206,18 @@ export class Qwen2Gpu {
   }
 
   /** Build around weight buffers made by `make` (e.g. shared with the trainer). */
-  static async withWeights(gpu: Gpu, config: Qwen2Config, dtype: DType, make: () => Qwen2Weights): Promise<Qwen2Gpu> {
+  /** `attention` overrides the adapter's attention form (e.g. to count a hardware GPU's dispatches here). */
+  static async withWeights(gpu: Gpu, config: Qwen2Config, dtype: DType, make: () => Qwen2Weights, attention?: AttentionForm): Promise<Qwen2Gpu> {
     if (dtype === "f16" && !gpu.features.f16) {
       throw new Error(`dtype f16 needs the adapter feature shader-f16, which "${gpu.adapter.description}" lacks`);
     }
-    const [mm, emb, norm, rope, ew, attn] = await Promise.all([
+    const [mm, emb, rope, attn] = await Promise.all([
       loadMatmul(gpu, dtype),
       loadEmbedding(gpu, dtype),
-      loadRmsNorm(gpu, dtype),
       loadRope(gpu, dtype),
-      loadElementwise(gpu, dtype),
-      loadAttention(gpu, dtype),
+      loadAttention(gpu, dtype, attention),
     ]);
-    return new Qwen2Gpu(gpu, config, dtype, make(), { mm, emb, norm, rope, ew, attn });
+    return new Qwen2Gpu(gpu, config, dtype, make(), { mm, emb, rope, attn });
   }
 
   /**
@@ -232,7 +231,7 @@ export class Qwen2Gpu {
    */
   recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}): void {
     const c = this.config;
-    const { mm, emb, norm, rope, ew, attn } = this.k;
+    const { mm, emb, rope, attn } = this.k;
     const H = c.hiddenSize;
     const I = c.intermediateSize;
     const nh = c.numHeads;
@@ -246,41 +245,41 @@ export class Qwen2Gpu {
     const mb = cache.maxBlocks;
     const scale = 1 / Math.sqrt(hd);
     
+    // Seven dispatches per layer (decode): norm folded into the q/k/v and
+    // gate/up products, RoPE + cache write in one pass, the residual adds in
+    // the o_proj and down_proj epilogues, SwiGLU in the gate/up epilogue.
+    const eps = c.rmsNormEps;
+    const qkvN = (nh + 2 * nkv) * hd;
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.weights.layers[l];
-      norm.rmsnorm(b, ws.x, w.ln1, ws.h, T, H, c.rmsNormEps);
-      mm.matmul(b, ws.h, w.wq, w.bq, ws.q, T, nh * hd, H, { path: mode });
-      mm.matmul(b, ws.h, w.wk, w.bk, ws.k, T, nkv * hd, H, { path: mode });
-      mm.matmul(b, ws.h, w.wv, w.bv, ws.v, T, nkv * hd, H, { path: mode });
-      rope.rope(b, ws.q, ws.tokPos, T, nh, hd, c.ropeTheta);
-      rope.rope(b, ws.k, ws.tokPos, T, nkv, hd, c.ropeTheta);
-      attn.writeKV(b, ws.k, ws.v, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, T, nkv, hd, bs, mb);
+      mm.matmul(b, ws.x, w.wqkv, w.bqkv, ws.qkv, T, qkvN, H, { path: mode, norm: { gain: w.ln1, eps } });
+      rope.ropeKv(
+        b,
+        { qkv: ws.qkv, q: ws.q, kcache: cache.k[l], vcache: cache.v[l], blockTable: cache.blockTable, tokSeq: ws.tokSeq, tokPos: ws.tokPos },
+        { T, nh, nKv: nkv, hd, theta: c.ropeTheta, blockSize: bs, maxBlocks: mb },
+      );
       if (mode === "decode") attn.decode(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale, numerics.decodeChunk);
       else attn.prefill(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
-      mm.matmul(b, ws.att, w.wo, null, ws.h, T, H, nh * hd, { path: mode });
-      ew.addInPlace(b, ws.x, ws.h, T * H);
-      norm.rmsnorm(b, ws.x, w.ln2, ws.h, T, H, c.rmsNormEps);
-      mm.matmul(b, ws.h, w.wg, null, ws.g, T, I, H, { path: mode });
-      mm.matmul(b, ws.h, w.wu, null, ws.u, T, I, H, { path: mode });
-      ew.swiglu(b, ws.g, ws.u, ws.a, T * I);
-      mm.matmul(b, ws.a, w.wd, null, ws.h, T, H, I, { path: mode });
-      ew.addInPlace(b, ws.x, ws.h, T * H);
+      mm.matmul(b, ws.att, w.wo, null, ws.x, T, H, nh * hd, { path: mode, residual: true });
+      mm.matmul(b, ws.x, w.wg, null, ws.a, T, I, H, { path: mode, norm: { gain: w.ln2, eps }, up: w.wu });
+      mm.matmul(b, ws.a, w.wd, null, ws.x, T, H, I, { path: mode, residual: true });
     }
     if (R === 0) return;
-    norm.rmsnorm(b, ws.x, this.weights.norm, ws.h, T, H, c.rmsNormEps);
-    emb.gather(b, ws.rowIdx, ws.h, ws.hsel, R, H, 0, T);
+    // The rows that need logits first, then the final norm in the LM head's prologue.
+    emb.gather(b, ws.rowIdx, ws.x, ws.hsel, R, H, 0, T);
     this.recordLogits(b, ws.hsel, ws.logits, R, numerics.logitsPath);
   }
 
-  /** logits [R, V] f32 = hsel [R, H] · lm_headᵀ, one matmul per weight chunk (`path`: default by R). */
-  recordLogits(b: Batch, hsel: Binding, logits: Binding, R: number, path?: "decode" | "prefill"): void {
+  /** logits [R, V] f32 = rmsnorm(x [R, H]) · lm_headᵀ, one matmul per weight chunk (`path`: default by R). */
+  recordLogits(b: Batch, x: Binding, logits: Binding, R: number, path?: "decode" | "prefill"): void {
     const c = this.config;
     for (const ch of this.weights.lmHead.chunks) {
-      this.k.mm.matmul(b, hsel, ch.buffer, null, logits, R, ch.rows, c.hiddenSize, {
+      this.k.mm.matmul(b, x, ch.buffer, null, logits, R, ch.rows, c.hiddenSize, {
         ldc: c.vocabSize,
         col0: ch.row0,
         outF32: true,
         path: path ?? (R <= 32 ? "decode" : "prefill"),
+        norm: { gain: this.weights.norm, eps: c.rmsNormEps },
       });
     }
   }

@@ -84,6 +84,17 @@ export interface TimingSink {
   capacity: number;
   used: number;
   labels: string[];
+  /** Kernel family.entry of each timed dispatch. */
+  families: string[];
+}
+
+/** Dispatches by kernel family and entry point ("matmul.gemv"), in first-use order. */
+export type DispatchTally = Map<string, number>;
+
+/** Adds `from` into `into`. */
+export function addTally(into: DispatchTally, from: DispatchTally): DispatchTally {
+  for (const [k, n] of from) into.set(k, (into.get(k) ?? 0) + n);
+  return into;
 }
 
 export class Batch {
@@ -93,19 +104,34 @@ export class Batch {
   private readonly arenaData: Uint8Array[] = [];
   private arenaUsed = ARENA; // forces a fresh arena on first use
   dispatches = 0;
+  /** Dispatches by kernel family.entry. */
+  readonly byFamily: DispatchTally = new Map();
 
+  /**
+   * With `device` null the batch only counts: dispatches are validated and
+   * tallied but nothing is encoded (see `Batch.counting`).
+   */
   constructor(
-    private readonly device: GPUDevice,
-    private readonly uniforms: UniformArenas,
+    private readonly device: GPUDevice | null,
+    private readonly uniforms: UniformArenas | null,
     private readonly maxGroups: number,
     private readonly timing: TimingSink | null = null,
   ) {
-    this.encoder = device.createCommandEncoder();
+    this.encoder = device ? device.createCommandEncoder() : (null as unknown as GPUCommandEncoder);
+  }
+
+  /**
+   * A batch that records nothing and only counts the dispatches a step would
+   * make (kernel wrappers still validate shapes and bindings), so counts can
+   * be taken at shapes whose weights do not fit this machine.
+   */
+  static counting(maxGroups: number): Batch {
+    return new Batch(null, null, maxGroups);
   }
 
   private uniformSlot(data: Uint8Array): { buffer: GPUBuffer; offset: number; size: number } {
     if (this.arenaUsed + SLOT > ARENA) {
-      this.arenas.push(this.uniforms.take());
+      this.arenas.push(this.uniforms!.take());
       this.arenaData.push(new Uint8Array(ARENA));
       this.arenaUsed = 0;
     }
@@ -125,6 +151,10 @@ export class Batch {
       }
     }
     if (x === 0 || y === 0 || z === 0) return this;
+    const family = `${kernel.family}.${kernel.entry}`;
+    this.byFamily.set(family, (this.byFamily.get(family) ?? 0) + 1);
+    this.dispatches++;
+    if (!this.device) return this;
     const entries: GPUBindGroupEntry[] = [];
     if (opts.params) entries.push({ binding: 0, resource: this.uniformSlot(opts.params.bytes()) });
     opts.buffers.forEach((b, i) => {
@@ -140,6 +170,7 @@ export class Batch {
       });
       t.used += 2;
       t.labels.push(opts.label ?? kernel.key);
+      t.families.push(family);
       pass.setPipeline(kernel.pipeline);
       pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(x, y, z);
@@ -150,7 +181,6 @@ export class Batch {
       pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(x, y, z);
     }
-    this.dispatches++;
     return this;
   }
 
@@ -160,12 +190,14 @@ export class Batch {
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): this {
+    if (!this.device) return this;
     this.endPass();
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
     return this;
   }
 
   clear(buf: GPUBuffer, offset = 0, bytes?: number): this {
+    if (!this.device) return this;
     this.endPass();
     this.encoder.clearBuffer(buf, offset, bytes);
     return this;
@@ -173,17 +205,17 @@ export class Batch {
 
   /** Finish and submit; returns once queued (not once executed). */
   submit(): void {
+    const { device, uniforms } = this;
+    if (!device || !uniforms) throw new Error("a counting batch records nothing and cannot be submitted");
     this.endPass();
-    if (this.timing && this.timing.used > 0) {
-      // resolved by the profiler after the submit
-    }
     const cmd = this.encoder.finish();
-    this.arenas.forEach((buf, i) => this.device.queue.writeBuffer(buf, 0, this.arenaData[i]));
-    this.device.queue.submit([cmd]);
-    this.uniforms.give(this.arenas);
+    this.arenas.forEach((buf, i) => device.queue.writeBuffer(buf, 0, this.arenaData[i]));
+    device.queue.submit([cmd]);
+    uniforms.give(this.arenas);
   }
 
   get commandEncoder(): GPUCommandEncoder {
+    if (!this.device) throw new Error("a counting batch has no command encoder");
     this.endPass();
     return this.encoder;
   }

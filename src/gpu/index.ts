@@ -8,7 +8,7 @@ import { BufferPool, readback, upload, STORAGE } from "./buffers.ts";
 import { openGpu, type GpuContext, type GpuOptions } from "./device.ts";
 import { KernelCache, type Constants, type Kernel } from "./kernels.ts";
 
-export { params, Params, Batch, type Binding } from "./batch.ts";
+export { params, Params, Batch, addTally, type Binding, type DispatchTally } from "./batch.ts";
 export { GpuError, GpuDeviceLostError, NO_ADAPTER_HELP, type GpuOptions } from "./device.ts";
 export { KernelError, type Kernel, type Constants } from "./kernels.ts";
 export { STORAGE } from "./buffers.ts";
@@ -16,6 +16,8 @@ export { track, yieldToEventLoop } from "./bun_event_pump.ts";
 
 export interface KernelTiming {
   label: string;
+  /** Kernel family.entry ("matmul.gemv"). */
+  family: string;
   ms: number;
 }
 
@@ -93,7 +95,7 @@ export class Gpu {
   startProfiling(capacity = 4096): boolean {
     if (!this.features.timestamps) return false;
     const querySet = this.device.createQuerySet({ type: "timestamp", count: capacity });
-    this.timing = { querySet, capacity, used: 0, labels: [] };
+    this.timing = { querySet, capacity, used: 0, labels: [], families: [] };
     return true;
   }
 
@@ -112,7 +114,7 @@ export class Gpu {
     const ticks = new BigUint64Array(await this.read(resolve));
     resolve.destroy();
     t.querySet.destroy();
-    return t.labels.map((label, i) => ({ label, ms: Number(ticks[2 * i + 1] - ticks[2 * i]) / 1e6 }));
+    return t.labels.map((label, i) => ({ label, family: t.families[i], ms: Number(ticks[2 * i + 1] - ticks[2 * i]) / 1e6 }));
   }
 
   destroy(): void {

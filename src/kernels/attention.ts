@@ -513,8 +513,22 @@ export interface Attention {
   destroy(): void;
 }
 
+/**
+ * Which form of the kernels: "tiled" (K/V tiles in workgroup memory, decode
+ * split over context chunks + a combine; hardware GPUs) or "rows" (one
+ * invocation per (token, head), or per (key, kv head) for dk/dv, no tiles
+ * and no barriers; decode in one dispatch; CPU-backed adapters, where
+ * barriers cost more than the tiles save: benchmarks/RESULTS.md). Prefill
+ * uses the tiled kernel in both forms.
+ */
+export type AttentionForm = "tiled" | "rows";
+
+export function attentionForm(gpu: Gpu): AttentionForm {
+  return gpu.adapter.isFallback ? "rows" : "tiled";
+}
+
 /** Compiles every attention pipeline for `dtype` once; returns the record functions. */
-export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> {
+export async function loadAttention(gpu: Gpu, dtype: Dtype, form: AttentionForm = attentionForm(gpu)): Promise<Attention> {
   if (dtype !== "f32" && dtype !== "f16") throw new KernelError(`kernel attention: dtype "${dtype}" is not f32 or f16`);
   if (dtype === "f16" && !gpu.features.f16) {
     throw new KernelError(`kernel attention: dtype f16 needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
@@ -527,17 +541,24 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
   const qt = pickTiling(gpu, TRAIN_DQ_TILINGS, "attention.train_dq", trainSharedBytes);
   const kt = pickTiling(gpu, TRAIN_DKDV_TILINGS, "attention.train_dkdv", trainSharedBytes);
   const small = { BR: 1, BC: 1, TPR: 1 }; // write_kv, decode_combine and train_delta use no tiles
+  const rows = form === "rows";
+  const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   const [kWrite, kPrefill, kPartial, kCombine, kTrainFwd, kDelta, kDq, kDkdv]: Kernel[] = await Promise.all([
     gpu.kernel("attention", "write_kv", { ...base, ...small }),
     gpu.kernel("attention", "prefill", { ...base, ...pt }),
     gpu.kernel("attention", "decode_partial", { ...base, ...dt }),
-    gpu.kernel("attention", "decode_combine", { ...base, ...small }),
-    gpu.kernel("attention", "train_forward", { ...base, ...ft }),
+    // decode_combine, or the whole decode in the "rows" form
+    rows ? gpu.kernel("attention", "decode_rows", { ...base, ...pt }) : gpu.kernel("attention", "decode_combine", { ...base, ...small }),
+    gpu.kernel("attention", rows ? "train_forward_rows" : "train_forward", { ...base, ...ft }),
     gpu.kernel("attention", "train_delta", { ...base, ...small }),
-    gpu.kernel("attention", "train_dq", { ...base, ...qt }),
-    gpu.kernel("attention", "train_dkdv", { ...base, ...kt }),
+    gpu.kernel("attention", rows ? "train_dq_rows" : "train_dq", { ...base, ...qt }),
+    gpu.kernel("attention", rows ? "train_dkdv_rows" : "train_dkdv", { ...base, ...kt }),
   ]);
-  const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
+  // a dispatch of one invocation per item, 64 per workgroup, 2-D when large
+  const perItem = (n: number): [number, number] => {
+    const g = Math.ceil(n / 64);
+    return [Math.min(g, maxGroups), Math.ceil(g / maxGroups)];
+  };
 
   let partO: GPUBuffer | null = null;
   let partML: GPUBuffer | null = null;
@@ -644,6 +665,15 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
       checkAttn(s, scale, q, kcache, vcache, blockTable, tokSeq, tokPos, out, what);
       if (T === 0) return;
       if (T > maxGroups) throw new KernelError(`kernel ${what}: ${T} tokens over ${maxGroups} (split the call)`);
+      if (rows) {
+        b.dispatch(kCombine, {
+          params: uniforms(s, scale),
+          buffers: [q, kcache, vcache, blockTable, tokSeq, tokPos, out],
+          groups: perItem(T * nh),
+          label: `${what}.rows`,
+        });
+        return;
+      }
       const rowGroups = Math.ceil(nh / nKv / dt.BR);
       const c = decodeChunks(T, nKv, rowGroups, maxBlocks * blockSize, dt.BC, chunkLen);
       if (c.nChunks > maxGroups) throw new KernelError(`kernel ${what}: ${c.nChunks} chunks over ${maxGroups}; pass a longer chunkLen`);
@@ -678,7 +708,7 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
       b.dispatch(kTrainFwd, {
         params: trainUniforms(s, scale),
         buffers: [q, k, v, segStart, out, lse],
-        groups: [rowTiles(s, ft.BR, what), nKv],
+        groups: rows ? perItem(T * nh) : [rowTiles(s, ft.BR, what), nKv],
         label: what,
       });
     },
@@ -714,8 +744,8 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype): Promise<Attention> 
         groups: [Math.min(dGroups, maxGroups), Math.ceil(dGroups / maxGroups)],
         label: `${what}.delta`,
       });
-      b.dispatch(kDq, { params: u, buffers: [q, k, v, segStart, dout, st, dq], groups: [dqTiles, nKv], label: `${what}.dq` });
-      b.dispatch(kDkdv, { params: u, buffers: [q, k, v, segStart, dout, st, dk, dv], groups: [keyTiles, nKv], label: `${what}.dkdv` });
+      b.dispatch(kDq, { params: u, buffers: [q, k, v, segStart, dout, st, dq], groups: rows ? perItem(th) : [dqTiles, nKv], label: `${what}.dq` });
+      b.dispatch(kDkdv, { params: u, buffers: [q, k, v, segStart, dout, st, dk, dv], groups: rows ? perItem(T * nKv) : [keyTiles, nKv], label: `${what}.dkdv` });
     },
 
     scratchBytes() {

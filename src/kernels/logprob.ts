@@ -52,8 +52,17 @@ export function logprobRef(
   return { logp, entropy };
 }
 
-export async function loadLogprob(gpu: Gpu) {
-  const k = await gpu.kernel("logprob", "chosen", { WG });
+/**
+ * `subgroups: true` merges within subgroups before the shared-memory tree
+ * (kernels/logprob.wgsl; adapters with `subgroups`). Off by default on every
+ * adapter kind: on lavapipe the two measured the same (the sweep over V
+ * dominates; benchmarks/RESULTS.md), and no GPU figure exists yet
+ * (scripts/gpu-check.sh times both).
+ */
+export async function loadLogprob(gpu: Gpu, opts: { subgroups?: boolean } = {}) {
+  const sg = opts.subgroups === true;
+  if (sg && !gpu.features.subgroups) throw new KernelError(`logprob: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
+  const k = await gpu.kernel("logprob", "chosen", { WG, SG: sg ? "" : "//" });
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   return {
     /**

@@ -10,10 +10,18 @@
  * caller split a weight over the 128 MiB binding limit (the LM head) into
  * row chunks bound as {buffer, offset, size} and write each chunk's columns
  * into one C.
+ *
+ * Fused variants (one dispatch instead of two or three; each tested against
+ * the composition of the references it replaces): `norm` RMS-normalises A's
+ * rows with a gain first (rmsnorm → matmul), `up` multiplies a second weight
+ * alongside and writes silu(A·Wᵀ)·(A·Uᵀ) (gate/up → swiglu), `residual` adds
+ * the result into C (matmul → residual add).
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
 import type { Dtype } from "./common.ts";
+import { addRef, swigluRef } from "./elementwise.ts";
+import { rmsnormRef } from "./rmsnorm.ts";
 
 export type { Dtype };
 
@@ -26,6 +34,24 @@ export interface MatmulOptions {
   outF32?: boolean;
   /** Force the kernel: "decode" (gemv) or "prefill" (`config.prefill`); default by M (`gemvMaxM`). */
   path?: "decode" | "prefill";
+  /** Prologue: A's rows RMS-normalised with this gain [K] and eps first (Qwen2RMSNorm). */
+  norm?: { gain: Binding; eps: number };
+  /** Epilogue: W is the gate weight, this the up weight [N, K]; C = silu(A·Wᵀ)·(A·upᵀ). No bias. */
+  up?: Binding;
+  /** Epilogue: C += the product (the residual add). */
+  residual?: boolean;
+}
+
+/** The fused variants compiled by `loadMatmul` (plain and bias are always there). */
+const FUSED: { norm: boolean; glu: boolean; res: boolean; bias: boolean }[] = [
+  { norm: true, glu: false, res: false, bias: true }, // input norm → q/k/v (+bias)
+  { norm: true, glu: false, res: false, bias: false },
+  { norm: true, glu: true, res: false, bias: false }, // post-attention norm → gate/up → SwiGLU
+  { norm: false, glu: false, res: true, bias: false }, // o_proj / down_proj + residual
+];
+
+function variantKey(v: { norm: boolean; glu: boolean; res: boolean; bias: boolean }, outF32: boolean): string {
+  return `${v.bias ? "b" : ""}${v.norm ? "n" : ""}${v.glu ? "g" : ""}${v.res ? "r" : ""}/${outF32}`;
 }
 
 /** CPU reference: C [M,N] = A [M,K] · W [N,K]ᵀ + bias, accumulated in f64. */
@@ -50,6 +76,27 @@ export function matmulRef(
       c[m * N + n] = s;
     }
   }
+  return c;
+}
+
+/**
+ * CPU reference of the fused product as the composition it replaces:
+ * rmsnormRef (norm) → matmulRef (+bias) [→ swigluRef with the up product]
+ * [→ addRef into `residual`]. Returns C [M, N].
+ */
+export function matmulFusedRef(
+  a: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  M: number,
+  N: number,
+  K: number,
+  f: { norm?: { gain: Float32Array; eps: number }; up?: Float32Array; residual?: Float32Array },
+): Float32Array {
+  const x = f.norm ? rmsnormRef(a, f.norm.gain, M, K, f.norm.eps) : a;
+  let c = matmulRef(x, w, bias, M, N, K);
+  if (f.up) c = swigluRef(c, matmulRef(x, f.up, null, M, N, K));
+  if (f.residual) c = addRef(f.residual, c);
   return c;
 }
 
@@ -125,37 +172,67 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
   const pipes = new Map<string, Kernel>();
   const loads: Promise<void>[] = [];
   const prefill: [string, number][] = cfg.prefill === "tiled" ? [["tiled", 1]] : [["rows", 1], ["rows", 4]];
+  if (cfg.prefill === "tiled" && ((cfg.WX * cfg.WY) % cfg.BK || (cfg.WY * cfg.TM * cfg.BK) % (cfg.WX * cfg.WY))) {
+    throw new KernelError(`matmul: tiled needs BK ${cfg.BK} to divide WX·WY and WX·WY to divide BM·BK (the norm prologue's staging)`);
+  }
+  // The SwiGLU variant keeps two accumulators per column: half the columns
+  // per thread group keeps the register tile the size of the plain one's.
+  const gluNC = (glu: boolean) => (glu ? Math.max(1, cfg.NC >> 1) : cfg.NC);
+  const plain = [false, true].map((bias) => ({ norm: false, glu: false, res: false, bias }));
+  const variants = [
+    ...plain.flatMap((v) => (dtype === "f16" ? [false, true] : [false]).map((outF32) => ({ ...v, outF32 }))),
+    ...FUSED.map((v) => ({ ...v, outF32: false })),
+    // the LM head: final norm in the prologue, f32 logits
+    ...(dtype === "f16" ? [{ norm: true, glu: false, res: false, bias: false, outF32: true }] : []),
+  ];
   for (const [entry, V] of [...prefill, ["gemv", 1], ["gemv", 4]] as const) {
-    for (const hasBias of [false, true]) {
-      for (const outF32 of dtype === "f16" ? [false, true] : [false]) {
-        const consts = {
-          ENABLE: dtype === "f16" ? "enable f16;" : "",
-          T: dtype,
-          TC: outF32 ? "f32" : dtype,
-          IF_BIAS: hasBias ? "" : "//",
-          C_BINDING: hasBias ? 4 : 3,
-          V,
-          VT: V === 4 ? `vec4<${dtype}>` : dtype,
-          IF_V4: V === 4 ? "" : "//",
-          IF_V1: V === 4 ? "//" : "",
-          WX: cfg.WX,
-          WY: cfg.WY,
-          TM: cfg.TM,
-          TN: cfg.TN,
-          BK: cfg.BK,
-          RM: cfg.RM,
-          RN: cfg.RN,
-          RWG: cfg.RWG,
-          WG: cfg.WG,
-          KS: cfg.KS,
-          IF_DIRECT: cfg.KS === 1 ? "" : "//",
-          IF_REDUCE: cfg.KS === 1 ? "//" : "",
-          NC: cfg.NC,
-          MT: cfg.MT,
-        };
-        const key = `${entry}${entry === "tiled" ? "" : V}/${hasBias}/${outF32}`;
-        loads.push(gpu.kernel("matmul", entry, consts).then((k) => void pipes.set(key, k)));
-      }
+    for (const v of variants) {
+      // bindings after A (1) and W (2): U, bias, G, C, present ones only
+      let nb = 3;
+      const B_U = v.glu ? nb++ : 0;
+      const B_BIAS = v.bias ? nb++ : 0;
+      const B_G = v.norm ? nb++ : 0;
+      const B_C = nb;
+      const NC = gluNC(v.glu);
+      const NV = cfg.MT * NC;
+      const on = (x: boolean) => (x ? "" : "//");
+      const consts = {
+        ENABLE: dtype === "f16" ? "enable f16;" : "",
+        T: dtype,
+        TC: v.outF32 ? "f32" : dtype,
+        IF_BIAS: on(v.bias),
+        IF_GLU: on(v.glu),
+        IF_NORM: on(v.norm),
+        IF_RES: on(v.res),
+        B_U,
+        B_BIAS,
+        B_G,
+        B_C,
+        V,
+        VT: V === 4 ? `vec4<${dtype}>` : dtype,
+        FT: V === 4 ? "vec4<f32>" : "f32",
+        IF_V4: on(V === 4),
+        IF_V1: on(V !== 4),
+        WX: cfg.WX,
+        WY: cfg.WY,
+        TM: cfg.TM,
+        TN: cfg.TN,
+        BK: cfg.BK,
+        RM: cfg.RM,
+        RN: cfg.RN,
+        RWG: cfg.RWG,
+        WG: cfg.WG,
+        KS: cfg.KS,
+        IF_DIRECT: on(cfg.KS === 1),
+        IF_REDUCE: on(cfg.KS !== 1),
+        NC,
+        MT: cfg.MT,
+        NRED: NV * (v.glu ? 2 : 1) + (v.norm ? cfg.MT : 0),
+        U_OFF: v.glu ? NV : 0,
+        SS_OFF: v.norm ? NV * (v.glu ? 2 : 1) : 0,
+      };
+      const key = `${entry}${entry === "tiled" ? "" : V}/${variantKey(v, v.outF32)}`;
+      loads.push(gpu.kernel("matmul", entry, consts).then((k) => void pipes.set(key, k)));
     }
   }
   await Promise.all(loads);
@@ -182,10 +259,13 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
     if (K === 0) throw new KernelError(`matmul: K = 0 (A [${M},0] · W [${N},0]ᵀ)`);
     if (col0 + N > ldc) throw new KernelError(`matmul: columns col0 ${col0} + N ${N} exceed ldc ${ldc}`);
     const cSize = outF32 ? 4 : esize;
+    const v = { norm: !!opts.norm, glu: !!opts.up, res: !!opts.residual, bias: bias !== null };
     const need: [string, Binding | null, number][] = [
       ["A", a, M * K * esize],
       ["W", w, N * K * esize],
+      ["up", opts.up ?? null, N * K * esize],
       ["bias", bias, N * esize],
+      ["gain", opts.norm?.gain ?? null, K * esize],
       ["C", c, ((M - 1) * ldc + col0 + N) * cSize],
     ];
     for (const [name, buf, bytes] of need) {
@@ -197,21 +277,26 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
     }
     const gemv = opts.path ? opts.path === "decode" : M <= cfg.gemvMaxM;
     // gemv and rows read A and W in vec4 units when every row starts 4-aligned
-    const V = K % 4 === 0 && offsetOf(a) % (4 * esize) === 0 && offsetOf(w) % (4 * esize) === 0 ? 4 : 1;
+    const vec = [a, w, opts.up, opts.norm?.gain].every((x) => !x || offsetOf(x) % (4 * esize) === 0);
+    const V = K % 4 === 0 && vec ? 4 : 1;
     const name = gemv ? `gemv${V}` : cfg.prefill === "rows" ? `rows${V}` : "tiled";
-    const k = pipes.get(`${name}/${bias !== null}/${outF32}`)!;
-    const u = params().u32(M).u32(N).u32(K).u32(ldc).u32(col0);
-    const buffers = bias ? [a, w, bias, c] : [a, w, c];
+    const k = pipes.get(`${name}/${variantKey(v, outF32)}`);
+    if (!k) throw new KernelError(`matmul: no compiled variant ${JSON.stringify({ ...v, outF32 })} (fused variants: ${JSON.stringify(FUSED)}, f16/f32 output)`);
+    const eps = opts.norm?.eps ?? 0;
+    if (!Number.isFinite(eps) || eps < 0) throw new KernelError(`matmul: norm eps ${eps} must be a finite non-negative number`);
+    const u = params().u32(M).u32(N).u32(K).u32(ldc).u32(col0).f32(eps);
+    const buffers = [a, w, opts.up, bias, opts.norm?.gain, c].filter((x): x is Binding => !!x);
     let groups: [number, number];
     if (gemv) {
-      const g = Math.ceil(N / (cfg.NC * (cfg.WG / cfg.KS)));
+      const g = Math.ceil(N / (gluNC(v.glu) * (cfg.WG / cfg.KS)));
       groups = [Math.min(g, maxGroups), Math.ceil(g / maxGroups)];
     } else if (cfg.prefill === "rows") {
       groups = [Math.ceil(N / (cfg.RWG * cfg.RN)), Math.ceil(M / cfg.RM)];
     } else {
       groups = [Math.ceil(N / (cfg.WX * cfg.TN)), Math.ceil(M / (cfg.WY * cfg.TM))];
     }
-    b.dispatch(k, { params: u, buffers, groups, label: `matmul.${name} ${M}x${N}x${K}` });
+    const fused = `${v.norm ? "+norm" : ""}${v.glu ? "+swiglu" : ""}${v.res ? "+residual" : ""}`;
+    b.dispatch(k, { params: u, buffers, groups, label: `matmul.${name}${fused} ${M}x${N}x${K}` });
   }
 
   return { matmul, config: cfg };

@@ -66,15 +66,31 @@ export function rmsnormBackwardRef(
 /** Rows per dw partial sum in the backward (pass 2 of rmsnorm_backward). */
 const CHUNK_ROWS = 32;
 
-export async function loadRmsNorm(gpu: Gpu, dtype: Dtype) {
-  const c = { ...dtypeConstants(gpu, dtype, "rmsnorm"), WG };
+/**
+ * Which form of the row reduction: "workgroup" (a workgroup per row, tree
+ * reduction; hardware GPUs) or "row" (one invocation per row, serial sum;
+ * CPU-backed adapters, where barriers are what costs).
+ */
+export type RowVariant = "workgroup" | "row";
+
+export function rowVariant(gpu: Gpu): RowVariant {
+  return gpu.adapter.isFallback ? "row" : "workgroup";
+}
+
+const WG_ROW = 64;
+
+export async function loadRmsNorm(gpu: Gpu, dtype: Dtype, variant: RowVariant = rowVariant(gpu)) {
+  const c = { ...dtypeConstants(gpu, dtype, "rmsnorm"), WG, WG_ROW };
+  const row = variant === "row";
   // The backward is f32-only (training keeps f32 activations and gradients).
   const [k, kDx, kPart, kFinal] = await Promise.all([
-    gpu.kernel("rmsnorm", "rmsnorm", c),
+    gpu.kernel("rmsnorm", row ? "rmsnorm_row" : "rmsnorm", c),
     ...(dtype === "f32"
-      ? ["rmsnorm_backward_dx", "rmsnorm_backward_dw_partial", "rmsnorm_backward_dw_final"].map((e) => gpu.kernel("rmsnorm", e, c))
+      ? [row ? "rmsnorm_backward_dx_row" : "rmsnorm_backward_dx", "rmsnorm_backward_dw_partial", "rmsnorm_backward_dw_final"].map((e) => gpu.kernel("rmsnorm", e, c))
       : [null, null, null]),
   ]);
+  // a workgroup per row, or WG_ROW rows per workgroup
+  const rowGroups = (rows: number, what: string) => grid(row ? Math.ceil(rows / WG_ROW) : rows, max, what);
   const bytes = dtype === "f16" ? 2 : 4;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   // Backward scratch (inv per row, dw partials per row chunk), grown on demand.
@@ -102,16 +118,28 @@ export async function loadRmsNorm(gpu: Gpu, dtype: Dtype) {
       b.dispatch(k, {
         params: params().u32(rows).u32(dim).f32(eps),
         buffers: [x, w, out],
-        groups: grid(rows, max, what),
+        groups: rowGroups(rows, what),
         label: "rmsnorm",
       });
     },
     /**
-     * Backward (f32): dx [rows, dim] written; dw [dim] += Σ_rows dy·x̂,
+     * Backward (f32): dx [rows, dim] written (or added to dx with
+     * `accumulate`: the residual add after a norm's backward, fused); dw [dim] += Σ_rows dy·x̂,
      * accumulated deterministically (row-chunk partials, then chunks in
      * order). f32 loaders only.
      */
-    rmsnormBackward(b: Batch, x: Binding, w: Binding, dy: Binding, dx: Binding, dw: Binding, rows: number, dim: number, eps: number): void {
+    rmsnormBackward(
+      b: Batch,
+      x: Binding,
+      w: Binding,
+      dy: Binding,
+      dx: Binding,
+      dw: Binding,
+      rows: number,
+      dim: number,
+      eps: number,
+      opts: { accumulate?: boolean } = {},
+    ): void {
       const what = "rmsnorm.backward";
       if (!kDx || !kPart || !kFinal) throw new KernelError(`kernel ${what} is f32-only; load the rmsnorm kernels with dtype "f32" for training`);
       checkCount(rows, "rows", what);
@@ -131,9 +159,9 @@ export async function loadRmsNorm(gpu: Gpu, dtype: Dtype) {
       if (chunks * dim > 0xffffffff) throw new KernelError(`kernel ${what}: chunks·dim overflows u32`);
       const inv = grow("inv", rows * 4);
       const part = grow("part", chunks * dim * 4);
-      const p = () => params().u32(rows).u32(dim).f32(eps).u32(CHUNK_ROWS).u32(chunks);
+      const p = () => params().u32(rows).u32(dim).f32(eps).u32(CHUNK_ROWS).u32(chunks).u32(opts.accumulate ? 1 : 0);
       const featureGroups = Math.ceil(dim / WG);
-      b.dispatch(kDx, { params: p(), buffers: [x, w, dy, dx, inv], groups: grid(rows, max, what), label: "rmsnorm_backward_dx" });
+      b.dispatch(kDx, { params: p(), buffers: [x, w, dy, dx, inv], groups: rowGroups(rows, what), label: "rmsnorm_backward_dx" });
       b.dispatch(kPart, { params: p(), buffers: [x, dy, inv, part], groups: [featureGroups, chunks], label: "rmsnorm_backward_dw_partial" });
       b.dispatch(kFinal, { params: p(), buffers: [part, dw], groups: [featureGroups], label: "rmsnorm_backward_dw_final" });
     },

@@ -12,6 +12,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import { writeKVRef } from "./attention.ts";
 import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./common.ts";
 
 const WG = 64;
@@ -77,6 +78,45 @@ function rotate(
   return out;
 }
 
+/** Shape of a rope_kv call: tokens, q and kv heads, head dim, theta, and the paged cache's geometry. */
+export interface RopeKvShape {
+  T: number;
+  nh: number;
+  nKv: number;
+  hd: number;
+  theta: number;
+  blockSize: number;
+  maxBlocks: number;
+}
+
+/**
+ * Reference of rope_kv as the composition it replaces: split the fused
+ * product qkv [T, (nh + 2·nKv)·hd] into q, k, v; ropeRef on q and k;
+ * writeKVRef of k, v into the caches (in place). Returns the rotated q.
+ */
+export function ropeKvRef(
+  qkv: Float32Array,
+  kcache: Float32Array,
+  vcache: Float32Array,
+  blockTable: Uint32Array,
+  tokSeq: Uint32Array,
+  tokPos: Uint32Array,
+  s: RopeKvShape,
+): Float32Array {
+  const { T, nh, nKv, hd } = s;
+  const width = (nh + 2 * nKv) * hd;
+  if (qkv.length !== T * width) throw new Error(`ropeKvRef: qkv has ${qkv.length} elements, want ${T}×${width}`);
+  const part = (from: number, n: number) => {
+    const out = new Float32Array(T * n);
+    for (let t = 0; t < T; t++) out.set(qkv.subarray(t * width + from, t * width + from + n), t * n);
+    return out;
+  };
+  const q = ropeRef(part(0, nh * hd), tokPos, T, nh, hd, s.theta);
+  const k = ropeRef(part(nh * hd, nKv * hd), tokPos, T, nKv, hd, s.theta);
+  writeKVRef(k, part((nh + nKv) * hd, nKv * hd), kcache, vcache, blockTable, tokSeq, tokPos, { T, nKv, hd, blockSize: s.blockSize, maxBlocks: s.maxBlocks });
+  return q;
+}
+
 // Cody-Waite split of 2π: C1 has 8 significant bits, C2 9, so k·C1 and k·C2
 // are exact in f32 for k < 2^15; C3 is the f32-rounded rest.
 const TWO_PI = 2 * Math.PI;
@@ -86,8 +126,9 @@ const C3 = f(TWO_PI - C1 - C2);
 
 export async function loadRope(gpu: Gpu, dtype: Dtype) {
   const c = { ...dtypeConstants(gpu, dtype, "rope"), WG };
-  const [k, kBack] = await Promise.all([
+  const [k, kKv, kBack] = await Promise.all([
     gpu.kernel("rope", "rope", c),
+    gpu.kernel("rope", "rope_kv", c),
     // The backward is f32-only (training keeps f32 activation gradients).
     dtype === "f32" ? gpu.kernel("rope", "rope_backward", c) : null,
   ]);
@@ -141,6 +182,39 @@ export async function loadRope(gpu: Gpu, dtype: Dtype) {
     ropeBackward(b: Batch, dx: Binding, pos: Binding, T: number, H: number, hd: number, theta: number): void {
       if (!kBack) throw new KernelError(`kernel rope.rope_backward is f32-only; load the rope kernels with dtype "f32" for training`);
       record(b, kBack, "rope.rope_backward", 4, dx, pos, T, H, hd, theta);
+    },
+    /**
+     * RoPE and the KV-cache write in one pass (inference): from the fused
+     * q/k/v product qkv [T, (nh + 2·nKv)·hd], rotated q into q [T, nh, hd],
+     * rotated k and v into the paged caches at (tokSeq[t], tokPos[t]).
+     */
+    ropeKv(
+      b: Batch,
+      io: { qkv: Binding; q: Binding; kcache: Binding; vcache: Binding; blockTable: Binding; tokSeq: Binding; tokPos: Binding },
+      s: RopeKvShape,
+    ): void {
+      const what = "rope.rope_kv";
+      for (const [name, v] of Object.entries(s)) if (name !== "theta") checkCount(v, name, what);
+      if (s.hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${s.hd} must be even`);
+      if (!(s.theta > 1) || !Number.isFinite(s.theta)) throw new KernelError(`kernel ${what}: rope_theta ${s.theta} must be a finite number > 1`);
+      if (s.blockSize < 1 || s.maxBlocks < 1) throw new KernelError(`kernel ${what}: blockSize ${s.blockSize} and maxBlocks ${s.maxBlocks} must be >= 1`);
+      const width = (s.nh + 2 * s.nKv) * s.hd;
+      if (s.T * width > 0xffffffff) throw new KernelError(`kernel ${what}: T·(nh + 2·nkv)·hd overflows u32`);
+      checkBinding(io.qkv, s.T * width, bytes, "qkv", what);
+      checkBinding(io.q, s.T * s.nh * s.hd, bytes, "q", what);
+      checkBinding(io.kcache, s.blockSize * s.nKv * s.hd, bytes, "kcache", what);
+      checkBinding(io.vcache, s.blockSize * s.nKv * s.hd, bytes, "vcache", what);
+      checkBinding(io.blockTable, s.maxBlocks, 4, "blockTable", what);
+      checkBinding(io.tokSeq, s.T, 4, "tokSeq", what);
+      checkBinding(io.tokPos, s.T, 4, "tokPos", what);
+      const n = (s.T * (s.nh + s.nKv) * s.hd) / 2;
+      if (n === 0) return;
+      b.dispatch(kKv, {
+        params: params().u32(n).u32(s.nh).u32(s.nKv).u32(s.hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI).u32(s.blockSize).u32(s.maxBlocks),
+        buffers: [io.qkv, io.q, io.kcache, io.vcache, io.blockTable, io.tokSeq, io.tokPos, table(s.hd, s.theta)],
+        groups: grid(Math.ceil(n / WG), max, what),
+        label: what,
+      });
     },
     /** Free the inv_freq tables. */
     destroy(): void {

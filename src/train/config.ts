@@ -91,6 +91,8 @@ export interface TrainConfig {
   };
   /** Stop after this many non-finite losses in a row (each one's update is skipped). */
   maxNonFinite: number;
+  /** Also log metrics as a TensorBoard event file in <out>/tensorboard/ (src/train/tfevents.ts). */
+  tensorboard: boolean;
 }
 
 /** SIRI on DeepSeek-R1-Distill-Qwen-1.5B with DeepScaleR's data (SIRI.md: the paper's settings). */
@@ -113,6 +115,7 @@ export const SIRI_1_5B: TrainConfig = {
   checkpoint: { every: 20, keepLast: 2, keepExtremes: 0, extremesDtype: "base", maxShardGB: 5 },
   validation: { every: 40, problems: 30, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
+  tensorboard: false,
 };
 
 /**
@@ -153,6 +156,7 @@ export const DEMO: TrainConfig = {
   // 124 samples per validation, so one problem moves the figure by ~3 points, not a whole answer's worth.
   validation: { every: 0, problems: 64, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
+  tensorboard: false,
 };
 
 export const PRESETS: Readonly<Record<string, TrainConfig>> = { "siri-1.5b": SIRI_1_5B, demo: DEMO };

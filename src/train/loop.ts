@@ -34,6 +34,7 @@ import { median } from "../util/stats.ts";
 import { openWeights, runDiskPlan } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
 import { DivergenceGuard } from "./divergence.ts";
+import { openTensorBoard } from "./tfevents.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEvals, readMetrics, type EvalRecord, type StepMetrics } from "./metrics.ts";
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
@@ -112,6 +113,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
   const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
   let { startStep, nonFinite } = start;
+  const tb = cfg.tensorboard ? openTensorBoard(cfg.out) : null; // rebuilt from metrics.jsonl/evals.jsonl as restored
   const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));
   log(formatPlan(trainingMemoryPlan(model.config, cfg, rollouts.roll.model.dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
   log(formatPlan(runDiskPlan(model.config, cfg, baseDir), `disk plan (checkpoints under ${join(cfg.out, "checkpoints")}):`));
@@ -254,6 +256,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
       }
       if (cfg.validation.every > 0 && stepsDone % cfg.validation.every === 0 && !extremes.length && stepsDone < cfg.steps) await validate(`step-${String(stepsDone).padStart(6, "0")}`, stepsDone);
       if (checkpoints.stepDue(stepsDone, stop.requested)) await checkpoints.saveStep(stepsDone, nonFinite);
+      tb?.sync();
       if (stop.requested) {
         stopped = "interrupted";
         log(`stopped after step ${stepsDone} of ${cfg.steps}; checkpoint ${checkpoints.last}; continue with --resume`);
@@ -263,6 +266,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
     }
     bar?.done();
     if (stopped === "done" && validating && !checkpoints.extremes(cfg.steps).length) await validate("final", stepsDone);
+    tb?.sync();
   } catch (e) {
     if (e instanceof GpuDeviceLostError) throw new Error(`GPU device lost after ${stepsDone} steps (${e.message}); the last checkpoint ${checkpoints.last ?? "(none)"} is intact; continue with --resume`);
     throw e;

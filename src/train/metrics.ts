@@ -5,7 +5,7 @@
  * (lengths fall under compression; accuracy at each trough holds or rises).
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
-import { escapeXml, niceTicks } from "../bench/plot.ts";
+import { escapeXml, niceTicks, textWidth } from "../bench/plot.ts";
 
 /** One training step. Lengths are response tokens; rates are fractions of the step's rollouts. */
 export interface StepMetrics {
@@ -111,20 +111,30 @@ export function truncateJsonl(path: string, steps: number, key: "step" = "step",
   writeFileSync(path, keep.map((r) => jsonLine(r)).join(""));
 }
 
-/** SVG: cap and mean response length (tokens, left axis) and accuracy (right axis, %) over steps. */
+/**
+ * SVG: cap and mean response length (tokens, left axis) and accuracy (right
+ * axis, %) over steps. The legend is a row between the title and the plot
+ * frame, never over the curves; steps and tokens get whole-number ticks.
+ */
 export function metricsSvg(rows: readonly StepMetrics[], evals: readonly EvalRecord[] = [], title = "SIRI training"): string {
-  const W = 720;
-  const H = 360;
+  const legend: [string, string, string][] = [
+    ["cap L(t)", "#888", "5,3"],
+    ["mean response length", "#1f77b4", ""],
+    ["rollout accuracy (dots: validation)", "#d62728", ""],
+  ];
   const L = 64;
   const R = 64;
-  const T = 40;
+  const T = 58; // title row, then the legend row, then the plot
   const B = 48;
+  const itemW = legend.map(([name]) => 34 + textWidth(name, 11));
+  const W = Math.ceil(Math.max(720, textWidth(title, 14) + 40, L + 10 + itemW.reduce((a, w) => a + w, 0) + R));
+  const H = 378;
   const pw = W - L - R;
   const ph = H - T - B;
   const steps = rows.map((r) => r.step);
   const maxStep = Math.max(1, ...steps, ...evals.map((e) => e.step));
   const maxTok = Math.max(1, ...rows.map((r) => Math.max(r.cap, r.length_mean)), ...evals.map((e) => e.length_mean));
-  const yTicks = niceTicks(0, maxTok);
+  const yTicks = niceTicks(0, maxTok, 5, { integer: true });
   const yTop = Math.max(maxTok, yTicks[yTicks.length - 1] ?? maxTok);
   const x = (s: number) => L + (s / maxStep) * pw;
   const yTok = (v: number) => T + ph - (v / yTop) * ph;
@@ -134,14 +144,16 @@ export function metricsSvg(rows: readonly StepMetrics[], evals: readonly EvalRec
   const strip = mismatchStrip(rows, x, H, L, pw); // below the main plot, when the metrics have mismatch figures
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + strip.height}" viewBox="0 0 ${W} ${H + strip.height}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="${W}" height="${H + strip.height}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`);
-  out.push(`<rect x="${L}" y="${T}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
+  out.push(`<text class="title" x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`);
+  out.push(`<rect class="plot-area" x="${L}" y="${T}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
   for (const t of yTicks) {
     out.push(`<line x1="${L}" x2="${L + pw}" y1="${yTok(t).toFixed(1)}" y2="${yTok(t).toFixed(1)}" stroke="#eee"/>`);
     out.push(`<text x="${L - 6}" y="${(yTok(t) + 4).toFixed(1)}" text-anchor="end">${t}</text>`);
   }
   for (const a of [0, 0.25, 0.5, 0.75, 1]) out.push(`<text x="${L + pw + 6}" y="${(yAcc(a) + 4).toFixed(1)}">${Math.round(a * 100)}%</text>`);
-  for (const s of niceTicks(0, maxStep)) if (s <= maxStep) out.push(`<text x="${x(s).toFixed(1)}" y="${T + ph + 16}" text-anchor="middle">${s}</text>`);
+  for (const s of niceTicks(0, maxStep, 5, { integer: true })) {
+    if (s <= maxStep) out.push(`<text class="step-tick" x="${x(s).toFixed(1)}" y="${T + ph + 16}" text-anchor="middle">${s}</text>`);
+  }
   out.push(`<text x="${L + pw / 2}" y="${H - 12}" text-anchor="middle">step</text>`);
   out.push(`<text x="16" y="${T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 ${T + ph / 2})">tokens</text>`);
   out.push(`<text x="${W - 12}" y="${T + ph / 2}" text-anchor="middle" transform="rotate(90 ${W - 12} ${T + ph / 2})">accuracy</text>`);
@@ -151,16 +163,15 @@ export function metricsSvg(rows: readonly StepMetrics[], evals: readonly EvalRec
     out.push(`<path d="${path(rows.map((r) => [x(r.step), yAcc(r.accuracy)]))}" fill="none" stroke="#d62728" stroke-width="1.5"/>`);
   }
   for (const e of evals) out.push(`<circle cx="${x(e.step).toFixed(1)}" cy="${yAcc(e.accuracy).toFixed(1)}" r="3.5" fill="#d62728" stroke="black"><title>${escapeXml(`${e.label}: ${(e.accuracy * 100).toFixed(1)}% at ${e.length_mean.toFixed(1)} tokens`)}</title></circle>`);
-  const legend: [string, string, string][] = [
-    ["cap L(t)", "#888", "5,3"],
-    ["mean response length", "#1f77b4", ""],
-    ["rollout accuracy (dots: validation)", "#d62728", ""],
-  ];
+  out.push(`<g class="legend">`);
+  let lx = L + 10;
   legend.forEach(([name, color, dash], i) => {
-    const lx = L + 10 + i * 200;
-    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${T + 12}" y2="${T + 12}" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ""}/>`);
-    out.push(`<text x="${lx + 24}" y="${T + 16}">${escapeXml(name)}</text>`);
+    const ly = T - 14;
+    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ""}/>`);
+    out.push(`<text x="${lx + 24}" y="${ly + 4}">${escapeXml(name)}</text>`);
+    lx += itemW[i]!;
   });
+  out.push(`</g>`);
   out.push(...strip.svg);
   out.push("</svg>");
   return out.join("\n") + "\n";
@@ -175,7 +186,7 @@ export function mismatchStrip(rows: readonly StepMetrics[], x: (step: number) =>
   const have = rows.filter((r) => Number.isFinite(r.mismatch_logp_abs_max) && Number.isFinite(r.mismatch_logp_abs_mean));
   if (!have.length) return { height: 0, svg: [] };
   const ph = 70;
-  const t = top + 10;
+  const t = top + 22; // its label sits above its frame, not over the curves
   const lg = (v: number) => Math.log10(Math.max(v, 1e-9));
   const lo = Math.floor(Math.min(...have.map((r) => lg(r.mismatch_logp_abs_mean))));
   const hi = Math.max(lo + 1, Math.ceil(Math.max(...have.map((r) => lg(r.mismatch_logp_abs_max)))));
@@ -185,8 +196,8 @@ export function mismatchStrip(rows: readonly StepMetrics[], x: (step: number) =>
   for (const e of [lo, hi]) svg.push(`<text x="${left - 6}" y="${(y(10 ** e) + 4).toFixed(1)}" text-anchor="end">1e${e}</text>`);
   svg.push(`<path d="${line((r) => r.mismatch_logp_abs_max)}" fill="none" stroke="#9467bd" stroke-width="1.5"/>`);
   svg.push(`<path d="${line((r) => r.mismatch_logp_abs_mean)}" fill="none" stroke="#9467bd" stroke-dasharray="4,2" stroke-width="1.5"/>`);
-  svg.push(`<text x="${left + 8}" y="${t + 14}">${escapeXml("rollout vs trainer |Δ log p| per step: max (solid), mean (dashed)")}</text>`);
-  return { height: ph + 20, svg };
+  svg.push(`<text x="${left}" y="${t - 6}">${escapeXml("rollout vs trainer |Δ log p| per step: max (solid), mean (dashed)")}</text>`);
+  return { height: ph + 32, svg };
 }
 
 export interface CycleRow {

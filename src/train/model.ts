@@ -158,7 +158,6 @@ interface Acts {
   dlogp: GPUBuffer;
   dlogits: GPUBuffer;
   dx: GPUBuffer;
-  dtmp: GPUBuffer;
   dh: GPUBuffer;
   dq: GPUBuffer;
   dk: GPUBuffer;
@@ -284,7 +283,6 @@ export class TrainModel {
       dlogp: f(cap, "dlogp"),
       dlogits: f(chunk * c.vocabSize, "dlogits"),
       dx: f(cap * H, "dx"),
-      dtmp: f(cap * H, "dtmp"),
       dh: f(cap * H, "dh"),
       dq: f(cap * Q, "dq"),
       dk: f(cap * KV, "dk"),
@@ -318,8 +316,16 @@ export class TrainModel {
     return T;
   }
 
-  /** Layer l's forward from xs[l] into the scratch activations; xs[l+1] = output. */
-  private recordLayer(b: Batch, A: Acts, l: number, T: number): void {
+  /**
+   * Layer l's forward from xs[l]. The forward pass (`recompute` false) only
+   * needs xs[l+1]: the input norm runs in the q/k/v products' prologue, the
+   * post-attention norm and SwiGLU in the gate/up product, the residual adds
+   * in the o_proj and down_proj epilogues (9 dispatches). The backward's
+   * recompute (`recompute` true) keeps what the backward reads (h1, q, k, v,
+   * att, lse, xmid, h2, g, u, a) and skips down_proj, whose output xs[l+1]
+   * the forward already wrote.
+   */
+  private recordLayer(b: Batch, A: Acts, l: number, T: number, recompute: boolean): void {
     const c = this.config;
     const { mm, norm, rope, ew, attn } = this.k;
     const H = c.hiddenSize;
@@ -327,22 +333,35 @@ export class TrainModel {
     const nh = c.numHeads;
     const nkv = c.numKvHeads;
     const hd = c.headDim;
+    const eps = c.rmsNormEps;
     const P = (s: string) => this.p(`model.layers.${l}.${s}`).value;
-    norm.rmsnorm(b, A.xs[l], P("input_layernorm.weight"), A.h1, T, H, c.rmsNormEps);
-    mm.matmul(b, A.h1, P("self_attn.q_proj.weight"), P("self_attn.q_proj.bias"), A.q, T, nh * hd, H);
-    mm.matmul(b, A.h1, P("self_attn.k_proj.weight"), P("self_attn.k_proj.bias"), A.k, T, nkv * hd, H);
-    mm.matmul(b, A.h1, P("self_attn.v_proj.weight"), P("self_attn.v_proj.bias"), A.v, T, nkv * hd, H);
+    const x = A.xs[l];
+    // Attention. In the forward, xmid lives in xs[l+1] (the MLP's residual adds onto it).
+    const xmid = recompute ? A.xmid : A.xs[l + 1];
+    const proj = [["q_proj", A.q, nh * hd], ["k_proj", A.k, nkv * hd], ["v_proj", A.v, nkv * hd]] as const;
+    if (recompute) norm.rmsnorm(b, x, P("input_layernorm.weight"), A.h1, T, H, eps);
+    for (const [name, out, N] of proj) {
+      const w = P(`self_attn.${name}.weight`);
+      const bias = P(`self_attn.${name}.bias`);
+      if (recompute) mm.matmul(b, A.h1, w, bias, out, T, N, H);
+      else mm.matmul(b, x, w, bias, out, T, N, H, { norm: { gain: P("input_layernorm.weight"), eps } });
+    }
     rope.rope(b, A.q, A.pos, T, nh, hd, c.ropeTheta);
     rope.rope(b, A.k, A.pos, T, nkv, hd, c.ropeTheta);
     attn.trainForward(b, A.q, A.k, A.v, A.segStart, A.att, A.lse, T, nh, nkv, hd, 1 / Math.sqrt(hd));
-    mm.matmul(b, A.att, P("self_attn.o_proj.weight"), null, A.xmid, T, H, nh * hd);
-    ew.addInPlace(b, A.xmid, A.xs[l], T * H);
-    norm.rmsnorm(b, A.xmid, P("post_attention_layernorm.weight"), A.h2, T, H, c.rmsNormEps);
-    mm.matmul(b, A.h2, P("mlp.gate_proj.weight"), null, A.g, T, I, H);
-    mm.matmul(b, A.h2, P("mlp.up_proj.weight"), null, A.u, T, I, H);
-    ew.swiglu(b, A.g, A.u, A.a, T * I);
-    mm.matmul(b, A.a, P("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I);
-    ew.addInPlace(b, A.xs[l + 1], A.xmid, T * H);
+    b.copy(x, 0, xmid, 0, T * H * 4);
+    mm.matmul(b, A.att, P("self_attn.o_proj.weight"), null, xmid, T, H, nh * hd, { residual: true });
+    // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
+    if (recompute) {
+      norm.rmsnorm(b, xmid, P("post_attention_layernorm.weight"), A.h2, T, H, eps);
+      mm.matmul(b, A.h2, P("mlp.gate_proj.weight"), null, A.g, T, I, H);
+      mm.matmul(b, A.h2, P("mlp.up_proj.weight"), null, A.u, T, I, H);
+      ew.swiglu(b, A.g, A.u, A.a, T * I);
+      return;
+    }
+    const gain = P("post_attention_layernorm.weight");
+    mm.matmul(b, xmid, P("mlp.gate_proj.weight"), null, A.a, T, I, H, { norm: { gain, eps }, up: P("mlp.up_proj.weight") });
+    mm.matmul(b, A.a, P("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I, { residual: true });
   }
 
   private lmHead(): Param {
@@ -357,7 +376,7 @@ export class TrainModel {
     const { mm, emb, norm, lp } = this.k;
     // Each embedding part writes the rows of the tokens whose ids it holds.
     for (const part of this.p("model.embed_tokens.weight").parts) emb.gather(b, A.tokens, part.value, A.xs[0], T, c.hiddenSize, part.row0, part.rows);
-    for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T);
+    for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T, false);
     norm.rmsnorm(b, A.xs[c.numLayers], this.p("model.norm.weight").value, A.hN, T, c.hiddenSize, c.rmsNormEps);
     const V = this.vocabLimit; // logits of ids [0, V) only: rows above are padding
     const H = c.hiddenSize;
@@ -433,7 +452,7 @@ export class TrainModel {
     // Layers, last first; A.dx holds d loss / d x_{l+1} on entry, d loss / d x_l on exit.
     for (let l = c.numLayers - 1; l >= 0; l--) {
       const P = (s: string) => this.p(`model.layers.${l}.${s}`);
-      this.recordLayer(b, A, l, T); // recompute internals (checkpointing); rewrites xs[l+1] identically
+      this.recordLayer(b, A, l, T, true); // recompute internals (checkpointing)
       // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
       mg.dInput(b, A.dx, P("mlp.down_proj.weight").value, A.da, T, H, I);
       mg.dWeight(b, A.dx, A.a, P("mlp.down_proj.weight").grad, T, H, I);
@@ -442,8 +461,8 @@ export class TrainModel {
       mg.dInput(b, A.du, P("mlp.up_proj.weight").value, A.dh, T, I, H, { accumulate: true });
       mg.dWeight(b, A.dg, A.h2, P("mlp.gate_proj.weight").grad, T, I, H);
       mg.dWeight(b, A.du, A.h2, P("mlp.up_proj.weight").grad, T, I, H);
-      norm.rmsnormBackward(b, A.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dtmp, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps);
-      ew.addInPlace(b, A.dx, A.dtmp, T * H); // dx = d loss / d xmid
+      // dx += the norm's input gradient: dx = d loss / d xmid
+      norm.rmsnormBackward(b, A.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dx, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps, { accumulate: true });
       // Attention: xmid = x_l + o_proj(attn(rope(q), rope(k), v)).
       mg.dInput(b, A.dx, P("self_attn.o_proj.weight").value, A.datt, T, H, nh * hd);
       mg.dWeight(b, A.dx, A.att, P("self_attn.o_proj.weight").grad, T, H, nh * hd);
@@ -461,8 +480,8 @@ export class TrainModel {
         mg.dWeight(b, d, A.h1, w.grad, T, N, H);
         mg.dBias(b, d, P(`self_attn.${name}.bias`).grad, T, N);
       });
-      norm.rmsnormBackward(b, A.xs[l], P("input_layernorm.weight").value, A.dh, A.dtmp, P("input_layernorm.weight").grad, T, H, c.rmsNormEps);
-      ew.addInPlace(b, A.dx, A.dtmp, T * H); // dx = d loss / d x_l
+      // dx += the norm's input gradient: dx = d loss / d x_l
+      norm.rmsnormBackward(b, A.xs[l], P("input_layernorm.weight").value, A.dh, A.dx, P("input_layernorm.weight").grad, T, H, c.rmsNormEps, { accumulate: true });
     }
     // Each embedding part adds the gradient rows of the ids it holds (tokens are < V).
     for (const part of this.p("model.embed_tokens.weight").parts) {

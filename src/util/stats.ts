@@ -7,3 +7,19 @@ export function median(xs: readonly number[]): number {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/**
+ * Standard error of the mean: sample standard deviation (n - 1) / sqrt(n);
+ * NaN for fewer than two values. The bench reports it beside pass@1 over
+ * problems (see src/bench/metrics.ts for why this one).
+ */
+export function standardError(xs: readonly number[]): number {
+  const n = xs.length;
+  if (n < 2) return NaN;
+  let m = 0;
+  for (const x of xs) m += x;
+  m /= n;
+  let ss = 0;
+  for (const x of xs) ss += (x - m) ** 2;
+  return Math.sqrt(ss / (n - 1) / n);
+}

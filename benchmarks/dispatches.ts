@@ -1,0 +1,177 @@
+/**
+ * Dispatch counts by kernel family: what a decode step, a prefill chunk, a
+ * training micro-batch and an optimiser step record, and GPU time per family
+ * from timestamp queries.
+ *
+ * Inference steps are counted at any shape (the 1.5B one included) without
+ * running them: the real `Qwen2Gpu.recordForward` and sampler record into a
+ * counting `Batch` (wrappers validate shapes and bindings, nothing is
+ * encoded) over stand-in weight buffers that only carry a size. Training is
+ * counted on real tiny models of 2 and 3 layers (the per-layer sequence of
+ * kernels does not depend on widths) and extrapolated to L layers, with the
+ * LM head's token chunks computed for the target vocabulary; the optimiser
+ * step is counted over the target's parameter list with stand-in buffers.
+ */
+import { createWorkspace, Qwen2Gpu, type ChunkedMatrix, type DType, type LayerWeights } from "../src/engine/model.ts";
+import { KvCache } from "../src/engine/kv_cache.ts";
+import { addTally, Batch, type DispatchTally, type Gpu, type KernelTiming } from "../src/gpu/index.ts";
+import { loadAdamW } from "../src/kernels/adamw.ts";
+import type { AttentionForm } from "../src/kernels/attention.ts";
+import { loadSampler } from "../src/kernels/sample.ts";
+import type { Qwen2Config } from "../src/model/config.ts";
+import { qwen2WeightSpec } from "../src/model/safetensors.ts";
+import { logitChunk, packSequences, TrainModel } from "../src/train/model.ts";
+
+/** A buffer that only has a size: enough for the wrappers' binding checks in a counting batch. */
+function standIn(bytes: number, label: string): GPUBuffer {
+  return { size: bytes, label, destroy() {} } as unknown as GPUBuffer;
+}
+
+function standInChunked(gpu: Gpu, rows: number, cols: number, e: number, label: string): ChunkedMatrix {
+  const maxRows = Math.max(1, Math.floor(gpu.limits.maxStorageBufferBindingSize / (cols * e)));
+  const chunks: ChunkedMatrix["chunks"] = [];
+  for (let row0 = 0; row0 < rows; row0 += maxRows) {
+    const n = Math.min(maxRows, rows - row0);
+    chunks.push({ buffer: standIn(n * cols * e, `${label}[${row0}]`), row0, rows: n });
+  }
+  return { rows, cols, chunks };
+}
+
+export interface InferenceCounts {
+  decode: DispatchTally;
+  prefill: DispatchTally;
+  /** Weight row chunks of the LM head on this adapter (its max storage binding). */
+  lmHeadChunks: number;
+}
+
+/**
+ * Dispatches of one decode step of `batch` sequences (forward + sampling)
+ * and of one prefill chunk of `chunk` tokens ending one prompt (forward +
+ * sampling its one row), at `config`'s shapes.
+ */
+export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, batch: number, chunk: number, attention?: AttentionForm): Promise<InferenceCounts> {
+  const e = dtype === "f16" ? 2 : 4;
+  const H = c.hiddenSize;
+  const qkv = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+  const embed = standInChunked(gpu, c.vocabSize, H, e, "embed");
+  const model = await Qwen2Gpu.withWeights(gpu, c, dtype, () => ({
+    layers: Array.from({ length: c.numLayers }, (_, l): LayerWeights => ({
+      ln1: standIn(H * e, `ln1.${l}`),
+      wqkv: standIn(qkv * H * e, `wqkv.${l}`),
+      bqkv: standIn(qkv * e, `bqkv.${l}`),
+      wo: standIn(H * c.numHeads * c.headDim * e, `wo.${l}`),
+      ln2: standIn(H * e, `ln2.${l}`),
+      wg: standIn(c.intermediateSize * H * e, `wg.${l}`),
+      wu: standIn(c.intermediateSize * H * e, `wu.${l}`),
+      wd: standIn(c.intermediateSize * H * e, `wd.${l}`),
+    })),
+    embed,
+    lmHead: c.tieWordEmbeddings ? embed : standInChunked(gpu, c.vocabSize, H, e, "lm_head"),
+    norm: standIn(H * e, "norm"),
+  }), attention);
+  const ws = createWorkspace(gpu, c, dtype, Math.max(batch, chunk), batch);
+  const cache = new KvCache(gpu, {
+    numLayers: c.numLayers,
+    nKv: c.numKvHeads,
+    headDim: c.headDim,
+    blockSize: 16,
+    numBlocks: 2, // counting only: a binding must hold one block
+    maxSeqs: batch,
+    maxSeqLen: 4096,
+    bytesPerElement: e,
+  });
+  const sampler = await loadSampler(gpu);
+  const out = gpu.buffer(batch * 4, "count.tokens");
+  const lp = gpu.buffer(batch * 4, "count.logp");
+  const streams = gpu.buffer(batch * 8, "count.streams");
+  const step = (T: number, R: number, mode: "decode" | "prefill") => {
+    const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
+    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" });
+    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams);
+    return b.byFamily;
+  };
+  const counts = { decode: step(batch, batch, "decode"), prefill: step(chunk, 1, "prefill"), lmHeadChunks: model.weights.lmHead.chunks.length };
+  for (const buf of [out, lp, streams]) buf.destroy();
+  cache.destroy();
+  return counts;
+}
+
+/** Random small values for every tensor of `c` (counting only; the values do not matter). */
+function values(c: Qwen2Config): Map<string, Float32Array> {
+  return new Map(qwen2WeightSpec(c).map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.01)]));
+}
+
+async function countMicroBatch(gpu: Gpu, c: Qwen2Config, T: number, logitRows?: number): Promise<DispatchTally> {
+  const model = await TrainModel.create(gpu, c, values(c), { logitRows });
+  const seq = Array.from({ length: T }, (_, i) => (i * 7 + 1) % c.vocabSize);
+  const mb = packSequences([{ tokens: seq, lossFrom: 1 }]);
+  const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
+  model.recordForward(b, mb);
+  model.recordBackward(b, T);
+  model.destroy();
+  return b.byFamily;
+}
+
+export interface TrainCounts {
+  /** Forward + backward of one micro-batch of T tokens at L layers (the loss kernel not included). */
+  microBatch: DispatchTally;
+  /** Gradient norm + AdamW over every parameter of the target config. */
+  optimizer: DispatchTally;
+  /** Per layer (width-independent). */
+  perLayer: DispatchTally;
+}
+
+/**
+ * Training counts for `target` (e.g. the 1.5B config): per-layer and fixed
+ * parts measured on `tiny` with 2 and 3 layers, extrapolated to
+ * target.numLayers; LM-head chunks for target's vocabulary added.
+ */
+export async function countTraining(gpu: Gpu, tiny: Qwen2Config, target: Qwen2Config, T: number): Promise<TrainCounts> {
+  const two = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, T);
+  const three = await countMicroBatch(gpu, { ...tiny, numLayers: 3 }, T);
+  const perLayer: DispatchTally = new Map();
+  for (const [k, n] of three) if (n - (two.get(k) ?? 0) > 0) perLayer.set(k, n - (two.get(k) ?? 0));
+  const microBatch: DispatchTally = new Map();
+  for (const [k, n] of two) microBatch.set(k, n - 2 * (perLayer.get(k) ?? 0) + target.numLayers * (perLayer.get(k) ?? 0));
+  // LM head token chunks: one more chunk's dispatches measured (T = 128 in one chunk vs two of 64), times the target's extra chunks.
+  const one = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, 128);
+  const twoChunks = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, 128, 64);
+  const chunksTiny = Math.ceil(T / logitChunk(T, tiny.vocabSize, gpu.limits.maxStorageBufferBindingSize));
+  const chunksTarget = Math.ceil(T / logitChunk(T, target.vocabSize, gpu.limits.maxStorageBufferBindingSize));
+  for (const [k, n] of twoChunks) {
+    const per = n - (one.get(k) ?? 0);
+    if (per > 0) microBatch.set(k, (microBatch.get(k) ?? 0) + per * (chunksTarget - chunksTiny));
+  }
+  const adam = await loadAdamW(gpu);
+  const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
+  const spec = qwen2WeightSpec(target).map((s) => s.shape.reduce((a, x) => a * x, 1));
+  const four = spec.map((n, i) => ["value", "grad", "m", "v"].map((what) => standIn(n * 4, `${what}${i}`)));
+  const out = gpu.buffer(16, "count.norm");
+  adam.gradNormSq(b, four.map((x) => x[1]), spec, out);
+  spec.forEach((n, i) => adam.step(b, four[i][0], four[i][1], four[i][2], four[i][3], n, { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, gradScale: 1 }));
+  out.destroy();
+  return { microBatch, optimizer: b.byFamily, perLayer };
+}
+
+export function total(t: DispatchTally): number {
+  let n = 0;
+  for (const v of t.values()) n += v;
+  return n;
+}
+
+/** "matmul.gemv 5, rope.rope_kv 1, ..." sorted by count. */
+export function formatTally(t: DispatchTally): string {
+  return [...t].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ");
+}
+
+/** GPU milliseconds per kernel family from timestamp queries, largest first. */
+export function timeByFamily(timings: KernelTiming[]): [string, number, number][] {
+  const m = new Map<string, [number, number]>();
+  for (const t of timings) {
+    const [ms, n] = m.get(t.family) ?? [0, 0];
+    m.set(t.family, [ms + t.ms, n + 1]);
+  }
+  return [...m].map(([k, [ms, n]]): [string, number, number] => [k, ms, n]).sort((a, b) => b[1] - a[1]);
+}
+
+export { addTally };

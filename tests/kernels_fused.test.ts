@@ -1,0 +1,128 @@
+// Fused kernels against the composition of the references they replace.
+// Fused matmul variants (kernels/matmul.wgsl: norm prologue, SwiGLU and
+// residual epilogues) against the composition of the references they
+// replace (rmsnormRef → matmulRef [→ swigluRef] [→ addRef]), every element,
+// on every kernel path (gemv with and without the K split, rows, tiled) and
+// both unit sizes (vec4 when K % 4 == 0, scalar otherwise).
+import { describe, setDefaultTimeout, test } from "bun:test";
+import type { Gpu } from "../src/gpu/index.ts";
+import { f16BitsToF32, f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
+import { loadMatmul, matmulFusedRef, type Dtype, type Matmul, type MatmulConfig } from "../src/kernels/matmul.ts";
+import { loadRope, ropeKvRef } from "../src/kernels/rope.ts";
+import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { TOL } from "./tolerances.ts";
+
+const GPU = await hasGpu();
+setDefaultTimeout(300_000);
+
+type Fusion = "norm+bias" | "norm" | "norm+swiglu" | "residual";
+const FUSIONS: Fusion[] = ["norm+bias", "norm", "norm+swiglu", "residual"];
+
+function up(gpu: Gpu, x: Float32Array, dtype: Dtype, label: string): GPUBuffer {
+  return gpu.buffer(dtype === "f16" ? f32ToF16Bits(x) : x, label);
+}
+
+async function check(gpu: Gpu, mm: Matmul, dtype: Dtype, f: Fusion, M: number, N: number, K: number, path: "decode" | "prefill", seed: number) {
+  const r = (x: Float32Array) => (dtype === "f16" ? roundToF16(x) : x);
+  // rows of A with different scales, so the per-row norm matters
+  const a = r(randn(M * K, seed, 1).map((v, i) => v * (0.5 + ((i / K) | 0) % 3)));
+  const w = r(randn(N * K, seed + 1, 0.5));
+  const u = r(randn(N * K, seed + 2, 0.5));
+  const bias = f === "norm+bias" ? r(randn(N, seed + 3, 1)) : null;
+  const gain = r(randn(K, seed + 4, 0.5).map((v) => 1 + v));
+  const c0 = r(randn(M * N, seed + 5, 2));
+  const eps = 1e-6;
+  const norm = f.startsWith("norm");
+  const bufs = [up(gpu, a, dtype, "A"), up(gpu, w, dtype, "W"), up(gpu, u, dtype, "U"), up(gpu, gain, dtype, "G"), up(gpu, c0, dtype, "C")];
+  const [bA, bW, bU, bG, bC] = bufs;
+  const bB = bias ? up(gpu, bias, dtype, "bias") : null;
+  const b = gpu.batch();
+  mm.matmul(b, bA, bW, bB, bC, M, N, K, {
+    path,
+    norm: norm ? { gain: bG, eps } : undefined,
+    up: f === "norm+swiglu" ? bU : undefined,
+    residual: f === "residual",
+  });
+  b.submit();
+  const got =
+    dtype === "f32" ? await gpu.readF32(bC, M * N) : f16BitsToF32(new Uint16Array(await gpu.read(bC, Math.ceil((M * N) / 2) * 4)).subarray(0, M * N));
+  [...bufs, bB].forEach((x) => x?.destroy());
+  const want = matmulFusedRef(a, w, bias, M, N, K, {
+    norm: norm ? { gain, eps } : undefined,
+    up: f === "norm+swiglu" ? u : undefined,
+    residual: f === "residual" ? c0 : undefined,
+  });
+  const tol = dtype === "f16" ? TOL.f16_matmul : TOL.f32_matmul;
+  expectClose(got, want, tol.atol, tol.rtol, `matmul ${f} ${dtype} ${path} M ${M} N ${N} K ${K}`);
+}
+
+const CONFIGS: [string, Partial<MatmulConfig>][] = [
+  ["gemv (one thread per column) + rows", { prefill: "rows", WG: 64, KS: 1, NC: 2, MT: 4, RM: 8, RN: 4, RWG: 32 }],
+  ["gemv (K split over 8 threads) + tiled", { prefill: "tiled", WX: 8, WY: 8, TM: 4, TN: 4, BK: 16, WG: 32, KS: 8, NC: 2, MT: 2 }],
+];
+
+for (const dtype of ["f32", "f16"] as const) {
+  describe.skipIf(!GPU)(`fused matmul ${dtype} vs the unfused references`, () => {
+    for (const [name, cfg] of CONFIGS) {
+      for (const f of FUSIONS) {
+        test(`${f}: ${name}`, async () => {
+          const gpu = await gpuOrSkip();
+          const mm = await loadMatmul(gpu, dtype, cfg);
+          let seed = 1;
+          for (const [M, K] of [[1, 64], [3, 45], [5, 128]]) await check(gpu, mm, dtype, f, M, 67, K, "decode", seed++);
+          for (const [M, K] of [[40, 64], [37, 45], [130, 96]]) await check(gpu, mm, dtype, f, M, 67, K, "prefill", seed++);
+        });
+      }
+    }
+  });
+}
+
+// rope_kv (RoPE of q and k + the KV-cache write in one pass) vs ropeRef on q
+// and k and writeKVRef: q compared with the rope tolerance, the whole caches
+// (untouched entries keep their sentinel) with it too (v is copied exactly).
+for (const dtype of ["f32", "f16"] as const) {
+  describe.skipIf(!GPU)(`rope_kv ${dtype} vs rope + write_kv references`, () => {
+    for (const [nh, nKv, hd, bs] of [[4, 2, 16, 4], [6, 1, 8, 16], [2, 2, 64, 16]]) {
+      test(`nh ${nh}, nkv ${nKv}, hd ${hd}, block ${bs}`, async () => {
+        const gpu = await gpuOrSkip();
+        const rope = await loadRope(gpu, dtype);
+        const r = (x: Float32Array) => (dtype === "f16" ? roundToF16(x) : x);
+        // 3 slots; tokens of slot 0 at positions 0..4, slot 2 at 7 and 300 (large angles), slot 1 at 2
+        const tokSeq = Uint32Array.of(0, 0, 0, 0, 0, 2, 2, 1);
+        const tokPos = Uint32Array.of(0, 1, 2, 3, 4, 7, 300, 2);
+        const T = tokSeq.length;
+        const maxBlocks = Math.ceil(301 / bs);
+        const blocks = 3 * maxBlocks;
+        // slot s's logical block j -> physical block (blocks - 1 - (s * maxBlocks + j)): reversed, so the table matters
+        const table = Uint32Array.from({ length: 3 * maxBlocks }, (_, i) => blocks - 1 - i);
+        const qkv = r(randn(T * (nh + 2 * nKv) * hd, nh * 10 + hd, 1));
+        const cacheLen = blocks * bs * nKv * hd;
+        const kc = new Float32Array(cacheLen).fill(0.5);
+        const vc = new Float32Array(cacheLen).fill(-0.25);
+        const shape = { T, nh, nKv, hd, theta: 10000, blockSize: bs, maxBlocks };
+        const bufs = {
+          qkv: up(gpu, qkv, dtype, "qkv"),
+          q: up(gpu, new Float32Array(T * nh * hd), dtype, "q"),
+          kcache: up(gpu, kc, dtype, "kc"),
+          vcache: up(gpu, vc, dtype, "vc"),
+          blockTable: gpu.buffer(table, "table"),
+          tokSeq: gpu.buffer(tokSeq, "seq"),
+          tokPos: gpu.buffer(tokPos, "pos"),
+        };
+        const b = gpu.batch();
+        rope.ropeKv(b, bufs, shape);
+        b.submit();
+        const read = async (buf: GPUBuffer, n: number) =>
+          dtype === "f32" ? gpu.readF32(buf, n) : f16BitsToF32(new Uint16Array(await gpu.read(buf, Math.ceil(n / 2) * 4)).subarray(0, n));
+        const [q, gk, gv] = [await read(bufs.q, T * nh * hd), await read(bufs.kcache, cacheLen), await read(bufs.vcache, cacheLen)];
+        Object.values(bufs).forEach((x) => x.destroy());
+        rope.destroy();
+        const wantQ = ropeKvRef(qkv, kc, vc, table, tokSeq, tokPos, shape);
+        const t = TOL[`rope_${dtype}`];
+        expectClose(q, wantQ, t.atol, t.rtol, `rope_kv ${dtype} q`);
+        expectClose(gk, kc, t.atol, t.rtol, `rope_kv ${dtype} k cache`);
+        expectClose(gv, vc, TOL.exact.atol, TOL.exact.rtol, `rope_kv ${dtype} v cache`);
+      });
+    }
+  });
+}
