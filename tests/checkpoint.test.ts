@@ -102,6 +102,9 @@ describe("config.json", () => {
     ["rope_scaling", { rope_scaling: { type: "yarn", factor: 4 } }],
     ["use_sliding_window", { use_sliding_window: true }],
     ["head_dim", { head_dim: 0 }],
+    ["rope_parameters", { rope_parameters: { rope_type: "yarn", rope_theta: 10000, factor: 4 } }],
+    ["rope_parameters", { rope_parameters: { rope_type: "default", rope_theta: 0 } }],
+    ["rope_parameters", { rope_parameters: { rope_type: "default", rope_theta: 1e6 } }], // fixture's rope_theta is 10000
   ];
   for (const [field, patch] of bad) {
     test(`bad ${field} ${JSON.stringify(patch[field])} names the file and field`, () => {
@@ -110,6 +113,16 @@ describe("config.json", () => {
       expect(() => parseQwen2Config(j, "/m/config.json")).toThrow(new RegExp(`^/m/config\\.json: field "${field}"`));
     });
   }
+
+  test("rope_theta from transformers 5's rope_parameters when the top-level key is absent", () => {
+    const j = { ...base, rope_parameters: { rope_type: "default", rope_theta: 1e6 } };
+    delete j.rope_theta;
+    expect(parseQwen2Config(j).ropeTheta).toBe(1e6);
+    expect(parseQwen2Config({ ...base, rope_parameters: { rope_type: "default", rope_theta: base.rope_theta } }).ropeTheta).toBe(base.rope_theta);
+    const none = { ...base };
+    delete none.rope_theta;
+    expect(parseQwen2Config(none).ropeTheta).toBe(10000);
+  });
 
   test("unreadable or non-JSON config.json names the file", () => {
     const p = fresh("config.json");

@@ -1,14 +1,21 @@
 // The linter as CI runs it (Biome, pinned; biome.json): the tree has no
 // errors, and an error does fail it (so the check can fail).
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dir, "..");
 const BIOME = join(ROOT, "node_modules", ".bin", "biome");
+// A node_modules installed before Biome joined package.json lacks it until
+// `npm run setup` (npm ci) runs again: skipped locally with the reason, a failure in CI.
+const HAVE = existsSync(BIOME);
+if (!HAVE) {
+  if (process.env.CI === "true") throw new Error(`CI=true and ${BIOME} is missing: run npm run setup`);
+  console.warn(`[tests] lint tests skipped: ${BIOME} not installed yet (run npm run setup)`);
+}
 
-describe("lint (biome)", () => {
+describe.skipIf(!HAVE)("lint (biome)", () => {
   test("the tree lints without errors", () => {
     const p = Bun.spawnSync([BIOME, "lint", "--diagnostic-level=error"], { cwd: ROOT, stdout: "pipe", stderr: "pipe", timeout: 120_000 });
     if (p.exitCode !== 0) console.error(p.stdout.toString() + p.stderr.toString());

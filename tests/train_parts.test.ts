@@ -12,6 +12,7 @@ import { makeTinyModel, type TinyPreset } from "../src/model/tiny.ts";
 import { loadTokenizer } from "../src/model/tokenizer.ts";
 import { packSequences, partRows, TrainModel } from "../src/train/model.ts";
 import { Optimizer } from "../src/train/optim.ts";
+import { DivergenceGuard } from "../src/train/divergence.ts";
 import { rolloutModel } from "../src/train/rollout_model.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
 
@@ -96,4 +97,18 @@ describe.skipIf(!GPU)("training over row parts", () => {
 
     }, 120_000);
   }
+
+  test("the divergence guard's weight norm sums every part", async () => {
+    const gpu = await gpuOrSkip();
+    const dir = join(ROOT, "guard");
+    makeTinyModel(dir, { preset: "tiny", seed: 3 });
+    const ref = loadReferenceModel(dir);
+    const m = await TrainModel.create(gpu, ref.config, ref.weights, { maxParamBytes: 100 * ref.config.hiddenSize * 4 });
+    expect(m.byName.get("model.embed_tokens.weight")!.parts.length).toBeGreaterThan(1);
+    let sq = 0;
+    for (const w of ref.weights.values()) for (const x of w) sq += x * x;
+    const g = await DivergenceGuard.create(gpu, m.params);
+    expectClose([await g.weightNorm()], [Math.sqrt(sq)], 0, 1e-5, "weight norm over parts");
+    m.destroy();
+  });
 });

@@ -90,7 +90,21 @@ export function parseQwen2Config(json: unknown, file = "config.json"): Qwen2Conf
     headDim = hiddenSize / numHeads;
   }
   if (headDim % 2 !== 0) bad(o.head_dim !== undefined ? "head_dim" : "num_attention_heads", "an even head dimension (RoPE rotates pairs)");
-  const ropeTheta = o.rope_theta === undefined ? 10000 : posNum("rope_theta");
+  // transformers >= 5 writes RoPE settings as `rope_parameters: {rope_type, rope_theta}` instead of a
+  // top-level `rope_theta`; reading only the latter would silently fall back to 10000 for such a
+  // folder (Qwen2 ships 1e6 or 1e4), so both forms are read and must agree. Absent both, 10000 is
+  // Qwen2Config's own default.
+  const rp = o.rope_parameters;
+  let ropeTheta = o.rope_theta === undefined ? 10000 : posNum("rope_theta");
+  if (rp !== undefined && rp !== null) {
+    if (typeof rp !== "object" || Array.isArray(rp)) bad("rope_parameters", "an object {rope_type, rope_theta}");
+    const r = rp as Record<string, unknown>;
+    if (r.rope_type !== undefined && r.rope_type !== "default") bad("rope_parameters", 'rope_type "default" (RoPE scaling is not implemented)');
+    const t = r.rope_theta;
+    if (typeof t !== "number" || !Number.isFinite(t) || t <= 0) bad("rope_parameters", "a positive rope_theta");
+    if (o.rope_theta !== undefined && t !== ropeTheta) bad("rope_parameters", `rope_theta equal to the top-level rope_theta (${ropeTheta})`);
+    ropeTheta = t as number;
+  }
   const rmsNormEps = posNum("rms_norm_eps");
   const tie = o.tie_word_embeddings ?? false;
   if (typeof tie !== "boolean") bad("tie_word_embeddings", "a boolean");

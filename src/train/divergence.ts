@@ -93,7 +93,8 @@ export class DivergenceGuard {
   /** L2 norm of every weight, summed on the GPU (one f32 read back). */
   async weightNorm(): Promise<number> {
     const b = this.gpu.batch();
-    this.adam.gradNormSq(b, this.params.map((p) => p.value), this.params.map((p) => p.size), this.out);
+    const parts = this.params.flatMap((p) => p.parts); // the embedding / LM head may be in row parts
+    this.adam.gradNormSq(b, parts.map((p) => p.value), parts.map((p) => p.size), this.out);
     b.submit();
     return Math.sqrt((await this.gpu.readF32(this.out, 1))[0]);
   }

@@ -154,9 +154,9 @@ async function main(): Promise<void> {
   // ---- 2. generation at temperature 1 with the padded vocabulary
   await part("generation", async () => {
     const m = await loadModel(gpu, dir, gpu.features.f16 ? "f16" : "f32");
-    const reqs = Array.from({ length: 8 }, (_, i) => ({ id: i, prompt: tokens, maxTokens: 16, stop: [] as number[] }));
+    const reqs = Array.from({ length: 4 }, (_, i) => ({ id: i, prompt: tokens, maxTokens: 8, stop: [] as number[] }));
     const draw = async (vocab: number | undefined) => {
-      const e = await Engine.create(m.model, { maxBatch: 8, maxSeqLen: 128, cacheTokens: 8 * 128, blockSize: 16, prefillChunk: 64, vocabLimit: vocab });
+      const e = await Engine.create(m.model, { maxBatch: 4, maxSeqLen: 64, cacheTokens: 4 * 64, blockSize: 16, prefillChunk: 64, vocabLimit: vocab });
       const ids: number[] = [];
       try {
         for await (const r of e.generate(reqs, { temperature: 1, topP: 1, topK: 0, seed: 3 })) ids.push(...r.tokens);
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
     const padded = unmasked.filter((t) => t >= limit).length;
     report.generation = { tokens: masked.length, unmaskedPaddedDraws: padded, maskedPaddedDraws: masked.filter((t) => t >= limit).length };
     check(padded > 0, `without the mask the sampler draws padded ids (${padded} of ${unmasked.length})`);
-    check(masked.length === 8 * 16 && masked.every((t) => t < limit), `with the mask: ${masked.length} tokens, none >= ${limit}`);
+    check(masked.length === 4 * 8 && masked.every((t) => t < limit), `with the mask: ${masked.length} tokens, none >= ${limit}`);
     tok.decode(masked); // throws on an unknown id
   });
   gpu.destroy();
