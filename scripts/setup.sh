@@ -6,6 +6,8 @@
 #      Mesa's lavapipe (software Vulkan) from bookworm-backports. Debian 12's own
 #      Mesa 22.3 lavapipe is rejected by Dawn (missing
 #      shaderUniform*ArrayDynamicIndexing); Mesa 25 from backports works.
+#   3. redis-server (the broker of `siri train --broker` / `siri worker`; the
+#      broker tests start their own): apt-get install redis-server when root.
 # Safe to run again: every step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,16 @@ else
 fi
 BUN=node_modules/.bin/bun
 "$BUN" --version >/dev/null
+
+if command -v redis-server >/dev/null 2>&1; then
+  say "redis-server found: $(redis-server --version | head -c 60)"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  say "installing redis-server (apt-get)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+else
+  say "no redis-server and cannot install it here (not root with apt-get): the broker tests will be skipped (they fail with CI=true)"
+fi
 
 # rsvg-convert renders the plots to PNG in tests/plots.test.ts (Debian: librsvg2-bin).
 if command -v rsvg-convert >/dev/null 2>&1; then

@@ -24,6 +24,7 @@ export const main = defineCommand({
     schedule: () => import("./commands/schedule.ts").then((m) => m.default),
     bench: () => import("./commands/bench.ts").then((m) => m.default),
     train: () => import("./commands/train.ts").then((m) => m.default),
+    worker: () => import("./commands/worker.ts").then((m) => m.default),
     export: () => import("./commands/export.ts").then((m) => m.default),
     experiment: () => import("./commands/experiment.ts").then((m) => m.default),
   },

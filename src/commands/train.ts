@@ -1,6 +1,9 @@
 // `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
+import { join } from "node:path";
 import { defineCommand } from "citty";
+import { BrokerRollouts } from "../dist/learner.ts";
 import { log } from "../log.ts";
+import type { Rollouts } from "../train/rollouts.ts";
 import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
@@ -69,6 +72,8 @@ export default defineCommand({
     plan: { type: "boolean", description: "Validate the config, print it and the memory plan, and exit" },
     // citty reads --no-X as X = false, so the switch is "progress" (a flag named "no-progress" was never set).
     progress: { type: "boolean", default: true, description: "Progress bar on stderr", negativeDescription: "No progress bar" },
+    broker: { type: "string", description: "Redis URL: rollouts come from `siri worker` processes on this broker" },
+    "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights)" },
   },
   async run({ args, rawArgs }) {
     // Every --set applies, in order (citty alone keeps only the last).
@@ -91,7 +96,10 @@ export default defineCommand({
     const gpu = await openGpuFromArgs(args);
     log.info(`adapter: ${gpu.adapter.description}`);
     try {
-      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false }, log: (s) => log.info(s) });
+      const say = (s: string) => log.info(s);
+      const url = args.broker as string | undefined;
+      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { url, weightsDir: (args["weights-dir"] as string) || join(cfg.out, "rollout-weights") }, say) : undefined;
+      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false }, log: say, rolloutSource });
       // Shells read 130 as "stopped by Ctrl-C"; the CLI runner keeps this code.
       if (r.stopped === "interrupted") process.exitCode = 130;
       console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);

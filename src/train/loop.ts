@@ -39,7 +39,7 @@ import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEval
 import { TrainModel } from "./model.ts";
 import { Optimizer } from "./optim.ts";
 import { formatPlan, trainingMemoryPlan } from "./plan.ts";
-import { emptyRolloutStats, rolloutOccupancy, Rollouts, scoreGroups, type Group } from "./rollouts.ts";
+import { emptyRolloutStats, rolloutOccupancy, Rollouts, scoreGroups, type Group, type RolloutSource } from "./rollouts.ts";
 import { baseModel, CheckpointPolicy, findStart, restoreRun, taskFor } from "./run_state.ts";
 import { policyStepMetrics, policyUpdate, skippedUpdate, type Rollout } from "./step.ts";
 import { validator } from "./validation.ts";
@@ -69,7 +69,13 @@ export interface TrainResult {
   table: string;
 }
 
-type TrainOptions = { resume?: boolean; hooks?: TrainHooks; log?: (s: string) => void };
+type TrainOptions = {
+  resume?: boolean;
+  hooks?: TrainHooks;
+  log?: (s: string) => void;
+  /** Where rollouts come from (default: this process's engine); `configJson` is the model's config.json. src/dist/learner.ts: workers over a broker. */
+  rolloutSource?: (local: Rollouts, configJson: string) => Promise<RolloutSource>;
+};
 
 /**
  * A run, holding its folder's lock (one writer per run folder) after clearing
@@ -111,6 +117,13 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));
   log(formatPlan(trainingMemoryPlan(model.config, cfg, rollouts.roll.model.dtype), `memory plan (${cfg.preset}, ${base.config.numLayers} layers, hidden ${base.config.hiddenSize}, vocab ${base.config.vocabSize}):`));
   log(formatPlan(runDiskPlan(model.config, cfg, baseDir), `disk plan (checkpoints under ${join(cfg.out, "checkpoints")}):`));
+  let source: RolloutSource = rollouts;
+  try {
+    if (o.rolloutSource) source = await o.rolloutSource(rollouts, join(baseDir, "config.json"));
+  } catch (e) {
+    rollouts.destroy();
+    throw e;
+  }
   const checkpoints = new CheckpointPolicy(cfg, model, opt, baseDir, from);
   const validate = validator(cfg, task, tokenizer, rollouts.engine, rollouts.stop, log);
   const validating = cfg.validation.every > 0 || cfg.task.kind === "arith";
@@ -123,7 +136,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
     const fresh = !from || start.warm !== null;
     if (startStep === 0 && fresh && cfg.warmStart.steps > 0) {
       if (await runWarmStart(gpu, model, cfg, task, start.warm, checkpoints, stop, { nonFinite, hooks, log })) stopped = "interrupted";
-      await rollouts.sync();
+      await source.sync();
     }
     guard = await DivergenceGuard.create(gpu, model.params, start.weightNormRef);
     checkpoints.weightNormRef = guard.reference;
@@ -149,7 +162,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
         // ---- this round's prompts, G rollouts each through the batched, paged KV cache
         const problems = task.sample(r === 0 ? cfg.promptsPerStep : Math.max(missing, 1), stepSeed(cfg.seed, step, 100 + r));
         const { temperature, topP, topK } = cfg.rollout;
-        const groups = await rollouts.generate(problems, (p) => task.prompt(p), cfg.groupSize, cap, { temperature, topP, topK, seed: stepSeed(cfg.seed, step, 200 + r) }, gen);
+        const groups = await source.generate(problems, (p) => task.prompt(p), cfg.groupSize, cap, { temperature, topP, topK, seed: stepSeed(cfg.seed, step, 200 + r) }, gen);
         // ---- length-capped reward (a cut response has no answer and scores 0) [+ DAPO soft overlong punishment]
         return scoreGroups(groups, task, cap, cfg.dapo, hooks.rewards && ((i, rw, len) => hooks.rewards!(step, r, i, rw, len)));
       };
@@ -192,7 +205,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
         );
       }
       // ---- the rollout model follows the trainer's weights
-      await rollouts.sync();
+      await source.sync();
 
       // ---- metrics
       const mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / Math.max(xs.length, 1);
@@ -259,6 +272,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
     throw e;
   } finally {
     guard?.destroy();
+    if (source !== rollouts) source.destroy();
     rollouts.destroy();
     opt.destroy();
     model.destroy();

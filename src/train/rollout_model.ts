@@ -17,7 +17,24 @@ export interface RolloutModel {
   model: Qwen2Gpu;
   /** Bring the engine's weights up to date with the trainer's (after an update). */
   sync(): Promise<void>;
+  /** The engine's weights as it holds them (f32 values or f16 bits), whole tensors: what a remote worker loads. */
+  read(): Promise<{ name: string; shape: number[]; data: Float32Array | Uint16Array }[]>;
   destroy(): void;
+}
+
+/** Every parameter, its row parts concatenated, each part read by `part`. */
+async function readParts<T extends Float32Array | Uint16Array>(train: TrainModel, part: (p: Param, k: number) => Promise<T>, make: (n: number) => T) {
+  const out: { name: string; shape: number[]; data: Float32Array | Uint16Array }[] = [];
+  for (const p of train.params) {
+    const data = make(p.size);
+    let at = 0;
+    for (let k = 0; k < p.parts.length; k++) {
+      data.set(await part(p, k), at);
+      at += p.parts[k].size;
+    }
+    out.push({ name: p.name, shape: p.shape, data });
+  }
+  return out;
 }
 
 /** Where each q/k/v tensor lives in its layer's concatenated buffer. */
@@ -91,8 +108,10 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
       b.submit();
     };
     await sync();
+    // The q/k/v copies hold the master values: read those.
+    const read = () => readParts(train, (p, k) => gpu.readF32(p.parts[k].value, p.parts[k].size), (n) => new Float32Array(n));
     // The other buffers are the trainer's: destroying the engine's view frees only the q/k/v copies.
-    return { model, sync, destroy: () => cat.forEach((b) => b.destroy()) };
+    return { model, sync, read, destroy: () => cat.forEach((b) => b.destroy()) };
   }
   const adam = await loadAdamW(gpu);
   const f16Bytes = (n: number) => 2 * Math.ceil(n / 2) * 2;
@@ -118,5 +137,18 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
   };
   await sync();
   const all = [...[...copies.values()].flat(), ...scratch.values(), ...cat.values()];
-  return { model, sync, destroy: () => all.forEach((b) => b.destroy()) };
+  const qkvAt = new Map(parts.map((p) => [p.param.name, p]));
+  const read = () =>
+    readParts(
+      train,
+      async (p, k) => {
+        const q = qkvAt.get(p.name);
+        const n = p.parts[k].size;
+        // (q/k/v sizes are even, so their f16 offsets are 4-byte aligned for the readback)
+        const bytes = q ? await gpu.read(q.dst, 2 * n, 2 * q.offset) : await gpu.read(copies.get(p.name)![k], f16Bytes(n));
+        return new Uint16Array(bytes).subarray(0, n);
+      },
+      (n) => new Uint16Array(n),
+    );
+  return { model, sync, read, destroy: () => all.forEach((b) => b.destroy()) };
 }

@@ -43,7 +43,15 @@ export function emptyRolloutStats(maxBatch: number): RolloutStats {
   return { tokens: 0, seconds: 0, decodeSteps: 0, decodeRows: 0, readbacks: 0, maxBatch };
 }
 
-export class Rollouts {
+/** Where a step's rollouts come from: this process's engine (Rollouts) or workers over a broker (src/dist/learner.ts). */
+export interface RolloutSource {
+  generate: Rollouts["generate"];
+  /** After an update: the rollouts that follow come from the new weights. */
+  sync(): Promise<void>;
+  destroy(): void;
+}
+
+export class Rollouts implements RolloutSource {
   private constructor(
     readonly roll: RolloutModel,
     readonly engine: Engine,
@@ -81,16 +89,13 @@ export class Rollouts {
   /** G responses for each problem, capped at `cap` new tokens; `stats` adds this round's counts. */
   async generate(problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: { temperature: number; topP: number; topK: number; seed: number }, stats: RolloutStats): Promise<Omit<Group, "rewards" | "correct">[]> {
     const prompts = problems.map((p) => this.tokenizer.encode(prompt(p)));
-    const reqs = problems.flatMap((_, i) => Array.from({ length: G }, (_, g) => ({ id: i * G + g, prompt: prompts[i], maxTokens: cap, stop: this.stop })));
+    const reqs = rolloutRequests(prompts, G, cap, this.stop);
     const done = new Map<number, { tokens: number[]; logprobs: number[]; finished: boolean }>();
     const t0 = performance.now();
     for await (const c of this.engine.generate(reqs, sampling)) done.set(c.id as number, { tokens: c.tokens, logprobs: c.logprobs, finished: c.stopReason === "stop" });
     stats.seconds += (performance.now() - t0) / 1000;
     addStats(stats, this.engine.stats);
-    return problems.map((problem, i) => {
-      const rs = Array.from({ length: G }, (_, g) => done.get(i * G + g)!);
-      return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), logprobs: rs.map((r) => r.logprobs), finished: rs.map((r) => r.finished) };
-    });
+    return groupCompletions(problems, prompts, G, done);
   }
 
   /** The rollout model follows the trainer's weights (after an update). */
@@ -102,6 +107,19 @@ export class Rollouts {
     this.engine.destroy();
     this.roll.destroy();
   }
+}
+
+/** Request i*G+g is prompt i's g-th rollout; its index is its random stream key, wherever it runs. */
+export function rolloutRequests(prompts: number[][], G: number, cap: number, stop: number[]): { id: number; key: number; prompt: number[]; maxTokens: number; stop: number[] }[] {
+  return prompts.flatMap((prompt, i) => Array.from({ length: G }, (_, g) => ({ id: i * G + g, key: i * G + g, prompt, maxTokens: cap, stop })));
+}
+
+/** The completions by request index, as one group per problem. */
+export function groupCompletions(problems: TaskProblem[], prompts: number[][], G: number, done: Map<number, { tokens: number[]; logprobs: number[]; finished: boolean }>): Omit<Group, "rewards" | "correct">[] {
+  return problems.map((problem, i) => {
+    const rs = Array.from({ length: G }, (_, g) => done.get(i * G + g)!);
+    return { problem, prompt: prompts[i], responses: rs.map((r) => r.tokens), logprobs: rs.map((r) => r.logprobs), finished: rs.map((r) => r.finished) };
+  });
 }
 
 /**

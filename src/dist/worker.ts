@@ -1,0 +1,128 @@
+/**
+ * A rollout worker: loads the newest announced rollout weights, claims
+ * generation requests from the broker (its own new ones, or those another
+ * worker left unacknowledged past the visibility timeout), runs them through
+ * the same engine as local rollouts, and returns each completion keyed by its
+ * request id, tagged with the weight version that produced it. A request
+ * acknowledged is one whose completion was published (or that was rejected:
+ * another run, an old version, a malformed payload; each logged). On-policy:
+ * only the newest version is served.
+ */
+import { hostname } from "node:os";
+import { Engine } from "../engine/generate.ts";
+import type { Qwen2Gpu } from "../engine/model.ts";
+import type { Gpu } from "../gpu/index.ts";
+import { Broker, type RequestMsg, type WeightsMsg } from "./broker.ts";
+import { loadRolloutWeights } from "./weights.ts";
+
+export interface WorkerOptions {
+  url: string;
+  /** This worker's consumer name (default host-pid). */
+  name?: string;
+  /** Requests claimed at once (default: the engine's maxBatch). */
+  batch?: number;
+  /** A request pending this long on a silent worker goes to another (ms). */
+  claimIdleMs?: number;
+  /** Longest wait for new requests before looking again (ms). */
+  blockMs?: number;
+  /** Stop after this many completions (tests); default: run until stopped. */
+  maxCompletions?: number;
+  stop?: () => boolean;
+  /** Fault injection (tests): SIGKILL this process after publishing this many completions, before acknowledging the last. */
+  dieAfter?: number;
+  log?: (s: string) => void;
+}
+
+export const CLAIM_IDLE_MS = 30_000;
+
+interface Loaded {
+  w: WeightsMsg;
+  model: Qwen2Gpu;
+  engine: Engine;
+}
+
+export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completions: number; rejected: number }> {
+  const log = o.log ?? ((s: string) => console.error(s));
+  const name = o.name ?? `${hostname()}-${process.pid}`;
+  const broker = await Broker.connect(o.url);
+  log(`worker ${name}: connected to ${o.url}`);
+  let cur = null as Loaded | null; // (set by refresh)
+  let completions = 0;
+  let rejected = 0;
+  const unload = () => {
+    cur?.engine.destroy();
+    cur?.model.destroy();
+    cur = null;
+  };
+  /** The newest announcement, loaded if it is not the current one. */
+  const refresh = async (): Promise<Loaded | null> => {
+    const e = await broker.latestWeights();
+    if (!e) return cur;
+    if (!e.msg) {
+      log(`worker ${name}: rejected weight announcement ${e.id}: ${e.error}`);
+      return cur;
+    }
+    if (cur && cur.w.run === e.msg.run && cur.w.version === e.msg.version) return cur;
+    unload();
+    const model = await loadRolloutWeights(gpu, e.msg.dir, e.msg.dtype);
+    cur = { w: e.msg, model, engine: await Engine.create(model, e.msg.engine) };
+    log(`worker ${name}: loaded run ${e.msg.run} version ${e.msg.version} from ${e.msg.dir}`);
+    return cur;
+  };
+  try {
+    while (!o.stop?.() && (o.maxCompletions === undefined || completions < o.maxCompletions)) {
+      await refresh();
+      const entries = await broker.claim(name, o.batch ?? cur?.engine.opts.maxBatch ?? 16, o.blockMs ?? 1000, o.claimIdleMs ?? CLAIM_IDLE_MS);
+      if (!entries.length) continue;
+      const reject = async (id: string, why: string) => {
+        rejected++;
+        log(`worker ${name}: rejected request ${id}: ${why}`);
+        await broker.ack([id]);
+      };
+      let good: { id: string; msg: RequestMsg }[] = [];
+      for (const e of entries) {
+        if (!e.msg) await reject(e.id, e.error);
+        else good.push(e);
+      }
+      // Requests published after a new announcement: load it before judging them.
+      if (good.some((e) => !cur || e.msg.run !== cur.w.run || e.msg.version !== cur.w.version)) await refresh();
+      const kept: typeof good = [];
+      for (const e of good) {
+        if (!cur) await reject(e.id, `no weights announced for run ${e.msg.run}`);
+        else if (e.msg.run !== cur.w.run) await reject(e.id, `request ${e.msg.id} is for run ${e.msg.run}, the announced run is ${cur.w.run}`);
+        else if (e.msg.version !== cur.w.version) await reject(e.id, `request ${e.msg.id} wants version ${e.msg.version}, the announced version is ${cur.w.version} (on-policy: only the newest is served)`);
+        else kept.push(e);
+      }
+      good = kept;
+      if (!good.length || !cur) continue;
+      // One engine call per sampling setting (a step's requests share one).
+      const bySampling = new Map<string, typeof good>();
+      for (const e of good) {
+        const k = JSON.stringify(e.msg.sampling);
+        bySampling.set(k, [...(bySampling.get(k) ?? []), e]);
+      }
+      const { engine, w } = cur;
+      for (const group of bySampling.values()) {
+        const byId = new Map(group.map((e) => [e.msg.id, e]));
+        const reqs = group.map((e) => ({ id: e.msg.id, prompt: e.msg.prompt, maxTokens: e.msg.maxTokens, stop: e.msg.stop, key: e.msg.key }));
+        try {
+          for await (const c of engine.generate(reqs, group[0].msg.sampling)) {
+            const e = byId.get(c.id as string)!;
+            byId.delete(e.msg.id);
+            await broker.complete({ kind: "completion", run: w.run, version: w.version, id: e.msg.id, tokens: c.tokens, logprobs: c.logprobs, stopReason: c.stopReason, worker: name });
+            if (o.dieAfter !== undefined && completions + 1 >= o.dieAfter) process.kill(process.pid, "SIGKILL");
+            await broker.ack([e.id]);
+            completions++;
+          }
+        } catch (err) {
+          // A request the engine refuses (too long for its cache, a token outside the vocabulary): rejected, the worker goes on.
+          for (const e of byId.values()) await reject(e.id, `the engine refused it: ${(err as Error).message}`);
+        }
+      }
+    }
+  } finally {
+    unload();
+    broker.close();
+  }
+  return { completions, rejected };
+}
