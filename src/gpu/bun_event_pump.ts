@@ -24,7 +24,11 @@
 
 type Callback = () => void;
 
-let parked: Callback | null = null;
+// Every callback handed to setImmediate while nothing of ours is pending: dawn's tick, and any
+// other caller's (Bun's child-process and socket internals go through the global too). A single
+// slot lost dawn's tick when another caller's callback overwrote it, and the next GPU wait hung
+// forever (seen in a test process that had spawned a child); all are kept and run in order.
+let parked: Callback[] = [];
 let pending = 0;
 let installed = false;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -44,7 +48,7 @@ export function installEventPump(): void {
   const pump = (cb: (...a: unknown[]) => void, ...args: unknown[]) => {
     const run = () => cb(...args);
     if (pending > 0) spin(run);
-    else parked = run;
+    else parked.push(run);
     return 0;
   };
   (globalThis as { setImmediate: unknown }).setImmediate = pump;
@@ -60,10 +64,10 @@ export async function track<T>(promise: Promise<T>): Promise<T> {
   // and the default training run, both at ~245 s, address 0xFFFFFFFFFFFFFFFF).
   if (pending === 0) await yieldToEventLoop();
   pending++;
-  if (parked) {
-    const run = parked;
-    parked = null;
-    spin(run);
+  if (parked.length > 0) {
+    const runs = parked;
+    parked = [];
+    for (const run of runs) spin(run);
   }
   try {
     return await promise;
