@@ -367,6 +367,7 @@ export function paretoPlotSvg(plan: ParetoPlan, points: readonly ParetoPoint[], 
   const px = (tokens: number, accPct: number) => toPixel(panel, tokens, accPct).map((v) => v.toFixed(1));
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<title>${escapeXml(title)}</title>`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`,
     `<rect x="${panel.x0}" y="${panel.y0}" width="${panel.width}" height="${panel.height}" fill="none" stroke="#333"/>`,
