@@ -223,5 +223,9 @@ describe("colour", () => {
       expect(plain).not.toContain(ESC);
     });
   });
-  if (!script) console.warn("[tests] terminal colour tests skipped: util-linux `script` not found (apt-get install bsdutils)");
+  if (!script) {
+    // bsdutils is essential on Debian, so CI always has `script`; a missing one must not pass silently there.
+    if (process.env.CI === "true") throw new Error("CI=true and util-linux `script` is missing (apt-get install bsdutils)");
+    console.warn("[tests] terminal colour tests skipped: util-linux `script` not found (apt-get install bsdutils)");
+  }
 });
