@@ -30,7 +30,7 @@ import { loadTokenizer, vocabLimit } from "../../src/model/tokenizer.ts";
 import { compare } from "../helpers.ts";
 import { servingProblems } from "../hf_layout.ts";
 import { TOL } from "../tolerances.ts";
-import { checkRlRun, rlConfig } from "./rl.ts";
+import { checkRlRun, rlArgs, rlConfig } from "./rl.ts";
 import { peakRss, QWEN25_0_5B, R1_TOKENIZER_IDS, writeRandomCheckpoint } from "./shapes.ts";
 
 const REPO = join(import.meta.dir, "../..");
@@ -126,11 +126,16 @@ async function main(): Promise<void> {
   const cfg = rlConfig(dir, join(ROOT, "run"), 2);
   const run = cfg.out;
   await part("siri train (2 RL steps)", async () => {
+    // What `siri train --plan` says these steps need (an estimate, recorded beside the measured peak).
+    const plan = await bunScript("src/cli.ts", ["train", "--plan", ...rlArgs(dir, run, 2)], "siri train --plan");
+    const planTotal = /^\s*([\d.]+ \w+)\s+total$/m.exec(plan.out)?.[1];
+    check(planTotal !== undefined && !existsSync(run), `siri train --plan at these shapes: ${planTotal} of adapter memory, nothing written`);
     const r = await bunScript("tests/scale/rl.ts", [dir, run, "2"], "RL steps");
     const rl = checkRlRun(dir, cfg, c, limit);
     const ms = rl.metrics;
     report["siri train (2 RL steps)"] = {
       peakRssBytes: r.peak,
+      planTotal,
       maxWeightStep: rl.maxStep,
       steps: ms.map((m) => ({
         cap: m.cap,

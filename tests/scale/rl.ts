@@ -36,14 +36,13 @@ export function positionReward(_step: number, _round: number, _group: number, re
 }
 
 /**
- * The config `siri train --preset demo --model DIR --out RUN --steps N --set ...`
- * resolves to, with short rollouts (2 prompts x 2, caps 16 -> 8), f32 rollouts
+ * The --set fields of these runs over the demo preset: short rollouts (2 prompts x 2, caps 16 -> 8), f32 rollouts
  * (the sampler reads the master weights: the mismatch is kernel against kernel),
  * resume points at step 0 and at the end only (each is f32 weights + AdamW moments:
  * 5.9 GB at 0.5B), and a tiny validation.
  */
-export function rlConfig(modelDir: string, out: string, steps: number, extra: string[] = []): TrainConfig {
-  const set = [
+export function rlSets(steps: number, extra: string[] = []): string[] {
+  return [
     "warmStart.steps=0",
     "promptsPerStep=2",
     "groupSize=2",
@@ -58,7 +57,16 @@ export function rlConfig(modelDir: string, out: string, steps: number, extra: st
     "checkpoint.keepLast=1",
     ...extra,
   ];
-  return configFromArgs({ preset: "demo", model: modelDir, out, steps: String(steps), set });
+}
+
+/** The command line of that config: `siri train ...ARGS` (with --plan: its memory and disk plan). */
+export function rlArgs(modelDir: string, out: string, steps: number, extra: string[] = []): string[] {
+  return ["--preset", "demo", "--model", modelDir, "--out", out, "--steps", String(steps), ...rlSets(steps, extra).flatMap((s) => ["--set", s])];
+}
+
+/** The config `siri train` resolves those flags to, by the same code (configFromArgs). */
+export function rlConfig(modelDir: string, out: string, steps: number, extra: string[] = []): TrainConfig {
+  return configFromArgs({ preset: "demo", model: modelDir, out, steps: String(steps), set: rlSets(steps, extra) });
 }
 
 /** `train()` as `siri train` calls it, with positionReward added to the task's reward. */
