@@ -71,7 +71,7 @@ export function partRows(rows: number, cols: number, maxBinding: number): number
 }
 
 /** A parameter's row parts (rows per part so that one part fits `maxBinding` bytes in f32). */
-function rowParts(shape: number[], maxBinding: number): { row0: number; rows: number; offset: number; size: number }[] {
+export function rowParts(shape: number[], maxBinding: number): { row0: number; rows: number; offset: number; size: number }[] {
   const size = shape.reduce((a, b) => a * b, 1);
   const rows = shape.length > 1 ? shape[0] : 1;
   const cols = size / Math.max(rows, 1);
