@@ -698,7 +698,7 @@ function logprobCases(T: number, V: number, subgroups = false): BenchCase[] {
 }
 
 /** Sampling of B rows of V logits: greedy, or top-p 0.9 at temperature 0.7. */
-function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[] {
+function sampleCases(mode: "greedy" | "top-p", B: number, V: number, subgroups = false): BenchCase[] {
   const opts: SampleOptions =
     mode === "greedy" ? { temperature: 0, topK: 0, topP: 1, seed: 1 } : { temperature: 0.7, topK: 0, topP: 0.9, seed: 7 };
   // Row r draws from the stream (request key r, token index 3).
@@ -723,6 +723,20 @@ function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[
         dispose: destroyAll(Object.values(x)),
       };
     },
+    // Subgroup reductions before the shared-memory trees (ours: the trees alone; src/kernels/sample.ts says why).
+    ...(subgroups
+      ? {
+          async subgroup(gpu: Gpu): Promise<Run> {
+            const s = await loadSampler(gpu, { subgroups: true });
+            const x = bufs(gpu);
+            return {
+              record: (b) => s.sample(b, x.logits, x.tokens, x.logp, B, V, opts, x.streams),
+              read: () => outs(gpu, x),
+              dispose: destroyAll(Object.values(x)),
+            };
+          },
+        }
+      : {}),
     async naive(gpu) {
       const k = await naiveKernel(gpu, "sample_naive", "naive", { WG: NAIVE_WG, RED: sampleWorkgroupSize(V) });
       const x = bufs(gpu);
@@ -773,8 +787,8 @@ function familyCases(gpu: Gpu): BenchCase[] {
     ...attentionCases("prefill", 1, prefill, nh, nKv, hd),
     ...decode.flatMap(([seqs, ctx]) => attentionCases("decode", seqs, ctx, nh, nKv, hd)),
     ...logprobCases(logprobRows, V, gpu.features.subgroups),
-    ...sampleCases("greedy", sampleRows, V),
-    ...sampleCases("top-p", sampleRows, V),
+    ...sampleCases("greedy", sampleRows, V, gpu.features.subgroups),
+    ...sampleCases("top-p", sampleRows, V, gpu.features.subgroups),
   ];
 }
 
@@ -794,8 +808,8 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
       family: [
         ...attentionCases("prefill", 1, 128, nh, nKv, hd, 16),
         ...attentionCases("decode", 2, 256, nh, nKv, hd),
-        ...sampleCases("greedy", 2, v),
-        ...sampleCases("top-p", 2, v),
+        ...sampleCases("greedy", 2, v, gpu.features.subgroups),
+        ...sampleCases("top-p", 2, v, gpu.features.subgroups),
         ...logprobCases(8, v, gpu.features.subgroups),
         ...rmsnormCases(64, H, gpu.features.subgroups),
       ],
@@ -817,9 +831,9 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
       ...attentionCases("decode", 16, 4096, nh, nKv, hd),
       ...attentionCases("decode", 1, 16384, nh, nKv, hd, 0, "attention_f32_16k"),
       ...attentionCases("decode", 16, 16384, nh, nKv, hd, 0, "attention_f32_16k"),
-      ...sampleCases("greedy", 1, V),
-      ...sampleCases("top-p", 1, V),
-      ...sampleCases("top-p", 64, V),
+      ...sampleCases("greedy", 1, V, gpu.features.subgroups),
+      ...sampleCases("top-p", 1, V, gpu.features.subgroups),
+      ...sampleCases("top-p", 64, V, gpu.features.subgroups),
       ...logprobCases(128, V, gpu.features.subgroups),
       ...rmsnormCases(4096, H, gpu.features.subgroups),
     ],
