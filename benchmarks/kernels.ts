@@ -35,6 +35,7 @@ import { attentionRef, loadAttention, MAX_HEAD_DIM, type AttentionShape } from "
 import { addRef, loadElementwise, swigluRef } from "../src/kernels/elementwise.ts";
 import { gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
 import { loadLogprob, logprobRef } from "../src/kernels/logprob.ts";
+import { loadLoss, logsoftmaxBackwardRef } from "../src/kernels/loss.ts";
 import { f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
 import { loadMatmul, matmulRef } from "../src/kernels/matmul.ts";
 import { loadMatmulSgmat, sgmatUnavailable } from "../src/kernels/matmul_sgmat.ts";
@@ -697,6 +698,23 @@ function logprobCases(T: number, V: number, subgroups = false): BenchCase[] {
   });
 }
 
+/** The training log-softmax backward over T rows of V logits (the softmax of the loss's gradient): the tree, and subgroups first. */
+function lsmBackwardCases(T: number, V: number, subgroups: boolean): BenchCase[] {
+  const temperature = 1;
+  const host = once(() => ({ logits: randn(T * V, 83, 10), targets: randInts(T, V, 84), dlogp: randn(T, 85, 1) }));
+  const want = once((): Want => [{ what: "dlogits", want: logsoftmaxBackwardRef(host().logits, host().targets, host().dlogp, T, V, temperature), tol: "loss_lsm_backward" }]);
+  const impl = (sg: boolean) => async (gpu: Gpu): Promise<Run> => {
+    const loss = await loadLoss(gpu, { subgroups: sg });
+    const x = { logits: gpu.buffer(host().logits, "bench-logits"), targets: gpu.buffer(host().targets, "bench-targets"), dlogp: gpu.buffer(host().dlogp, "bench-dlogp"), dlogits: gpu.buffer(T * V * 4, "bench-dlogits") };
+    return {
+      record: (b) => loss.logsoftmaxBackward(b, x.logits, x.targets, x.dlogp, x.dlogits, T, V, temperature),
+      read: async () => [await gpu.readF32(x.dlogits, T * V)],
+      dispose: destroyAll(Object.values(x)),
+    };
+  };
+  return shapeCases(`lsm_backward f32 ${T}x${V}`, 4 * T * V, 4 * (3 * T * V + 3 * T), want, { ours: impl(false), ...(subgroups ? { subgroup: impl(true) } : {}) });
+}
+
 /** Sampling of B rows of V logits: greedy, or top-p 0.9 at temperature 0.7. */
 function sampleCases(mode: "greedy" | "top-p", B: number, V: number, subgroups = false): BenchCase[] {
   const opts: SampleOptions =
@@ -787,6 +805,7 @@ function familyCases(gpu: Gpu): BenchCase[] {
     ...attentionCases("prefill", 1, prefill, nh, nKv, hd),
     ...decode.flatMap(([seqs, ctx]) => attentionCases("decode", seqs, ctx, nh, nKv, hd)),
     ...logprobCases(logprobRows, V, gpu.features.subgroups),
+    ...lsmBackwardCases(logprobRows, V, gpu.features.subgroups),
     ...sampleCases("greedy", sampleRows, V, gpu.features.subgroups),
     ...sampleCases("top-p", sampleRows, V, gpu.features.subgroups),
   ];
@@ -811,6 +830,7 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
         ...sampleCases("greedy", 2, v, gpu.features.subgroups),
         ...sampleCases("top-p", 2, v, gpu.features.subgroups),
         ...logprobCases(8, v, gpu.features.subgroups),
+        ...lsmBackwardCases(8, v, gpu.features.subgroups),
         ...rmsnormCases(64, H, gpu.features.subgroups),
       ],
     };
@@ -835,6 +855,7 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
       ...sampleCases("top-p", 1, V, gpu.features.subgroups),
       ...sampleCases("top-p", 64, V, gpu.features.subgroups),
       ...logprobCases(128, V, gpu.features.subgroups),
+      ...lsmBackwardCases(128, V, gpu.features.subgroups),
       ...rmsnormCases(4096, H, gpu.features.subgroups),
     ],
   };
