@@ -96,6 +96,7 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
     expect(plan.evaluation).toEqual({ problems: 100000, n: 8, temperature: 0.6, maxTokens: 96 });
     // The wide held-out set (382 problems), the demo's task otherwise.
     expect(plan.base.task).toEqual({ ...DEMO.task, maxOperand: 99, maxRight: 9 });
+    expect(plan.base.warmStart).toEqual({ ...DEMO.warmStart, steps: 750 });
     const runs = plan.seeds.flatMap((s) => plan.arms.map((a) => runConfig(plan, "out", s, a)));
     for (const c of runs) {
       expect(c.steps).toBe(24);
