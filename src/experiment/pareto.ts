@@ -523,7 +523,7 @@ export async function runPareto(gpu: Gpu, o: ParetoOptions): Promise<ParetoResul
   }
   const points = aggregate(plan, evals);
   const table = paretoTable(plan, points);
-  const svg = paretoPlotSvg(plan, points, `SIRI vs constant caps (${o.preset}${o.quick ? ", quick" : ""}): held-out accuracy against tokens`);
+  const svg = paretoPlotSvg(plan, points, `SIRI vs constant caps (${o.preset}, wide arith${o.quick ? ", quick" : ""}): held-out accuracy against tokens`);
   writeFileAtomic(join(out, "pareto.json"), JSON.stringify({ plan, evals, points }, null, 2) + "\n");
   writeFileAtomic(join(out, "pareto.md"), table);
   writeFileAtomic(join(out, "pareto.svg"), svg);
