@@ -10,6 +10,7 @@ import { parse as parseToml } from "smol-toml";
 import { SIRI_CYCLES, SIRI_SCHEDULE, validateSchedule, type Schedule } from "../rl/schedule.ts";
 import { DEFAULT_OPTIM, type OptimConfig } from "./optim.ts";
 import { DEFAULT_POLICY, type PolicyConfig } from "./step.ts";
+import { checkLossScale, DEFAULT_LOSS_SCALE, type LossScaleConfig, type Precision } from "./precision.ts";
 
 export interface TaskConfig {
   /** "arith": the synthetic math task (src/tasks/arith.ts); "dataset": problems from a dataset preset or file. */
@@ -20,6 +21,8 @@ export interface TaskConfig {
   datasetDir: string;
   /** arith: operands 0..maxOperand, and the problem kinds. */
   maxOperand: number;
+  /** arith: the operands after the first are 0..maxRight; null = maxOperand (see arith.ts). */
+  maxRight: number | null;
   kinds: string[];
 }
 
@@ -93,13 +96,17 @@ export interface TrainConfig {
   maxNonFinite: number;
   /** Also log metrics as a TensorBoard event file in <out>/tensorboard/ (src/train/tfevents.ts). */
   tensorboard: boolean;
+  /** Training arithmetic: "f32", or "f16-mixed" (f16 operands, f32 master weights, dynamic loss scaling; src/train/precision.ts). */
+  precision: Precision;
+  /** f16-mixed's dynamic loss scale: initial value, clean updates before it doubles. */
+  lossScale: LossScaleConfig;
 }
 
 /** SIRI on DeepSeek-R1-Distill-Qwen-1.5B with DeepScaleR's data (SIRI.md: the paper's settings). */
 export const SIRI_1_5B: TrainConfig = {
   preset: "siri-1.5b",
   model: "models/DeepSeek-R1-Distill-Qwen-1.5B",
-  task: { kind: "dataset", dataset: "deepscaler", datasetDir: "datasets/cache", maxOperand: 9, kinds: ["add", "sub"] },
+  task: { kind: "dataset", dataset: "deepscaler", datasetDir: "datasets/cache", maxOperand: 9, maxRight: null, kinds: ["add", "sub"] },
   out: "runs/siri-1.5b",
   seed: 1,
   steps: SIRI_CYCLES * SIRI_SCHEDULE.period, // three cycles of T = 640
@@ -116,6 +123,8 @@ export const SIRI_1_5B: TrainConfig = {
   validation: { every: 40, problems: 30, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
   tensorboard: false,
+  precision: "f32", // f16-mixed once a GPU run has shown its speed and stability
+  lossScale: { ...DEFAULT_LOSS_SCALE },
 };
 
 /**
@@ -138,7 +147,7 @@ export const SIRI_1_5B: TrainConfig = {
 export const DEMO: TrainConfig = {
   preset: "demo",
   model: "tiny:tiny",
-  task: { kind: "arith", dataset: "", datasetDir: "datasets/cache", maxOperand: 9, kinds: ["add", "sub"] },
+  task: { kind: "arith", dataset: "", datasetDir: "datasets/cache", maxOperand: 9, maxRight: null, kinds: ["add", "sub"] },
   out: "runs/demo",
   seed: 1,
   steps: 24,
@@ -157,6 +166,8 @@ export const DEMO: TrainConfig = {
   validation: { every: 0, problems: 64, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
   tensorboard: false,
+  precision: "f32", // f16-mixed once a GPU run has shown its speed and stability
+  lossScale: { ...DEFAULT_LOSS_SCALE },
 };
 
 export const PRESETS: Readonly<Record<string, TrainConfig>> = { "siri-1.5b": SIRI_1_5B, demo: DEMO };
@@ -165,7 +176,7 @@ export const PRESETS: Readonly<Record<string, TrainConfig>> = { "siri-1.5b": SIR
  * Numeric settings where null means "off" (the dual-clip, truncated IS).
  * TOML has no null, so `false` also means off in a file; `--set` takes null or false.
  */
-const NULLABLE_NUMBERS = new Set(["policy.clipRatioC", "policy.tisCap"]);
+const NULLABLE_NUMBERS = new Set(["policy.clipRatioC", "policy.tisCap", "task.maxRight"]);
 
 function nullableNumber(v: unknown, path: string, src: string): number | null {
   if (v === null || v === false) return null;
@@ -295,6 +306,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(["arith", "dataset"].includes(c.task.kind), "task.kind", "must be arith or dataset", c.task.kind);
   if (c.task.kind === "dataset") need(c.task.dataset.length > 0, "task.dataset", "must name a dataset preset or file", c.task.dataset);
   need(posInt(c.task.maxOperand), "task.maxOperand", "must be an integer >= 1", c.task.maxOperand);
+  need(c.task.maxRight === null || (posInt(c.task.maxRight) && c.task.maxRight <= c.task.maxOperand), "task.maxRight", "must be null or an integer in 1..task.maxOperand", c.task.maxRight);
   need(c.out.length > 0, "out", "must be a folder", c.out);
   need(Number.isInteger(c.seed) && c.seed >= 0 && c.seed < 2 ** 31, "seed", "must be an integer in 0..2^31-1", c.seed);
   need(posInt(c.steps), "steps", "must be an integer >= 1", c.steps);
@@ -343,6 +355,8 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(c.validation.temperature >= 0, "validation.temperature", "must be >= 0 (0 = greedy)", c.validation.temperature);
   need(nonNegInt(c.validation.maxTokens), "validation.maxTokens", "must be an integer >= 0 (0 = the largest cap)", c.validation.maxTokens);
   need(posInt(c.maxNonFinite), "maxNonFinite", "must be an integer >= 1", c.maxNonFinite);
+  need(["f32", "f16-mixed"].includes(c.precision), "precision", "must be f32 or f16-mixed", c.precision);
+  checkLossScale(c.lossScale, "lossScale");
   return c;
 }
 
