@@ -2,10 +2,12 @@
 // worker processes on the software adapter giving the very weights of a single-process run, even when a
 // worker is SIGKILLed in the middle of a step.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { readSamples } from "../src/bench/report.ts";
 import { Broker, checkMsg, type RequestMsg } from "../src/dist/broker.ts";
+import { makeTinyModel } from "../src/model/tiny.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { hasGpu } from "./helpers.ts";
 import { redisMissing, startRedis, startSiri, type RedisServer, type WorkerProc } from "./redis.ts";
@@ -25,6 +27,7 @@ afterAll(() => {
 
 const request = (over: Partial<RequestMsg> = {}): RequestMsg => ({
   kind: "request",
+  proto: 1,
   run: "r1",
   version: 0,
   id: "0.0.0",
@@ -43,14 +46,25 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
     expect(checkMsg("request", { ...request(), version: -1 })).toMatch(/^version/);
     expect(checkMsg("request", { ...request(), run: 3 })).toMatch(/^run/);
     expect(checkMsg("request", { ...request(), kind: "completion" })).toMatch(/^kind/);
-    expect(checkMsg("completion", { kind: "completion", run: "r", version: 1, id: "a", tokens: [1, 2], logprobs: [0], stopReason: "stop", worker: "w" })).toMatch(/^logprobs/);
-    expect(checkMsg("weights", { kind: "weights", run: "r", version: 1, dir: "/x", dtype: "bf16", engine: {} })).toMatch(/^dtype/);
+    expect(checkMsg("request", { ...request(), proto: 2 })).toMatch(/^proto is 2, this siri speaks message format 1/);
+    expect(checkMsg("request", { ...request(), proto: undefined })).toMatch(/^proto/);
+    expect(checkMsg("completion", { kind: "completion", proto: 1, run: "r", version: 1, id: "a", tokens: [1, 2], logprobs: [0], stopReason: "stop", worker: "w" })).toMatch(/^logprobs/);
+    const engine = { maxBatch: 4, maxSeqLen: 64, cacheTokens: 256, blockSize: 16, prefillChunk: 64 };
+    const sizing = { maxBatch: 4, promptTokens: 30, newTokens: 8, prefillChunk: 256 };
+    const weights = { kind: "weights", proto: 1, run: "r", version: 1, dir: "/x", dtype: "f16" };
+    expect(checkMsg("weights", { ...weights, engine })).toBeNull();
+    expect(checkMsg("weights", { ...weights, dtype: "auto", sizing })).toBeNull();
+    expect(checkMsg("weights", { ...weights, dtype: "bf16", engine })).toMatch(/^dtype/);
+    expect(checkMsg("weights", { ...weights, engine, sizing })).toMatch(/^engine or sizing/);
+    expect(checkMsg("weights", weights)).toMatch(/^engine or sizing/);
+    expect(checkMsg("weights", { ...weights, engine: { ...engine, cacheTokens: 0 } })).toMatch(/^engine:/);
+    expect(checkMsg("weights", { ...weights, sizing: { ...sizing, newTokens: 1.5 } })).toMatch(/^sizing:/);
     expect(checkMsg("request", null)).toBe("not a JSON object");
   });
 
   test("each request goes to one worker; one left pending past the timeout goes to another; bad payloads come back as errors", async () => {
-    const a = await Broker.connect(redis!.url, "claims");
-    const b = await Broker.connect(redis!.url, "claims");
+    const a = await Broker.connect(redis!.url, { prefix: "claims", log: () => undefined });
+    const b = await Broker.connect(redis!.url, { prefix: "claims", log: () => undefined });
     try {
       await a.publishRequests([request({ id: "1" }), request({ id: "2" })]);
       await a.addRaw("requests", "{not json");
@@ -162,5 +176,48 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
     k2.proc.kill("SIGINT");
     expect(await k2.proc.exited).toBe(0);
     expect(Number(/worker stopped: (\d+) completions/.exec(k2.stderr())?.[1])).toBe(8 - 2 + 8);
+  }, 300_000);
+});
+
+/** report.md without its "Summarised <date>" line. */
+const reportBody = (dir: string) =>
+  readFileSync(join(dir, "report.md"), "utf8")
+    .split("\n")
+    .filter((l) => !l.startsWith("Summarised "))
+    .join("\n");
+const sortedSamples = (dir: string) => readSamples(join(dir, "samples.jsonl")).records.sort((a, b) => a.problem_id.localeCompare(b.problem_id) || a.sample - b.sample);
+const served = (p: WorkerProc) => Number(/worker stopped: (\d+) completions/.exec(p.stderr())?.[1]);
+
+describe.skipIf(NO_REDIS !== null || !GPU)("bench over the broker", () => {
+  const model = join(ROOT, "bench-model");
+  const FIXTURE = join(import.meta.dir, "..", "datasets/fixtures/tiny.jsonl");
+  const benchArgs = (out: string) => ["bench", "--model", model, "--dataset", FIXTURE, "--limit", "3", "--n", "4", "--max-tokens", "16", "--temperature", "1", "--seed", "5", "--out", out];
+
+  test("two workers split a benchmark's samples; the report is the single-process run's", async () => {
+    makeTinyModel(model, { seed: 3 });
+    // The same folder name (the report's title) under two parents.
+    const single = join(ROOT, "bench-single", "bench");
+    const one = siri("bench-single", benchArgs(single));
+    expect(await one.proc.exited).toBe(0);
+    const url = redis!.url;
+    const w = [worker(url, "b1", ["--batch", "3"]), worker(url, "b2", ["--batch", "3"])];
+    const two = join(ROOT, "bench-two", "bench");
+    const coord = siri("bench-two", [...benchArgs(two), "--broker", url]);
+    expect(await coord.proc.exited).toBe(0);
+    expect(coord.stderr()).toContain("bench: 12 sample(s) from the workers, 0 duplicates dropped, 0 rejected");
+    expect(coord.stderr()).toContain("12 new sample(s), 0 already done");
+    // Sample for sample (the response texts, token counts, stop reasons), then the report.
+    expect(sortedSamples(two)).toEqual(sortedSamples(single));
+    expect(reportBody(two)).toBe(reportBody(single));
+    for (const p of w) p.proc.kill("SIGINT");
+    expect(await Promise.all(w.map((p) => p.proc.exited))).toEqual([0, 0]);
+    expect(served(w[0]) + served(w[1])).toBe(12);
+    // Every request was deleted once served, and the run's completions stream went with the run.
+    const b = await Broker.connect(url, { log: () => undefined });
+    try {
+      expect(await b.length("requests")).toBe(0);
+    } finally {
+      b.close();
+    }
   }, 300_000);
 });

@@ -66,13 +66,15 @@ export async function startRedis(): Promise<RedisServer> {
 export interface WorkerProc {
   proc: Subprocess;
   stderr(): string;
+  stdout(): string;
 }
 
 const REPO = join(import.meta.dir, "..");
 
-/** `siri <args>` as a process, its output in the file <dir>/<name>.log. */
+/** `siri <args>` as a process, its stderr in the file <dir>/<name>.log, stdout in <name>.out (one file for both: each writer would overwrite the other's bytes). */
 export function startSiri(dir: string, name: string, args: string[], env: Record<string, string> = {}): WorkerProc {
   const log = join(dir, `${name}.log`);
-  const proc = Bun.spawn([process.execPath, "src/cli.ts", ...args], { cwd: REPO, env: { ...process.env, ...env }, stdout: Bun.file(log), stderr: Bun.file(log) });
-  return { proc, stderr: () => readFileSync(log, "utf8") };
+  const out = join(dir, `${name}.out`);
+  const proc = Bun.spawn([process.execPath, "src/cli.ts", ...args], { cwd: REPO, env: { ...process.env, ...env }, stdout: Bun.file(out), stderr: Bun.file(log) });
+  return { proc, stderr: () => readFileSync(log, "utf8"), stdout: () => readFileSync(out, "utf8") };
 }
