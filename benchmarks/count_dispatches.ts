@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/index.ts";
 import { QWEN2_1_5B } from "../src/model/config.ts";
 import { TINY_PRESETS } from "../src/model/tiny.ts";
-import { countInference, countTraining, formatTally, total } from "./dispatches.ts";
+import { countInference, countOptimizer, countTraining, formatTally, total } from "./dispatches.ts";
 
 const { values } = parseArgs({
   options: {
@@ -46,13 +46,19 @@ const tr = await countTraining(gpu, tiny, c, T);
 console.log(`per layer in training (forward + recomputing backward): ${total(tr.perLayer)}: ${formatTally(tr.perLayer)}`);
 console.log(`training micro-batch of ${T} tokens (${L} layers, extrapolated): ${total(tr.microBatch)}`);
 console.log(`  ${formatTally(tr.microBatch)}`);
-console.log(`optimiser step (grad norm + AdamW, ${c.numLayers * 12 + 2} tensors): ${total(tr.optimizer)}`);
+const opt = await countOptimizer(gpu, c);
+console.log(`optimiser step (grad norm + clip + AdamW; ${opt.tensors} tensors in ${opt.parts} parts, ${opt.chunks} arena chunks): ${total(tr.optimizer)}`);
 console.log(`  ${formatTally(tr.optimizer)}`);
+// The default run's model: the tiny shape with its own byte-level vocabulary (one arena chunk).
+const demo = await countOptimizer(gpu, { ...tiny, vocabSize: 1024 });
+console.log(`optimiser step, tiny model (${demo.tensors} tensors, ${demo.chunks} arena chunk): ${total(demo.tally)}: ${formatTally(demo.tally)}`);
 Object.assign(out, {
   train_per_layer: total(tr.perLayer),
   train_micro_batch: total(tr.microBatch),
   train_micro_batch_tokens: T,
   optimizer_step: total(tr.optimizer),
+  optimizer_arena_chunks: opt.chunks,
+  optimizer_step_tiny: total(demo.tally),
   train_by_family: Object.fromEntries(tr.microBatch),
   optimizer_by_family: Object.fromEntries(tr.optimizer),
 });

@@ -10,7 +10,7 @@
  * counted on real tiny models of 2 and 3 layers (the per-layer sequence of
  * kernels does not depend on widths) and extrapolated to L layers, with the
  * LM head's token chunks computed for the target vocabulary; the optimiser
- * step is counted over the target's parameter list with stand-in buffers.
+ * step is counted over the target's parameter arena with stand-in buffers.
  */
 import { createWorkspace, Qwen2Gpu, type ChunkedMatrix, type DType, type LayerWeights } from "../src/engine/model.ts";
 import { KvCache } from "../src/engine/kv_cache.ts";
@@ -20,7 +20,9 @@ import type { AttentionForm } from "../src/kernels/attention.ts";
 import { loadSampler } from "../src/kernels/sample.ts";
 import type { Qwen2Config } from "../src/model/config.ts";
 import { qwen2WeightSpec } from "../src/model/safetensors.ts";
-import { logitChunk, packSequences, TrainModel } from "../src/train/model.ts";
+import { planArena } from "../src/train/arena.ts";
+import { logitChunk, packSequences, rowParts, TrainModel } from "../src/train/model.ts";
+import { recordOptimizerStep, type OptimChunk } from "../src/train/optim.ts";
 
 /** A buffer that only has a size: enough for the wrappers' binding checks in a counting batch. */
 function standIn(bytes: number, label: string): GPUBuffer {
@@ -142,15 +144,39 @@ export async function countTraining(gpu: Gpu, tiny: Qwen2Config, target: Qwen2Co
     const per = n - (one.get(k) ?? 0);
     if (per > 0) microBatch.set(k, (microBatch.get(k) ?? 0) + per * (chunksTarget - chunksTiny));
   }
+  return { microBatch, optimizer: (await countOptimizer(gpu, target)).tally, perLayer };
+}
+
+export interface OptimizerCounts {
+  tally: DispatchTally;
+  /** Tensors, their row parts (embedding / LM head split at the max storage binding) and arena chunks. */
+  tensors: number;
+  parts: number;
+  chunks: number;
+}
+
+/**
+ * Dispatches of one optimiser step (gradient norm + clip + AdamW) over every
+ * parameter of `c`, through the trainer's own recording (recordOptimizerStep)
+ * over stand-in arena chunks laid out as TrainModel lays them out.
+ */
+export async function countOptimizer(gpu: Gpu, c: Qwen2Config): Promise<OptimizerCounts> {
+  const limit = gpu.limits.maxStorageBufferBindingSize;
+  const specs = qwen2WeightSpec(c);
+  const sizes = specs.flatMap((s) => rowParts(s.shape, limit).map((p) => p.size));
+  const plan = planArena(sizes, limit, gpu.limits.minStorageBufferOffsetAlignment);
+  const chunks: OptimChunk[] = plan.chunkElems.map((n, k) => ({
+    value: standIn(n * 4, `params#${k}`),
+    grad: standIn(n * 4, `grads#${k}`),
+    m: standIn(n * 4, `m#${k}`),
+    v: standIn(n * 4, `v#${k}`),
+    elems: n,
+  }));
   const adam = await loadAdamW(gpu);
   const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
-  const spec = qwen2WeightSpec(target).map((s) => s.shape.reduce((a, x) => a * x, 1));
-  const four = spec.map((n, i) => ["value", "grad", "m", "v"].map((what) => standIn(n * 4, `${what}${i}`)));
-  const out = gpu.buffer(16, "count.norm");
-  adam.gradNormSq(b, four.map((x) => x[1]), spec, out);
-  spec.forEach((n, i) => adam.step(b, four[i][0], four[i][1], four[i][2], four[i][3], n, { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, gradScale: 1 }));
-  out.destroy();
-  return { microBatch, optimizer: b.byFamily, perLayer };
+  const opts = { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, gradScale: 1 };
+  recordOptimizerStep(b, adam, chunks, standIn(16, "norm"), opts, 1);
+  return { tally: b.byFamily, tensors: specs.length, parts: sizes.length, chunks: chunks.length };
 }
 
 export function total(t: DispatchTally): number {

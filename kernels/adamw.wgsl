@@ -1,4 +1,5 @@
-// Optimiser kernels: the AdamW update of f32 master weights, the f32 → f16
+// Optimiser kernels: the AdamW update of f32 master weights (with the clip
+// factor given, or computed on the GPU from the global norm), the f32 → f16
 // compute copy, and the global squared gradient norm (two passes).
 // Everything is f32; the copy packs pairs with pack2x16float, so it needs no
 // shader-f16 feature. Element-per-invocation entries may run on a 2-D grid
@@ -11,11 +12,21 @@ fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // ---- step: one AdamW step (PyTorch's order) ----
 //   p ← p · decay                          decay = 1 − lr·wd (decoupled weight decay)
-//   g ← grad · grad_scale                  1/accumulation × the clip factor
+//   g ← grad · scale                       scale = grad_scale (1/accumulation × the clip factor)
 //   m ← β1·m + (1 − β1)·g,  v ← β2·v + (1 − β2)·g²
 //   p ← p − step_size · m / (√v · inv_sqrt_bc2 + eps)
 // with step_size = lr / (1 − β1^t) and inv_sqrt_bc2 = 1 / √(1 − β2^t), so
 // m / (1 − β1^t) = m̂ and √v / √(1 − β2^t) = √v̂ (bias correction).
+//
+// ---- step_clip: the same step with the global-norm clip taken on the GPU ----
+// The optimiser runs it over a parameter arena (every tensor at an aligned
+// offset in a few binding-sized buffers; padding is zero and stays zero), so
+// one dispatch covers many tensors. The squared norm comes from sumsq_final
+// in the same batch (no readback in between):
+//   norm  = √(norm_sq[0]) · |grad_scale|
+//   scale = grad_scale · min(1, max_norm / (norm + 1e-6))   (max_norm 0: no clip)
+// as torch.nn.utils.clip_grad_norm_. A non-finite norm leaves every value
+// unchanged: the CPU reads the norm afterwards and reports the skipped step.
 struct StepParams {
   n: u32,
   decay: f32,
@@ -25,6 +36,7 @@ struct StepParams {
   inv_sqrt_bc2: f32,
   eps: f32,
   grad_scale: f32,
+  max_norm: f32,
 }
 
 @group(0) @binding(0) var<uniform> SP: StepParams;
@@ -32,19 +44,42 @@ struct StepParams {
 @group(0) @binding(2) var<storage, read> st_grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> st_m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st_v: array<f32>;
+@group(0) @binding(5) var<storage, read> st_norm_sq: array<f32>;
 
-@compute @workgroup_size({{WG}})
-fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = group_index(wid, nwg) * {{WG}}u + lid.x;
-  if (i >= SP.n) { return; }
-  let g = st_grad[i] * SP.grad_scale;
+fn adam_update(i: u32, scale: f32) {
+  let g = st_grad[i] * scale;
   let m = SP.beta1 * st_m[i] + (1.0 - SP.beta1) * g;
   let v = SP.beta2 * st_v[i] + (1.0 - SP.beta2) * g * g;
   st_m[i] = m;
   st_v[i] = v;
   let p = st_param[i] * SP.decay;
   st_param[i] = p - SP.step_size * m / (sqrt(v) * SP.inv_sqrt_bc2 + SP.eps);
+}
+
+@compute @workgroup_size({{WG}})
+fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = group_index(wid, nwg) * {{WG}}u + lid.x;
+  if (i >= SP.n) { return; }
+  adam_update(i, SP.grad_scale);
+}
+
+// Inf and NaN have every exponent bit set (WGSL may assume neither exists, so
+// x != x or x > max could be folded away; the bit test cannot).
+fn is_finite(x: f32) -> bool {
+  return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+@compute @workgroup_size({{WG}})
+fn step_clip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = group_index(wid, nwg) * {{WG}}u + lid.x;
+  if (i >= SP.n) { return; }
+  let norm = sqrt(st_norm_sq[0]) * abs(SP.grad_scale);
+  if (!is_finite(norm)) { return; }
+  var scale = SP.grad_scale;
+  if (SP.max_norm > 0.0) { scale *= min(1.0, SP.max_norm / (norm + 1e-6)); }
+  adam_update(i, scale);
 }
 
 // ---- copy_f16: out16[i] = f16(param[i]), two halves per u32 word ----

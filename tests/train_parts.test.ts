@@ -59,7 +59,7 @@ describe.skipIf(!GPU)("training over row parts", () => {
         bb.submit();
         const grads = await m.readGrads();
         for (let step = 0; step < 3; step++) {
-          if (given) for (const p of m.params) for (const part of p.parts) gpu.write(part.grad, given.get(p.name)!.subarray(part.offset, part.offset + part.size));
+          if (given) for (const p of m.params) for (const part of p.parts) gpu.write(part.grad.buffer, given.get(p.name)!.subarray(part.offset, part.offset + part.size), part.grad.offset);
           expect((await opt.update()).skipped).toBe(false);
         }
         const weights = await m.readWeights();

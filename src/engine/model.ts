@@ -30,28 +30,28 @@ export interface WeightSource {
  * dispatch; gate and up stay separate (the fused product binds both).
  */
 export interface LayerWeights {
-  ln1: GPUBuffer;
-  wqkv: GPUBuffer; // [(nh + 2·nkv)·hd, H]
-  bqkv: GPUBuffer; // [(nh + 2·nkv)·hd]
-  wo: GPUBuffer;
-  ln2: GPUBuffer;
-  wg: GPUBuffer;
-  wu: GPUBuffer;
-  wd: GPUBuffer;
+  ln1: Binding;
+  wqkv: Binding; // [(nh + 2·nkv)·hd, H]
+  bqkv: Binding; // [(nh + 2·nkv)·hd]
+  wo: Binding;
+  ln2: Binding;
+  wg: Binding;
+  wu: Binding;
+  wd: Binding;
 }
 
 /** A [rows, cols] matrix stored as row chunks, each under the binding limit. */
 export interface ChunkedMatrix {
   rows: number;
   cols: number;
-  chunks: { buffer: GPUBuffer; row0: number; rows: number }[];
+  chunks: { buffer: Binding; row0: number; rows: number }[];
 }
 
 export interface Qwen2Weights {
   layers: LayerWeights[];
   embed: ChunkedMatrix;
   lmHead: ChunkedMatrix; // the same buffers as embed when tied
-  norm: GPUBuffer;
+  norm: Binding;
 }
 
 type Kernels = {
@@ -286,7 +286,8 @@ export class Qwen2Gpu {
 
   destroy(): void {
     const seen = new Set<GPUBuffer>();
-    const kill = (b: GPUBuffer) => {
+    const kill = (x: Binding) => {
+      const b = "buffer" in x ? x.buffer : x;
       if (!seen.has(b)) {
         seen.add(b);
         b.destroy();

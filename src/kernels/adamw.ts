@@ -1,7 +1,8 @@
 /**
  * The optimiser on the GPU (kernels/adamw.wgsl): AdamW on f32 master
- * weights, the f32 → f16 compute copy, the global gradient norm for clipping,
- * and the constant-with-warm-up learning rate.
+ * weights (with the clip factor given, or taken on the GPU from the global
+ * norm: `stepClipped`), the f32 → f16 compute copy, the global gradient norm
+ * for clipping, and the constant-with-warm-up learning rate.
  *
  * Legend: n elements of one tensor; t the 1-based optimiser step.
  * A tensor bigger than one storage binding (the 1.5B model's embedding is
@@ -125,8 +126,9 @@ export interface AdamWLoadOptions {
 
 export async function loadAdamW(gpu: Gpu, lo: AdamWLoadOptions = {}) {
   const c = { WG, ITEMS };
-  const [kStep, kCopy, kPartial, kFinal] = await Promise.all([
+  const [kStep, kStepClip, kCopy, kPartial, kFinal] = await Promise.all([
     gpu.kernel("adamw", "step", c),
+    gpu.kernel("adamw", "step_clip", c),
     gpu.kernel("adamw", "copy_f16", c),
     gpu.kernel("adamw", "sumsq_partial", c),
     gpu.kernel("adamw", "sumsq_final", c),
@@ -145,42 +147,63 @@ export async function loadAdamW(gpu: Gpu, lo: AdamWLoadOptions = {}) {
     return scratch;
   };
 
+  /** step / step_clip over n elements, in slices of at most one binding each. */
+  function recordStep(b: Batch, what: string, four: Binding[], n: number, opts: AdamWOptions, clip: { normSq: Binding; maxNorm: number } | null): void {
+    checkCount(n, "n", what);
+    checkAdamWOptions(opts, what);
+    const names = ["param", "grad", "m", "v"];
+    four.forEach((x, i) => checkBinding(x, n, 4, names[i], what));
+    for (let i = 0; i < 4; i++) {
+      for (let j = i + 1; j < 4; j++) {
+        if (sameBuffer(four[i], four[j])) throw new KernelError(`kernel ${what}: ${names[i]} and ${names[j]} share a buffer; each needs its own`);
+      }
+    }
+    if (clip) {
+      if (!(clip.maxNorm >= 0 && Number.isFinite(clip.maxNorm))) throw new KernelError(`kernel ${what}: maxNorm = ${clip.maxNorm}; want a finite number >= 0 (0: no clipping)`);
+      checkBinding(clip.normSq, 1, 4, "normSq", what);
+      four.forEach((x, i) => {
+        if (sameBuffer(x, clip.normSq)) throw new KernelError(`kernel ${what}: ${names[i]} shares a buffer with normSq`);
+      });
+    }
+    const bc1 = 1 - opts.beta1 ** opts.step;
+    const bc2 = 1 - opts.beta2 ** opts.step;
+    for (const s of slices(n, sliceElems)) {
+      const at = (x: Binding) => sub(x, s.start * 4, s.count * 4);
+      const u = params()
+        .u32(s.count)
+        .f32(1 - opts.lr * opts.weightDecay)
+        .f32(opts.beta1)
+        .f32(opts.beta2)
+        .f32(opts.lr / bc1)
+        .f32(1 / Math.sqrt(bc2))
+        .f32(opts.eps)
+        .f32(opts.gradScale)
+        .f32(clip?.maxNorm ?? 0);
+      b.dispatch(clip ? kStepClip : kStep, {
+        params: u,
+        buffers: clip ? [...four.map(at), clip.normSq] : four.map(at),
+        groups: grid(Math.ceil(s.count / WG), maxGroups, what),
+        label: clip ? "adamw.step_clip" : "adamw.step",
+      });
+    }
+  }
+
   return {
     /** One AdamW step over n f32 elements: param, m, v updated in place. */
     step(b: Batch, param: Binding, grad: Binding, m: Binding, v: Binding, n: number, opts: AdamWOptions): void {
-      const what = "adamw.step";
-      checkCount(n, "n", what);
-      checkAdamWOptions(opts, what);
-      const named: [Binding, string][] = [[param, "param"], [grad, "grad"], [m, "m"], [v, "v"]];
-      for (const [x, name] of named) checkBinding(x, n, 4, name, what);
-      for (let i = 0; i < 4; i++) {
-        for (let j = i + 1; j < 4; j++) {
-          if (sameBuffer(named[i][0], named[j][0])) {
-            throw new KernelError(`kernel ${what}: ${named[i][1]} and ${named[j][1]} share a buffer; each needs its own`);
-          }
-        }
-      }
-      const bc1 = 1 - opts.beta1 ** opts.step;
-      const bc2 = 1 - opts.beta2 ** opts.step;
-      const stepParams = (count: number) =>
-        params()
-          .u32(count)
-          .f32(1 - opts.lr * opts.weightDecay)
-          .f32(opts.beta1)
-          .f32(opts.beta2)
-          .f32(opts.lr / bc1)
-          .f32(1 / Math.sqrt(bc2))
-          .f32(opts.eps)
-          .f32(opts.gradScale);
-      for (const s of slices(n, sliceElems)) {
-        const at = (x: Binding) => sub(x, s.start * 4, s.count * 4);
-        b.dispatch(kStep, {
-          params: stepParams(s.count),
-          buffers: [at(param), at(grad), at(m), at(v)],
-          groups: grid(Math.ceil(s.count / WG), maxGroups, what),
-          label: "adamw.step",
-        });
-      }
+      recordStep(b, "adamw.step", [param, grad, m, v], n, opts, null);
+    },
+
+    /**
+     * The AdamW step with global-norm clipping decided on the GPU: `clip.normSq`
+     * holds Σ g² of the unscaled gradients (gradNormSq's output, recorded
+     * earlier in the same batch); the gradient is scaled by gradScale ×
+     * min(1, maxNorm / (|gradScale|·√normSq + 1e-6)) (maxNorm 0: no clip), and
+     * a non-finite norm leaves param, m and v unchanged. The optimiser runs it
+     * once per parameter-arena chunk (many tensors, zero padding between them).
+     */
+    stepClipped(b: Batch, param: Binding, grad: Binding, m: Binding, v: Binding, n: number, opts: AdamWOptions, clip: { normSq: Binding; maxNorm: number }): void {
+      recordStep(b, "adamw.stepClipped", [param, grad, m, v], n, opts, clip);
     },
 
     /** out16 (f16, packed two per u32) = f16(param) over n elements; values past ±65504 clamp. */

@@ -19,6 +19,7 @@
 import type { Gpu } from "../gpu/index.ts";
 import { loadAdamW, type AdamW } from "../kernels/adamw.ts";
 import { median } from "../util/stats.ts";
+import { arenaChunks } from "./arena.ts";
 import type { Param } from "./model.ts";
 
 export interface DivergenceLimits {
@@ -90,11 +91,11 @@ export class DivergenceGuard {
     return g;
   }
 
-  /** L2 norm of every weight, summed on the GPU (one f32 read back). */
+  /** L2 norm of every weight, summed on the GPU over the arena chunks (zero padding adds nothing; one f32 read back). */
   async weightNorm(): Promise<number> {
     const b = this.gpu.batch();
-    const parts = this.params.flatMap((p) => p.parts); // the embedding / LM head may be in row parts
-    this.adam.gradNormSq(b, parts.map((p) => p.value), parts.map((p) => p.size), this.out);
+    const chunks = arenaChunks(this.params.flatMap((p) => p.parts)); // every row part of the embedding / LM head too
+    this.adam.gradNormSq(b, chunks.map((c) => c.value), chunks.map((c) => c.elems), this.out);
     b.submit();
     return Math.sqrt((await this.gpu.readF32(this.out, 1))[0]);
   }

@@ -15,9 +15,11 @@
  * buffers, so activation memory is O(L·T·H + T·I) instead of O(L·T·I).
  *
  * Tensors over one storage binding (the embedding and LM head of real
- * vocabularies: 151936 x 1536 f32 is 933 MB) are stored in row parts, each
- * its own buffer, as the inference engine stores them: the gather, the LM
- * head, their backward passes and AdamW run once per part.
+ * vocabularies: 151936 x 1536 f32 is 933 MB) are stored in row parts, as the
+ * inference engine stores them: the gather, the LM head and their backward
+ * passes run once per part. Every part (value and gradient) is a range of a
+ * parameter-arena chunk (src/train/arena.ts), so the optimiser, the gradient
+ * norm and zeroing run once per chunk.
  */
 import type { Batch, Binding, Gpu } from "../gpu/index.ts";
 import { loadAttention } from "../kernels/attention.ts";
@@ -31,15 +33,16 @@ import { loadRmsNorm } from "../kernels/rmsnorm.ts";
 import { loadRope } from "../kernels/rope.ts";
 import type { Qwen2Config } from "../model/config.ts";
 import { qwen2WeightSpec, type WeightSpec } from "../model/safetensors.ts";
+import { planArena, type Slice } from "./arena.ts";
 
-/** Rows [row0, row0 + rows) of a parameter: elements [offset, offset + size), in their own buffers. */
+/** Rows [row0, row0 + rows) of a parameter: elements [offset, offset + size), each a range of an arena chunk. */
 export interface ParamPart {
   row0: number;
   rows: number;
   offset: number; // elements
   size: number; // elements
-  value: GPUBuffer; // f32 master weight
-  grad: GPUBuffer; // f32, accumulated
+  value: Slice; // f32 master weight
+  grad: Slice; // f32, accumulated
 }
 
 export interface Param {
@@ -48,10 +51,10 @@ export interface Param {
   size: number; // elements
   /** One part, or row parts when the tensor exceeds one storage binding (embedding / LM head). */
   parts: ParamPart[];
-  /** The value buffer of a one-part tensor (an error for a tensor in several parts). */
-  readonly value: GPUBuffer;
-  /** The gradient buffer of a one-part tensor (an error for a tensor in several parts). */
-  readonly grad: GPUBuffer;
+  /** The value range of a one-part tensor (an error for a tensor in several parts). */
+  readonly value: Slice;
+  /** The gradient range of a one-part tensor (an error for a tensor in several parts). */
+  readonly grad: Slice;
 }
 
 /** Where parameter values come from: a map, or a reader called once per tensor (nothing kept after upload). */
@@ -67,33 +70,29 @@ export function partRows(rows: number, cols: number, maxBinding: number): number
   return Math.min(rows, fit);
 }
 
-function makeParam(gpu: Gpu, name: string, shape: number[], data: Float32Array, maxBinding: number): Param {
+/** A parameter's row parts (rows per part so that one part fits `maxBinding` bytes in f32). */
+export function rowParts(shape: number[], maxBinding: number): { row0: number; rows: number; offset: number; size: number }[] {
   const size = shape.reduce((a, b) => a * b, 1);
   const rows = shape.length > 1 ? shape[0] : 1;
   const cols = size / Math.max(rows, 1);
   const per = partRows(rows, cols, maxBinding);
-  const parts: ParamPart[] = [];
+  const parts = [];
   for (let row0 = 0; row0 < rows; row0 += per) {
     const n = Math.min(per, rows - row0);
-    const offset = row0 * cols;
-    const label = parts.length || n < rows ? `${name}[${row0}:${row0 + n}]` : name;
-    parts.push({
-      row0,
-      rows: n,
-      offset,
-      size: n * cols,
-      value: gpu.buffer(data.subarray(offset, offset + n * cols), label),
-      grad: gpu.buffer(n * cols * 4, `grad.${label}`),
-    });
+    parts.push({ row0, rows: n, offset: row0 * cols, size: n * cols });
   }
+  return parts;
+}
+
+function makeParam(name: string, shape: number[], parts: ParamPart[]): Param {
   const one = (what: "value" | "grad") => {
-    if (parts.length !== 1) throw new Error(`training model: ${name} is stored in ${parts.length} row parts; use its parts, not one ${what} buffer`);
+    if (parts.length !== 1) throw new Error(`training model: ${name} is stored in ${parts.length} row parts; use its parts, not one ${what} range`);
     return parts[0][what];
   };
   return {
     name,
     shape,
-    size,
+    size: shape.reduce((a, b) => a * b, 1),
     parts,
     get value() {
       return one("value");
@@ -177,6 +176,11 @@ export interface TrainModelOptions {
    */
   maxParamBytes?: number;
   /**
+   * Largest parameter-arena chunk in bytes (default: the adapter's max
+   * storage binding). Tests lower it to spread a tiny model over chunks.
+   */
+  maxArenaBytes?: number;
+  /**
    * Ids the tokenizer knows: log-probs are log softmax over logits [0,
    * vocabLimit) only (the distribution the masked sampler draws from), and
    * the LM head's padded rows above it get no gradient. Default vocab_size.
@@ -187,6 +191,8 @@ export interface TrainModelOptions {
 export class TrainModel {
   readonly params: Param[];
   readonly byName: Map<string, Param>;
+  /** The parameter arena's chunks: values and gradients in the same layout (src/train/arena.ts). */
+  readonly arena: { value: GPUBuffer; grad: GPUBuffer }[];
   private acts: Acts | null = null;
 
   private constructor(
@@ -200,16 +206,31 @@ export class TrainModel {
     const limit = gpu.limits.maxStorageBufferBindingSize;
     const vocabBinding = Math.min(opts.maxParamBytes ?? Infinity, limit);
     const get = typeof values === "function" ? values : (n: string) => values.get(n);
-    this.params = specs.map((s) => {
+    // Row parts from the shapes, then the arena, then the values tensor by tensor.
+    const layout = specs.map((s) => {
+      const size = s.shape.reduce((a, b) => a * b, 1);
+      // Only the vocabulary tensors are split (the layers' kernels take one range per weight).
+      const vocab = s.name === "model.embed_tokens.weight" || s.name === "lm_head.weight";
+      if (!vocab && size * 4 > limit) throw new Error(`training model: ${s.name} (${size * 4} bytes in f32) exceeds the adapter's max storage binding ${limit}`);
+      return rowParts(s.shape, vocab ? vocabBinding : limit);
+    });
+    const plan = planArena(layout.flat().map((p) => p.size), Math.min(opts.maxArenaBytes ?? Infinity, limit), gpu.limits.minStorageBufferOffsetAlignment);
+    this.arena = plan.chunkElems.map((n, k) => ({ value: gpu.buffer(n * 4, `params#${k}`), grad: gpu.buffer(n * 4, `grads#${k}`) }));
+    let slot = 0;
+    this.params = specs.map((s, i) => {
       const size = s.shape.reduce((a, b) => a * b, 1);
       const data = get(s.name);
       if (!data) throw new Error(`training model: no values for parameter ${s.name}`);
       if (data.length !== size) throw new Error(`training model: ${s.name} has ${data.length} values, shape ${s.shape} needs ${size}`);
-      // Only the vocabulary tensors are split (the layers' kernels take one buffer per weight).
-      const vocab = s.name === "model.embed_tokens.weight" || s.name === "lm_head.weight";
-      if (!vocab && size * 4 > limit) throw new Error(`training model: ${s.name} (${size * 4} bytes in f32) exceeds the adapter's max storage binding ${limit}`);
-      // Uploaded at once; with a reader the CPU copy is garbage as soon as this returns.
-      return makeParam(gpu, s.name, s.shape, data, vocab ? vocabBinding : limit);
+      const parts = layout[i].map((p): ParamPart => {
+        const { chunk, offset } = plan.slots[slot++];
+        const at = (buffer: GPUBuffer): Slice => ({ buffer, offset: offset * 4, size: p.size * 4 });
+        const part = { ...p, value: at(this.arena[chunk].value), grad: at(this.arena[chunk].grad) };
+        // Uploaded at once; with a reader the CPU copy is garbage as soon as this returns.
+        gpu.write(part.value.buffer, data.subarray(p.offset, p.offset + p.size), part.value.offset);
+        return part;
+      });
+      return makeParam(s.name, s.shape, parts);
     });
     this.byName = new Map(this.params.map((p) => [p.name, p]));
   }
@@ -489,16 +510,17 @@ export class TrainModel {
     }
   }
 
-  /** Zero every gradient (start of an optimiser step). */
+  /** Zero every gradient (start of an optimiser step): one clear per arena chunk. */
   recordZeroGrad(b: Batch): void {
-    for (const p of this.params) for (const part of p.parts) b.clear(part.grad);
+    for (const c of this.arena) b.clear(c.grad);
   }
 
   /** One parameter's f32 master weights, its parts joined (checkpoints read tensor by tensor). */
   async readParam(p: Param, what: "value" | "grad" = "value"): Promise<Float32Array> {
-    if (p.parts.length === 1) return this.gpu.readF32(p.parts[0][what], p.size);
+    const read = (part: ParamPart) => this.gpu.readF32(part[what].buffer, part.size, part[what].offset);
+    if (p.parts.length === 1) return read(p.parts[0]);
     const out = new Float32Array(p.size);
-    for (const part of p.parts) out.set(await this.gpu.readF32(part[what], part.size), part.offset);
+    for (const part of p.parts) out.set(await read(part), part.offset);
     return out;
   }
 
@@ -516,11 +538,9 @@ export class TrainModel {
   }
 
   destroy(): void {
-    for (const p of this.params) {
-      for (const part of p.parts) {
-        part.value.destroy();
-        part.grad.destroy();
-      }
+    for (const c of this.arena) {
+      c.value.destroy();
+      c.grad.destroy();
     }
     if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((x) => x.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
   }

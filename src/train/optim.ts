@@ -1,12 +1,18 @@
 /**
  * The optimiser step over every parameter: global-norm clipping, then AdamW
  * (decoupled weight decay) with a constant-with-warm-up learning rate.
- * Moments are f32 buffers beside each parameter part (a tensor over one
- * storage binding is updated part by part, with its own moment buffers).
+ *
+ * Multi-tensor: the parameters live in a few arena chunks (src/train/arena.ts)
+ * and the moments in buffers of the same layout, so one step is one
+ * sum-of-squares dispatch per gradient chunk, one final reduction, and one
+ * AdamW dispatch per chunk that reads the squared norm from the GPU and
+ * applies the clip factor itself: one submit, one readback (the norm, for
+ * the statistics) after the update, none in between.
  */
-import type { Gpu } from "../gpu/index.ts";
-import { clipFactor, loadAdamW, lrAt, type AdamW } from "../kernels/adamw.ts";
-import type { Param, ParamPart } from "./model.ts";
+import type { Batch, Gpu } from "../gpu/index.ts";
+import { clipFactor, loadAdamW, lrAt, type AdamW, type AdamWOptions } from "../kernels/adamw.ts";
+import { arenaChunks, type Slice } from "./arena.ts";
+import type { Param } from "./model.ts";
 
 export interface OptimConfig {
   lr: number;
@@ -36,12 +42,31 @@ export interface OptimStats {
   skipped: boolean;
 }
 
+/** One arena chunk: its values, gradients and moments (the same layout, `elems` f32 each). */
+export interface OptimChunk {
+  value: GPUBuffer;
+  grad: GPUBuffer;
+  m: GPUBuffer;
+  v: GPUBuffer;
+  elems: number;
+}
+
+/**
+ * Records one optimiser step over `chunks`: Σ g² over every gradient chunk
+ * into `normSq`, then AdamW per chunk with the clip factor taken from it on
+ * the GPU (`maxNorm` 0: no clipping). Dispatches: one partial sum per chunk
+ * slice, one final sum, one AdamW per chunk slice.
+ */
+export function recordOptimizerStep(b: Batch, adam: AdamW, chunks: OptimChunk[], normSq: GPUBuffer, opts: AdamWOptions, maxNorm: number): void {
+  adam.gradNormSq(b, chunks.map((c) => c.grad), chunks.map((c) => c.elems), normSq);
+  for (const c of chunks) adam.stepClipped(b, c.value, c.grad, c.m, c.v, c.elems, opts, { normSq, maxNorm });
+}
+
 export class Optimizer {
   step = 0; // optimiser steps taken
-  /** Moments per parameter, one buffer per part: m[i][k] belongs to params[i].parts[k]. */
-  readonly m: GPUBuffer[][];
-  readonly v: GPUBuffer[][];
-  private readonly parts: ParamPart[];
+  /** The arena chunks with their moment buffers (same layout as the values). */
+  readonly chunks: OptimChunk[];
+  private readonly chunkOf: Map<GPUBuffer, OptimChunk>;
   private readonly normOut: GPUBuffer;
 
   private constructor(
@@ -50,10 +75,12 @@ export class Optimizer {
     readonly cfg: OptimConfig,
     private readonly adam: AdamW,
   ) {
-    const moments = (kind: string) => params.map((p) => p.parts.map((part, k) => gpu.buffer(part.size * 4, `adam.${kind}.${p.name}${p.parts.length > 1 ? `#${k}` : ""}`)));
-    this.m = moments("m");
-    this.v = moments("v");
-    this.parts = params.flatMap((p) => p.parts);
+    this.chunks = arenaChunks(params.flatMap((p) => p.parts)).map((c, k) => ({
+      ...c,
+      m: gpu.buffer(c.elems * 4, `adam.m#${k}`),
+      v: gpu.buffer(c.elems * 4, `adam.v#${k}`),
+    }));
+    this.chunkOf = new Map(this.chunks.map((c) => [c.value, c]));
     this.normOut = gpu.buffer(16, "adam.gradnorm");
   }
 
@@ -64,41 +91,47 @@ export class Optimizer {
   /**
    * One update from the accumulated gradients. `gradScale` divides the sums
    * (e.g. 1 when the loss already averages). A non-finite gradient norm
-   * skips the update and is reported.
+   * leaves the weights and moments unchanged (the kernel checks it) and is
+   * reported as skipped.
    */
   async update(gradScale = 1): Promise<OptimStats> {
+    const lr = lrAt(this.step + 1, { lr: this.cfg.lr, warmupSteps: this.cfg.warmupSteps });
+    const opts: AdamWOptions = {
+      lr,
+      beta1: this.cfg.beta1,
+      beta2: this.cfg.beta2,
+      eps: this.cfg.eps,
+      weightDecay: this.cfg.weightDecay,
+      step: this.step + 1,
+      gradScale,
+    };
     const b = this.gpu.batch();
-    this.adam.gradNormSq(b, this.parts.map((p) => p.grad), this.parts.map((p) => p.size), this.normOut);
+    recordOptimizerStep(b, this.adam, this.chunks, this.normOut, opts, this.cfg.maxGradNorm);
     b.submit();
     const sq = (await this.gpu.readF32(this.normOut, 1))[0];
-    const gradNorm = Math.sqrt(sq) * gradScale;
-    const lr = lrAt(this.step + 1, { lr: this.cfg.lr, warmupSteps: this.cfg.warmupSteps });
+    const gradNorm = Math.sqrt(sq) * Math.abs(gradScale);
     if (!Number.isFinite(gradNorm)) return { gradNorm, lr, clip: 0, skipped: true };
-    const clip = this.cfg.maxGradNorm > 0 ? clipFactor(gradNorm, this.cfg.maxGradNorm) : 1;
     this.step++;
-    const u = this.gpu.batch();
-    this.params.forEach((p, i) =>
-      p.parts.forEach((part, k) =>
-        this.adam.step(u, part.value, part.grad, this.m[i][k], this.v[i][k], part.size, {
-          lr,
-          beta1: this.cfg.beta1,
-          beta2: this.cfg.beta2,
-          eps: this.cfg.eps,
-          weightDecay: this.cfg.weightDecay,
-          step: this.step,
-          gradScale: gradScale * clip,
-        }),
-      ),
-    );
-    u.submit();
+    const clip = this.cfg.maxGradNorm > 0 ? clipFactor(gradNorm, this.cfg.maxGradNorm) : 1;
     return { gradNorm, lr, clip, skipped: false };
+  }
+
+  /** Moment `which` of parameter i's part k: its range of the chunk's moment buffer. */
+  private momentSlice(i: number, k: number, which: "m" | "v"): Slice {
+    const part = this.params[i].parts[k];
+    const c = this.chunkOf.get(part.value.buffer);
+    if (!c) throw new Error(`optimiser: ${this.params[i].name} is not in this optimiser's arena`);
+    return { buffer: c[which], offset: part.value.offset, size: part.value.size };
   }
 
   /** One moment tensor of parameter i, its parts joined (checkpoints write tensor by tensor). */
   async readMoment(i: number, which: "m" | "v"): Promise<Float32Array> {
     const p = this.params[i];
     const out = new Float32Array(p.size);
-    for (const [k, part] of p.parts.entries()) out.set(await this.gpu.readF32(this[which][i][k], part.size), part.offset);
+    for (const [k, part] of p.parts.entries()) {
+      const s = this.momentSlice(i, k, which);
+      out.set(await this.gpu.readF32(s.buffer, part.size, s.offset), part.offset);
+    }
     return out;
   }
 
@@ -106,7 +139,10 @@ export class Optimizer {
   loadMoment(i: number, which: "m" | "v", data: Float32Array): void {
     const p = this.params[i];
     if (data.length !== p.size) throw new Error(`optimiser state for ${p.name} (${which}): ${data.length} values, the parameter has ${p.size}`);
-    p.parts.forEach((part, k) => this.gpu.write(this[which][i][k], data.subarray(part.offset, part.offset + part.size)));
+    p.parts.forEach((part, k) => {
+      const s = this.momentSlice(i, k, which);
+      this.gpu.write(s.buffer, data.subarray(part.offset, part.offset + part.size), s.offset);
+    });
   }
 
   async readState(): Promise<{ m: Float32Array[]; v: Float32Array[]; step: number }> {
@@ -129,6 +165,6 @@ export class Optimizer {
   }
 
   destroy(): void {
-    [...this.m.flat(), ...this.v.flat(), this.normOut].forEach((b) => b.destroy());
+    [...this.chunks.flatMap((c) => [c.m, c.v]), this.normOut].forEach((b) => b.destroy());
   }
 }

@@ -7,7 +7,7 @@
  * its own f16 copies, refreshed after each update by one kernel per tensor
  * (adamw.copyToF16), so rollouts always come from the current policy.
  */
-import type { Gpu } from "../gpu/index.ts";
+import type { Binding, Gpu } from "../gpu/index.ts";
 import { loadAdamW } from "../kernels/adamw.ts";
 import { Qwen2Gpu, qkvNames, type ChunkedMatrix, type DType, type LayerWeights, type Qwen2Weights } from "../engine/model.ts";
 import type { Batch } from "../gpu/batch.ts";
@@ -68,7 +68,7 @@ function qkvBuffers(gpu: Gpu, train: TrainModel, dtype: DType): { cat: Map<strin
 }
 
 /** `buf(name, k)`: the engine's buffer for part k of a parameter (one part for all but the embedding / LM head). */
-function weightsFrom(train: TrainModel, buf: (name: string, part: number) => GPUBuffer): Qwen2Weights {
+function weightsFrom(train: TrainModel, buf: (name: string, part: number) => Binding): Qwen2Weights {
   const c = train.config;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
@@ -104,12 +104,12 @@ export async function rolloutModel(gpu: Gpu, train: TrainModel, dtype: DType): P
     );
     const sync = async () => {
       const b = gpu.batch();
-      for (const p of parts) b.copy(p.param.value, 0, p.dst, p.offset * 4, p.param.size * 4);
+      for (const p of parts) b.copy(p.param.value.buffer, p.param.value.offset, p.dst, p.offset * 4, p.param.size * 4);
       b.submit();
     };
     await sync();
     // The q/k/v copies hold the master values: read those.
-    const read = () => readParts(train, (p, k) => gpu.readF32(p.parts[k].value, p.parts[k].size), (n) => new Float32Array(n));
+    const read = () => readParts(train, (p, k) => gpu.readF32(p.parts[k].value.buffer, p.parts[k].size, p.parts[k].value.offset), (n) => new Float32Array(n));
     // The other buffers are the trainer's: destroying the engine's view frees only the q/k/v copies.
     return { model, sync, read, destroy: () => cat.forEach((b) => b.destroy()) };
   }
