@@ -237,7 +237,7 @@ export class Broker {
         await Bun.sleep(wait);
         if (this.closed) throw why;
         try {
-          await this.client.connect();
+          if (!this.client.connected) await this.client.connect();
           await this.ensureGroup();
           break;
         } catch (e) {
