@@ -76,10 +76,54 @@ fn swiglu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_id) lid: vec3<u32>) {
   let i = linear(wid, nwg, lid);
   if (i >= P.n) { return; }
-  let g = sb_gate[i];
+  let dd = swiglu_grads(sb_gate[i], sb_up[i], sb_dout[i]);
+  sb_dgate[i] = dd.x;
+  sb_dup[i] = dd.y;
+}
+
+// (dgate, dup) of out = silu(g)·u for the output gradient d.
+fn swiglu_grads(g: f32, u: f32, d: f32) -> vec2<f32> {
   let e = exp(-abs(g));
   let s = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
-  let d = sb_dout[i];
-  sb_dup[i] = d * (g * s);
-  sb_dgate[i] = d * sb_up[i] * (s * (1.0 + g * (1.0 - s)));
+  return vec2<f32>(d * u * (s * (1.0 + g * (1.0 - s))), d * (g * s));
+}
+
+// ---- swiglu_gu / swiglu_gu_backward (training): gate and up side by side ----
+// gu [rows, 2w] holds each row's gate then its up (the product of h with the
+// gate and up weights stacked as one [2w, H] matrix, which the parameter
+// arena keeps contiguous), so one product and one gradient product serve both:
+//   swiglu_gu:          out [rows, w] = silu(gate) · up
+//   swiglu_gu_backward: dgu [rows, 2w] = (dgate, dup) from gu and dout [rows, w]
+// The same arithmetic as swiglu / swiglu_backward, element by element.
+struct GuParams {
+  n: u32,   // rows · w
+  w: u32,
+}
+
+@group(0) @binding(0) var<uniform> GP: GuParams;
+@group(0) @binding(1) var<storage, read> gu_in: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> gu_out: array<{{T}}>;
+
+@compute @workgroup_size({{WG}})
+fn swiglu_gu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = linear(wid, nwg, lid);
+  if (i >= GP.n) { return; }
+  let j = (i / GP.w) * 2u * GP.w + i % GP.w;
+  gu_out[i] = {{T}}(silu(f32(gu_in[j])) * f32(gu_in[j + GP.w]));
+}
+
+@group(0) @binding(1) var<storage, read> gb_gu: array<f32>;
+@group(0) @binding(2) var<storage, read> gb_dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gb_dgu: array<f32>;
+
+@compute @workgroup_size({{WG}})
+fn swiglu_gu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = linear(wid, nwg, lid);
+  if (i >= GP.n) { return; }
+  let j = (i / GP.w) * 2u * GP.w + i % GP.w;
+  let dd = swiglu_grads(gb_gu[j], gb_gu[j + GP.w], gb_dout[i]);
+  gb_dgu[j] = dd.x;
+  gb_dgu[j + GP.w] = dd.y;
 }

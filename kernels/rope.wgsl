@@ -26,11 +26,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read> pos: array<u32>;         // [T]
 @group(0) @binding(3) var<storage, read> inv_freq: array<f32>;    // [hd / 2]
 
-// (cos, sin) of token t's angle for frequency i, reduced as described above.
+// The angle a reduced to [−π, π] by Cody-Waite, as described above (every entry uses it).
+fn reduce_angle(a: f32, c1: f32, c2: f32, c3: f32, inv_two_pi: f32) -> f32 {
+  let k = round(a * inv_two_pi);
+  return ((a - k * c1) - k * c2) - k * c3;
+}
+
+// (cos, sin) of token t's angle for frequency i.
 fn cos_sin(t: u32, i: u32) -> vec2<f32> {
-  let a = f32(pos[t]) * inv_freq[i];
-  let k = round(a * P.inv_two_pi);
-  let r = ((a - k * P.c1) - k * P.c2) - k * P.c3;
+  let r = reduce_angle(f32(pos[t]) * inv_freq[i], P.c1, P.c2, P.c3, P.inv_two_pi);
   return vec2<f32>(cos(r), sin(r));
 }
 
@@ -118,9 +122,7 @@ fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let j = (idx / half) % slots;   // head slot
   let t = idx / (half * slots);
   let p = tok_pos[t];
-  let a = f32(p) * inv_freq_kv[i];
-  let kk = round(a * KP.inv_two_pi);
-  let r = ((a - kk * KP.c1) - kk * KP.c2) - kk * KP.c3;
+  let r = reduce_angle(f32(p) * inv_freq_kv[i], KP.c1, KP.c2, KP.c3, KP.inv_two_pi);
   let c = cos(r);
   let s = sin(r);
   let row = t * (KP.nh + 2u * KP.nkv) * hd;   // token t's qkv row
@@ -145,4 +147,57 @@ fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let vsrc = src + KP.nkv * hd;
   vc[dst] = qkv[vsrc];
   vc[dst + half] = qkv[vsrc + half];
+}
+
+// ---- rope_qk / rope_qk_backward (training): q and k in one dispatch ----
+// q [T, nh, hd] and k [T, nkv, hd], each in place; one invocation per
+// (t, head slot, i < hd/2), slots 0..nh-1 of q, then nkv of k. Exactly the
+// arithmetic of `rope` (forward) and `rope_backward` (adjoint) applied to
+// each buffer, so the results are the same bits as those two dispatches.
+// Uniform: rope_kv's KvParams (bs and max_blocks unused).
+@group(0) @binding(1) var<storage, read_write> qk_q: array<{{T}}>;    // [T, nh, hd]
+@group(0) @binding(2) var<storage, read_write> qk_k: array<{{T}}>;    // [T, nkv, hd]
+@group(0) @binding(3) var<storage, read> qk_pos: array<u32>;          // [T]
+@group(0) @binding(4) var<storage, read> qk_inv_freq: array<f32>;     // [hd / 2]
+
+// sign = 1: the forward rotation; sign = −1: its adjoint (rotation by −angle).
+fn rope_qk_at(idx: u32, sign: f32) {
+  let half = KP.half;
+  let hd = 2u * half;
+  let i = idx % half;
+  let slots = KP.nh + KP.nkv;
+  let h = (idx / half) % slots;
+  let t = idx / (half * slots);
+  let r = reduce_angle(f32(qk_pos[t]) * qk_inv_freq[i], KP.c1, KP.c2, KP.c3, KP.inv_two_pi);
+  let c = cos(r);
+  let s = sign * sin(r);
+  if (h < KP.nh) {
+    let j = (t * KP.nh + h) * hd + i;
+    let x1 = f32(qk_q[j]);
+    let x2 = f32(qk_q[j + half]);
+    qk_q[j] = {{T}}(x1 * c - x2 * s);
+    qk_q[j + half] = {{T}}(x2 * c + x1 * s);
+  } else {
+    let j = (t * KP.nkv + h - KP.nh) * hd + i;
+    let x1 = f32(qk_k[j]);
+    let x2 = f32(qk_k[j + half]);
+    qk_k[j] = {{T}}(x1 * c - x2 * s);
+    qk_k[j + half] = {{T}}(x2 * c + x1 * s);
+  }
+}
+
+@compute @workgroup_size({{WG}})
+fn rope_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let idx = (wid.y * nwg.x + wid.x) * {{WG}}u + lid.x;
+  if (idx >= KP.n) { return; }
+  rope_qk_at(idx, 1.0);
+}
+
+@compute @workgroup_size({{WG}})
+fn rope_qk_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let idx = (wid.y * nwg.x + wid.x) * {{WG}}u + lid.x;
+  if (idx >= KP.n) { return; }
+  rope_qk_at(idx, -1.0);
 }

@@ -210,6 +210,47 @@ describe.skipIf(!GPU)("rope backward", () => {
     expectClose(fdGrad(x, FD_H, r, () => ropeRef(x, pos, T, H, hd, THETA)), dx, t.atol, t.rtol, "rope d/dx finite differences");
   });
 
+  test("fused q+k backward (rope_qk_backward) = ropeBackward of dq and of dk, bit for bit; vs the reference and finite differences", async () => {
+    const gpu = await gpuOrSkip();
+    const rope = await loadRope(gpu, "f32");
+    const t = tol("rope_backward_f32");
+    for (const [T, nh, nkv, hd] of [[1, 1, 1, 2], [7, 4, 2, 16], [5, 6, 1, 8], [3, 2, 2, 64]]) {
+      const dq = randn(T * nh * hd, T + nh, 1);
+      const dk = randn(T * nkv * hd, T + nkv + 50, 1);
+      const pos = positions(T, hd + 3 * T);
+      const bufs = [buf(gpu, dq, "dq"), buf(gpu, dk, "dk"), buf(gpu, pos, "pos")];
+      const b = gpu.batch();
+      rope.ropeQkBackward(b, bufs[0], bufs[1], bufs[2], { T, nh, nkv, hd, theta: THETA });
+      b.submit();
+      const [gq, gk] = [await gpu.readF32(bufs[0], dq.length), await gpu.readF32(bufs[1], dk.length)];
+      bufs.forEach((x) => x.destroy());
+      const what = `T=${T} nh=${nh} nkv=${nkv} hd=${hd}`;
+      expectClose(gq, await run(gpu, dq, pos, T, nh, hd, THETA), 0, 0, `rope_qk_backward dq = ropeBackward(dq), ${what}`);
+      expectClose(gk, await run(gpu, dk, pos, T, nkv, hd, THETA), 0, 0, `rope_qk_backward dk = ropeBackward(dk), ${what}`);
+      expectClose(gq, ropeBackwardRef(dq, pos, T, nh, hd, THETA), t.atol, t.rtol, `rope_qk_backward dq vs reference, ${what}`);
+      expectClose(gk, ropeBackwardRef(dk, pos, T, nkv, hd, THETA), t.atol, t.rtol, `rope_qk_backward dk vs reference, ${what}`);
+    }
+    // Finite differences of the forward on q and on k, through the fused backward.
+    const [T, nh, nkv, hd] = [3, 2, 1, 8];
+    const pos = Uint32Array.of(0, 5, 30000);
+    const [q, k] = [randn(T * nh * hd, 81, 1), randn(T * nkv * hd, 82, 1)];
+    const [rq, rk] = [randn(T * nh * hd, 83, 1), randn(T * nkv * hd, 84, 1)];
+    const bufs = [buf(gpu, rq, "dq"), buf(gpu, rk, "dk"), buf(gpu, pos, "pos")];
+    const b = gpu.batch();
+    rope.ropeQkBackward(b, bufs[0], bufs[1], bufs[2], { T, nh, nkv, hd, theta: THETA });
+    b.submit();
+    const [gq, gk] = [await gpu.readF32(bufs[0], q.length), await gpu.readF32(bufs[1], k.length)];
+    bufs.forEach((x) => x.destroy());
+    const fd = tol("fd_linear_f32");
+    expectClose(fdGrad(q, FD_H, rq, () => ropeRef(q, pos, T, nh, hd, THETA)), gq, fd.atol, fd.rtol, "rope_qk d/dq finite differences");
+    expectClose(fdGrad(k, FD_H, rk, () => ropeRef(k, pos, T, nkv, hd, THETA)), gk, fd.atol, fd.rtol, "rope_qk d/dk finite differences");
+    const a = gpu.buffer(64, "a");
+    expect(() => rope.ropeQkBackward(gpu.batch(), a, a, a, { T: 1, nh: 1, nkv: 1, hd: 4, theta: THETA })).toThrow(/q and k share a buffer/);
+    expect(() => rope.ropeQkBackward(gpu.batch(), a, gpu.buffer(16, "k"), a, { T: 2, nh: 2, nkv: 1, hd: 8, theta: THETA })).toThrow(/rope\.rope_qk_backward: q binds 64 bytes/);
+    a.destroy();
+    rope.destroy();
+  });
+
   test("f16 loaders and bad shapes are refused", async () => {
     const gpu = await gpuOrSkip();
     const rope = await loadRope(gpu, "f32");
@@ -267,6 +308,56 @@ describe.skipIf(!GPU)("swiglu backward", () => {
     const fwd = () => swigluRef(gate, upv);
     expectClose(fdGrad(gate, FD_H, r, fwd), got.dgate, t.atol, t.rtol, "swiglu d/dgate finite differences");
     expectClose(fdGrad(upv, FD_H, r, fwd), got.dup, t.atol, t.rtol, "swiglu d/dup finite differences");
+  });
+
+  test("stacked gate/up (swiglu_gu_backward over gu [rows, 2w]) = swiglu_backward of gate and up apart, bit for bit; finite differences", async () => {
+    const gpu = await gpuOrSkip();
+    const ew = await loadElementwise(gpu, "f32");
+    const stackRows = (g: Float32Array, u: Float32Array, rows: number, w: number) => {
+      const gu = new Float32Array(2 * rows * w);
+      for (let r = 0; r < rows; r++) {
+        gu.set(g.subarray(r * w, (r + 1) * w), 2 * r * w);
+        gu.set(u.subarray(r * w, (r + 1) * w), (2 * r + 1) * w);
+      }
+      return gu;
+    };
+    const stacked = async (gu: Float32Array, dout: Float32Array, rows: number, w: number) => {
+      const [gb, db] = [buf(gpu, gu, "gu"), buf(gpu, dout, "dout")];
+      const dgb = buf(gpu, new Float32Array(2 * rows * w).fill(Number.NaN), "dgu");
+      const b = gpu.batch();
+      ew.swigluGuBackward(b, gb, db, dgb, rows, w);
+      b.submit();
+      const out = await gpu.readF32(dgb, 2 * rows * w);
+      for (const z of [gb, db, dgb]) z.destroy();
+      return out;
+    };
+    for (const [rows, w] of [[1, 1], [3, 7], [17, 300]]) {
+      const gate = randn(rows * w, rows + w, 8);
+      if (rows * w > 4) gate.set([-40, 40, 0, -1e-3]);
+      const upv = randn(rows * w, rows + w + 1, 2);
+      const dout = randn(rows * w, rows + w + 2, 1);
+      const got = await stacked(stackRows(gate, upv, rows, w), dout, rows, w);
+      const apart = await run(gpu, gate, upv, dout);
+      expectClose(got, stackRows(apart.dgate, apart.dup, rows, w), 0, 0, `swiglu_gu_backward = swiglu_backward, rows ${rows} w ${w}`);
+    }
+    // Finite differences of out = silu(gate)·up over the stacked input.
+    const [rows, w] = [4, 16];
+    const gu = stackRows(randn(rows * w, 31, 4), randn(rows * w, 32, 2), rows, w);
+    const r = randn(rows * w, 33, 1);
+    const fwd = () => {
+      const out = new Float32Array(rows * w);
+      for (let i = 0; i < rows * w; i++) {
+        const j = Math.floor(i / w) * 2 * w + (i % w);
+        out[i] = swigluRef(gu.subarray(j, j + 1), gu.subarray(j + w, j + w + 1))[0];
+      }
+      return out;
+    };
+    const t = tol("fd_elementwise_f32");
+    expectClose(fdGrad(gu, FD_H, r, fwd), await stacked(gu, r, rows, w), t.atol, t.rtol, "swiglu_gu d/dgu finite differences");
+    const a = gpu.buffer(64, "a");
+    expect(() => ew.swigluGuBackward(gpu.batch(), a, a, a, 2, 2)).toThrow(/dgu shares a buffer with gu or dout/);
+    expect(() => ew.swigluGuBackward(gpu.batch(), a, gpu.buffer(64, "d"), gpu.buffer(64, "o"), 4, 4)).toThrow(/swiglu_gu_backward: gu binds 64 bytes, needs 32 × 4/);
+    a.destroy();
   });
 
   test("f16 loaders and aliased outputs are refused", async () => {

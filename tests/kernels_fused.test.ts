@@ -6,9 +6,10 @@
 // both unit sizes (vec4 when K % 4 == 0, scalar otherwise).
 import { describe, setDefaultTimeout, test } from "bun:test";
 import type { Gpu } from "../src/gpu/index.ts";
+import { loadElementwise } from "../src/kernels/elementwise.ts";
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
 import { loadMatmul, matmulFusedRef, type Dtype, type Matmul, type MatmulConfig } from "../src/kernels/matmul.ts";
-import { loadRope, ropeKvRef } from "../src/kernels/rope.ts";
+import { loadRope, ropeKvRef, ropeRef } from "../src/kernels/rope.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
@@ -124,5 +125,73 @@ for (const dtype of ["f32", "f16"] as const) {
         expectClose(gv, vc, TOL.exact.atol, TOL.exact.rtol, `rope_kv ${dtype} v cache`);
       });
     }
+  });
+}
+
+// rope_qk (training: RoPE of q and of k in one dispatch) vs two `rope` dispatches
+// (the same bits) and vs ropeRef on each.
+for (const dtype of ["f32", "f16"] as const) {
+  describe.skipIf(!GPU)(`rope_qk ${dtype} vs rope of q and rope of k`, () => {
+    test("shapes with nh = nkv, GQA and MQA; positions to 32768", async () => {
+      const gpu = await gpuOrSkip();
+      const rope = await loadRope(gpu, dtype);
+      const r = (x: Float32Array) => (dtype === "f16" ? roundToF16(x) : x);
+      const read = async (buf: GPUBuffer, n: number) =>
+        dtype === "f32" ? gpu.readF32(buf, n) : f16BitsToF32(new Uint16Array(await gpu.read(buf, Math.ceil(n / 2) * 4)).subarray(0, n));
+      for (const [T, nh, nkv, hd] of [[1, 1, 1, 2], [9, 4, 4, 16], [6, 6, 2, 8], [4, 4, 1, 64]]) {
+        const q = r(randn(T * nh * hd, T * 3 + hd, 1));
+        const k = r(randn(T * nkv * hd, T * 5 + hd, 1));
+        const pos = Uint32Array.from({ length: T }, (_, i) => (i === T - 1 ? 32768 : i * 97));
+        const pb = gpu.buffer(pos, "pos");
+        const fused = [up(gpu, q, dtype, "q"), up(gpu, k, dtype, "k")];
+        const apart = [up(gpu, q, dtype, "q2"), up(gpu, k, dtype, "k2")];
+        const b = gpu.batch();
+        rope.ropeQk(b, fused[0], fused[1], pb, { T, nh, nkv, hd, theta: 10000 });
+        rope.rope(b, apart[0], pb, T, nh, hd, 10000);
+        rope.rope(b, apart[1], pb, T, nkv, hd, 10000);
+        b.submit();
+        const [fq, fk, aq, ak] = [await read(fused[0], q.length), await read(fused[1], k.length), await read(apart[0], q.length), await read(apart[1], k.length)];
+        [...fused, ...apart, pb].forEach((x) => x.destroy());
+        const what = `${dtype} T=${T} nh=${nh} nkv=${nkv} hd=${hd}`;
+        expectClose(fq, aq, TOL.exact.atol, TOL.exact.rtol, `rope_qk q = rope(q), ${what}`);
+        expectClose(fk, ak, TOL.exact.atol, TOL.exact.rtol, `rope_qk k = rope(k), ${what}`);
+        const t = TOL[`rope_${dtype}`];
+        expectClose(fq, ropeRef(q, pos, T, nh, hd, 10000), t.atol, t.rtol, `rope_qk q vs reference, ${what}`);
+        expectClose(fk, ropeRef(k, pos, T, nkv, hd, 10000), t.atol, t.rtol, `rope_qk k vs reference, ${what}`);
+      }
+      rope.destroy();
+    });
+  });
+}
+
+// swiglu_gu (training's recompute: SwiGLU over the stacked gate/up product gu [rows, 2w])
+// vs swiglu of gate and up apart: the same bits.
+for (const dtype of ["f32", "f16"] as const) {
+  describe.skipIf(!GPU)(`swiglu_gu ${dtype} vs swiglu of gate and up apart`, () => {
+    test("rows x widths, gate tails", async () => {
+      const gpu = await gpuOrSkip();
+      const ew = await loadElementwise(gpu, dtype);
+      const r = (x: Float32Array) => (dtype === "f16" ? roundToF16(x) : x);
+      const read = async (buf: GPUBuffer, n: number) =>
+        dtype === "f32" ? gpu.readF32(buf, n) : f16BitsToF32(new Uint16Array(await gpu.read(buf, Math.ceil(n / 2) * 4)).subarray(0, n));
+      for (const [rows, w] of [[1, 1], [5, 9], [33, 128]]) {
+        const gate = r(randn(rows * w, rows * 3 + w, 8));
+        if (rows * w > 2) gate.set([-40, 40]);
+        const upv = r(randn(rows * w, rows * 5 + w, 2));
+        const gu = new Float32Array(2 * rows * w);
+        for (let i = 0; i < rows; i++) {
+          gu.set(gate.subarray(i * w, (i + 1) * w), 2 * i * w);
+          gu.set(upv.subarray(i * w, (i + 1) * w), (2 * i + 1) * w);
+        }
+        const bufs = [up(gpu, gu, dtype, "gu"), up(gpu, new Float32Array(rows * w + 1), dtype, "out"), up(gpu, gate, dtype, "g"), up(gpu, upv, dtype, "u"), up(gpu, new Float32Array(rows * w + 1), dtype, "out2")];
+        const b = gpu.batch();
+        ew.swigluGu(b, bufs[0], bufs[1], rows, w);
+        ew.swiglu(b, bufs[2], bufs[3], bufs[4], rows * w);
+        b.submit();
+        const [got, want] = [await read(bufs[1], rows * w), await read(bufs[4], rows * w)];
+        bufs.forEach((x) => x.destroy());
+        expectClose(got, want, TOL.exact.atol, TOL.exact.rtol, `swiglu_gu ${dtype} rows ${rows} w ${w}`);
+      }
+    });
   });
 }

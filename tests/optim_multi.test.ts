@@ -39,6 +39,22 @@ describe("parameter arena layout (CPU)", () => {
     expect(() => planArena([10, 0], 1024, 256)).toThrow(/tensor 1 has 0 elements/);
     expect(() => planArena([10], 1024, 6)).toThrow(/alignment 6/);
   });
+
+  test("glued tensors stay back to back in one chunk (a new chunk for the pair when it does not fit)", () => {
+    // 64-element alignment, 256-element chunks: 100 (padded to 128), then the glued pair 128 + 64
+    // (192, more than the 128 left) opens chunk 1 as a unit; 5 fills chunk 1's last 64.
+    const p = planArena([100, 128, 64, 5], 1024, 256, [false, true, false, false]);
+    expect(p.slots).toEqual([
+      { chunk: 0, offset: 0, size: 100 },
+      { chunk: 1, offset: 0, size: 128 },
+      { chunk: 1, offset: 128, size: 64 },
+      { chunk: 1, offset: 192, size: 5 },
+    ]);
+    expect(p.chunkElems).toEqual([128, 256]);
+    expect(() => planArena([10, 64], 1024, 256, [true])).toThrow(/tensor 0 \(10 elements\) cannot be glued/);
+    expect(() => planArena([64], 1024, 256, [true])).toThrow(/cannot be glued/);
+    expect(() => planArena([192, 128], 1024, 256, [true])).toThrow(/tensors 0-1 \(glued, 1280 bytes\) do not fit a chunk of 1024 bytes/);
+  });
 });
 
 /** Hand-built parameters in an arena: sizes per tensor, each split into `split[i]` row parts. */

@@ -145,6 +145,23 @@ describe.skipIf(!GPU)("training model", () => {
   });
 });
 
+/** One forward and backward of `mb` with d loss / d logp = r·mask: log-probs, every gradient, how many layers stack gate/up; destroys m. */
+async function logpAndGrads(m: TrainModel, mb: ReturnType<typeof packSequences>, r: Float32Array) {
+  const T = mb.tokens.length;
+  const b = m.gpu.batch();
+  m.recordZeroGrad(b);
+  m.recordForward(b, mb);
+  b.submit();
+  const { logp } = await m.readLogp(T);
+  m.gpu.write(m.buffers.dlogp, r.map((x, i) => x * mb.mask[i]));
+  const bb = m.gpu.batch();
+  m.recordBackward(bb, T);
+  bb.submit();
+  const out = { logp, grads: await m.readGrads(), stacked: m.gateUp.filter((x) => x !== null).length };
+  m.destroy();
+  return out;
+}
+
 describe.skipIf(!GPU)("LM head over token chunks", () => {
   test("chunked logits (64 rows) give the same log-probs and gradients as one chunk", async () => {
     const gpu = await gpuOrSkip();
@@ -156,24 +173,31 @@ describe.skipIf(!GPU)("LM head over token chunks", () => {
     const mb = packSequences(seqs);
     const T = mb.tokens.length; // 171 tokens: three chunks of 64, 64, 43
     const r = randn(T, 5);
-    const run = async (logitRows?: number) => {
-      const m = await TrainModel.create(gpu, ref.config, ref.weights, { logitRows });
-      const b = gpu.batch();
-      m.recordZeroGrad(b);
-      m.recordForward(b, mb);
-      b.submit();
-      const { logp } = await m.readLogp(T);
-      gpu.write(m.buffers.dlogp, r.map((x, i) => x * mb.mask[i]));
-      const bb = gpu.batch();
-      m.recordBackward(bb, T);
-      bb.submit();
-      const grads = await m.readGrads();
-      m.destroy();
-      return { logp, grads };
-    };
-    const one = await run();
-    const many = await run(64);
+    const one = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights), mb, r);
+    const many = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { logitRows: 64 }), mb, r);
     expectClose(many.logp, one.logp, 0, 0, "chunked logp");
     for (const [name, g] of one.grads) expectClose(many.grads.get(name)!, g, 1e-6, 1e-4, `chunked grad ${name}`);
+  });
+});
+
+describe.skipIf(!GPU)("stacked gate/up in the backward", () => {
+  test("gate and up stacked in the arena (one product, one gradient product) = kept apart: log-probs, every gradient", async () => {
+    const gpu = await gpuOrSkip();
+    const dir = join(ROOT, "stack");
+    makeTinyModel(dir, { preset: "tiny-gqa", seed: 41 });
+    const ref = loadReferenceModel(dir);
+    const V = ref.config.vocabSize;
+    const { hiddenSize: H, intermediateSize: I } = ref.config;
+    const seqs = [0, 1].map((s) => ({ tokens: Array.from({ length: 30 + s * 9 }, (_, i) => (s * 13 + i * 37 + 3) % V), lossFrom: 4 }));
+    const mb = packSequences(seqs);
+    const T = mb.tokens.length;
+    const r = randn(T, 6);
+    // Apart: arena chunks too small for the gate/up pair (2·I·H·4 bytes), the embedding split to fit them.
+    const stacked = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights), mb, r);
+    const apart = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { maxArenaBytes: 1.5 * I * H * 4, maxParamBytes: I * H * 4 }), mb, r);
+    expect([stacked.stacked, apart.stacked]).toEqual([ref.config.numLayers, 0]);
+    expectClose(stacked.logp, apart.logp, 0, 0, "log-probs (the forward is the same)");
+    // dh sums over 2I in one product instead of I then I: f32 reassociation only.
+    for (const [name, g] of apart.grads) expectClose(stacked.grads.get(name)!, g, 1e-6, 1e-4, `gradient ${name}, stacked vs apart`);
   });
 });

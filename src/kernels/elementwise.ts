@@ -1,6 +1,8 @@
 /**
  * Elementwise kernels (kernels/elementwise.wgsl): SwiGLU and residual adds,
- * and the SwiGLU backward (f32 only).
+ * and the SwiGLU backward (f32 only); SwiGLU and its backward also over gate
+ * and up side by side in one [rows, 2w] tensor (training's stacked gate/up
+ * product).
  *
  * Legend: n = element count. Buffers hold `dtype` (f32 or f16); arithmetic
  * is f32 and rounds once to the storage type.
@@ -65,12 +67,14 @@ export function swigluBackwardRef(
 
 export async function loadElementwise(gpu: Gpu, dtype: Dtype) {
   const c = { ...dtypeConstants(gpu, dtype, "elementwise"), WG };
-  const [kSwiglu, kAdd, kAddInPlace, kSwigluBack] = await Promise.all([
+  const [kSwiglu, kAdd, kAddInPlace, kSwigluBack, kGu, kGuBack] = await Promise.all([
     gpu.kernel("elementwise", "swiglu", c),
     gpu.kernel("elementwise", "add", c),
     gpu.kernel("elementwise", "add_inplace", c),
     // Backward kernels are f32-only (training keeps f32 activations and gradients).
     dtype === "f32" ? gpu.kernel("elementwise", "swiglu_backward", c) : null,
+    gpu.kernel("elementwise", "swiglu_gu", c),
+    dtype === "f32" ? gpu.kernel("elementwise", "swiglu_gu_backward", c) : null,
   ]);
   const bytes = dtype === "f16" ? 2 : 4;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -125,6 +129,31 @@ export async function loadElementwise(gpu: Gpu, dtype: Dtype) {
         groups: groups(n, what),
         label: "swiglu_backward",
       });
+    },
+    /** out [rows, w] = silu(gate) · up, from gu [rows, 2w] (each row: its gate, then its up). */
+    swigluGu(b: Batch, gu: Binding, out: Binding, rows: number, w: number): void {
+      const what = "elementwise.swiglu_gu";
+      checkCount(rows * w, "rows·w", what);
+      checkBinding(gu, 2 * rows * w, bytes, "gu", what);
+      checkBinding(out, rows * w, bytes, "out", what);
+      if (sameBuffer(gu, out)) throw new KernelError(`kernel ${what}: out shares a buffer with gu; give it its own buffer`);
+      if (rows * w === 0) return;
+      b.dispatch(kGu, { params: params().u32(rows * w).u32(w), buffers: [gu, out], groups: groups(rows * w, what), label: "swiglu_gu" });
+    },
+    /**
+     * Backward of swigluGu (f32 loaders only): dgu [rows, 2w] (each row: its
+     * dgate, then its dup) from gu [rows, 2w] and dout [rows, w], overwritten.
+     */
+    swigluGuBackward(b: Batch, gu: Binding, dout: Binding, dgu: Binding, rows: number, w: number): void {
+      const what = "elementwise.swiglu_gu_backward";
+      if (!kGuBack) throw new KernelError(`kernel ${what} is f32-only; load the elementwise kernels with dtype "f32" for training`);
+      checkCount(rows * w, "rows·w", what);
+      checkBinding(gu, 2 * rows * w, 4, "gu", what);
+      checkBinding(dout, rows * w, 4, "dout", what);
+      checkBinding(dgu, 2 * rows * w, 4, "dgu", what);
+      if (sameBuffer(dgu, gu) || sameBuffer(dgu, dout)) throw new KernelError(`kernel ${what}: dgu shares a buffer with gu or dout; give it its own buffer`);
+      if (rows * w === 0) return;
+      b.dispatch(kGuBack, { params: params().u32(rows * w).u32(w), buffers: [gu, dout, dgu], groups: groups(rows * w, what), label: "swiglu_gu_backward" });
     },
   };
 }

@@ -13,7 +13,7 @@ import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
 import { writeKVRef } from "./attention.ts";
-import { checkBinding, checkCount, dtypeConstants, grid, type Dtype } from "./common.ts";
+import { checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./common.ts";
 
 const WG = 64;
 const f = Math.fround;
@@ -126,11 +126,13 @@ const C3 = f(TWO_PI - C1 - C2);
 
 export async function loadRope(gpu: Gpu, dtype: Dtype) {
   const c = { ...dtypeConstants(gpu, dtype, "rope"), WG };
-  const [k, kKv, kBack] = await Promise.all([
+  const [k, kKv, kBack, kQk, kQkBack] = await Promise.all([
     gpu.kernel("rope", "rope", c),
     gpu.kernel("rope", "rope_kv", c),
     // The backward is f32-only (training keeps f32 activation gradients).
     dtype === "f32" ? gpu.kernel("rope", "rope_backward", c) : null,
+    gpu.kernel("rope", "rope_qk", c),
+    dtype === "f32" ? gpu.kernel("rope", "rope_qk_backward", c) : null,
   ]);
   const bytes = dtype === "f16" ? 2 : 4;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -170,6 +172,25 @@ export async function loadRope(gpu: Gpu, dtype: Dtype) {
       label: what,
     });
   };
+  // q [T, nh, hd] and k [T, nkv, hd] in one dispatch (training's forward and backward).
+  const recordQk = (b: Batch, kernel: Kernel, what: string, bytesPer: number, q: Binding, kb: Binding, pos: Binding, s: { T: number; nh: number; nkv: number; hd: number; theta: number }): void => {
+    for (const [name, v] of Object.entries(s)) if (name !== "theta") checkCount(v, name, what);
+    if (s.hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${s.hd} must be even`);
+    if (!(s.theta > 1) || !Number.isFinite(s.theta)) throw new KernelError(`kernel ${what}: rope_theta ${s.theta} must be a finite number > 1`);
+    if (s.T * (s.nh + s.nkv) * s.hd > 0xffffffff) throw new KernelError(`kernel ${what}: T·(nh + nkv)·hd overflows u32`);
+    checkBinding(q, s.T * s.nh * s.hd, bytesPer, "q", what);
+    checkBinding(kb, s.T * s.nkv * s.hd, bytesPer, "k", what);
+    checkBinding(pos, s.T, 4, "pos", what);
+    if (sameBuffer(q, kb)) throw new KernelError(`kernel ${what}: q and k share a buffer; each needs its own (both are written)`);
+    const n = (s.T * (s.nh + s.nkv) * s.hd) / 2;
+    if (n === 0) return;
+    b.dispatch(kernel, {
+      params: params().u32(n).u32(s.nh).u32(s.nkv).u32(s.hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI).u32(0).u32(0),
+      buffers: [q, kb, pos, table(s.hd, s.theta)],
+      groups: grid(Math.ceil(n / WG), max, what),
+      label: what,
+    });
+  };
   return {
     /** In place on x [T, H, hd] at positions pos (u32 [T]). */
     rope(b: Batch, x: Binding, pos: Binding, T: number, H: number, hd: number, theta: number): void {
@@ -182,6 +203,15 @@ export async function loadRope(gpu: Gpu, dtype: Dtype) {
     ropeBackward(b: Batch, dx: Binding, pos: Binding, T: number, H: number, hd: number, theta: number): void {
       if (!kBack) throw new KernelError(`kernel rope.rope_backward is f32-only; load the rope kernels with dtype "f32" for training`);
       record(b, kBack, "rope.rope_backward", 4, dx, pos, T, H, hd, theta);
+    },
+    /** `rope` of q [T, nh, hd] and of k [T, nkv, hd], in place, in one dispatch (the same bits as two `rope` calls). */
+    ropeQk(b: Batch, q: Binding, kb: Binding, pos: Binding, s: { T: number; nh: number; nkv: number; hd: number; theta: number }): void {
+      recordQk(b, kQk, "rope.rope_qk", bytes, q, kb, pos, s);
+    },
+    /** `ropeBackward` of dq and dk in one dispatch (f32 loaders only). */
+    ropeQkBackward(b: Batch, dq: Binding, dk: Binding, pos: Binding, s: { T: number; nh: number; nkv: number; hd: number; theta: number }): void {
+      if (!kQkBack) throw new KernelError(`kernel rope.rope_qk_backward is f32-only; load the rope kernels with dtype "f32" for training`);
+      recordQk(b, kQkBack, "rope.rope_qk_backward", 4, dq, dk, pos, s);
     },
     /**
      * RoPE and the KV-cache write in one pass (inference): from the fused

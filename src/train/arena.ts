@@ -31,23 +31,39 @@ export interface ArenaPlan {
  * Lays `sizes` (f32 elements) out in order into chunks of at most
  * `maxChunkBytes`: a tensor goes into the current chunk if it fits, else it
  * opens the next one (no tensor is split across chunks; the embedding and LM
- * head are already in binding-sized row parts).
+ * head are already in binding-sized row parts). `glue[i]` keeps tensor i + 1
+ * directly after tensor i in the same chunk (no padding between: tensor i's
+ * size must be a multiple of the alignment), so the two can be bound as one
+ * (training's stacked gate/up weights).
  */
-export function planArena(sizes: number[], maxChunkBytes: number, alignBytes = 256): ArenaPlan {
+export function planArena(sizes: number[], maxChunkBytes: number, alignBytes = 256, glue: boolean[] = []): ArenaPlan {
   const align = alignBytes / 4;
   if (!(Number.isInteger(align) && align >= 1)) throw new Error(`parameter arena: alignment ${alignBytes} bytes is not a positive multiple of 4`);
   const cap = Math.floor(maxChunkBytes / 4 / align) * align;
+  const pad = (n: number) => Math.ceil(n / align) * align;
   const chunkElems: number[] = [];
   const slots: ArenaSlot[] = [];
   sizes.forEach((n, i) => {
     if (!(Number.isInteger(n) && n >= 1)) throw new Error(`parameter arena: tensor ${i} has ${n} elements; want an integer >= 1`);
-    const padded = Math.ceil(n / align) * align;
-    if (padded > cap) throw new Error(`parameter arena: tensor ${i} (${n * 4} bytes in f32) does not fit a chunk of ${cap * 4} bytes (the max storage binding)`);
-    if (chunkElems.length === 0 || chunkElems[chunkElems.length - 1] + padded > cap) chunkElems.push(0);
-    const chunk = chunkElems.length - 1;
-    slots.push({ chunk, offset: chunkElems[chunk], size: n });
-    chunkElems[chunk] += padded;
+    if (glue[i] && (i + 1 >= sizes.length || n % align !== 0)) throw new Error(`parameter arena: tensor ${i} (${n} elements) cannot be glued to a next one (its size must be a multiple of ${align} and a tensor must follow)`);
   });
+  for (let i = 0; i < sizes.length; ) {
+    // A run of glued tensors is placed as one.
+    let j = i;
+    while (glue[j]) j++;
+    const run = sizes.slice(i, j + 1).reduce((a, n) => a + pad(n), 0);
+    if (run > cap) {
+      const what = j > i ? `tensors ${i}-${j} (glued, ${run * 4} bytes)` : `tensor ${i} (${sizes[i] * 4} bytes in f32)`;
+      throw new Error(`parameter arena: ${what} do${j > i ? "" : "es"} not fit a chunk of ${cap * 4} bytes (the max storage binding)`);
+    }
+    if (chunkElems.length === 0 || chunkElems[chunkElems.length - 1] + run > cap) chunkElems.push(0);
+    const chunk = chunkElems.length - 1;
+    for (let k = i; k <= j; k++) {
+      slots.push({ chunk, offset: chunkElems[chunk], size: sizes[k] });
+      chunkElems[chunk] += pad(sizes[k]);
+    }
+    i = j + 1;
+  }
   return { chunkElems, slots };
 }
 

@@ -144,8 +144,10 @@ interface Acts {
   lse: GPUBuffer;
   xmid: GPUBuffer;
   h2: GPUBuffer;
-  g: GPUBuffer;
-  u: GPUBuffer;
+  /** gate and up side by side [T, 2I] (stacked gate/up product), or apart [T, I] each (null when stacked). */
+  gu: GPUBuffer | null;
+  g: GPUBuffer | null;
+  u: GPUBuffer | null;
   a: GPUBuffer;
   hN: GPUBuffer;
   /** Rows of logits computed at once: the LM head runs over token chunks. */
@@ -162,8 +164,9 @@ interface Acts {
   dk: GPUBuffer;
   dv: GPUBuffer;
   datt: GPUBuffer;
-  dg: GPUBuffer;
-  du: GPUBuffer;
+  dgu: GPUBuffer | null;
+  dg: GPUBuffer | null;
+  du: GPUBuffer | null;
   da: GPUBuffer;
 }
 
@@ -193,6 +196,12 @@ export class TrainModel {
   readonly byName: Map<string, Param>;
   /** The parameter arena's chunks: values and gradients in the same layout (src/train/arena.ts). */
   readonly arena: { value: GPUBuffer; grad: GPUBuffer }[];
+  /**
+   * Per layer, gate_proj and up_proj stacked as one [2I, H] range of the arena
+   * (value and gradient), when they fit one chunk together: the backward then
+   * runs one product and one gradient product for both. null: kept apart.
+   */
+  readonly gateUp: ({ value: Slice; grad: Slice } | null)[];
   private acts: Acts | null = null;
 
   private constructor(
@@ -214,7 +223,15 @@ export class TrainModel {
       if (!vocab && size * 4 > limit) throw new Error(`training model: ${s.name} (${size * 4} bytes in f32) exceeds the adapter's max storage binding ${limit}`);
       return rowParts(s.shape, vocab ? vocabBinding : limit);
     });
-    const plan = planArena(layout.flat().map((p) => p.size), Math.min(opts.maxArenaBytes ?? Infinity, limit), gpu.limits.minStorageBufferOffsetAlignment);
+    const align = gpu.limits.minStorageBufferOffsetAlignment;
+    const chunkBytes = Math.min(opts.maxArenaBytes ?? Infinity, limit);
+    // gate_proj directly followed by up_proj in one chunk where the pair fits (sizes a multiple of the alignment).
+    const glue = specs.flatMap((s, i) => {
+      const n = layout[i][0].size;
+      const stack = s.name.endsWith(".mlp.gate_proj.weight") && n % (align / 4) === 0 && 2 * n * 4 <= chunkBytes;
+      return layout[i].map(() => stack);
+    });
+    const plan = planArena(layout.flat().map((p) => p.size), chunkBytes, align, glue);
     this.arena = plan.chunkElems.map((n, k) => ({ value: gpu.buffer(n * 4, `params#${k}`), grad: gpu.buffer(n * 4, `grads#${k}`) }));
     let slot = 0;
     this.params = specs.map((s, i) => {
@@ -233,6 +250,13 @@ export class TrainModel {
       return makeParam(s.name, s.shape, parts);
     });
     this.byName = new Map(this.params.map((p) => [p.name, p]));
+    this.gateUp = Array.from({ length: config.numLayers }, (_, l) => {
+      const [g, u] = ["gate_proj", "up_proj"].map((n) => this.p(`model.layers.${l}.mlp.${n}.weight`));
+      const joined = (w: "value" | "grad") => g[w].buffer === u[w].buffer && g[w].offset + g[w].size === u[w].offset;
+      if (!joined("value") || !joined("grad")) return null;
+      const both = (w: "value" | "grad"): Slice => ({ buffer: g[w].buffer, offset: g[w].offset, size: g[w].size + u[w].size });
+      return { value: both("value"), grad: both("grad") };
+    });
   }
 
   /** Build from f32 values keyed by HF tensor names (tied models have no lm_head). */
@@ -262,7 +286,7 @@ export class TrainModel {
 
   private ensureActs(T: number): Acts {
     if (this.acts && this.acts.cap >= T) return this.acts;
-    if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((b) => b.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
+    if (this.acts) destroyActs(this.acts);
     const c = this.config;
     const cap = Math.max(T, 16);
     const H = c.hiddenSize;
@@ -271,6 +295,8 @@ export class TrainModel {
     const KV = c.numKvHeads * c.headDim;
     const chunk = Math.min(logitChunk(cap, c.vocabSize, this.gpu.limits.maxStorageBufferBindingSize), this.opts.logitRows ?? Infinity);
     if (chunk < cap && chunk % 64) throw new Error(`training: logitRows ${chunk} must be a multiple of 64`);
+    // The stacked gate/up path needs every layer's pair stacked and [cap, 2I] within one binding.
+    const stack = this.gateUp.every((x) => x !== null) && cap * 2 * I * 4 <= this.gpu.limits.maxStorageBufferBindingSize;
     const f = (n: number, label: string) => {
       if (n * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
         throw new Error(`training: activation ${label} of ${n * 4} bytes for ${cap} tokens exceeds the max storage binding; use smaller micro-batches`);
@@ -293,8 +319,9 @@ export class TrainModel {
       lse: f(cap * c.numHeads, "lse"),
       xmid: f(cap * H, "xmid"),
       h2: f(cap * H, "h2"),
-      g: f(cap * I, "g"),
-      u: f(cap * I, "u"),
+      gu: stack ? f(cap * 2 * I, "gu") : null,
+      g: stack ? null : f(cap * I, "g"),
+      u: stack ? null : f(cap * I, "u"),
       a: f(cap * I, "a"),
       hN: f(cap * H, "hN"),
       chunk,
@@ -309,8 +336,9 @@ export class TrainModel {
       dk: f(cap * KV, "dk"),
       dv: f(cap * KV, "dv"),
       datt: f(cap * Q, "datt"),
-      dg: f(cap * I, "dg"),
-      du: f(cap * I, "du"),
+      dgu: stack ? f(cap * 2 * I, "dgu") : null,
+      dg: stack ? null : f(cap * I, "dg"),
+      du: stack ? null : f(cap * I, "du"),
       da: f(cap * I, "da"),
     };
     return this.acts;
@@ -340,11 +368,12 @@ export class TrainModel {
   /**
    * Layer l's forward from xs[l]. The forward pass (`recompute` false) only
    * needs xs[l+1]: the input norm runs in the q/k/v products' prologue, the
-   * post-attention norm and SwiGLU in the gate/up product, the residual adds
-   * in the o_proj and down_proj epilogues (9 dispatches). The backward's
-   * recompute (`recompute` true) keeps what the backward reads (h1, q, k, v,
-   * att, lse, xmid, h2, g, u, a) and skips down_proj, whose output xs[l+1]
-   * the forward already wrote.
+   * post-attention norm and SwiGLU in the gate/up product, RoPE of q and k
+   * in one dispatch, the residual adds in the o_proj and down_proj epilogues
+   * (8 dispatches). The backward's recompute (`recompute` true) keeps what
+   * the backward reads (h1, q, k, v, att, lse, xmid, h2, gate and up (one
+   * stacked product when the arena holds them stacked), a) and skips
+   * down_proj, whose output xs[l+1] the forward already wrote.
    */
   private recordLayer(b: Batch, A: Acts, l: number, T: number, recompute: boolean): void {
     const c = this.config;
@@ -367,17 +396,22 @@ export class TrainModel {
       if (recompute) mm.matmul(b, A.h1, w, bias, out, T, N, H);
       else mm.matmul(b, x, w, bias, out, T, N, H, { norm: { gain: P("input_layernorm.weight"), eps } });
     }
-    rope.rope(b, A.q, A.pos, T, nh, hd, c.ropeTheta);
-    rope.rope(b, A.k, A.pos, T, nkv, hd, c.ropeTheta);
+    rope.ropeQk(b, A.q, A.k, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
     attn.trainForward(b, A.q, A.k, A.v, A.segStart, A.att, A.lse, T, nh, nkv, hd, 1 / Math.sqrt(hd));
     b.copy(x, 0, xmid, 0, T * H * 4);
     mm.matmul(b, A.att, P("self_attn.o_proj.weight"), null, xmid, T, H, nh * hd, { residual: true });
     // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
     if (recompute) {
       norm.rmsnorm(b, xmid, P("post_attention_layernorm.weight"), A.h2, T, H, eps);
-      mm.matmul(b, A.h2, P("mlp.gate_proj.weight"), null, A.g, T, I, H);
-      mm.matmul(b, A.h2, P("mlp.up_proj.weight"), null, A.u, T, I, H);
-      ew.swiglu(b, A.g, A.u, A.a, T * I);
+      if (A.gu) {
+        // One product with the stacked [2I, H] weights: gu [T, 2I] = (gate | up) per row.
+        mm.matmul(b, A.h2, this.gateUp[l]!.value, null, A.gu, T, 2 * I, H);
+        ew.swigluGu(b, A.gu, A.a, T, I);
+        return;
+      }
+      mm.matmul(b, A.h2, P("mlp.gate_proj.weight"), null, A.g!, T, I, H);
+      mm.matmul(b, A.h2, P("mlp.up_proj.weight"), null, A.u!, T, I, H);
+      ew.swiglu(b, A.g!, A.u!, A.a, T * I);
       return;
     }
     const gain = P("post_attention_layernorm.weight");
@@ -477,19 +511,26 @@ export class TrainModel {
       // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
       mg.dInput(b, A.dx, P("mlp.down_proj.weight").value, A.da, T, H, I);
       mg.dWeight(b, A.dx, A.a, P("mlp.down_proj.weight").grad, T, H, I);
-      ew.swigluBackward(b, A.g, A.u, A.da, A.dg, A.du, T * I);
-      mg.dInput(b, A.dg, P("mlp.gate_proj.weight").value, A.dh, T, I, H);
-      mg.dInput(b, A.du, P("mlp.up_proj.weight").value, A.dh, T, I, H, { accumulate: true });
-      mg.dWeight(b, A.dg, A.h2, P("mlp.gate_proj.weight").grad, T, I, H);
-      mg.dWeight(b, A.du, A.h2, P("mlp.up_proj.weight").grad, T, I, H);
+      if (A.gu && A.dgu) {
+        // Stacked: dgu = (dgate | dup) per row; dh and both weight gradients in one product each.
+        const gu = this.gateUp[l]!;
+        ew.swigluGuBackward(b, A.gu, A.da, A.dgu, T, I);
+        mg.dInput(b, A.dgu, gu.value, A.dh, T, 2 * I, H);
+        mg.dWeight(b, A.dgu, A.h2, gu.grad, T, 2 * I, H);
+      } else {
+        ew.swigluBackward(b, A.g!, A.u!, A.da, A.dg!, A.du!, T * I);
+        mg.dInput(b, A.dg!, P("mlp.gate_proj.weight").value, A.dh, T, I, H);
+        mg.dInput(b, A.du!, P("mlp.up_proj.weight").value, A.dh, T, I, H, { accumulate: true });
+        mg.dWeight(b, A.dg!, A.h2, P("mlp.gate_proj.weight").grad, T, I, H);
+        mg.dWeight(b, A.du!, A.h2, P("mlp.up_proj.weight").grad, T, I, H);
+      }
       // dx += the norm's input gradient: dx = d loss / d xmid
       norm.rmsnormBackward(b, A.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dx, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps, { accumulate: true });
       // Attention: xmid = x_l + o_proj(attn(rope(q), rope(k), v)).
       mg.dInput(b, A.dx, P("self_attn.o_proj.weight").value, A.datt, T, H, nh * hd);
       mg.dWeight(b, A.dx, A.att, P("self_attn.o_proj.weight").grad, T, H, nh * hd);
       attn.trainBackward(b, A.q, A.k, A.v, A.segStart, A.att, A.datt, A.lse, A.dq, A.dk, A.dv, T, nh, nkv, hd, 1 / Math.sqrt(hd));
-      rope.ropeBackward(b, A.dq, A.pos, T, nh, hd, c.ropeTheta);
-      rope.ropeBackward(b, A.dk, A.pos, T, nkv, hd, c.ropeTheta);
+      rope.ropeQkBackward(b, A.dq, A.dk, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
       const proj: [string, GPUBuffer, number][] = [
         ["q_proj", A.dq, nh * hd],
         ["k_proj", A.dk, nkv * hd],
@@ -542,8 +583,12 @@ export class TrainModel {
       c.value.destroy();
       c.grad.destroy();
     }
-    if (this.acts) for (const v of Object.values(this.acts)) if (Array.isArray(v)) v.forEach((x) => x.destroy()); else if (typeof v === "object") (v as GPUBuffer).destroy();
+    if (this.acts) destroyActs(this.acts);
   }
+}
+
+function destroyActs(A: Acts): void {
+  for (const v of Object.values(A)) if (Array.isArray(v)) v.forEach((b) => b.destroy()); else if (v && typeof v === "object") (v as GPUBuffer).destroy();
 }
 
 /**
