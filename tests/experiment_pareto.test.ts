@@ -6,8 +6,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseSeeds } from "../src/commands/experiment.ts";
 import { aggregate, evalStandardError, onlyKeysOf, paretoPlan, paretoPlotSvg, paretoTable, runConfig, runPareto, type CheckpointEval } from "../src/experiment/pareto.ts";
-import { dominated, frontAccuracy, frontMargin, mean, meanSE, sampleStd, standardError } from "../src/experiment/stats.ts";
+import { differenceSE, dominated, frontAccuracy, frontMargin, mean, meanSE, noiseBudget, sampleStd, standardError } from "../src/experiment/stats.ts";
 import { capAt } from "../src/rl/schedule.ts";
+import { DEMO } from "../src/train/config.ts";
 import { readEvals, readMetrics } from "../src/train/metrics.ts";
 import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
@@ -57,6 +58,25 @@ describe("statistics (hand computations)", () => {
     const s = evalStandardError(recs);
     close([s.se], [Math.sqrt(0.125) / 3], "eval SE");
     expect([s.problems, s.samples]).toEqual([3, 8]);
+    expect(s.perProblem).toEqual([0.5, 1, 0]); // per problem, in the order of the ids
+  });
+
+  test("noise budget: a seed x problem fit splits the spread across seeds into evaluation and RL runs", () => {
+    // Seeds agree on the mean (0.5 each) but swap which problem they solve: all spread is run x problem + sampling.
+    // Residuals +-0.25 -> residual 4 * 0.0625 / 1 = 0.25; sampling p(1-p) n/(n-1) per cell 0, 0, 0.5, 0.5 -> 0.25;
+    // interaction 0.25 - 0.25 / 2 = 0.125; evaluation SD sqrt(0.25 / 2); no run spread (seed means equal).
+    const a = noiseBudget([[1, 0], [0.5, 0.5]], 2);
+    close([a.seedSD, a.evalSD, a.runSD, a.interactionVar, a.sampleVar], [0, Math.sqrt(0.125), 0, 0.125, 0.25], "swapped problems");
+    // Additive: seed 1 is 0.5 better on every problem; no residual, the spread is the runs' (sample var of 0.75, 0.25 = 0.125).
+    const b = noiseBudget([[1, 0.5], [0.5, 0]], 2);
+    close([b.seedSD, b.evalSD, b.runSD, b.interactionVar, b.sampleVar], [Math.sqrt(0.125), 0, Math.sqrt(0.125), 0, 0.25], "additive");
+    expect([b.seeds, b.problems, b.n]).toEqual([2, 2, 2]);
+    expect(() => noiseBudget([[0.5, 0.5]], 8)).toThrow(/2 seeds/);
+    expect(() => noiseBudget([[0.5, 0.5], [0.5]], 8)).toThrow(/same 2 problems/);
+    expect(() => noiseBudget([[0.5, 1.5], [0.5, 0.5]], 8)).toThrow(/\[0, 1\]/);
+    expect(() => noiseBudget([[0.5, 0.5], [0.5, 0.5]], 1)).toThrow(/n >= 2/);
+    // A difference's SE: (0.1^2 + 2 * 0.05 / 400 + 2 * 0.08 / (400 * 8)) / 4 = 0.002575.
+    close([differenceSE({ runSD: 0.1, interactionVar: 0.05, sampleVar: 0.08, problems: 400, n: 8, seeds: 4 })], [Math.sqrt(0.002575)], "difference SE");
   });
 });
 
@@ -73,13 +93,17 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
       { kind: "constant", cap: 96 },
       { kind: "constant", cap: 32 },
     ]);
-    expect(plan.evaluation).toEqual({ problems: 100000, n: 32, temperature: 0.6, maxTokens: 96 });
+    expect(plan.evaluation).toEqual({ problems: 100000, n: 8, temperature: 0.6, maxTokens: 96 });
+    // The wide held-out set (382 problems), the demo's task otherwise.
+    expect(plan.base.task).toEqual({ ...DEMO.task, maxOperand: 99, maxRight: 9 });
+    expect(plan.base.warmStart).toEqual({ ...DEMO.warmStart, steps: 750 });
     const runs = plan.seeds.flatMap((s) => plan.arms.map((a) => runConfig(plan, "out", s, a)));
     for (const c of runs) {
       expect(c.steps).toBe(24);
       expect(c.model).toBe(resolve("out", "base"));
       expect(c.warmStart.steps).toBe(0);
-      expect(c.validation).toEqual({ every: 0, problems: 100000, n: 32, temperature: 0.6, maxTokens: 96 });
+      expect(c.validation).toEqual({ every: 0, problems: 100000, n: 8, temperature: 0.6, maxTokens: 96 });
+      expect(c.task).toEqual(plan.base.task);
     }
     expect(runs.map((c) => c.out)).toContain(join("out", "seed-2", "const-32"));
     expect(paretoPlan({ preset: "demo", seeds: [1], out: "x", quick: false, stair: true }).arms.map((a) => a.name)).toEqual(["cosine", "const-96", "const-32", "stair"]);
@@ -96,7 +120,7 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
 
   test("points: means ± SE across seeds; margins per seed against that seed's baselines", () => {
     const plan = paretoPlan({ preset: "demo", seeds: [1, 2], out: "x", quick: false });
-    const ev = (seed: number, arm: string, label: string, step: number, accuracy: number, tokens: number): CheckpointEval => ({ seed, arm, label, step, cap: 0, accuracy, tokens, truncation: 0, evalSE: 0.02, problems: 31, samples: 496 });
+    const ev = (seed: number, arm: string, label: string, step: number, accuracy: number, tokens: number): CheckpointEval => ({ seed, arm, label, step, cap: 0, accuracy, tokens, truncation: 0, evalSE: 0.02, problems: 2, samples: 16, perProblem: [accuracy, accuracy] });
     const evals = [
       ev(1, "cosine", "base", 0, 0.2, 50),
       ev(1, "cosine", "trough-cycle1", 6, 0.5, 40),
@@ -121,7 +145,10 @@ describe("plan, aggregation, table and plot (hand-made evaluations)", () => {
     const table = paretoTable(plan, pts);
     expect(table).toContain("| cosine trough-cycle1 | 6 | 0 | 2 | 40.0 ± 10.0 | 35.0 ± 5.0 | 0.0 ± 0.0 | 2.0 | 5.0 ± 5.0 | 0 of 2 |");
     expect(table).toContain("| base (warm start, before RL) | 0 | 0 | 2 | 25.0 ± 5.0 | 52.0 ± 2.0 |");
-    expect(table).toContain("avg@32, temperature 0.6, budget 96 tokens");
+    expect(table).toContain("avg@8, temperature 0.6, budget 96 tokens");
+    // Noise budget: seeds 0.5 and 0.3 on both problems alike: no residual, the whole SD (0.2 / sqrt(2)) is the runs';
+    // sampling variance (0.25 + 0.21) / 2 * 8 / 7 with avg@8 (16 samples over 2 problems).
+    expect(table).toContain("| cosine trough-cycle1 | 2 | 14.1 | 0.0 | 14.1 | 0.0000 | 0.2629 |");
     const svg = paretoPlotSvg(plan, pts, "t");
     expect(svg.match(/<circle data-key=/g)?.length).toBe(4);
     expect(svg.match(/class="err"/g)?.length).toBe(8); // vertical and horizontal bar per point

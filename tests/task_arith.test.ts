@@ -84,9 +84,38 @@ describe("arith problems", () => {
     expect(test_.size / space.length).toBeLessThan(0.3);
   });
 
+  test("the wide variant (left operand 0..99, right 0..9): every problem once, the held-out split in the hundreds, traces as long as with single digits", () => {
+    const wide = { maxOperand: 99, maxRight: 9 };
+    const space = enumerateProblems(wide);
+    // add: 100 x 10; sub: a - b with b <= min(a, 9): 1 + 2 + ... + 10 for a <= 9, then 10 for each a of 10..99.
+    expect(space.length).toBe(1000 + 55 + 90 * 10);
+    expect(new Set(space.map((p) => p.id)).size).toBe(space.length);
+    for (const p of space) {
+      expect(p.operands[0] >= 0 && p.operands[0] <= 99 && p.operands[1] >= 0 && p.operands[1] <= 9).toBe(true);
+      expect(p.answer).toBe(String(answerFromText(p.problem)));
+      expect(Number(p.answer)).toBeGreaterThanOrEqual(0);
+    }
+    const test_ = enumerateProblems({ ...wide, split: "test" });
+    const train = enumerateProblems({ ...wide, split: "train" });
+    expect(test_.length).toBe(382);
+    expect(test_.length + train.length).toBe(space.length);
+    for (const p of test_) expect(isHeldOut(p)).toBe(true);
+    // The single-digit problems keep their side of the split (the partition is by the problem's id).
+    const narrowTest = enumerateProblems({ split: "test" }).map((p) => p.id);
+    expect(test_.map((p) => p.id).filter((id) => narrowTest.includes(id)).sort()).toEqual([...narrowTest].sort());
+    // Random draws stay in range and reach every training problem.
+    const drawn = makeProblems(40000, 9, { ...wide, split: "train" });
+    for (const p of drawn) expect(p.operands[1] <= Math.min(9, p.operands[0]) || p.kind === "add").toBe(true);
+    expect(new Set(drawn.map((p) => p.id)).size).toBe(train.length);
+    // The counting chain takes one step per unit of the right operand: at most 9, as with single digits.
+    for (const p of test_.slice(0, 50)) expect((verboseTrace(p, FULL_STYLE).split("\n")[1].match(/=/g) ?? []).length).toBe(p.operands[1] + 1);
+  });
+
   test("bad options are refused by name", () => {
     expect(() => makeProblems(3, 1, { kinds: ["mul" as "add"] })).toThrow(/unknown kind "mul"/);
     expect(() => makeProblems(3, 1, { maxOperand: 0 })).toThrow(/maxOperand/);
+    expect(() => makeProblems(3, 1, { maxOperand: 9, maxRight: 10 })).toThrow(/maxRight/);
+    expect(() => enumerateProblems({ maxRight: 0 })).toThrow(/maxRight/);
     expect(() => makeProblems(-1, 1)).toThrow(/n must be/);
     expect(() => makeProblems(3, 1, { testFraction: 1 })).toThrow(/testFraction/);
   });

@@ -80,6 +80,11 @@ describe("config", () => {
     expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { clipRatioC: "3" } } }])).toThrow(/f: policy\.clipRatioC must be a number, or null/);
     expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { clipRatioC: 1 } } }])).toThrow(/policy\.clipRatioC must be > 1/);
     expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { tisCap: 0.5 } } }])).toThrow(/policy\.tisCap must be >= 1/);
+    // The arith task's right operand: null = as the left one, else 1..maxOperand (the experiment's wide variant: 99 and 9).
+    expect(resolveConfig("demo", []).task.maxRight).toBeNull();
+    expect(parseOverride("task.maxRight=9", DEMO)).toEqual({ task: { maxRight: 9 } });
+    expect(resolveConfig("demo", [{ source: "f", values: { task: { maxOperand: 99, maxRight: 9 } } }]).task).toMatchObject({ maxOperand: 99, maxRight: 9 });
+    expect(() => resolveConfig("demo", [{ source: "f", values: { task: { maxRight: 10 } } }])).toThrow(/task\.maxRight must be null or an integer in 1\.\.task\.maxOperand/);
     expect(parseOverride("optim.lr=1e-4", DEMO)).toEqual({ optim: { lr: 1e-4 } });
     expect(() => parseOverride("optim.lr=fast", DEMO)).toThrow(/--set optim\.lr: expected a number/);
     expect(() => parseOverride("dapo.overlongFilter=yes", DEMO)).toThrow(/expected true or false/);

@@ -35,7 +35,7 @@ import { TrainModel } from "../train/model.ts";
 import { Optimizer } from "../train/optim.ts";
 import { baseModel, firstDifference, taskFor } from "../train/run_state.ts";
 import { warmStart } from "../train/warm_start.ts";
-import { dominated, frontMargin, meanSE, type MeanSE } from "./stats.ts";
+import { dominated, frontMargin, meanSE, noiseBudget, type MeanSE, type NoiseBudget } from "./stats.ts";
 
 export interface ParetoOptions {
   preset: string;
@@ -45,7 +45,7 @@ export interface ParetoOptions {
   quick: boolean;
   /** Add the stair schedule as a fourth arm. */
   stair?: boolean;
-  /** Samples per held-out problem (avg@n); default 32 (quick: 2): on the demo's 31 held-out problems an evaluation's SE is then ~1.5 points. */
+  /** Samples per held-out problem (avg@n); default 8 (quick: 2); see README "SIRI against constant caps" for the power arithmetic. */
   n?: number;
   /** RL steps per run; default the preset's (quick: 4). */
   steps?: number;
@@ -74,6 +74,21 @@ export interface ParetoPlan {
   evaluation: { problems: number; n: number; temperature: number; maxTokens: number };
 }
 
+/**
+ * The experiment's task: the preset's add/sub with the left operand 0..99 and
+ * the right one 0..9 (src/tasks/arith.md, "The wide variant"): 382 held-out
+ * problems instead of 30, traces as long as the single-digit ones.
+ */
+export const WIDE_TASK = { maxOperand: 99, maxRight: 9 } as const;
+
+/**
+ * The wide task's warm start: 750 steps (the demo's 350 leave held-out accuracy at ~6%).
+ * Chosen by benchmarks/pareto_base.ts before any RL run: the first multiple of 250
+ * steps with greedy accuracy >= 30% on 256 training problems (250: 0.8%, 500: 15.2%,
+ * 750: 37.5%; SFT loss 0.089, the single-digit task's 350-step figure).
+ */
+export const WIDE_WARM_START_STEPS = 750;
+
 /** The settings of an experiment; pure (no GPU, no files). */
 export function paretoPlan(o: ParetoOptions): ParetoPlan {
   if (!o.seeds.length) throw new Error("--seeds: give at least one seed, e.g. 1,2,3");
@@ -91,16 +106,20 @@ export function paretoPlan(o: ParetoOptions): ParetoPlan {
         warmStart: { steps: 4, batchSize: 4, lr: 3e-3, warmupSteps: 0 },
       }
     : {};
-  const preset = resolveConfig(o.preset, [{ source: o.quick ? "--quick" : "experiment", values: quick }]);
+  const preset = resolveConfig(o.preset, [
+    { source: "experiment", values: { task: WIDE_TASK, warmStart: { steps: WIDE_WARM_START_STEPS } } },
+    { source: o.quick ? "--quick" : "experiment", values: quick },
+  ]);
   if (preset.task.kind !== "arith") throw new Error(`experiment pareto: preset ${o.preset} trains on a dataset; the experiment needs the arith task's held-out split and warm start (use --preset demo)`);
   const sched = preset.schedule;
   if (sched.kind === "constant" || sched.kind === "piecewise") throw new Error(`experiment pareto: preset ${o.preset} has a ${sched.kind} schedule; the experiment compares a periodic one against constant caps at its L_max and L_min`);
   const { max: lMax, min: lMin } = capRange(sched);
   if (lMax === lMin) throw new Error(`experiment pareto: L_max = L_min = ${lMax}; nothing to compare`);
   const steps = o.steps ?? preset.steps;
-  const n = o.n ?? (o.quick ? 2 : 32);
+  const n = o.n ?? (o.quick ? 2 : 8);
   const evaluation = { problems: o.quick ? 4 : 100000, n, temperature: preset.validation.temperature, maxTokens: lMax };
   const base = resolveConfig(o.preset, [
+    { source: "experiment", values: { task: WIDE_TASK, warmStart: { steps: WIDE_WARM_START_STEPS } } },
     { source: "experiment", values: quick },
     {
       source: "experiment",
@@ -140,7 +159,7 @@ export function runConfig(plan: ParetoPlan, out: string, seed: number, arm: Arm)
  * start, as the trainer does it before RL step 0 (same batches, same
  * optimiser settings), saved as a model folder (f32) in `<out>/base`.
  */
-async function makeBase(gpu: Gpu, plan: ParetoPlan, out: string, o: { progress: boolean; log: (s: string) => void }): Promise<void> {
+export async function makeBase(gpu: Gpu, plan: ParetoPlan, out: string, o: { progress: boolean; log: (s: string) => void; onStep?: (step: number, model: TrainModel, tokenizerDir: string) => Promise<boolean | void> }): Promise<void> {
   const dir = join(out, "base");
   if (existsSync(join(dir, "config.json"))) {
     o.log(`base: reusing ${dir}`);
@@ -160,11 +179,13 @@ async function makeBase(gpu: Gpu, plan: ParetoPlan, out: string, o: { progress: 
       const ws = await warmStart(model, opt, task.warmStartBatches(cfg.warmStart.batchSize, cfg.seed), {
         steps: cfg.warmStart.steps,
         microBatchTokens: cfg.policy.microBatchTokens,
-        onProgress: (p) => {
+        onProgress: async (p) => {
           if (o.progress && (p.step - last >= 50 || p.step === p.steps)) {
             last = p.step;
             o.log(`base: warm start ${p.step}/${p.steps}, loss ${p.loss.toFixed(3)}, ${formatDuration(p.seconds)}`);
           }
+          // A caller's look at the model between steps (benchmarks/pareto_base.ts); true stops the warm start.
+          return o.onStep ? await o.onStep(p.step, model, initDir) : undefined;
         },
       });
       o.log(`base: warm start ${ws.steps} steps in ${formatDuration(ws.seconds)}, loss ${ws.losses[0]?.toFixed(3)} -> ${ws.losses[ws.losses.length - 1]?.toFixed(3)}`);
@@ -192,6 +213,8 @@ export interface CheckpointEval {
   evalSE: number;
   problems: number;
   samples: number;
+  /** Accuracy per held-out problem, in the order of the problems' ids (for the noise budget). */
+  perProblem: number[];
 }
 
 /** One point of the plot: a checkpoint across seeds. */
@@ -211,6 +234,8 @@ export interface ParetoPoint {
   margin?: MeanSE;
   /** SIRI checkpoints: in how many seeds a baseline dominates the point. */
   dominatedIn?: number;
+  /** With 2+ seeds: how much of the spread across seeds the evaluation explains, and how much the RL runs. */
+  noise?: NoiseBudget;
 }
 
 export interface ParetoResult {
@@ -222,7 +247,7 @@ export interface ParetoResult {
 }
 
 /** The evaluation SE of one validation folder's samples.jsonl (fixed problems, binomial per problem). */
-export function evalStandardError(records: readonly { problem_id: string; correct: boolean }[]): { se: number; problems: number; samples: number } {
+export function evalStandardError(records: readonly { problem_id: string; correct: boolean }[]): { se: number; problems: number; samples: number; perProblem: number[] } {
   const byProblem = new Map<string, { c: number; n: number }>();
   for (const r of records) {
     const g = byProblem.get(r.problem_id) ?? { c: 0, n: 0 };
@@ -231,10 +256,11 @@ export function evalStandardError(records: readonly { problem_id: string; correc
     byProblem.set(r.problem_id, g);
   }
   const N = byProblem.size;
-  if (!N) return { se: NaN, problems: 0, samples: 0 };
+  if (!N) return { se: NaN, problems: 0, samples: 0, perProblem: [] };
   let v = 0;
   for (const { c, n } of byProblem.values()) v += ((c / n) * (1 - c / n)) / n;
-  return { se: Math.sqrt(v) / N, problems: N, samples: records.length };
+  const perProblem = [...byProblem.keys()].sort().map((k) => byProblem.get(k)!.c / byProblem.get(k)!.n);
+  return { se: Math.sqrt(v) / N, problems: N, samples: records.length, perProblem };
 }
 
 function readSamples(dir: string): { problem_id: string; correct: boolean }[] {
@@ -253,7 +279,7 @@ export function readRun(runDir: string, seed: number, arm: Arm): CheckpointEval[
     .filter((e) => e.label === "start" || e.label === "final" || /^(trough|peak)-cycle\d+$/.test(e.label))
     .map((e) => {
       const s = evalStandardError(readSamples(join(runDir, "val", e.label)));
-      return { seed, arm: arm.name, label: e.label === "start" ? "base" : e.label, step: e.step, cap: e.cap, accuracy: e.accuracy, tokens: e.length_mean, truncation: e.truncation_rate, evalSE: s.se, problems: s.problems, samples: s.samples };
+      return { seed, arm: arm.name, label: e.label === "start" ? "base" : e.label, step: e.step, cap: e.cap, accuracy: e.accuracy, tokens: e.length_mean, truncation: e.truncation_rate, evalSE: s.se, problems: s.problems, samples: s.samples, perProblem: s.perProblem };
     });
 }
 
@@ -285,6 +311,9 @@ export function aggregate(plan: ParetoPlan, evals: readonly CheckpointEval[]): P
       truncation: meanSE(es.map((e) => e.truncation)),
       evalSE: Math.sqrt(es.reduce((a, e) => a + e.evalSE ** 2, 0) / es.length),
     };
+    // The noise budget needs the same problems and samples in every seed (true of one experiment's evaluations).
+    const n = Math.round(es[0].samples / Math.max(1, es[0].problems));
+    if (es.length >= 2 && n >= 2 && es[0].problems >= 2 && es.every((e) => e.perProblem.length === es[0].problems && e.samples === es[0].samples)) p.noise = noiseBudget(es.map((e) => e.perProblem), n);
     if (role === "siri") {
       const margins: number[] = [];
       let dom = 0;
@@ -332,6 +361,20 @@ export function paretoTable(plan: ParetoPlan, points: readonly ParetoPoint[]): s
     const margin = p.margin ? pm(p.margin, 100, 1) : "-";
     const dom = p.dominatedIn !== undefined ? `${p.dominatedIn} of ${p.margin!.n}` : "-";
     lines.push(`| ${pointName(p)} | ${p.step} | ${p.cap} | ${p.accuracy.n} | ${pm(p.accuracy, 100, 1)} | ${pm(p.tokens, 1, 1)} | ${pm(p.truncation, 100, 1)} | ${(p.evalSE * 100).toFixed(1)} | ${margin} | ${dom} |`);
+  }
+  const noisy = points.filter((p) => p.noise);
+  if (noisy.length) {
+    lines.push(
+      "",
+      "Noise budget (points of accuracy): the SD of a checkpoint's accuracy across seeds, split into what the evaluation's finite problems and samples explain (sqrt(residual / N) of a seed x problem fit; it shrinks with more problems) and the rest, how differently the RL runs ended (only more seeds average it out).",
+      "",
+      "| checkpoint | seeds | SD across seeds | of it: evaluation | of it: RL runs | run x problem var | sample var |",
+      "|---|---:|---:|---:|---:|---:|---:|",
+    );
+    for (const p of noisy) {
+      const b = p.noise!;
+      lines.push(`| ${pointName(p)} | ${b.seeds} | ${(b.seedSD * 100).toFixed(1)} | ${(b.evalSD * 100).toFixed(1)} | ${(b.runSD * 100).toFixed(1)} | ${b.interactionVar.toFixed(4)} | ${b.sampleVar.toFixed(4)} |`);
+    }
   }
   return lines.join("\n") + "\n";
 }
@@ -480,7 +523,7 @@ export async function runPareto(gpu: Gpu, o: ParetoOptions): Promise<ParetoResul
   }
   const points = aggregate(plan, evals);
   const table = paretoTable(plan, points);
-  const svg = paretoPlotSvg(plan, points, `SIRI vs constant caps (${o.preset}${o.quick ? ", quick" : ""}): held-out accuracy against tokens`);
+  const svg = paretoPlotSvg(plan, points, `SIRI vs constant caps (${o.preset}, wide arith${o.quick ? ", quick" : ""}): held-out accuracy against tokens`);
   writeFileAtomic(join(out, "pareto.json"), JSON.stringify({ plan, evals, points }, null, 2) + "\n");
   writeFileAtomic(join(out, "pareto.md"), table);
   writeFileAtomic(join(out, "pareto.svg"), svg);

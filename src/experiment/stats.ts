@@ -64,3 +64,76 @@ export function frontMargin(p: TokAcc, a: TokAcc, b: TokAcc): number {
 export function dominated(p: TokAcc, baselines: readonly TokAcc[]): boolean {
   return baselines.some((q) => q.tokens <= p.tokens && q.accuracy >= p.accuracy && (q.tokens < p.tokens || q.accuracy > p.accuracy));
 }
+
+/**
+ * Where the spread of a checkpoint's accuracy across seeds comes from, by a
+ * two-way (seed x problem) decomposition of per-problem accuracies
+ * acc[s][i] = (correct samples) / n of seed s on problem i:
+ *   acc[s][i] = mu + run_s + problem_i + (run x problem)_si + sampling noise.
+ * The residual of the two-way fit estimates var(run x problem) + the sampling
+ * noise; the sampling noise is p(1 - p) / n (unbiased per cell); the variance
+ * of the seed means is var(run) + residual / N. What the held-out set and n
+ * control is residual / N; var(run), how differently RL runs of the same
+ * settings end, only more seeds average out.
+ */
+export interface NoiseBudget {
+  seeds: number;
+  problems: number;
+  n: number;
+  /** SD of the per-seed accuracies. */
+  seedSD: number;
+  /** The part of it one evaluation's finite problems and samples explain: sqrt(residual / N). */
+  evalSD: number;
+  /** The rest: how differently the RL runs ended, sqrt(max(0, seedSD^2 - residual / N)). */
+  runSD: number;
+  /** var(run x problem): how much a problem's accuracy moves from run to run beyond the run's mean. */
+  interactionVar: number;
+  /** One sample's Bernoulli variance within a problem, p(1 - p) averaged over cells. */
+  sampleVar: number;
+}
+
+export function noiseBudget(acc: readonly (readonly number[])[], n: number): NoiseBudget {
+  const S = acc.length;
+  const N = acc[0]?.length ?? 0;
+  if (S < 2 || N < 2) throw new Error(`noiseBudget: needs at least 2 seeds and 2 problems, got ${S} x ${N}`);
+  if (!(Number.isInteger(n) && n >= 2)) throw new Error(`noiseBudget: needs n >= 2 samples per problem, got ${n}`);
+  for (const row of acc) {
+    if (row.length !== N) throw new Error(`noiseBudget: every seed needs the same ${N} problems, got a row of ${row.length}`);
+    for (const x of row) if (!(x >= 0 && x <= 1)) throw new Error(`noiseBudget: accuracies must be in [0, 1], got ${x}`);
+  }
+  const seedMeans = acc.map((r) => mean(r));
+  const probMeans = Array.from({ length: N }, (_, i) => mean(acc.map((r) => r[i])));
+  const grand = mean(seedMeans);
+  let ss = 0;
+  let pq = 0;
+  for (let s = 0; s < S; s++)
+    for (let i = 0; i < N; i++) {
+      ss += (acc[s][i] - seedMeans[s] - probMeans[i] + grand) ** 2;
+      pq += (acc[s][i] * (1 - acc[s][i]) * n) / (n - 1);
+    }
+  const residual = ss / ((S - 1) * (N - 1));
+  const sampleVar = pq / (S * N);
+  const seedVar = sampleStd(seedMeans) ** 2;
+  return {
+    seeds: S,
+    problems: N,
+    n,
+    seedSD: Math.sqrt(seedVar),
+    evalSD: Math.sqrt(residual / N),
+    runSD: Math.sqrt(Math.max(0, seedVar - residual / N)),
+    interactionVar: Math.max(0, residual - sampleVar / n),
+    sampleVar,
+  };
+}
+
+/**
+ * The standard error of a mean difference between two checkpoints over
+ * `seeds` seeds (paired by seed), each evaluated on `problems` problems with
+ * avg@n: sqrt((runSD^2 + 2 interactionVar / N + 2 sampleVar / (N n)) / S),
+ * with `runSD` the SD across seeds of the difference the RL runs themselves
+ * make. The planning arithmetic of the experiment's evaluation size.
+ */
+export function differenceSE(o: { runSD: number; interactionVar: number; sampleVar: number; problems: number; n: number; seeds: number }): number {
+  const perSeed = o.runSD ** 2 + (2 * o.interactionVar) / o.problems + (2 * o.sampleVar) / (o.problems * o.n);
+  return Math.sqrt(perSeed / o.seeds);
+}

@@ -33,6 +33,12 @@
  * ~0.65 s a step on an otherwise idle machine: held-out greedy accuracy 0.17
  * at 200 steps, 0.27-0.30 at 250-350; sampled at temperature 1.0 on training
  * problems, responses run 14-99 tokens (median ~30-48) with accuracy ~0.3-0.4.
+ *
+ * The wide variant (`maxOperand` 99, `maxRight` 9; the Pareto experiment's
+ * task, arith.md) keeps the same traces with a two-digit left operand: 1955
+ * problems, 382 held out; full traces 51-119 tokens (mean 82). Its warm start
+ * needs ~750 steps (greedy accuracy on training problems 0.8% at 250 steps,
+ * 15% at 500, 38% at 750; SFT loss 0.089).
  */
 import { DEEPSCALER_INSTRUCTION, renderPrompt } from "../data/prompt.ts";
 import type { LoadedTokenizer } from "../model/tokenizer.ts";
@@ -50,6 +56,14 @@ export interface ArithOptions {
   kinds?: readonly ArithKind[];
   /** Operands are 0..maxOperand (sub: a >= b so answers stay >= 0). Default 9. */
   maxOperand?: number;
+  /**
+   * The operands after the first are 0..maxRight (default maxOperand). The
+   * counting chain takes one step per unit of the right operand, so a small
+   * maxRight keeps every trace as long as with single digits while a large
+   * maxOperand multiplies the distinct problems (99 and 9: 1955 add/sub
+   * problems, 391 held out, against 155 and 31 at 9 and 9).
+   */
+  maxRight?: number;
   /**
    * "train" / "test": a fixed partition of the operand tuples (by hash,
    * `testFraction` of them held out), so held-out accuracy is on unseen
@@ -101,14 +115,16 @@ function hashUnit(key: string): number {
 function checkOptions(opts: ArithOptions): Required<Omit<ArithOptions, "instruction">> {
   const kinds = opts.kinds ?? ["add", "sub"];
   const maxOperand = opts.maxOperand ?? 9;
+  const maxRight = opts.maxRight ?? maxOperand;
   const split = opts.split ?? "all";
   const testFraction = opts.testFraction ?? 0.2;
   if (!kinds.length) throw new Error("arith task: kinds is empty; pick from add, sub, add3");
   for (const k of kinds) if (!ARITH_KINDS.includes(k)) throw new Error(`arith task: unknown kind "${k}" (known: ${ARITH_KINDS.join(", ")})`);
   if (!Number.isInteger(maxOperand) || maxOperand < 1 || maxOperand > 99) throw new Error(`arith task: maxOperand must be an integer in 1..99, got ${maxOperand}`);
+  if (!Number.isInteger(maxRight) || maxRight < 1 || maxRight > maxOperand) throw new Error(`arith task: maxRight must be an integer in 1..maxOperand (${maxOperand}), got ${maxRight}`);
   if (!["train", "test", "all"].includes(split)) throw new Error(`arith task: split must be train, test or all, got "${split}"`);
   if (!(testFraction > 0 && testFraction < 1)) throw new Error(`arith task: testFraction must be in (0, 1), got ${testFraction}`);
-  return { kinds, maxOperand, split, testFraction };
+  return { kinds, maxOperand, maxRight, split, testFraction };
 }
 
 /** The answer of a problem, computed from its operands. */
@@ -147,11 +163,11 @@ export function makeProblems(n: number, seed: number, opts: ArithOptions = {}): 
     if (++tries > 1000 * (n + 10)) throw new Error(`makeProblems: split "${o.split}" of ${o.kinds.join("/")} up to ${o.maxOperand} is (nearly) empty`);
     const kind = o.kinds[Math.floor(rand() * o.kinds.length)];
     let operands: number[];
-    if (kind === "add") operands = [int(o.maxOperand), int(o.maxOperand)];
+    if (kind === "add") operands = [int(o.maxOperand), int(o.maxRight)];
     else if (kind === "sub") {
       const a = int(o.maxOperand);
-      operands = [a, int(a)];
-    } else operands = [int(o.maxOperand), int(o.maxOperand), int(o.maxOperand)];
+      operands = [a, int(Math.min(a, o.maxRight))];
+    } else operands = [int(o.maxOperand), int(o.maxRight), int(o.maxRight)];
     const p = makeProblem(kind, operands);
     if (o.split !== "all" && isHeldOut(p, o.testFraction) !== (o.split === "test")) continue;
     out.push(p);
@@ -164,8 +180,9 @@ export function enumerateProblems(opts: ArithOptions = {}): ArithProblem[] {
   const o = checkOptions(opts);
   const out: ArithProblem[] = [];
   const r = Array.from({ length: o.maxOperand + 1 }, (_, i) => i);
+  const q = r.slice(0, o.maxRight + 1); // the operands after the first
   for (const kind of o.kinds) {
-    const tuples = kind === "add" ? r.flatMap((a) => r.map((b) => [a, b])) : kind === "sub" ? r.flatMap((a) => r.filter((b) => b <= a).map((b) => [a, b])) : r.flatMap((a) => r.flatMap((b) => r.map((c) => [a, b, c])));
+    const tuples = kind === "add" ? r.flatMap((a) => q.map((b) => [a, b])) : kind === "sub" ? r.flatMap((a) => q.filter((b) => b <= a).map((b) => [a, b])) : r.flatMap((a) => q.flatMap((b) => q.map((c) => [a, b, c])));
     for (const t of tuples) {
       const p = makeProblem(kind, t);
       if (o.split === "all" || isHeldOut(p, o.testFraction) === (o.split === "test")) out.push(p);
@@ -243,8 +260,8 @@ export function* warmStartBatches(tokenizer: LoadedTokenizer, batchSize: number,
 }
 
 /** The arithmetic task for the trainer: train/test split by operand tuple, SIRI's reward, warm-start traces. */
-export function arithTask(tokenizer: LoadedTokenizer, o: { kinds: ArithKind[]; maxOperand: number }): Task {
-  const opts = { kinds: o.kinds, maxOperand: o.maxOperand };
+export function arithTask(tokenizer: LoadedTokenizer, o: { kinds: ArithKind[]; maxOperand: number; maxRight?: number | null }): Task {
+  const opts = { kinds: o.kinds, maxOperand: o.maxOperand, maxRight: o.maxRight ?? undefined };
   return {
     name: "arith",
     sample: (n, seed) => makeProblems(n, seed, { ...opts, split: "train" }),

@@ -20,6 +20,8 @@ export interface TaskConfig {
   datasetDir: string;
   /** arith: operands 0..maxOperand, and the problem kinds. */
   maxOperand: number;
+  /** arith: the operands after the first are 0..maxRight; null = maxOperand (see arith.ts). */
+  maxRight: number | null;
   kinds: string[];
 }
 
@@ -99,7 +101,7 @@ export interface TrainConfig {
 export const SIRI_1_5B: TrainConfig = {
   preset: "siri-1.5b",
   model: "models/DeepSeek-R1-Distill-Qwen-1.5B",
-  task: { kind: "dataset", dataset: "deepscaler", datasetDir: "datasets/cache", maxOperand: 9, kinds: ["add", "sub"] },
+  task: { kind: "dataset", dataset: "deepscaler", datasetDir: "datasets/cache", maxOperand: 9, maxRight: null, kinds: ["add", "sub"] },
   out: "runs/siri-1.5b",
   seed: 1,
   steps: SIRI_CYCLES * SIRI_SCHEDULE.period, // three cycles of T = 640
@@ -138,7 +140,7 @@ export const SIRI_1_5B: TrainConfig = {
 export const DEMO: TrainConfig = {
   preset: "demo",
   model: "tiny:tiny",
-  task: { kind: "arith", dataset: "", datasetDir: "datasets/cache", maxOperand: 9, kinds: ["add", "sub"] },
+  task: { kind: "arith", dataset: "", datasetDir: "datasets/cache", maxOperand: 9, maxRight: null, kinds: ["add", "sub"] },
   out: "runs/demo",
   seed: 1,
   steps: 24,
@@ -165,7 +167,7 @@ export const PRESETS: Readonly<Record<string, TrainConfig>> = { "siri-1.5b": SIR
  * Numeric settings where null means "off" (the dual-clip, truncated IS).
  * TOML has no null, so `false` also means off in a file; `--set` takes null or false.
  */
-const NULLABLE_NUMBERS = new Set(["policy.clipRatioC", "policy.tisCap"]);
+const NULLABLE_NUMBERS = new Set(["policy.clipRatioC", "policy.tisCap", "task.maxRight"]);
 
 function nullableNumber(v: unknown, path: string, src: string): number | null {
   if (v === null || v === false) return null;
@@ -295,6 +297,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(["arith", "dataset"].includes(c.task.kind), "task.kind", "must be arith or dataset", c.task.kind);
   if (c.task.kind === "dataset") need(c.task.dataset.length > 0, "task.dataset", "must name a dataset preset or file", c.task.dataset);
   need(posInt(c.task.maxOperand), "task.maxOperand", "must be an integer >= 1", c.task.maxOperand);
+  need(c.task.maxRight === null || (posInt(c.task.maxRight) && c.task.maxRight <= c.task.maxOperand), "task.maxRight", "must be null or an integer in 1..task.maxOperand", c.task.maxRight);
   need(c.out.length > 0, "out", "must be a folder", c.out);
   need(Number.isInteger(c.seed) && c.seed >= 0 && c.seed < 2 ** 31, "seed", "must be an integer in 0..2^31-1", c.seed);
   need(posInt(c.steps), "steps", "must be an integer >= 1", c.steps);

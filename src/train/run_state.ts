@@ -34,7 +34,7 @@ export function baseModel(cfg: TrainConfig): { dir: string; tokenizer: LoadedTok
 
 /** The config's task: the synthetic arithmetic one, or a dataset with its validation problems held out. */
 export async function taskFor(cfg: TrainConfig, tokenizer: LoadedTokenizer): Promise<Task> {
-  if (cfg.task.kind === "arith") return arithTask(tokenizer, { kinds: cfg.task.kinds as ArithKind[], maxOperand: cfg.task.maxOperand });
+  if (cfg.task.kind === "arith") return arithTask(tokenizer, { kinds: cfg.task.kinds as ArithKind[], maxOperand: cfg.task.maxOperand, maxRight: cfg.task.maxRight });
   const d = await loadDataset(cfg.task.dataset, { dir: cfg.task.datasetDir });
   return datasetTask(tokenizer, d.name, d.problems, cfg.validation.every > 0 ? cfg.validation.problems : 0);
 }
