@@ -339,6 +339,8 @@ describe.skipIf(NO_REDIS !== null || !GPU)("bad messages", () => {
       await b.addRaw("weights", '{"kind":"weights"');
       await b.publishRequests([req({ id: "good2" })]);
       await until(async () => (await read()) === 2, 60_000, "the second good request's completion");
+      // The worker may have claimed that request before looking at the announcements again: it does on its next pass.
+      await until(() => w.stderr().includes("rejected weight announcement"), 60_000, "the worker to reject the malformed announcement");
       w.proc.kill("SIGINT");
       expect(await w.proc.exited).toBe(0);
       expect(got.map((c) => [c.id, c.version, c.worker])).toEqual([
