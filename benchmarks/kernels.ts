@@ -35,6 +35,7 @@ import { attentionRef, loadAttention, MAX_HEAD_DIM, type AttentionShape } from "
 import { addRef, loadElementwise, swigluRef } from "../src/kernels/elementwise.ts";
 import { gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
 import { loadLogprob, logprobRef } from "../src/kernels/logprob.ts";
+import { loadLoss, logsoftmaxBackwardRef } from "../src/kernels/loss.ts";
 import { f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
 import { loadMatmul, matmulRef } from "../src/kernels/matmul.ts";
 import { loadMatmulSgmat, sgmatUnavailable } from "../src/kernels/matmul_sgmat.ts";
@@ -697,8 +698,25 @@ function logprobCases(T: number, V: number, subgroups = false): BenchCase[] {
   });
 }
 
+/** The training log-softmax backward over T rows of V logits (the softmax of the loss's gradient): the tree, and subgroups first. */
+function lsmBackwardCases(T: number, V: number, subgroups: boolean): BenchCase[] {
+  const temperature = 1;
+  const host = once(() => ({ logits: randn(T * V, 83, 10), targets: randInts(T, V, 84), dlogp: randn(T, 85, 1) }));
+  const want = once((): Want => [{ what: "dlogits", want: logsoftmaxBackwardRef(host().logits, host().targets, host().dlogp, T, V, temperature), tol: "loss_lsm_backward" }]);
+  const impl = (sg: boolean) => async (gpu: Gpu): Promise<Run> => {
+    const loss = await loadLoss(gpu, { subgroups: sg });
+    const x = { logits: gpu.buffer(host().logits, "bench-logits"), targets: gpu.buffer(host().targets, "bench-targets"), dlogp: gpu.buffer(host().dlogp, "bench-dlogp"), dlogits: gpu.buffer(T * V * 4, "bench-dlogits") };
+    return {
+      record: (b) => loss.logsoftmaxBackward(b, x.logits, x.targets, x.dlogp, x.dlogits, T, V, temperature),
+      read: async () => [await gpu.readF32(x.dlogits, T * V)],
+      dispose: destroyAll(Object.values(x)),
+    };
+  };
+  return shapeCases(`lsm_backward f32 ${T}x${V}`, 4 * T * V, 4 * (3 * T * V + 3 * T), want, { ours: impl(false), ...(subgroups ? { subgroup: impl(true) } : {}) });
+}
+
 /** Sampling of B rows of V logits: greedy, or top-p 0.9 at temperature 0.7. */
-function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[] {
+function sampleCases(mode: "greedy" | "top-p", B: number, V: number, subgroups = false): BenchCase[] {
   const opts: SampleOptions =
     mode === "greedy" ? { temperature: 0, topK: 0, topP: 1, seed: 1 } : { temperature: 0.7, topK: 0, topP: 0.9, seed: 7 };
   // Row r draws from the stream (request key r, token index 3).
@@ -723,6 +741,20 @@ function sampleCases(mode: "greedy" | "top-p", B: number, V: number): BenchCase[
         dispose: destroyAll(Object.values(x)),
       };
     },
+    // Subgroup reductions before the shared-memory trees (ours: the trees alone; src/kernels/sample.ts says why).
+    ...(subgroups
+      ? {
+          async subgroup(gpu: Gpu): Promise<Run> {
+            const s = await loadSampler(gpu, { subgroups: true });
+            const x = bufs(gpu);
+            return {
+              record: (b) => s.sample(b, x.logits, x.tokens, x.logp, B, V, opts, x.streams),
+              read: () => outs(gpu, x),
+              dispose: destroyAll(Object.values(x)),
+            };
+          },
+        }
+      : {}),
     async naive(gpu) {
       const k = await naiveKernel(gpu, "sample_naive", "naive", { WG: NAIVE_WG, RED: sampleWorkgroupSize(V) });
       const x = bufs(gpu);
@@ -773,8 +805,9 @@ function familyCases(gpu: Gpu): BenchCase[] {
     ...attentionCases("prefill", 1, prefill, nh, nKv, hd),
     ...decode.flatMap(([seqs, ctx]) => attentionCases("decode", seqs, ctx, nh, nKv, hd)),
     ...logprobCases(logprobRows, V, gpu.features.subgroups),
-    ...sampleCases("greedy", sampleRows, V),
-    ...sampleCases("top-p", sampleRows, V),
+    ...lsmBackwardCases(logprobRows, V, gpu.features.subgroups),
+    ...sampleCases("greedy", sampleRows, V, gpu.features.subgroups),
+    ...sampleCases("top-p", sampleRows, V, gpu.features.subgroups),
   ];
 }
 
@@ -794,9 +827,10 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
       family: [
         ...attentionCases("prefill", 1, 128, nh, nKv, hd, 16),
         ...attentionCases("decode", 2, 256, nh, nKv, hd),
-        ...sampleCases("greedy", 2, v),
-        ...sampleCases("top-p", 2, v),
+        ...sampleCases("greedy", 2, v, gpu.features.subgroups),
+        ...sampleCases("top-p", 2, v, gpu.features.subgroups),
         ...logprobCases(8, v, gpu.features.subgroups),
+        ...lsmBackwardCases(8, v, gpu.features.subgroups),
         ...rmsnormCases(64, H, gpu.features.subgroups),
       ],
     };
@@ -817,10 +851,11 @@ function gpuCheckSuite(gpu: Gpu): { matmul: MatmulShape[]; family: BenchCase[] }
       ...attentionCases("decode", 16, 4096, nh, nKv, hd),
       ...attentionCases("decode", 1, 16384, nh, nKv, hd, 0, "attention_f32_16k"),
       ...attentionCases("decode", 16, 16384, nh, nKv, hd, 0, "attention_f32_16k"),
-      ...sampleCases("greedy", 1, V),
-      ...sampleCases("top-p", 1, V),
-      ...sampleCases("top-p", 64, V),
+      ...sampleCases("greedy", 1, V, gpu.features.subgroups),
+      ...sampleCases("top-p", 1, V, gpu.features.subgroups),
+      ...sampleCases("top-p", 64, V, gpu.features.subgroups),
       ...logprobCases(128, V, gpu.features.subgroups),
+      ...lsmBackwardCases(128, V, gpu.features.subgroups),
       ...rmsnormCases(4096, H, gpu.features.subgroups),
     ],
   };

@@ -3,7 +3,7 @@
  * micro-batches (supervised loss; the policy loss costs the same kernels
  * plus one [T] loss kernel), with a layer-count / shape of your choice.
  *
- *   bun benchmarks/train.ts [--model DIR] [--tokens 512] [--seqs 4] [--steps 5]
+ *   bun benchmarks/train.ts [--model DIR] [--tokens 512] [--seqs 4] [--steps 5] [--precision f32|f16-mixed]
  *
  * Without --model it builds the tiny model. Then the dispatches a micro-batch
  * (forward + backward) and an optimiser step record, by kernel family, here
@@ -21,6 +21,7 @@ import { QWEN2_1_5B } from "../src/model/config.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { TrainModel } from "../src/train/model.ts";
 import { Optimizer, DEFAULT_OPTIM } from "../src/train/optim.ts";
+import type { Precision } from "../src/train/precision.ts";
 import { sftStep } from "../src/train/step.ts";
 import { countTraining, formatTally, timeByFamily, total as tallyTotal } from "./dispatches.ts";
 import { trackDeviceMemory } from "./memory.ts";
@@ -31,8 +32,11 @@ const { values } = parseArgs({
     tokens: { type: "string", default: "512" },
     seqs: { type: "string", default: "4" },
     steps: { type: "string", default: "5" },
+    precision: { type: "string", default: "f32" },
   },
 });
+const precision = values.precision as Precision;
+if (precision !== "f32" && precision !== "f16-mixed") throw new Error(`--precision: f32 or f16-mixed, got ${values.precision}`);
 const gpu = await Gpu.open();
 const memory = trackDeviceMemory(gpu);
 let dir = values.model;
@@ -46,14 +50,19 @@ const total = Number(values.tokens);
 const nSeq = Number(values.seqs);
 const per = Math.floor(total / nSeq);
 const seqs = Array.from({ length: nSeq }, (_, s) => ({ tokens: Array.from({ length: per }, (_, i) => (s * 131 + i * 17 + 3) % V), lossFrom: 1 }));
-const model = await TrainModel.create(gpu, ref.config, ref.weights);
+const model = await TrainModel.create(gpu, ref.config, ref.weights, { precision });
 const opt = await Optimizer.create(gpu, model.params, { ...DEFAULT_OPTIM, lr: 1e-4 });
 await sftStep(model, opt, seqs); // warm-up: compiles every pipeline, allocates activations
 await gpu.sync();
 const steps = Number(values.steps);
 const t0 = performance.now();
 let loss = 0;
-for (let i = 0; i < steps; i++) loss = (await sftStep(model, opt, seqs)).loss;
+let skipped = 0;
+for (let i = 0; i < steps; i++) {
+  const r = await sftStep(model, opt, seqs);
+  loss = r.loss;
+  if (r.skipped) skipped++;
+}
 await gpu.sync();
 const s = (performance.now() - t0) / 1000;
 const tokens = nSeq * per * steps;
@@ -63,6 +72,7 @@ const flops = 8 * params * tokens;
 const result = {
   adapter: gpu.adapter.description,
   model: values.model ?? "tiny (built)",
+  precision,
   params,
   tokens_per_step: nSeq * per,
   steps,
@@ -70,6 +80,8 @@ const result = {
   ms_per_step: Math.round((s * 1000) / steps),
   approx_gflops: +(flops / s / 1e9).toFixed(2),
   final_loss: +loss.toFixed(4),
+  skipped_steps: skipped, // f16-mixed: updates skipped for an overflow
+  loss_scale: model.scaler?.scale ?? 1,
   peak_device_mib: Math.round(memory.peakBytes() / 2 ** 20), // buffers this process created (benchmarks/memory.ts)
 };
 for (const [k, v] of Object.entries(result)) console.log(`${k.padEnd(18)} ${v}`);

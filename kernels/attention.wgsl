@@ -421,6 +421,11 @@ fn decode_combine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
 }
 
 // ---------------------------------------------------------------- training
+// With f16 operands (mixed-precision training; RND = rnd) every q, k, v and
+// dout element is rounded to f16 as it is loaded; scores, the softmax, P and
+// every sum stay f32.
+
+{{RND_FN}}
 
 // train_forward bindings (q at 1 as above)
 @group(0) @binding(2) var<storage, read> tk: array<{{T}}>;
@@ -473,7 +478,7 @@ fn train_rows(lid: u32, nt: u32, r0: u32, G: u32, kvh: u32) {
     let gr = r0 + rr;
     var x = 0.0;
     if (gr < P.T * G) {
-      x = f32(q[((gr / G) * P.nh + kvh * G + gr % G) * hd + d]) * P.scale;
+      x = {{RND}}(f32(q[((gr / G) * P.nh + kvh * G + gr % G) * hd + d])) * P.scale;
     }
     Qs[rr * (hd + 1u) + d] = x;
   }
@@ -500,7 +505,7 @@ fn train_rows_grad(lid: u32, nt: u32, r0: u32, G: u32, kvh: u32) {
     let gr = r0 + rr;
     var x = 0.0;
     if (gr < P.T * G) {
-      x = f32(tdOut[((gr / G) * P.nh + kvh * G + gr % G) * hd + d]);
+      x = {{RND}}(f32(tdOut[((gr / G) * P.nh + kvh * G + gr % G) * hd + d]));
     }
     dOs[rr * (hd + 1u) + d] = x;
   }
@@ -533,8 +538,8 @@ fn train_load_kv(lid: u32, nt: u32, kvh: u32, k0: u32, end: u32) {
     var vx = 0.0;
     if (p < end) {
       let src = (p * P.nkv + kvh) * hd + d;
-      kx = f32(tk[src]);
-      vx = f32(tv[src]);
+      kx = {{RND}}(f32(tk[src]));
+      vx = {{RND}}(f32(tv[src]));
     }
     Ks[c * (hd + 1u) + d] = kx;
     Vs[c * (hd + 1u) + d] = vx;
@@ -611,7 +616,7 @@ fn train_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
   if (th >= P.T * P.nh) { return; }
   var acc = 0.0;
   for (var d = 0u; d < P.hd; d++) {
-    acc += f32(d_dout[th * P.hd + d]) * f32(d_out[th * P.hd + d]);
+    acc += {{RND}}(f32(d_dout[th * P.hd + d])) * f32(d_out[th * P.hd + d]);
   }
   d_stats[2u * th] = d_lse[th];
   d_stats[2u * th + 1u] = acc;
@@ -745,7 +750,7 @@ fn train_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 fn train_score(th: u32, p: u32, kvh: u32) -> f32 {
   var s = 0.0;
   let ko = (p * P.nkv + kvh) * P.hd;
-  for (var d = 0u; d < P.hd; d++) { s += f32(q[th * P.hd + d]) * f32(tk[ko + d]); }
+  for (var d = 0u; d < P.hd; d++) { s += {{RND}}(f32(q[th * P.hd + d])) * {{RND}}(f32(tk[ko + d])); }
   return s * P.scale;
 }
 
@@ -764,7 +769,7 @@ fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let w = exp(train_score(th, p, kvh) - m);
     l += w;
     let vo = (p * P.nkv + kvh) * P.hd;
-    for (var d = 0u; d < P.hd; d++) { acc[d] += w * f32(tv[vo + d]); }
+    for (var d = 0u; d < P.hd; d++) { acc[d] += w * {{RND}}(f32(tv[vo + d])); }
   }
   for (var d = 0u; d < P.hd; d++) { tOut[th * P.hd + d] = {{T}}(acc[d] / l); }
   tLse[th] = m + log(l);
@@ -774,7 +779,7 @@ fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 fn train_dov(th: u32, p: u32, kvh: u32) -> f32 {
   var s = 0.0;
   let vo = (p * P.nkv + kvh) * P.hd;
-  for (var d = 0u; d < P.hd; d++) { s += f32(tdOut[th * P.hd + d]) * f32(tv[vo + d]); }
+  for (var d = 0u; d < P.hd; d++) { s += {{RND}}(f32(tdOut[th * P.hd + d])) * {{RND}}(f32(tv[vo + d])); }
   return s;
 }
 
@@ -790,7 +795,7 @@ fn train_dq_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
   for (var p = min(segStart[t], t); p <= t; p++) {
     let ds = exp(train_score(th, p, kvh) - lse) * (train_dov(th, p, kvh) - dd);
     let ko = (p * P.nkv + kvh) * P.hd;
-    for (var d = 0u; d < P.hd; d++) { acc[d] += ds * f32(tk[ko + d]); }
+    for (var d = 0u; d < P.hd; d++) { acc[d] += ds * {{RND}}(f32(tk[ko + d])); }
   }
   for (var d = 0u; d < P.hd; d++) { tdq[th * P.hd + d] = {{T}}(acc[d] * P.scale); }
 }
@@ -811,8 +816,8 @@ fn train_dkdv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
       let pr = exp(train_score(th, key, kvh) - tStats[2u * th]);
       let ds = pr * (train_dov(th, key, kvh) - tStats[2u * th + 1u]);
       for (var d = 0u; d < P.hd; d++) {
-        dv[d] += pr * f32(tdOut[th * P.hd + d]);
-        dk[d] += ds * f32(q[th * P.hd + d]) * P.scale;
+        dv[d] += pr * {{RND}}(f32(tdOut[th * P.hd + d]));
+        dk[d] += ds * {{RND}}(f32(q[th * P.hd + d])) * P.scale;
       }
     }
   }

@@ -14,6 +14,12 @@
 //   3 clip-high count (A > 0, r > 1 + ε_high)  7 Σ w (truncated-IS weights; = tokens when off)
 // With accumulate = 1 the sums are added to what stats holds (micro-batches
 // of one mini-batch into one buffer); else stats is overwritten.
+//
+// lsm_backward's subgroup variant (SG = "", adapters with `subgroups`; SG =
+// "//" compiles it out): the (max, Σ) pairs are first merged within each
+// subgroup, and the shared-memory tree stops at stride subgroup_size, as in
+// kernels/logprob.wgsl (same alignment check, same fallback to the full tree).
+{{SG}}enable subgroups;
 
 const LOG_RATIO_CLAMP: f32 = 20.0; // as src/rl/policy_loss.ts (verl): r cannot overflow
 
@@ -164,10 +170,13 @@ const LOWEST: f32 = -0x1.fffffep+127f; // finite "−∞": empty slices merge wi
 
 var<workgroup> wm: array<f32, {{WG}}>;
 var<workgroup> ws: array<f32, {{WG}}>;
+var<workgroup> lsm_not_blocked: atomic<u32>; // 1: some subgroup is not one aligned block of invocations
 
 @compute @workgroup_size({{WG}})
 fn lsm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid3: vec3<u32>) {
+                @builtin(local_invocation_id) lid3: vec3<u32>,
+                {{SG}}@builtin(subgroup_size) sg_size: u32,
+) {
   let lid = lid3.x;
   let row = wid.y * nwg.x + wid.x;
   if (row >= LP.T) { return; } // uniform per workgroup
@@ -182,10 +191,19 @@ fn lsm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     s += exp(z - m);
   }
+  var stop = 1u; // smallest tree stride
+  {{SG}}let mg = subgroupMax(m);
+  {{SG}}let sg_s = subgroupAdd(s * exp(m - mg));
+  {{SG}}let block = lid / sg_size;
+  {{SG}}let lanes = subgroupAdd(1u);
+  {{SG}}let lo = subgroupMin(block);
+  {{SG}}let hi = subgroupMax(block);
+  {{SG}}if (lo != hi || lanes != sg_size) { atomicStore(&lsm_not_blocked, 1u); }
+  {{SG}}if (workgroupUniformLoad(&lsm_not_blocked) == 0u) { stop = sg_size; m = mg; s = sg_s; }
   wm[lid] = m;
   ws[lid] = s;
   workgroupBarrier();
-  for (var st = {{WG}}u / 2u; st > 0u; st >>= 1u) {
+  for (var st = {{WG}}u / 2u; st >= stop; st >>= 1u) {
     if (lid < st) {
       let m2 = max(wm[lid], wm[lid + st]);
       ws[lid] = ws[lid] * exp(wm[lid] - m2) + ws[lid + st] * exp(wm[lid + st] - m2);

@@ -15,6 +15,10 @@
 //   G    [K]     {{T}}, only in the NORM variant
 //   C    rows of stride ldc; row m's outputs at C[m*ldc + col0 + n], type {{TC}}
 // Accumulation is always f32.
+// Mixed precision (training's f16-mixed): A, bias, G and C are f32, W and U
+// are f16 copies of the f32 master weights (TW = f16), and every A element is
+// rounded to f16 as it is loaded (RNDU = rnd / rnd4, from kernels' shared
+// f16-operand helper): f16 × f16 products accumulated in f32.
 //
 // Three entry points:
 //   tiled: prefill (many rows) on hardware GPUs. A workgroup computes a
@@ -51,11 +55,13 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 // A, W, U and G in units of V elements: VT = T (V = 1) or vec4<T> (V = 4, when K % 4 == 0).
 @group(0) @binding(1) var<storage, read> A: array<{{VT}}>;
-@group(0) @binding(2) var<storage, read> W: array<{{VT}}>;
-{{IF_GLU}}@group(0) @binding({{B_U}}) var<storage, read> U: array<{{VT}}>;
+@group(0) @binding(2) var<storage, read> W: array<{{VW}}>;
+{{IF_GLU}}@group(0) @binding({{B_U}}) var<storage, read> U: array<{{VW}}>;
 {{IF_BIAS}}@group(0) @binding({{B_BIAS}}) var<storage, read> bias: array<{{T}}>;
 {{IF_NORM}}@group(0) @binding({{B_G}}) var<storage, read> G: array<{{VT}}>;
 @group(0) @binding({{B_C}}) var<storage, read_write> C: array<{{TC}}>;
+
+{{RND_FN}}
 
 fn bias_at(n: u32) -> f32 {
   var b = 0.0;
@@ -88,7 +94,7 @@ fn finish(m: u32, n: u32, gate: f32, up: f32, ss: f32) {
 // tiled is only dispatched from the V = 1 pipelines; in V = 4 modules (which
 // exist for gemv) its element loads are stubbed so the module still compiles.
 fn a_elt(i: u32) -> f32 {
-  {{IF_V1}}return f32(A[i]);
+  {{IF_V1}}return {{RND}}(f32(A[i]));
   {{IF_V4}}return 0.0;
 }
 fn w_elt(i: u32) -> f32 {
@@ -215,6 +221,13 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
 fn cvt(x: {{VT}}) -> {{FT}} {
   return {{FT}}(x);
 }
+fn cvw(x: {{VW}}) -> {{FT}} {
+  return {{FT}}(x);
+}
+// An A unit: rounded to f16 in mixed precision.
+fn cva(x: {{VT}}) -> {{FT}} {
+  return {{RNDU}}({{FT}}(x));
+}
 fn hsum(x: {{FT}}) -> f32 {
   {{IF_V4}}return dot(x, vec4<f32>(1.0));
   {{IF_V1}}return x;
@@ -244,12 +257,12 @@ fn rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   var ss: array<{{FT}}, RM>;
   for (var k = 0u; k < KU; k++) {
     var w: array<{{FT}}, RN>;
-    for (var j = 0u; j < RN; j++) { w[j] = cvt(W[wrow[j] + k]); }
+    for (var j = 0u; j < RN; j++) { w[j] = cvw(W[wrow[j] + k]); }
     {{IF_GLU}}var u: array<{{FT}}, RN>;
-    {{IF_GLU}}for (var j = 0u; j < RN; j++) { u[j] = cvt(U[wrow[j] + k]); }
+    {{IF_GLU}}for (var j = 0u; j < RN; j++) { u[j] = cvw(U[wrow[j] + k]); }
     {{IF_NORM}}let gk = cvt(G[k]);
     for (var i = 0u; i < RM; i++) {
-      var a = cvt(A[arow[i] + k]);
+      var a = cva(A[arow[i] + k]);
       {{IF_NORM}}ss[i] += a * a;
       {{IF_NORM}}a *= gk;
       for (var j = 0u; j < RN; j++) {
@@ -309,12 +322,12 @@ fn gemv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     for (var r = 0u; r < MT; r++) { ss[r] = {{FT}}(0.0); }
     for (var k = kt; k < KU; k += KS) {
       var w: array<{{FT}}, NC>;
-      for (var c = 0u; c < NC; c++) { w[c] = cvt(W[wrow[c] + k]); }
+      for (var c = 0u; c < NC; c++) { w[c] = cvw(W[wrow[c] + k]); }
       {{IF_GLU}}var u: array<{{FT}}, NC>;
-      {{IF_GLU}}for (var c = 0u; c < NC; c++) { u[c] = cvt(U[wrow[c] + k]); }
+      {{IF_GLU}}for (var c = 0u; c < NC; c++) { u[c] = cvw(U[wrow[c] + k]); }
       {{IF_NORM}}let gk = cvt(G[k]);
       for (var r = 0u; r < MT; r++) {
-        var a = cvt(A[min(m0 + r, M - 1u) * KU + k]);
+        var a = cva(A[min(m0 + r, M - 1u) * KU + k]);
         {{IF_NORM}}ss[r] += a * a;
         {{IF_NORM}}a *= gk;
         for (var c = 0u; c < NC; c++) {

@@ -1,4 +1,8 @@
-// Backward of the HF Linear y = x·Wᵀ + b (kernels/matmul.wgsl), f32 only.
+// Backward of the HF Linear y = x·Wᵀ + b (kernels/matmul.wgsl), f32 values.
+// f16 operands (mixed-precision training): dy and x are rounded to f16 as
+// they are loaded (RND = rnd), W is the f16 copy of the weight (TB = f16 in
+// dinput); accumulation and every output stay f32; the bias sum is not a
+// matrix product and reads dy unrounded.
 // Legend: M rows (tokens), N output features, K input features.
 //   dy  [M, N]  upstream gradient, row m's N values at dy[m*ldy + col0 ..]
 //               (ldy/col0 let a caller walk a weight in row chunks: the
@@ -23,6 +27,10 @@
 // tile, multiples of 4), BR (reduction slice), and for bias BX (columns per
 // workgroup), BY (row lanes, power of two).
 
+{{ENABLE}}
+
+{{RND_FN}}
+
 struct Params {
   M: u32,
   N: u32,
@@ -35,7 +43,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 // dInput / dWeight: B = W or x, C = dx or dw.
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<{{TB}}>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 // bias: db at binding 2 (a different entry point: never used with B and C).
 @group(0) @binding(2) var<storage, read_write> db: array<f32>;
@@ -80,7 +88,7 @@ fn tile(lid: vec3<u32>, wid: vec3<u32>, rows: u32, R: u32, dyT: bool, add: bool)
         var m = i0 + i;
         var n = r0 + r;
         if (dyT) { m = r0 + r; n = i0 + i; }
-        v = dy[m * ldy + col0 + n];
+        v = {{RND}}(dy[m * ldy + col0 + n]);
       }
       let s = r * BM + i;
       As[s / 4u][s % 4u] = v;
@@ -90,7 +98,7 @@ fn tile(lid: vec3<u32>, wid: vec3<u32>, rows: u32, R: u32, dyT: bool, add: bool)
       let j = e % BN;
       let r = e / BN;
       var v = 0.0;
-      if (j0 + j < K && r0 + r < R) { v = B[(r0 + r) * K + j0 + j]; }
+      if (j0 + j < K && r0 + r < R) { v = {{RND}}(f32(B[(r0 + r) * K + j0 + j])); }
       let s = r * BN + j;
       Bs[s / 4u][s % 4u] = v;
     }

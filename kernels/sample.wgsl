@@ -21,6 +21,17 @@
 //      walks its chunk.
 //   logp = log softmax(l / T)[token], before truncation (the behaviour policy).
 // Every reduction has a fixed order, so a row's result is reproducible.
+//
+// Subgroup variant (SG = "", adapters with `subgroups`; SG = "//" compiles it
+// out): every workgroup reduction (max/argmax, min, the sums of the bisections
+// and of Z) first reduces within each subgroup (subgroupAdd / Min / Max), so
+// the shared-memory tree stops at stride subgroup_size: log2(WG / sg) barriers
+// a reduction instead of log2(WG), ~32 bisection steps a row for top-p. As in
+// kernels/logprob.wgsl this needs subgroup k to be invocations k·sg ..
+// k·sg + sg − 1, which WGSL does not promise: it is checked once per
+// workgroup, and where it fails every lane keeps its own value and the full
+// tree runs. Both orders are fixed, so results stay reproducible per adapter.
+{{SG}}enable subgroups;
 
 struct Params {
   V: u32,        // row stride of logits (the model's vocab_size)
@@ -46,6 +57,7 @@ var<workgroup> red_i: array<u32, WG>;
 var<workgroup> pick: vec2<u32>; // (owning thread, 0) chosen by thread 0
 var<workgroup> pick_start: f32; // exclusive prefix of the owning thread's chunk
 var<workgroup> pick_target: f32;
+var<workgroup> not_blocked: atomic<u32>; // 1: some subgroup is not one aligned block of invocations
 
 /// Order-preserving map f32 -> u32 (-0 folded onto +0).
 fn key_of(x: f32) -> u32 {
@@ -68,10 +80,12 @@ fn uniform01(seed: u32, key: u32, index: u32) -> f32 {
   return f32(h.x >> 8u) * (1.0 / 16777216.0);
 }
 
-fn reduce_sum_f(v: f32, lid: u32) -> f32 {
-  red_f[lid] = v;
+fn reduce_sum_f(v: f32, lid: u32, stop: u32) -> f32 {
+  var x = v;
+  {{SG}}x = select(v, subgroupAdd(v), stop > 1u);
+  red_f[lid] = x;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s >= stop; s >>= 1u) {
     if (lid < s) { red_f[lid] = red_f[lid] + red_f[lid + s]; }
     workgroupBarrier();
   }
@@ -80,10 +94,12 @@ fn reduce_sum_f(v: f32, lid: u32) -> f32 {
   return r;
 }
 
-fn reduce_sum_u(v: u32, lid: u32) -> u32 {
-  red_u[lid] = v;
+fn reduce_sum_u(v: u32, lid: u32, stop: u32) -> u32 {
+  var x = v;
+  {{SG}}x = select(v, subgroupAdd(v), stop > 1u);
+  red_u[lid] = x;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s >= stop; s >>= 1u) {
     if (lid < s) { red_u[lid] = red_u[lid] + red_u[lid + s]; }
     workgroupBarrier();
   }
@@ -92,10 +108,12 @@ fn reduce_sum_u(v: u32, lid: u32) -> u32 {
   return r;
 }
 
-fn reduce_min_u(v: u32, lid: u32) -> u32 {
-  red_u[lid] = v;
+fn reduce_min_u(v: u32, lid: u32, stop: u32) -> u32 {
+  var x = v;
+  {{SG}}x = select(v, subgroupMin(v), stop > 1u);
+  red_u[lid] = x;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s >= stop; s >>= 1u) {
     if (lid < s) { red_u[lid] = min(red_u[lid], red_u[lid + s]); }
     workgroupBarrier();
   }
@@ -105,11 +123,18 @@ fn reduce_min_u(v: u32, lid: u32) -> u32 {
 }
 
 /// Max key with the lowest index among equal keys; returns (key, index).
-fn reduce_argmax(k: u32, i: u32, lid: u32) -> vec2<u32> {
-  red_u[lid] = k;
-  red_i[lid] = i;
+fn reduce_argmax(k: u32, i: u32, lid: u32, stop: u32) -> vec2<u32> {
+  var kk = k;
+  var ii = i;
+  // the subgroup's max key, then the lowest index holding it
+  {{SG}}let km = subgroupMax(k);
+  {{SG}}let im = subgroupMin(select(0xffffffffu, i, k == km));
+  {{SG}}kk = select(k, km, stop > 1u);
+  {{SG}}ii = select(i, im, stop > 1u);
+  red_u[lid] = kk;
+  red_i[lid] = ii;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s >= stop; s >>= 1u) {
     if (lid < s) {
       let ka = red_u[lid];
       let kb = red_u[lid + s];
@@ -127,7 +152,16 @@ fn reduce_argmax(k: u32, i: u32, lid: u32) -> vec2<u32> {
 }
 
 @compute @workgroup_size({{WG}})
-fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+          {{SG}}@builtin(subgroup_size) sg_size: u32,
+) {
+  // Smallest tree stride: 1 (the full tree), or the subgroup size once the subgroups are
+  // known to be aligned blocks of sg_size invocations (checked once per workgroup).
+  var stop = 1u;
+  {{SG}}let block = lid / sg_size;
+  {{SG}}let lanes = subgroupAdd(1u);
+  {{SG}}if (subgroupMin(block) != subgroupMax(block) || lanes != sg_size || sg_size > WG) { atomicStore(&not_blocked, 1u); }
+  {{SG}}if (workgroupUniformLoad(&not_blocked) == 0u) { stop = sg_size; }
   // Only ids < limit exist: the rows above (a checkpoint's vocabulary padding)
   // are never read, so every step below sees softmax over [0, limit) only.
   let V = P.limit;
@@ -143,10 +177,10 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if (imax == 0xffffffffu || k > kmax) { kmax = k; imax = j; }
     kmin = min(kmin, k);
   }
-  let am = reduce_argmax(kmax, imax, lid);
+  let am = reduce_argmax(kmax, imax, lid, stop);
   let key_hi = am.x;
   let arg = am.y;
-  let key_lo = reduce_min_u(kmin, lid);
+  let key_lo = reduce_min_u(kmin, lid, stop);
   let m = logits[base + arg];
   let inv_t = P.inv_t;
 
@@ -154,7 +188,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   for (var j = lid; j < V; j += WG) {
     z_part += exp((logits[base + j] - m) * inv_t);
   }
-  let z = reduce_sum_f(z_part, lid);
+  let z = reduce_sum_f(z_part, lid, stop);
 
   if (P.greedy != 0u) {
     if (lid == 0u) {
@@ -178,7 +212,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       for (var j = lid; j < V; j += WG) {
         c += select(0u, 1u, key_of(logits[base + j]) >= mid);
       }
-      if (reduce_sum_u(c, lid) >= P.top_k) { lo = mid; } else { hi = mid - 1u; }
+      if (reduce_sum_u(c, lid, stop) >= P.top_k) { lo = mid; } else { hi = mid - 1u; }
     }
     t = lo;
     var zp = 0.0;
@@ -186,7 +220,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       let l = logits[base + j];
       if (key_of(l) >= t) { zp += exp((l - m) * inv_t); }
     }
-    zk = reduce_sum_f(zp, lid);
+    zk = reduce_sum_f(zp, lid, stop);
   }
 
   // 4. top-p threshold: smallest key x >= t with mass(key > x) < p * Z_k
@@ -202,7 +236,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         let l = logits[base + j];
         if (key_of(l) > mid) { g += exp((l - m) * inv_t); }
       }
-      if (reduce_sum_f(g, lid) < pz) { hi = mid; } else { lo = mid + 1u; }
+      if (reduce_sum_f(g, lid, stop) < pz) { hi = mid; } else { lo = mid + 1u; }
     }
     t = lo;
   }

@@ -14,7 +14,7 @@
  *   checkpoint  a random checkpoint (1.5B shape: transformers' init, bf16; dry run: tiny)
  *   logits      the engine's logits in f32 and f16, then (python) transformers' on the same tokens
  *   generate    prefill tokens/s, decode tokens/s at batch 1, 16, 64, 128
- *   train       one training step's tokens/s and peak device memory
+ *   train       one training step's tokens/s and peak device memory, f32 and f16-mixed
  *   tests       the test suite on this adapter (CI=true: a missing adapter fails)
  *   test-scale  `bun run test:scale` where package.json has it
  * `--dry-run`: the software adapter's shapes (tiny model, small kernels, one
@@ -241,13 +241,25 @@ const STEPS: StepDef[] = [
   },
   {
     id: "train",
-    title: "One training step",
-    limitS: 150,
+    title: "One training step, f32 and f16-mixed",
+    limitS: 240,
     async run(ctx) {
       needCheckpoint(ctx);
       const args = ctx.opts.dry ? ["--tokens", "64", "--seqs", "2", "--steps", "1"] : ["--tokens", "4096", "--seqs", "4", "--steps", "2"];
-      const data = requireOk(await ctx.exec([BUN, "benchmarks/train.ts", "--model", modelDir(ctx), ...args]), "benchmarks/train.ts") as Record<string, number>;
-      return { data, detail: `${data.tokens_per_s} tok/s (${data.tokens_per_step} tokens/step), peak ${data.peak_device_mib} MiB of buffers` };
+      // One process per precision, so each peak of device memory is its own.
+      const run = async (precision: string) =>
+        requireOk(await ctx.exec([BUN, "benchmarks/train.ts", "--model", modelDir(ctx), ...args, "--precision", precision]), `benchmarks/train.ts --precision ${precision}`) as Record<string, number>;
+      const f32 = await run("f32");
+      const mixed = await run("f16-mixed");
+      const speedup = +(mixed.tokens_per_s / f32.tokens_per_s).toFixed(3);
+      const memory = +(mixed.peak_device_mib / f32.peak_device_mib).toFixed(3);
+      const data = { ...f32, f16_mixed: mixed, f16_mixed_speedup: speedup, f16_mixed_memory_ratio: memory };
+      return {
+        data,
+        detail:
+          `f32 ${f32.tokens_per_s} tok/s (${f32.tokens_per_step} tokens/step), peak ${f32.peak_device_mib} MiB of buffers; ` +
+          `f16-mixed ${mixed.tokens_per_s} tok/s (x${speedup}), peak ${mixed.peak_device_mib} MiB (x${memory}), ${mixed.skipped_steps} skipped, loss scale ${mixed.loss_scale}`,
+      };
     },
   },
   {

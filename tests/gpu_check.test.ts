@@ -92,9 +92,14 @@ describe.skipIf(!GPU)("gpu-check.sh --dry-run", () => {
         expect(r.ok).toBe(true);
         expect(Number.isFinite(r.ms)).toBe(true); // a timing: only that one was taken (a loaded machine can make it 0)
       }
-      const train = report.steps.find((s) => s.id === "train")!.data as { tokens_per_s: number; peak_device_mib: number };
+      const train = report.steps.find((s) => s.id === "train")!.data as { tokens_per_s: number; peak_device_mib: number; f16_mixed: { precision: string; tokens_per_s: number; peak_device_mib: number; skipped_steps: number } };
       expect(Number.isFinite(train.tokens_per_s)).toBe(true);
       expect(train.peak_device_mib).toBeGreaterThan(0);
+      // the mixed-precision step in the same run, in its own process
+      expect(train.f16_mixed.precision).toBe("f16-mixed");
+      expect(Number.isFinite(train.f16_mixed.tokens_per_s)).toBe(true);
+      expect(train.f16_mixed.peak_device_mib).toBeGreaterThan(0);
+      expect(train.f16_mixed.skipped_steps).toBe(0);
       const md = readFileSync(join(out, "report.md"), "utf8");
       expect(md).toContain("## Kernels");
       expect(md).toContain("| attention decode f32 2x256 | ours | yes |");

@@ -225,9 +225,19 @@ describe("sampling statistics helpers (CPU)", () => {
 
 // ---------------------------------------------------------------- GPU
 
-describe.skipIf(!GPU)("sample kernel", () => {
+// Both reduction variants (kernels/sample.wgsl: shared-memory trees, and subgroups first). The
+// subgroup variant runs the reference, greedy, top-p fit, full-vocabulary, masked and
+// seed tests; the rest (statistics across steps, padding, splitting, checks of the
+// wrapper) do not depend on how a workgroup reduces and run once.
+for (const subgroups of [false, true]) {
+describe.skipIf(!GPU)(`sample kernel${subgroups ? ", subgroup reductions" : ""}`, () => {
   let sampler: Sampler | null = null;
-  const getSampler = async (): Promise<Sampler> => (sampler ??= await loadSampler(await gpuOrSkip()));
+  const getSampler = async (): Promise<Sampler> => (sampler ??= await loadSampler(await gpuOrSkip(), { subgroups }));
+  /** A test both variants run, or (`once`) only the tree variant. */
+  const both = test;
+  const once = (name: string, fn: () => Promise<void>, ms?: number) => {
+    if (!subgroups) test(name, fn, ms);
+  };
 
   test("greedy = first argmax, logp = log-softmax, ties included", async () => {
     const gpu = await gpuOrSkip();
@@ -295,7 +305,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     ["top-p = 0.7", opt({ topP: 0.7, seed: 45, step: 0 })],
   ];
   for (const [name, o] of fits) {
-    test(`chi-square fit at p < ${ALPHA}: ${name}`, async () => {
+    (name.startsWith("top-p") ? both : once)(`chi-square fit at p < ${ALPHA}: ${name}`, async () => {
       const gpu = await gpuOrSkip();
       const s = await getSampler();
       const B = 20480;
@@ -308,7 +318,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     }, SLOW);
   }
 
-  test(`chi-square fit at p < ${ALPHA} across steps: top-k = 8 with top-p = 0.9, 20 steps x 1024 rows`, async () => {
+  once(`chi-square fit at p < ${ALPHA} across steps: top-k = 8 with top-p = 0.9, 20 steps x 1024 rows`, async () => {
     const gpu = await gpuOrSkip();
     const s = await getSampler();
     const B = 1024;
@@ -403,7 +413,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     }
   }, SLOW);
 
-  test("padded vocabulary: ids >= vocabLimit are never drawn even when their logits dominate (T = 1)", async () => {
+  once("padded vocabulary: ids >= vocabLimit are never drawn even when their logits dominate (T = 1)", async () => {
     const gpu = await gpuOrSkip();
     const s = await getSampler();
     // Qwen2-style padding: 151936 rows in the model, 151665 ids in the tokenizer.
@@ -430,7 +440,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     }
   }, SLOW);
 
-  test(`chi-square fit at p < ${ALPHA} with a padded vocabulary: the draws follow softmax over the ids below the limit`, async () => {
+  once(`chi-square fit at p < ${ALPHA} with a padded vocabulary: the draws follow softmax over the ids below the limit`, async () => {
     const gpu = await gpuOrSkip();
     const s = await getSampler();
     const B = 20480;
@@ -445,7 +455,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     if (!(fit.stat < fit.crit)) throw new Error(`padded: chi-square ${fit.stat.toFixed(2)} >= critical ${fit.crit.toFixed(2)} (df ${fit.df})`);
   }, SLOW);
 
-  test("rows split over several dispatches keep their global row index", async () => {
+  once("rows split over several dispatches keep their global row index", async () => {
     const gpu = await gpuOrSkip();
     const split = await loadSampler(gpu, { rowsPerDispatch: 64 });
     const B = 200;
@@ -460,7 +470,7 @@ describe.skipIf(!GPU)("sample kernel", () => {
     expectClose(got.logp, whole.logp, 0, 0, "split vs one dispatch logp");
   }, SLOW);
 
-  test("undersized bindings and bad options are errors naming the tensor or field", async () => {
+  once("undersized bindings and bad options are errors naming the tensor or field", async () => {
     const gpu = await gpuOrSkip();
     const s = await getSampler();
     const L = gpu.buffer(4 * 100);
@@ -485,3 +495,4 @@ describe.skipIf(!GPU)("sample kernel", () => {
     }
   }, SLOW);
 });
+}

@@ -470,8 +470,8 @@ function randomTargets(T: number, V: number, seed: number): Uint32Array {
 }
 
 describe.skipIf(!GPU)("loss.logsoftmaxBackward", () => {
-  async function run(gpu: Gpu, logits: Float32Array, targets: Uint32Array, dlogp: Float32Array, T: number, V: number, temp: number) {
-    const loss = await loadLoss(gpu);
+  async function run(gpu: Gpu, logits: Float32Array, targets: Uint32Array, dlogp: Float32Array, T: number, V: number, temp: number, subgroups = false) {
+    const loss = await loadLoss(gpu, { subgroups });
     const bufs = [gpu.buffer(logits, "logits"), gpu.buffer(targets, "targets"), gpu.buffer(dlogp, "dlogp")];
     const out = gpu.buffer(new Float32Array(T * V).fill(-99), "dlogits");
     const b = gpu.batch();
@@ -482,17 +482,19 @@ describe.skipIf(!GPU)("loss.logsoftmaxBackward", () => {
     return got;
   }
 
-  test("every element against the reference: V below and above the workgroup, temperatures, big logits, a zero row", async () => {
+  // Both reductions: the shared-memory tree, and subgroups first (off by default; src/kernels/loss.ts).
+  for (const subgroups of [false, true])
+  test(`every element against the reference${subgroups ? " (subgroup reductions)" : ""}: V below and above the workgroup, temperatures, big logits, a zero row`, async () => {
     const gpu = await gpuOrSkip();
-    for (const [T, V, temp, scale] of [[3, 5, 1, 2], [9, 700, 0.6, 4], [4, 257, 1.0, 60], [2, 1000, 1.3, 1]]) {
+    for (const [T, V, temp, scale] of [[3, 5, 1, 2], [9, 700, 0.6, 4], [4, 257, 1.0, 60], [2, 1000, 1.3, 1], [3, 151936, 1, 8]]) {
       const logits = randn(T * V, T + V, scale);
       const targets = randomTargets(T, V, 7 * V);
       targets[0] = V - 1;
       const dlogp = randn(T, V, 1);
       dlogp[T - 1] = 0; // a masked token: its row of dlogits is exactly 0
       const want = logsoftmaxBackwardRef(logits, targets, dlogp, T, V, temp);
-      const got = await run(gpu, logits, targets, dlogp, T, V, temp);
-      check(got, want, "loss_lsm_backward", `logsoftmaxBackward T=${T} V=${V} τ=${temp} scale=${scale}`);
+      const got = await run(gpu, logits, targets, dlogp, T, V, temp, subgroups);
+      check(got, want, "loss_lsm_backward", `logsoftmaxBackward T=${T} V=${V} τ=${temp} scale=${scale}${subgroups ? " subgroups" : ""}`);
       check(got.subarray((T - 1) * V).map(Math.abs), new Float32Array(V), "exact", "zero dlogp row");
     }
   });

@@ -261,6 +261,23 @@ describe.skipIf(!GPU)("training runs", () => {
     await expect(train(gpu, c, { ...quiet, resume: true })).rejects.toThrow(/trained with another config: optim\.lr/);
   }, 240_000);
 
+  test("f16-mixed: stop and resume restores the loss scale and gives the bytes of an uninterrupted run", async () => {
+    const gpu = await gpuOrSkip();
+    // growthInterval 1: the scale doubles after every clean update, so a resume that lost it would end lower.
+    const over = { steps: 2, precision: "f16-mixed", lossScale: { init: 1024, growthInterval: 1 }, checkpoint: { every: 10, keepLast: 2 } };
+    const a = tiny(join(ROOT, "mixed-straight"), over);
+    await train(gpu, a, { ...quiet, hooks: { progress: false, rewards: signal } });
+    const b = tiny(join(ROOT, "mixed-resumed"), over);
+    const first = await train(gpu, b, { ...quiet, hooks: { progress: false, rewards: signal, stopAtStep: 0 } });
+    expect(first.stepsDone).toBe(1);
+    const state = (dir: string, step: string) => JSON.parse(readFileSync(join(dir, "checkpoints", step, "training_state", "trainer_state.json"), "utf8"));
+    expect(state(b.out, "step-000001").loss_scale).toEqual({ scale: 2048, clean: 0 });
+    await train(gpu, b, { ...quiet, resume: true, hooks: { progress: false, rewards: signal } });
+    expect(state(a.out, "step-000002").loss_scale).toEqual({ scale: 4096, clean: 0 });
+    expect(state(b.out, "step-000002").loss_scale).toEqual({ scale: 4096, clean: 0 });
+    expect(sameBytes(await weightsOf(join(a.out, "checkpoints", "step-000002")), await weightsOf(join(b.out, "checkpoints", "step-000002")))).toBe(true);
+  }, 240_000);
+
   test("Ctrl-C in the warm start: a checkpoint at that warm-start step; --resume finishes it with the bytes of an uninterrupted run", async () => {
     const gpu = await gpuOrSkip();
     const over = { steps: 1, schedule: { kind: "constant", cap: 8 }, warmStart: { steps: 4, batchSize: 2, lr: 3e-3, warmupSteps: 2 }, checkpoint: { every: 10, keepLast: 2 } };

@@ -23,6 +23,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import { operandConstants } from "./f16_operands.ts";
 import type { Dtype } from "./common.ts";
 
 export type { Dtype };
@@ -527,14 +528,20 @@ export function attentionForm(gpu: Gpu): AttentionForm {
   return gpu.adapter.isFallback ? "rows" : "tiled";
 }
 
-/** Compiles every attention pipeline for `dtype` once; returns the record functions. */
-export async function loadAttention(gpu: Gpu, dtype: Dtype, form: AttentionForm = attentionForm(gpu)): Promise<Attention> {
+/**
+ * Compiles every attention pipeline for `dtype` once; returns the record
+ * functions. `f16Operands` (dtype f32, mixed-precision training): the training
+ * kernels round q, k, v and dout to f16 as they load them (f32 softmax and sums).
+ */
+export async function loadAttention(gpu: Gpu, dtype: Dtype, form: AttentionForm = attentionForm(gpu), opts: { f16Operands?: boolean } = {}): Promise<Attention> {
+  const half = !!opts.f16Operands;
+  if (half && (dtype !== "f32" || !gpu.features.f16)) throw new KernelError(`kernel attention: f16 operands need dtype f32 (got ${dtype}) and the shader-f16 feature`);
   if (dtype !== "f32" && dtype !== "f16") throw new KernelError(`kernel attention: dtype "${dtype}" is not f32 or f16`);
   if (dtype === "f16" && !gpu.features.f16) {
     throw new KernelError(`kernel attention: dtype f16 needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
   }
   const el = dtype === "f16" ? 2 : 4;
-  const base = { T: dtype, ENABLE: dtype === "f16" ? "enable f16;" : "", MAXHD: MAX_HEAD_DIM };
+  const base = { T: dtype, ENABLE: dtype === "f16" || half ? "enable f16;" : "", MAXHD: MAX_HEAD_DIM, ...operandConstants(half) };
   const pt = pickTiling(gpu, PREFILL_TILINGS, "attention.prefill");
   const dt = pickTiling(gpu, DECODE_TILINGS, "attention.decode_partial");
   const ft = pickTiling(gpu, TRAIN_FWD_TILINGS, "attention.train_forward");

@@ -113,8 +113,16 @@ function checkDistinct(what: string, outs: [Binding, string][], ins: [Binding, s
   });
 }
 
-export async function loadLoss(gpu: Gpu) {
-  const c = { WG };
+/**
+ * `subgroups: true`: the log-softmax backward merges its (max, Σ) pairs within
+ * subgroups before the shared-memory tree (kernels/loss.wgsl; adapters with
+ * `subgroups`). Off by default on every adapter kind: the sweep over V
+ * dominates as in logprob, and no GPU has measured it (benchmarks/RESULTS.md).
+ */
+export async function loadLoss(gpu: Gpu, opts: { subgroups?: boolean } = {}) {
+  const sg = opts.subgroups === true;
+  if (sg && !gpu.features.subgroups) throw new KernelError(`loss: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
+  const c = { WG, SG: sg ? "" : "//" };
   const [kPolicy, kSft, kLsm] = await Promise.all([
     gpu.kernel("loss", "policy", c),
     gpu.kernel("loss", "sft", c),

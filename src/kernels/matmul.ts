@@ -16,11 +16,18 @@
  * rows with a gain first (rmsnorm → matmul), `up` multiplies a second weight
  * alongside and writes silu(A·Wᵀ)·(A·Uᵀ) (gate/up → swiglu), `residual` adds
  * the result into C (matmul → residual add).
+ *
+ * f16 operands (`f16Operands`, mixed-precision training; dtype f32): W (and
+ * U) are f16 copies of the f32 master weights, A is f32 and rounded to f16
+ * as it is loaded (src/kernels/f16_operands.ts), bias and C stay f32. Only
+ * the plain, bias and residual variants exist there: the norm prologue would
+ * round A before its normalisation, so mixed training normalises first.
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
 import type { Dtype } from "./common.ts";
 import { addRef, swigluRef } from "./elementwise.ts";
+import { operandConstants } from "./f16_operands.ts";
 import { rmsnormRef } from "./rmsnorm.ts";
 
 export type { Dtype };
@@ -155,10 +162,12 @@ export interface Matmul {
 }
 
 /** Compile every matmul pipeline for `dtype` once; returns the recorder. */
-export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulConfig> = {}): Promise<Matmul> {
-  if (dtype === "f16" && !gpu.features.f16) {
-    throw new KernelError(`matmul: dtype f16 needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
+export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulConfig> = {}, opts: { f16Operands?: boolean } = {}): Promise<Matmul> {
+  const half = !!opts.f16Operands;
+  if ((dtype === "f16" || half) && !gpu.features.f16) {
+    throw new KernelError(`matmul: ${half ? "f16 operands need" : "dtype f16 needs"} the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
   }
+  if (half && dtype !== "f32") throw new KernelError(`matmul: f16 operands go with dtype f32 (f32 A and C, f16 W), got ${dtype}`);
   const cfg = { ...matmulConfig(gpu), ...config };
   if (cfg.TM % 4 || cfg.TN % 4) throw new KernelError(`matmul: TM ${cfg.TM} and TN ${cfg.TN} must be multiples of 4`);
   if (cfg.prefill !== "tiled" && cfg.prefill !== "rows") throw new KernelError(`matmul: prefill "${cfg.prefill}" is not "tiled" or "rows"`);
@@ -169,6 +178,7 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
     throw new KernelError(`matmul: gemv KS ${cfg.KS} must be a power of two dividing WG ${cfg.WG}`);
   }
   const esize = dtype === "f16" ? 2 : 4;
+  const wsize = half ? 2 : esize; // W and U
   const pipes = new Map<string, Kernel>();
   const loads: Promise<void>[] = [];
   const prefill: [string, number][] = cfg.prefill === "tiled" ? [["tiled", 1]] : [["rows", 1], ["rows", 4]];
@@ -179,7 +189,7 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
   // per thread group keeps the register tile the size of the plain one's.
   const gluNC = (glu: boolean) => (glu ? Math.max(1, cfg.NC >> 1) : cfg.NC);
   const plain = [false, true].map((bias) => ({ norm: false, glu: false, res: false, bias }));
-  const variants = [
+  const variants = half ? [...plain.map((v) => ({ ...v, outF32: false })), ...FUSED.filter((v) => !v.norm).map((v) => ({ ...v, outF32: false }))] : [
     ...plain.flatMap((v) => (dtype === "f16" ? [false, true] : [false]).map((outF32) => ({ ...v, outF32 }))),
     ...FUSED.map((v) => ({ ...v, outF32: false })),
     // the LM head: final norm in the prologue, f32 logits
@@ -196,9 +206,12 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
       const NC = gluNC(v.glu);
       const NV = cfg.MT * NC;
       const on = (x: boolean) => (x ? "" : "//");
+      const wt = half ? "f16" : dtype;
       const consts = {
-        ENABLE: dtype === "f16" ? "enable f16;" : "",
+        ENABLE: dtype === "f16" || half ? "enable f16;" : "",
+        ...operandConstants(half, V === 4),
         T: dtype,
+        VW: V === 4 ? `vec4<${wt}>` : wt,
         TC: v.outF32 ? "f32" : dtype,
         IF_BIAS: on(v.bias),
         IF_GLU: on(v.glu),
@@ -262,8 +275,8 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
     const v = { norm: !!opts.norm, glu: !!opts.up, res: !!opts.residual, bias: bias !== null };
     const need: [string, Binding | null, number][] = [
       ["A", a, M * K * esize],
-      ["W", w, N * K * esize],
-      ["up", opts.up ?? null, N * K * esize],
+      ["W", w, N * K * wsize],
+      ["up", opts.up ?? null, N * K * wsize],
       ["bias", bias, N * esize],
       ["gain", opts.norm?.gain ?? null, K * esize],
       ["C", c, ((M - 1) * ldc + col0 + N) * cSize],
@@ -271,13 +284,13 @@ export async function loadMatmul(gpu: Gpu, dtype: Dtype, config: Partial<MatmulC
     for (const [name, buf, bytes] of need) {
       if (buf && bytesOf(buf) < bytes) {
         throw new KernelError(
-          `matmul (${dtype}, M ${M} N ${N} K ${K}): binding ${name} has ${bytesOf(buf)} bytes, needs ${bytes}`,
+          `matmul (${dtype}${half ? ", f16 operands" : ""}, M ${M} N ${N} K ${K}): binding ${name} has ${bytesOf(buf)} bytes, needs ${bytes}`,
         );
       }
     }
     const gemv = opts.path ? opts.path === "decode" : M <= cfg.gemvMaxM;
     // gemv and rows read A and W in vec4 units when every row starts 4-aligned
-    const vec = [a, w, opts.up, opts.norm?.gain].every((x) => !x || offsetOf(x) % (4 * esize) === 0);
+    const vec = [a, opts.norm?.gain].every((x) => !x || offsetOf(x) % (4 * esize) === 0) && [w, opts.up].every((x) => !x || offsetOf(x) % (4 * wsize) === 0);
     const V = K % 4 === 0 && vec ? 4 : 1;
     const name = gemv ? `gemv${V}` : cfg.prefill === "rows" ? `rows${V}` : "tiled";
     const k = pipes.get(`${name}/${variantKey(v, outF32)}`);

@@ -16,6 +16,7 @@
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import { operandConstants } from "./f16_operands.ts";
 
 export interface MatmulGradOptions {
   /** Row stride of dy in elements (default N). */
@@ -128,15 +129,22 @@ function bytesOf(b: Binding): number {
   return b.size;
 }
 
-/** Compile the three backward pipelines once; returns their recorders. f32 only. */
-export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig> = {}): Promise<MatmulGrad> {
+/**
+ * Compile the three backward pipelines once; returns their recorders. f32
+ * values; with `f16Operands` (mixed-precision training) dy and x are rounded
+ * to f16 as they are loaded and dInput's W is an f16 weight copy.
+ */
+export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig> = {}, opts: { f16Operands?: boolean } = {}): Promise<MatmulGrad> {
+  const half = !!opts.f16Operands;
+  if (half && !gpu.features.f16) throw new KernelError(`matmul_grad: f16 operands need the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
   const cfg = { ...matmulGradConfig(gpu), ...config };
   if (cfg.TM % 4 || cfg.TN % 4) throw new KernelError(`matmul_grad: TM ${cfg.TM} and TN ${cfg.TN} must be multiples of 4`);
   if (cfg.BY & (cfg.BY - 1)) throw new KernelError(`matmul_grad: BY ${cfg.BY} must be a power of two`);
-  const consts = { WX: cfg.WX, WY: cfg.WY, TM: cfg.TM, TN: cfg.TN, BR: cfg.BR, BX: cfg.BX, BY: cfg.BY };
+  const consts = { WX: cfg.WX, WY: cfg.WY, TM: cfg.TM, TN: cfg.TN, BR: cfg.BR, BX: cfg.BX, BY: cfg.BY, ENABLE: half ? "enable f16;" : "", ...operandConstants(half) };
   const [kIn, kW, kB]: Kernel[] = await Promise.all(
-    ["dinput", "dweight", "bias"].map((e) => gpu.kernel("matmul_grad", e, consts)),
+    ["dinput", "dweight", "bias"].map((e) => gpu.kernel("matmul_grad", e, { ...consts, TB: half && e === "dinput" ? "f16" : "f32" })),
   );
+  const wsize = half ? 2 : 4; // dInput's W
   const BM = cfg.WY * cfg.TM;
   const BN = cfg.WX * cfg.TN;
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -185,7 +193,7 @@ export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig>
   ): void {
     const what = "matmul_grad.dInput";
     const { ldy, col0 } = validate(what, { M, N, K }, opts, dy, [
-      ["W", w, N * K * 4],
+      ["W", w, N * K * wsize],
       ["dx", dx, M * K * 4],
     ]);
     if (M === 0 || K === 0) return;

@@ -304,16 +304,22 @@ function bindingParts(b: Binding): { buffer: GPUBuffer; offset: number; size: nu
 /**
  * Compile the sampling pipeline once; `sample` records dispatches only.
  * `tuning.rowsPerDispatch` caps the rows per dispatch (tests use it to
- * exercise the split that very large batches need).
+ * exercise the split that very large batches need). `tuning.subgroups`
+ * reduces within subgroups before the shared-memory trees
+ * (kernels/sample.wgsl; adapters with `subgroups`): off by default on every
+ * adapter kind until a GPU has measured it (benchmarks/RESULTS.md;
+ * scripts/gpu-check.sh times both).
  */
-export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number } = {}): Promise<Sampler> {
+export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; subgroups?: boolean } = {}): Promise<Sampler> {
+  const sg = tuning.subgroups === true;
+  if (sg && !gpu.features.subgroups) throw new KernelError(`loadSampler: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
   const cap = tuning.rowsPerDispatch;
   if (cap !== undefined && !(Number.isInteger(cap) && cap > 0 && cap % 64 === 0)) {
     throw new KernelError(`loadSampler: rowsPerDispatch must be a positive multiple of 64, got ${cap}`);
   }
   const kernels = new Map<number, Kernel>();
   for (const wg of [sampleWorkgroupSize(1), sampleWorkgroupSize(SMALL_V + 1)]) {
-    kernels.set(wg, await gpu.kernel("sample", "sample", { WG: wg }));
+    kernels.set(wg, await gpu.kernel("sample", "sample", { WG: wg, SG: sg ? "" : "//" }));
   }
   const maxBinding = gpu.limits.maxStorageBufferBindingSize;
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;

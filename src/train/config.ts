@@ -10,6 +10,7 @@ import { parse as parseToml } from "smol-toml";
 import { SIRI_CYCLES, SIRI_SCHEDULE, validateSchedule, type Schedule } from "../rl/schedule.ts";
 import { DEFAULT_OPTIM, type OptimConfig } from "./optim.ts";
 import { DEFAULT_POLICY, type PolicyConfig } from "./step.ts";
+import { checkLossScale, DEFAULT_LOSS_SCALE, type LossScaleConfig, type Precision } from "./precision.ts";
 
 export interface TaskConfig {
   /** "arith": the synthetic math task (src/tasks/arith.ts); "dataset": problems from a dataset preset or file. */
@@ -95,6 +96,10 @@ export interface TrainConfig {
   maxNonFinite: number;
   /** Also log metrics as a TensorBoard event file in <out>/tensorboard/ (src/train/tfevents.ts). */
   tensorboard: boolean;
+  /** Training arithmetic: "f32", or "f16-mixed" (f16 operands, f32 master weights, dynamic loss scaling; src/train/precision.ts). */
+  precision: Precision;
+  /** f16-mixed's dynamic loss scale: initial value, clean updates before it doubles. */
+  lossScale: LossScaleConfig;
 }
 
 /** SIRI on DeepSeek-R1-Distill-Qwen-1.5B with DeepScaleR's data (SIRI.md: the paper's settings). */
@@ -118,6 +123,8 @@ export const SIRI_1_5B: TrainConfig = {
   validation: { every: 40, problems: 30, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
   tensorboard: false,
+  precision: "f32", // f16-mixed once a GPU run has shown its speed and stability
+  lossScale: { ...DEFAULT_LOSS_SCALE },
 };
 
 /**
@@ -159,6 +166,8 @@ export const DEMO: TrainConfig = {
   validation: { every: 0, problems: 64, n: 4, temperature: 0.6, maxTokens: 0 },
   maxNonFinite: 3,
   tensorboard: false,
+  precision: "f32", // f16-mixed once a GPU run has shown its speed and stability
+  lossScale: { ...DEFAULT_LOSS_SCALE },
 };
 
 export const PRESETS: Readonly<Record<string, TrainConfig>> = { "siri-1.5b": SIRI_1_5B, demo: DEMO };
@@ -346,6 +355,8 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(c.validation.temperature >= 0, "validation.temperature", "must be >= 0 (0 = greedy)", c.validation.temperature);
   need(nonNegInt(c.validation.maxTokens), "validation.maxTokens", "must be an integer >= 0 (0 = the largest cap)", c.validation.maxTokens);
   need(posInt(c.maxNonFinite), "maxNonFinite", "must be an integer >= 1", c.maxNonFinite);
+  need(["f32", "f16-mixed"].includes(c.precision), "precision", "must be f32 or f16-mixed", c.precision);
+  checkLossScale(c.lossScale, "lossScale");
   return c;
 }
 

@@ -108,10 +108,10 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   const base = openWeights(from ?? baseDir);
   // The sampler and the trainer's log-probs both see only the ids the tokenizer has (padded vocabulary).
   const limit = vocabLimit(base.config.vocabSize, tokenizer);
-  const model = await TrainModel.create(gpu, base.config, (n) => base.reader.readF32(n), { vocabLimit: limit }).finally(() => base.reader.close());
+  const model = await TrainModel.create(gpu, base.config, (n) => base.reader.readF32(n), { vocabLimit: limit, precision: cfg.precision, lossScale: cfg.lossScale }).finally(() => base.reader.close());
   model.reserve(cfg.policy.microBatchTokens); // activations sized once, as in the memory plan
   const opt = await Optimizer.create(gpu, model.params, cfg.optim);
-  const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log);
+  const start = restoreRun(cfg, from, opt, model.params.map((p) => p.name), log, model.scaler);
   let { startStep, nonFinite } = start;
   const tb = cfg.tensorboard ? openTensorBoard(cfg.out) : null; // rebuilt from metrics.jsonl/evals.jsonl as restored
   const rollouts = await Rollouts.create(gpu, model, cfg, task, tokenizer, task.sample(cfg.promptsPerStep, stepSeed(cfg.seed, startStep, 100)));

@@ -20,13 +20,21 @@
  * passes run once per part. Every part (value and gradient) is a range of a
  * parameter-arena chunk (src/train/arena.ts), so the optimiser, the gradient
  * norm and zeroing run once per chunk.
+ *
+ * Precision (src/train/precision.ts): f32, or "f16-mixed": each matrix
+ * weight part gets an f16 copy (`half`) that the products read, every
+ * operand of a product and of attention is rounded to f16 at load, the
+ * norms run unfused (the fused prologue would round before normalising), and
+ * d loss / d logp is multiplied by the loss scale before the backward.
  */
 import type { Batch, Binding, Gpu } from "../gpu/index.ts";
-import { loadAttention } from "../kernels/attention.ts";
+import { loadAdamW } from "../kernels/adamw.ts";
+import { attentionForm, loadAttention } from "../kernels/attention.ts";
 import { loadElementwise } from "../kernels/elementwise.ts";
 import { loadEmbedding } from "../kernels/embedding.ts";
 import { loadLogprob } from "../kernels/logprob.ts";
 import { loadLoss } from "../kernels/loss.ts";
+import { loadLossScale } from "../kernels/loss_scale.ts";
 import { loadMatmul } from "../kernels/matmul.ts";
 import { loadMatmulGrad } from "../kernels/matmul_grad.ts";
 import { loadRmsNorm } from "../kernels/rmsnorm.ts";
@@ -34,6 +42,7 @@ import { loadRope } from "../kernels/rope.ts";
 import type { Qwen2Config } from "../model/config.ts";
 import { qwen2WeightSpec, type WeightSpec } from "../model/safetensors.ts";
 import { planArena, type Slice } from "./arena.ts";
+import { DEFAULT_LOSS_SCALE, type LossScaleConfig, LossScaler, type Precision } from "./precision.ts";
 
 /** Rows [row0, row0 + rows) of a parameter: elements [offset, offset + size), each a range of an arena chunk. */
 export interface ParamPart {
@@ -43,6 +52,8 @@ export interface ParamPart {
   size: number; // elements
   value: Slice; // f32 master weight
   grad: Slice; // f32, accumulated
+  /** f16-mixed: the f16 copy of a matrix weight that the products read (refreshed after each update). */
+  half?: Binding;
 }
 
 export interface Param {
@@ -111,19 +122,22 @@ export interface PackedBatch {
   mask: Float32Array;
 }
 
-async function loadKernels(gpu: Gpu) {
-  const [mm, mg, emb, norm, rope, ew, attn, lp, loss] = await Promise.all([
-    loadMatmul(gpu, "f32"),
-    loadMatmulGrad(gpu),
+async function loadKernels(gpu: Gpu, precision: Precision) {
+  const half = { f16Operands: precision === "f16-mixed" };
+  const [mm, mg, emb, norm, rope, ew, attn, lp, loss, adam, scale] = await Promise.all([
+    loadMatmul(gpu, "f32", {}, half),
+    loadMatmulGrad(gpu, {}, half),
     loadEmbedding(gpu, "f32"),
     loadRmsNorm(gpu, "f32"),
     loadRope(gpu, "f32"),
     loadElementwise(gpu, "f32"),
-    loadAttention(gpu, "f32"),
+    loadAttention(gpu, "f32", attentionForm(gpu), half),
     loadLogprob(gpu),
     loadLoss(gpu),
+    half.f16Operands ? loadAdamW(gpu) : null, // its f32 → f16 copy kernel
+    half.f16Operands ? loadLossScale(gpu) : null,
   ]);
-  return { mm, mg, emb, norm, rope, ew, attn, lp, loss };
+  return { mm, mg, emb, norm, rope, ew, attn, lp, loss, adam, scale };
 }
 type Kernels = Awaited<ReturnType<typeof loadKernels>>;
 
@@ -189,11 +203,17 @@ export interface TrainModelOptions {
    * the LM head's padded rows above it get no gradient. Default vocab_size.
    */
   vocabLimit?: number;
+  /** "f32" (default) or "f16-mixed" (src/train/precision.ts). */
+  precision?: Precision;
+  /** f16-mixed: the dynamic loss scale's settings. */
+  lossScale?: LossScaleConfig;
 }
 
 export class TrainModel {
   readonly params: Param[];
   readonly byName: Map<string, Param>;
+  /** f16-mixed: the dynamic loss scale (null in f32). */
+  readonly scaler: LossScaler | null;
   /** The parameter arena's chunks: values and gradients in the same layout (src/train/arena.ts). */
   readonly arena: { value: GPUBuffer; grad: GPUBuffer }[];
   /**
@@ -203,6 +223,13 @@ export class TrainModel {
    */
   readonly gateUp: ({ value: Slice; grad: Slice } | null)[];
   private acts: Acts | null = null;
+  /** f16-mixed: the f16 weight copies lag the master weights (refreshed at the next forward). */
+  private halfStale = true;
+  /** f16-mixed: every f32 → f16 weight copy (source range, f16 buffer, values), and the buffers. */
+  private readonly halfCopies: { src: Binding; dst: GPUBuffer; n: number }[] = [];
+  private readonly halfBuffers: GPUBuffer[] = [];
+  /** f16-mixed: per layer, the stacked f16 gate/up copy (null: none, the products then read them apart). */
+  private readonly gateUpHalf: (GPUBuffer | null)[] = [];
 
   private constructor(
     readonly gpu: Gpu,
@@ -257,6 +284,78 @@ export class TrainModel {
       const both = (w: "value" | "grad"): Slice => ({ buffer: g[w].buffer, offset: g[w].offset, size: g[w].size + u[w].size });
       return { value: both("value"), grad: both("grad") };
     });
+    this.scaler = this.mixed ? new LossScaler(opts.lossScale ?? DEFAULT_LOSS_SCALE) : null;
+    if (this.mixed) this.makeHalfCopies();
+  }
+
+  get precision(): Precision {
+    return this.opts.precision ?? "f32";
+  }
+
+  private get mixed(): boolean {
+    return this.precision === "f16-mixed";
+  }
+
+  /**
+   * f16-mixed: f16 copies of the weights the products read (the layers'
+   * projections, the LM head: the embedding when tied). A layer whose gate and
+   * up are stacked in the arena gets them stacked in one f16 buffer too (one
+   * copy, one [2I, H] product), each half still bindable on its own.
+   */
+  private makeHalfCopies(): void {
+    const gpu = this.gpu;
+    const align = gpu.limits.minStorageBufferOffsetAlignment;
+    const f16Bytes = (n: number) => 2 * Math.ceil(n / 2) * 2;
+    const head = this.lmHead().name;
+    const stacked = new Set<ParamPart>();
+    this.gateUp.forEach((gu, l) => {
+      const [g, u] = ["gate_proj", "up_proj"].map((n) => this.p(`model.layers.${l}.mlp.${n}.weight`).parts[0]);
+      if (!gu || (g.size * 2) % align) return;
+      const buffer = gpu.buffer(f16Bytes(g.size + u.size), `f16.layers.${l}.gate_up`);
+      this.halfBuffers.push(buffer);
+      this.halfCopies.push({ src: gu.value, dst: buffer, n: g.size + u.size });
+      this.gateUpHalf[l] = buffer;
+      g.half = { buffer, offset: 0, size: g.size * 2 };
+      u.half = { buffer, offset: g.size * 2, size: u.size * 2 };
+      stacked.add(g).add(u);
+    });
+    for (const p of this.params) {
+      if (!(p.name.endsWith("proj.weight") || p.name === head)) continue;
+      for (const part of p.parts) {
+        if (stacked.has(part)) continue;
+        const buffer = gpu.buffer(f16Bytes(part.size), `f16.${p.name}@${part.row0}`);
+        this.halfBuffers.push(buffer);
+        this.halfCopies.push({ src: part.value, dst: buffer, n: part.size });
+        part.half = buffer;
+      }
+    }
+  }
+
+  /** The master weights changed (an optimiser update): f16-mixed refreshes its copies before the next forward. */
+  weightsChanged(): void {
+    this.halfStale = true;
+  }
+
+  /** f16-mixed: record the f32 → f16 copies of the matrix weights when they lag the master weights. */
+  private recordHalfCopies(b: Batch): void {
+    if (!this.mixed || !this.halfStale) return;
+    for (const c of this.halfCopies) this.k.adam!.copyToF16(b, c.src, c.dst, c.n);
+    this.halfStale = false;
+  }
+
+  /** The buffer a product reads for a weight part: its f16 copy in f16-mixed, the f32 master otherwise. */
+  private w(part: ParamPart): Binding {
+    if (!this.mixed) return part.value;
+    if (!part.half) throw new Error("training model: f16-mixed has no f16 copy of a weight a product reads");
+    return part.half;
+  }
+
+  /** Layer l's stacked [2I, H] gate/up weights as the products read them (f16 copy in f16-mixed). */
+  private gateUpW(l: number): Binding {
+    if (!this.mixed) return this.gateUp[l]!.value;
+    const h = this.gateUpHalf[l];
+    if (!h) throw new Error(`training model: layer ${l} has no stacked f16 gate/up copy`);
+    return h;
   }
 
   /** Build from f32 values keyed by HF tensor names (tied models have no lm_head). */
@@ -265,7 +364,10 @@ export class TrainModel {
     if (lim !== undefined && !(Number.isInteger(lim) && lim >= 1 && lim <= config.vocabSize)) {
       throw new Error(`training model: vocabLimit must be an integer in 1..vocab_size (${config.vocabSize}), got ${lim}`);
     }
-    return new TrainModel(gpu, config, await loadKernels(gpu), qwen2WeightSpec(config), values, opts);
+    const precision = opts.precision ?? "f32";
+    if (precision !== "f32" && precision !== "f16-mixed") throw new Error(`training model: precision must be "f32" or "f16-mixed", got ${JSON.stringify(precision)}`);
+    if (precision === "f16-mixed" && !gpu.features.f16) throw new Error(`training model: precision f16-mixed needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
+    return new TrainModel(gpu, config, await loadKernels(gpu, precision), qwen2WeightSpec(config), values, opts);
   }
 
   /** Ids with a log-prob: the tokenizer's size (a padded vocabulary's rows above it are left out). */
@@ -296,7 +398,7 @@ export class TrainModel {
     const chunk = Math.min(logitChunk(cap, c.vocabSize, this.gpu.limits.maxStorageBufferBindingSize), this.opts.logitRows ?? Infinity);
     if (chunk < cap && chunk % 64) throw new Error(`training: logitRows ${chunk} must be a multiple of 64`);
     // The stacked gate/up path needs every layer's pair stacked and [cap, 2I] within one binding.
-    const stack = this.gateUp.every((x) => x !== null) && cap * 2 * I * 4 <= this.gpu.limits.maxStorageBufferBindingSize;
+    const stack = this.gateUp.every((x, l) => x !== null && (!this.mixed || this.gateUpHalf[l])) && cap * 2 * I * 4 <= this.gpu.limits.maxStorageBufferBindingSize;
     const f = (n: number, label: string) => {
       if (n * 4 > this.gpu.limits.maxStorageBufferBindingSize) {
         throw new Error(`training: activation ${label} of ${n * 4} bytes for ${cap} tokens exceeds the max storage binding; use smaller micro-batches`);
@@ -385,38 +487,41 @@ export class TrainModel {
     const hd = c.headDim;
     const eps = c.rmsNormEps;
     const P = (s: string) => this.p(`model.layers.${l}.${s}`).value;
+    const W = (s: string) => this.w(this.p(`model.layers.${l}.${s}`).parts[0]);
     const x = A.xs[l];
+    // f16-mixed runs the norms on their own (the fused prologue would round A before normalising).
+    const unfused = recompute || this.mixed;
     // Attention. In the forward, xmid lives in xs[l+1] (the MLP's residual adds onto it).
     const xmid = recompute ? A.xmid : A.xs[l + 1];
     const proj = [["q_proj", A.q, nh * hd], ["k_proj", A.k, nkv * hd], ["v_proj", A.v, nkv * hd]] as const;
-    if (recompute) norm.rmsnorm(b, x, P("input_layernorm.weight"), A.h1, T, H, eps);
+    if (unfused) norm.rmsnorm(b, x, P("input_layernorm.weight"), A.h1, T, H, eps);
     for (const [name, out, N] of proj) {
-      const w = P(`self_attn.${name}.weight`);
+      const w = W(`self_attn.${name}.weight`);
       const bias = P(`self_attn.${name}.bias`);
-      if (recompute) mm.matmul(b, A.h1, w, bias, out, T, N, H);
+      if (unfused) mm.matmul(b, A.h1, w, bias, out, T, N, H);
       else mm.matmul(b, x, w, bias, out, T, N, H, { norm: { gain: P("input_layernorm.weight"), eps } });
     }
     rope.ropeQk(b, A.q, A.k, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
     attn.trainForward(b, A.q, A.k, A.v, A.segStart, A.att, A.lse, T, nh, nkv, hd, 1 / Math.sqrt(hd));
     b.copy(x, 0, xmid, 0, T * H * 4);
-    mm.matmul(b, A.att, P("self_attn.o_proj.weight"), null, xmid, T, H, nh * hd, { residual: true });
+    mm.matmul(b, A.att, W("self_attn.o_proj.weight"), null, xmid, T, H, nh * hd, { residual: true });
     // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
-    if (recompute) {
+    if (unfused) {
       norm.rmsnorm(b, xmid, P("post_attention_layernorm.weight"), A.h2, T, H, eps);
       if (A.gu) {
         // One product with the stacked [2I, H] weights: gu [T, 2I] = (gate | up) per row.
-        mm.matmul(b, A.h2, this.gateUp[l]!.value, null, A.gu, T, 2 * I, H);
+        mm.matmul(b, A.h2, this.gateUpW(l), null, A.gu, T, 2 * I, H);
         ew.swigluGu(b, A.gu, A.a, T, I);
-        return;
+      } else {
+        mm.matmul(b, A.h2, W("mlp.gate_proj.weight"), null, A.g!, T, I, H);
+        mm.matmul(b, A.h2, W("mlp.up_proj.weight"), null, A.u!, T, I, H);
+        ew.swiglu(b, A.g!, A.u!, A.a, T * I);
       }
-      mm.matmul(b, A.h2, P("mlp.gate_proj.weight"), null, A.g!, T, I, H);
-      mm.matmul(b, A.h2, P("mlp.up_proj.weight"), null, A.u!, T, I, H);
-      ew.swiglu(b, A.g!, A.u!, A.a, T * I);
-      return;
+    } else {
+      const gain = P("post_attention_layernorm.weight");
+      mm.matmul(b, xmid, P("mlp.gate_proj.weight"), null, A.a, T, I, H, { norm: { gain, eps }, up: P("mlp.up_proj.weight") });
     }
-    const gain = P("post_attention_layernorm.weight");
-    mm.matmul(b, xmid, P("mlp.gate_proj.weight"), null, A.a, T, I, H, { norm: { gain, eps }, up: P("mlp.up_proj.weight") });
-    mm.matmul(b, A.a, P("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I, { residual: true });
+    if (!recompute) mm.matmul(b, A.a, W("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I, { residual: true });
   }
 
   private lmHead(): Param {
@@ -429,6 +534,7 @@ export class TrainModel {
     const T = this.upload(mb);
     const A = this.acts!;
     const { mm, emb, norm, lp } = this.k;
+    this.recordHalfCopies(b);
     // Each embedding part writes the rows of the tokens whose ids it holds.
     for (const part of this.p("model.embed_tokens.weight").parts) emb.gather(b, A.tokens, part.value, A.xs[0], T, c.hiddenSize, part.row0, part.rows);
     for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T, false);
@@ -455,7 +561,7 @@ export class TrainModel {
   private recordLmHead(b: Batch, h: Binding, logits: GPUBuffer, n: number): void {
     const V = this.vocabLimit;
     for (const { part, rows: r } of this.headParts()) {
-      this.k.mm.matmul(b, h, part.value, null, logits, n, r, this.config.hiddenSize, { ldc: V, col0: part.row0 });
+      this.k.mm.matmul(b, h, this.w(part), null, logits, n, r, this.config.hiddenSize, { ldc: V, col0: part.row0 });
     }
   }
 
@@ -490,6 +596,8 @@ export class TrainModel {
     const nkv = c.numKvHeads;
     const hd = c.headDim;
     const V = this.vocabLimit;
+    // f16-mixed: the loss scale multiplies d loss / d logp, so every gradient below is S times the true one.
+    if (this.scaler) this.k.scale!.scale(b, A.dlogp, T, this.scaler.scale);
     // LM head and final norm (its rows [0, V): padded rows take no part and get no gradient).
     // Per token chunk: recompute the logits, then log-softmax and the LM-head backward per part
     // (each part reads its columns of dlogits; dh accumulates over the parts).
@@ -498,7 +606,7 @@ export class TrainModel {
       loss.logsoftmaxBackward(b, A.logits, rows(A.targets, t0, n, 1), rows(A.dlogp, t0, n, 1), A.dlogits, n, V, temperature);
       this.headParts().forEach(({ part, rows: r }, i) => {
         const cols = { ldy: V, col0: part.row0 };
-        mg.dInput(b, A.dlogits, part.value, rows(A.dh, t0, n, H), n, r, H, { ...cols, accumulate: i > 0 });
+        mg.dInput(b, A.dlogits, this.w(part), rows(A.dh, t0, n, H), n, r, H, { ...cols, accumulate: i > 0 });
         mg.dWeight(b, A.dlogits, rows(A.hN, t0, n, H), part.grad, n, r, H, cols);
       });
     }
@@ -507,27 +615,28 @@ export class TrainModel {
     // Layers, last first; A.dx holds d loss / d x_{l+1} on entry, d loss / d x_l on exit.
     for (let l = c.numLayers - 1; l >= 0; l--) {
       const P = (s: string) => this.p(`model.layers.${l}.${s}`);
+      const W = (s: string) => this.w(P(s).parts[0]);
       this.recordLayer(b, A, l, T, true); // recompute internals (checkpointing)
       // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
-      mg.dInput(b, A.dx, P("mlp.down_proj.weight").value, A.da, T, H, I);
+      mg.dInput(b, A.dx, W("mlp.down_proj.weight"), A.da, T, H, I);
       mg.dWeight(b, A.dx, A.a, P("mlp.down_proj.weight").grad, T, H, I);
       if (A.gu && A.dgu) {
         // Stacked: dgu = (dgate | dup) per row; dh and both weight gradients in one product each.
         const gu = this.gateUp[l]!;
         ew.swigluGuBackward(b, A.gu, A.da, A.dgu, T, I);
-        mg.dInput(b, A.dgu, gu.value, A.dh, T, 2 * I, H);
+        mg.dInput(b, A.dgu, this.gateUpW(l), A.dh, T, 2 * I, H);
         mg.dWeight(b, A.dgu, A.h2, gu.grad, T, 2 * I, H);
       } else {
         ew.swigluBackward(b, A.g!, A.u!, A.da, A.dg!, A.du!, T * I);
-        mg.dInput(b, A.dg!, P("mlp.gate_proj.weight").value, A.dh, T, I, H);
-        mg.dInput(b, A.du!, P("mlp.up_proj.weight").value, A.dh, T, I, H, { accumulate: true });
+        mg.dInput(b, A.dg!, W("mlp.gate_proj.weight"), A.dh, T, I, H);
+        mg.dInput(b, A.du!, W("mlp.up_proj.weight"), A.dh, T, I, H, { accumulate: true });
         mg.dWeight(b, A.dg!, A.h2, P("mlp.gate_proj.weight").grad, T, I, H);
         mg.dWeight(b, A.du!, A.h2, P("mlp.up_proj.weight").grad, T, I, H);
       }
       // dx += the norm's input gradient: dx = d loss / d xmid
       norm.rmsnormBackward(b, A.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dx, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps, { accumulate: true });
       // Attention: xmid = x_l + o_proj(attn(rope(q), rope(k), v)).
-      mg.dInput(b, A.dx, P("self_attn.o_proj.weight").value, A.datt, T, H, nh * hd);
+      mg.dInput(b, A.dx, W("self_attn.o_proj.weight"), A.datt, T, H, nh * hd);
       mg.dWeight(b, A.dx, A.att, P("self_attn.o_proj.weight").grad, T, H, nh * hd);
       attn.trainBackward(b, A.q, A.k, A.v, A.segStart, A.att, A.datt, A.lse, A.dq, A.dk, A.dv, T, nh, nkv, hd, 1 / Math.sqrt(hd));
       rope.ropeQkBackward(b, A.dq, A.dk, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
@@ -538,7 +647,7 @@ export class TrainModel {
       ];
       proj.forEach(([name, d, N], i) => {
         const w = P(`self_attn.${name}.weight`);
-        mg.dInput(b, d, w.value, A.dh, T, N, H, { accumulate: i > 0 });
+        mg.dInput(b, d, this.w(w.parts[0]), A.dh, T, N, H, { accumulate: i > 0 });
         mg.dWeight(b, d, A.h1, w.grad, T, N, H);
         mg.dBias(b, d, P(`self_attn.${name}.bias`).grad, T, N);
       });
@@ -583,6 +692,7 @@ export class TrainModel {
       c.value.destroy();
       c.grad.destroy();
     }
+    for (const h of this.halfBuffers) h.destroy();
     if (this.acts) destroyActs(this.acts);
   }
 }

@@ -35,6 +35,9 @@ export function rolloutBatch(cfg: TrainConfig): number {
  * layer inputs x_l for every layer, one layer's internals and their
  * gradients, one token chunk of logits and their gradient); the f16 rollout
  * copy; the rollout engine's KV cache, made once per run for the largest cap.
+ * f16-mixed adds the f16 copies of the weights the products read (every
+ * projection and the LM head); its activations stay f32 (operands are rounded
+ * to f16 as kernels load them), so nothing else changes.
  */
 export function trainingMemoryPlan(c: Qwen2Config, cfg: TrainConfig, rolloutDtype: "f32" | "f16", promptTokens = PROMPT_TOKENS): PlanRow[] {
   const P = memoryPlan(c, "float32").params;
@@ -47,10 +50,12 @@ export function trainingMemoryPlan(c: Qwen2Config, cfg: TrainConfig, rolloutDtyp
   const maxSeq = promptTokens + rolloutBudget(cfg);
   const seqs = rolloutBatch(cfg);
   const kvBytes = c.numLayers * 2 * kv * (rolloutDtype === "f16" ? 2 : 4) * seqs * maxSeq;
+  const matrices = c.numLayers * (H * (q + 2 * kv) + q * H + 3 * H * I) + c.vocabSize * H; // projections + LM head
   return [
     { what: `parameters (${(P / 1e6).toFixed(2)} M, f32 master weights)`, bytes: 4 * P },
     { what: "gradients (f32)", bytes: 4 * P },
     { what: "AdamW moments m, v (f32)", bytes: 8 * P },
+    { what: `f16 copies of the product weights (f16-mixed; ${(matrices / 1e6).toFixed(2)} M values)`, bytes: cfg.precision === "f16-mixed" ? 2 * matrices : 0 },
     { what: `layer inputs x_l, l = 0..${c.numLayers} (T = ${T} tokens)`, bytes: 4 * T * H * (c.numLayers + 1) },
     { what: "one layer's internals and their gradients (recomputed per layer)", bytes: layer },
     // The LM head runs over token chunks of at most 1024 rows (TrainModel's logitChunk).

@@ -19,6 +19,7 @@ import { modelSource, type TrainConfig } from "./config.ts";
 import { EVALS_FILE, METRICS_FILE, truncateJsonl } from "./metrics.ts";
 import type { TrainModel } from "./model.ts";
 import type { Optimizer } from "./optim.ts";
+import type { LossScaler } from "./precision.ts";
 
 /** The run folder and the base model (a tiny preset is made inside the run folder once). */
 export function baseModel(cfg: TrainConfig): { dir: string; tokenizer: LoadedTokenizer } {
@@ -80,7 +81,7 @@ export interface RunStart {
  * state back for the warm-start optimizer); cut metrics.jsonl and
  * evals.jsonl back to the checkpoint's step. A fresh run starts them empty.
  */
-export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer, paramNames: string[], log: (s: string) => void): RunStart {
+export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer, paramNames: string[], log: (s: string) => void, scaler: LossScaler | null = null): RunStart {
   const out = cfg.out;
   let startStep = 0;
   let nonFinite = 0;
@@ -95,6 +96,7 @@ export function restoreRun(cfg: TrainConfig, from: string | null, opt: Optimizer
     if (st.weight_norm_ref !== undefined) weightNormRef = Number(st.weight_norm_ref);
     startStep = Number(st.step);
     nonFinite = Number(st.non_finite ?? 0);
+    if (scaler && st.loss_scale) scaler.load(st.loss_scale as { scale: number; clean: number }, `${from}: loss_scale`); // f16-mixed
     log(`resumed from ${from} at ${warm ? `warm-start step ${warm.step} of ${cfg.warmStart.steps}` : `step ${startStep}`}`);
     truncateJsonl(join(out, METRICS_FILE), startStep);
     truncateJsonl(join(out, EVALS_FILE), startStep, "step", true);
@@ -146,7 +148,7 @@ export class CheckpointPolicy {
     const cfg = this.cfg;
     // step-N: a resume point (f32 + optimiser state); trough/peak: the model as the base ships, no optimiser state.
     const resumePoint = name.startsWith("step-");
-    const state = { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg, weight_norm_ref: this.weightNormRef, warm_start_step: warm?.step };
+    const state = { step, non_finite: nonFinite, seed: cfg.seed, preset: cfg.preset, config: cfg, weight_norm_ref: this.weightNormRef, warm_start_step: warm?.step, loss_scale: this.model.scaler?.state };
     await saveCheckpoint(dir, this.model, resumePoint ? (warm?.opt ?? this.opt) : null, { tokenizerDir: this.tokenizerDir, trainerState: state, ...checkpointFormat(cfg.checkpoint, this.tokenizerDir, resumePoint) });
     if (resumePoint) this.last = dir;
     pruneCheckpoints(join(cfg.out, "checkpoints"), cfg.checkpoint);

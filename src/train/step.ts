@@ -18,6 +18,7 @@ import type { Aggregation } from "../rl/policy_loss.ts";
 import type { StepMetrics } from "./metrics.ts";
 import { packSequences, type PackedBatch, type TrainModel } from "./model.ts";
 import type { Optimizer } from "./optim.ts";
+import { optimizerStep } from "./precision.ts";
 
 export interface Rollout {
   prompt: number[];
@@ -244,7 +245,7 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
         for (let p = 0; p < T; p++) if (mask[p]) sum.entropy += entropy[p];
       }
       const st = await gpu.readF32(inputs.stats, STATS_LEN);
-      const o = await opt.update();
+      const o = await optimizerStep(model, opt); // f16-mixed: unscale, skip on overflow, move the loss scale
       if (o.skipped) sum.skipped++;
       else sum.gradNorm += o.gradNorm;
       // The worst norm: a non-finite one, once seen, stays.
@@ -336,6 +337,6 @@ export async function sftStep(
     first = false;
   }
   const st = await gpu.readF32(stats, STATS_LEN);
-  const o = await opt.update();
+  const o = await optimizerStep(model, opt);
   return { loss: st[STAT.loss], gradNorm: o.gradNorm, tokens: denom, skipped: o.skipped };
 }
