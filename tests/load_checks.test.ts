@@ -118,6 +118,44 @@ describe("safetensors layout", () => {
     expect([...r.readF32("a"), ...r.readF32("b")]).toEqual([1, 2, 3, 4]);
     r.close();
   });
+
+  test("rows of a tensor read alone equal the same rows of the whole tensor, in every stored dtype and both read dtypes", () => {
+    // The engine uploads the embedding and LM head a row part at a time with
+    // readRows, so the host never holds the whole 151936-row matrix.
+    const rows = 7;
+    const cols = 5;
+    const values = Float32Array.from({ length: rows * cols }, (_, i) => (i - 17) * 0.37 + (i % 3) * 1e-3);
+    const file = fresh("rows.safetensors");
+    writeSafetensors(file, {
+      f32: { dtype: "F32", shape: [rows, cols], data: values },
+      f16: { dtype: "F16", shape: [rows, cols], data: values },
+      bf16: { dtype: "BF16", shape: [rows, cols], data: values },
+    });
+    const r = openSafetensors(file);
+    for (const name of ["f32", "f16", "bf16"]) {
+      const whole32 = r.readF32(name);
+      const whole16 = r.readF16Bits(name);
+      for (const [row0, n] of [[0, 7], [0, 3], [3, 3], [6, 1], [2, 5]]) {
+        // Bit-exact: the same bytes through the same conversion.
+        expect([...r.readRows(name, "f32", row0, n)]).toEqual([...whole32.subarray(row0 * cols, (row0 + n) * cols)]);
+        expect([...r.readRows(name, "f16", row0, n)]).toEqual([...whole16.subarray(row0 * cols, (row0 + n) * cols)]);
+      }
+    }
+    for (const [row0, n] of [[-1, 2], [6, 2], [0, 0], [1.5, 1]]) {
+      expect(() => r.readRows("f32", "f32", row0, n)).toThrow(`${file}: tensor "f32": rows [${row0}, ${row0 + n}) are outside its 7 rows`);
+    }
+    r.close();
+    // A non-finite value in the part read is refused like a whole read's.
+    const bad = fresh("rows-nan.safetensors");
+    const withNan = values.slice();
+    withNan[4 * cols + 2] = Number.NaN;
+    writeSafetensors(bad, { w: { dtype: "F32", shape: [rows, cols], data: withNan } });
+    const rb = openSafetensors(bad);
+    expect([...rb.readRows("w", "f32", 0, 4)]).toEqual([...values.subarray(0, 4 * cols)]);
+    expect(() => rb.readRows("w", "f32", 3, 2)).toThrow(`${bad}: tensor "w": element ${cols + 2} of ${2 * cols} is NaN`);
+    expect(() => rb.readRows("w", "f32", 3, 2)).toThrow("(counted within rows [3, 5) of 7)");
+    rb.close();
+  });
 });
 
 describe("settings", () => {

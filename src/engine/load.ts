@@ -22,6 +22,7 @@ export function weightSource(reader: WeightReader): WeightSource {
   return {
     has: (name) => reader.has(name),
     get: (name, dtype) => (dtype === "f16" ? reader.readF16Bits(name) : reader.readF32(name)),
+    getRows: (name, dtype, row0, rows) => reader.readRows(name, dtype, row0, rows),
   };
 }
 

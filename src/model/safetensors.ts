@@ -45,6 +45,12 @@ export interface WeightReader {
   read(name: string): Tensor;
   readF32(name: string): Float32Array;
   readF16Bits(name: string): Uint16Array;
+  /**
+   * Rows [row0, row0 + rows) of a tensor (its first dimension) in f32 or as
+   * f16 bits, reading only those bytes: a 151936-row embedding is converted
+   * a part at a time, never whole in host memory.
+   */
+  readRows(name: string, dtype: "f32" | "f16", row0: number, rows: number): Float32Array | Uint16Array;
   close(): void;
 }
 
@@ -251,6 +257,21 @@ function readerOver(parsed: ParsedFile[], where: Map<string, ParsedFile>, label:
     readF16Bits: (name) => {
       const t = read(name);
       return checkFinite(tensorToF16Bits(t, entry(name).file), t, entry(name).file);
+    },
+    readRows: (name, dtype, row0, rows) => {
+      const e = entry(name);
+      const total = e.shape[0] ?? 1;
+      if (!Number.isInteger(row0) || !Number.isInteger(rows) || row0 < 0 || rows < 1 || row0 + rows > total) {
+        throw new Error(`${e.file}: tensor "${name}": rows [${row0}, ${row0 + rows}) are outside its ${total} rows`);
+      }
+      const rowBytes = e.byteLength / total;
+      const data = readExactly(where.get(name)!.fd, e.file, `tensor "${name}" rows [${row0}, ${row0 + rows})`, e.start + row0 * rowBytes, rows * rowBytes);
+      const t: Tensor = { name, dtype: e.dtype, shape: [rows, ...e.shape.slice(1)], data };
+      try {
+        return checkFinite(dtype === "f16" ? tensorToF16Bits(t, e.file) : tensorToF32(t, e.file), t, e.file);
+      } catch (err) {
+        throw new Error(`${(err as Error).message} (counted within rows [${row0}, ${row0 + rows}) of ${total})`);
+      }
     },
     close() {
       if (closed) return;
