@@ -24,6 +24,7 @@ import { defaultDtype, loadModel } from "../src/engine/load.ts";
 import { Gpu } from "../src/gpu/index.ts";
 import { QWEN2_1_5B } from "../src/model/config.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
+import { vocabLimit } from "../src/model/tokenizer.ts";
 import { sizeEngine } from "../src/engine/size.ts";
 import { countInference, formatTally, timeByFamily, total } from "./dispatches.ts";
 import { trackDeviceMemory } from "./memory.ts";
@@ -58,7 +59,7 @@ let lastStats: GenerateStats | null = null;
 async function run(reqs: GenRequest[], maxBatch: number, prefillChunk: number): Promise<number> {
   const promptTokens = Math.max(...reqs.map((r) => r.prompt.length));
   const newTokens = Math.max(...reqs.map((r) => r.maxTokens));
-  const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "bench:generate", maxBatch, promptTokens, newTokens, prefillChunk }));
+  const engine = await Engine.create(m.model, sizeEngine(m.config, m.model.dtype, gpu.limits.maxStorageBufferBindingSize, { what: "bench:generate", maxBatch, promptTokens, newTokens, prefillChunk, vocabLimit: vocabLimit(m.config.vocabSize, m.tokenizer) }));
   const t0 = performance.now();
   let n = 0;
   for await (const c of engine.generate(reqs, greedy)) n += c.tokens.length;

@@ -49,8 +49,8 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
     expect(checkMsg("request", { ...request(), proto: 2 })).toMatch(/^proto is 2, this siri speaks message format 1/);
     expect(checkMsg("request", { ...request(), proto: undefined })).toMatch(/^proto/);
     expect(checkMsg("completion", { kind: "completion", proto: 1, run: "r", version: 1, id: "a", tokens: [1, 2], logprobs: [0], stopReason: "stop", worker: "w" })).toMatch(/^logprobs/);
-    const engine = { maxBatch: 4, maxSeqLen: 64, cacheTokens: 256, blockSize: 16, prefillChunk: 64 };
-    const sizing = { maxBatch: 4, promptTokens: 30, newTokens: 8, prefillChunk: 256 };
+    const engine = { maxBatch: 4, maxSeqLen: 64, cacheTokens: 256, blockSize: 16, prefillChunk: 64, vocabLimit: 300 };
+    const sizing = { maxBatch: 4, promptTokens: 30, newTokens: 8, prefillChunk: 256, vocabLimit: 300 };
     const weights = { kind: "weights", proto: 1, run: "r", version: 1, dir: "/x", dtype: "f16" };
     expect(checkMsg("weights", { ...weights, engine })).toBeNull();
     expect(checkMsg("weights", { ...weights, dtype: "auto", sizing })).toBeNull();
@@ -59,6 +59,9 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
     expect(checkMsg("weights", weights)).toMatch(/^engine or sizing/);
     expect(checkMsg("weights", { ...weights, engine: { ...engine, cacheTokens: 0 } })).toMatch(/^engine:/);
     expect(checkMsg("weights", { ...weights, sizing: { ...sizing, newTokens: 1.5 } })).toMatch(/^sizing:/);
+    // Without the tokenizer's size a worker could sample a padded vocabulary row: refused.
+    expect(checkMsg("weights", { ...weights, engine: { ...engine, vocabLimit: undefined } })).toMatch(/^engine: .*vocabLimit/);
+    expect(checkMsg("weights", { ...weights, sizing: { ...sizing, vocabLimit: undefined } })).toMatch(/^sizing: .*vocabLimit/);
     expect(checkMsg("request", null)).toBe("not a JSON object");
   });
 
@@ -315,12 +318,12 @@ describe.skipIf(NO_REDIS !== null || !GPU)("bench over the broker", () => {
 describe.skipIf(NO_REDIS !== null || !GPU)("bad messages", () => {
   test("a worker rejects each bad message with a log line and goes on serving", async () => {
     const model = join(ROOT, "bad-model");
-    makeTinyModel(model, { seed: 4 });
+    const { config } = makeTinyModel(model, { seed: 4 });
     const r = await startRedis(); // a broker of its own: nothing else in its streams
     const b = await Broker.connect(r.url, { log: () => undefined });
     const run = "t-bad";
     try {
-      await b.announce({ kind: "weights", proto: 1, run, version: 1, dir: model, dtype: "f32", sizing: { maxBatch: 4, promptTokens: 16, newTokens: 4, prefillChunk: 64 } });
+      await b.announce({ kind: "weights", proto: 1, run, version: 1, dir: model, dtype: "f32", sizing: { maxBatch: 4, promptTokens: 16, newTokens: 4, prefillChunk: 64, vocabLimit: config.vocabSize } });
       const req = (over: Partial<RequestMsg>) => request({ run, version: 1, maxTokens: 4, ...over });
       await b.addRaw("requests", "{not json");
       await b.addRaw("requests", JSON.stringify({ ...req({ id: "p2" }), proto: 2 }));

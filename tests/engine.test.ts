@@ -68,7 +68,7 @@ describe.skipIf(!GPU)("whole-model logits vs the CPU reference", () => {
 });
 
 async function runAll(m: LoadedModel, reqs: GenRequest[], maxBatch: number, cacheTokens: number): Promise<Map<string | number, Completion>> {
-  const engine = await Engine.create(m.model, { maxBatch, maxSeqLen: 64, cacheTokens, blockSize: 16, prefillChunk: 32 });
+  const engine = await Engine.create(m.model, { maxBatch, maxSeqLen: 64, cacheTokens, blockSize: 16, prefillChunk: 32, vocabLimit: m.config.vocabSize });
   const out = new Map<string | number, Completion>();
   for await (const c of engine.generate(reqs, { temperature: 0, topP: 1, topK: 0, seed: 1 })) out.set(c.id, c);
   expect(engine.cache.freeBlockCount).toBe(Math.ceil(cacheTokens / 16));
@@ -157,7 +157,7 @@ describe.skipIf(!GPU)("batched generation", () => {
       return out;
     };
     const make = (maxBatch: number, maxSeqLen: number, prefillChunk: number, syncEvery?: number) =>
-      Engine.create(m.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk, decodeChunk: 32, syncEvery });
+      Engine.create(m.model, { maxBatch, maxSeqLen, cacheTokens: maxBatch * maxSeqLen, blockSize: 16, prefillChunk, decodeChunk: 32, syncEvery, vocabLimit: m.config.vocabSize });
     const base = await make(12, 96, 64);
     const want = await run(base, reqs);
     const again = await run(base, [...reqs].reverse()); // the same engine, a second round, another order
@@ -196,7 +196,7 @@ describe.skipIf(!GPU)("batched generation", () => {
     const gpu = await gpuOrSkip();
     const m = await loadModel(gpu, tiny("tiny", "f32", 29), "f32");
     const V = m.config.vocabSize;
-    const engine = await Engine.create(m.model, { maxBatch: 4, maxSeqLen: 64, cacheTokens: 4 * 64, blockSize: 16, prefillChunk: 64, syncEvery: 8 });
+    const engine = await Engine.create(m.model, { maxBatch: 4, maxSeqLen: 64, cacheTokens: 4 * 64, blockSize: 16, prefillChunk: 64, syncEvery: 8, vocabLimit: V });
     // Four requests with budgets 20, 20, 20, 4 and no stop ids: one prefill (first tokens), then
     // windows of min(8, budget left): 3 steps (the short one ends), then 8 and 8 for the other three.
     const reqs: GenRequest[] = [20, 20, 20, 4].map((n, i) => ({ id: i, prompt: someTokens(5, V, i), maxTokens: n, stop: [] }));
@@ -212,7 +212,7 @@ describe.skipIf(!GPU)("batched generation", () => {
   test("a request that can never fit is a clear error", async () => {
     const gpu = await gpuOrSkip();
     const m = await loadModel(gpu, tiny("tiny", "f32", 19), "f32");
-    const engine = await Engine.create(m.model, { maxBatch: 1, maxSeqLen: 32, cacheTokens: 32, blockSize: 16, prefillChunk: 16 });
+    const engine = await Engine.create(m.model, { maxBatch: 1, maxSeqLen: 32, cacheTokens: 32, blockSize: 16, prefillChunk: 16, vocabLimit: m.config.vocabSize });
     const gen = engine.generate([{ id: "big", prompt: someTokens(30, m.config.vocabSize), maxTokens: 10, stop: [] }], { temperature: 0, topP: 1, topK: 0, seed: 0 });
     await expect(gen.next()).rejects.toThrow(/big.*exceeds max sequence length 32/);
     engine.destroy();

@@ -78,7 +78,7 @@ describe.skipIf(!GPU)("padded vocabulary on the GPU", () => {
       const prompt = tok.encode("Let's think step by step");
       const reqs = Array.from({ length: 16 }, (_, i) => ({ id: i, prompt, maxTokens: 12, stop: [] as number[] }));
       const run = async (limit: number | undefined) => {
-        const e = await Engine.create(m.model, { maxBatch: 16, maxSeqLen: 64, cacheTokens: 16 * 64, blockSize: 16, prefillChunk: 64, vocabLimit: limit });
+        const e = await Engine.create(m.model, { maxBatch: 16, maxSeqLen: 64, cacheTokens: 16 * 64, blockSize: 16, prefillChunk: 64, vocabLimit: limit ?? m.config.vocabSize });
         const ids: number[] = [];
         const lps: number[] = [];
         try {

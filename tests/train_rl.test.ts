@@ -29,7 +29,7 @@ describe.skipIf(!GPU)("policy training", () => {
     const model = await TrainModel.create(gpu, ref.config, ref.weights);
     const opt = await Optimizer.create(gpu, model.params, { ...OPT, lr: 1e-2 });
     const roll = await rolloutModel(gpu, model, "f32");
-    const engine = await Engine.create(roll.model, { maxBatch: 32, maxSeqLen: 16, cacheTokens: 32 * 16, blockSize: 16, prefillChunk: 256 });
+    const engine = await Engine.create(roll.model, { maxBatch: 32, maxSeqLen: 16, cacheTokens: 32 * 16, blockSize: 16, prefillChunk: 256, vocabLimit: V });
     // Reward: the share of response tokens in the lowest quarter of the vocabulary (≈ 0.25 at random init).
     const good = (t: number) => (t < V / 4 ? 1 : 0);
     const prompts = [

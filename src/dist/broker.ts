@@ -76,7 +76,8 @@ export interface EngineSizingMsg {
   newTokens: number;
   cacheTokens?: number;
   prefillChunk: number;
-  vocabLimit?: number;
+  /** Ids the tokenizer knows: required, so a worker never samples a padded row. */
+  vocabLimit: number;
 }
 
 /** Rollout weights of one version, in a folder on storage the workers share. */
@@ -132,8 +133,8 @@ export function checkMsg(kind: Msg["kind"], m: unknown): string | null {
     const e = o.engine as Record<string, unknown> | undefined;
     const z = o.sizing as Record<string, unknown> | undefined;
     if ((e === undefined) === (z === undefined)) return "engine or sizing: expected exactly one of them";
-    if (e && (typeof e !== "object" || !positive(e, ["maxBatch", "maxSeqLen", "cacheTokens", "blockSize", "prefillChunk"], ["decodeChunk", "syncEvery", "vocabLimit"]))) return "engine: expected engine options";
-    if (z && (typeof z !== "object" || !positive(z, ["maxBatch", "promptTokens", "newTokens", "prefillChunk"], ["cacheTokens", "vocabLimit"]))) return "sizing: expected {maxBatch, promptTokens, newTokens, prefillChunk}";
+    if (e && (typeof e !== "object" || !positive(e, ["maxBatch", "maxSeqLen", "cacheTokens", "blockSize", "prefillChunk", "vocabLimit"], ["decodeChunk", "syncEvery"]))) return "engine: expected engine options (maxBatch, maxSeqLen, cacheTokens, blockSize, prefillChunk, vocabLimit)";
+    if (z && (typeof z !== "object" || !positive(z, ["maxBatch", "promptTokens", "newTokens", "prefillChunk", "vocabLimit"], ["cacheTokens"]))) return "sizing: expected {maxBatch, promptTokens, newTokens, prefillChunk, vocabLimit}";
   }
   return null;
 }

@@ -73,11 +73,12 @@ export interface EngineOptions {
   /** Most decode steps between two readbacks (default DECODE_WINDOW). */
   syncEvery?: number;
   /**
-   * Ids the tokenizer knows (its size): rows of a padded vocabulary at or
-   * above it are masked in the sampler, so they are never drawn. Default:
-   * the config's vocab_size (no padding).
+   * Ids the tokenizer knows (its size, `vocabLimit()` in model/tokenizer.ts):
+   * rows of a padded vocabulary at or above it are masked in the sampler, so
+   * they are never drawn. Required, so no caller can forget it: a model
+   * without padding passes its config's vocab_size.
    */
-  vocabLimit?: number;
+  vocabLimit: number;
 }
 
 /**

@@ -26,8 +26,8 @@ export interface EngineSizing {
   cacheTokens?: number;
   /** Most prompt tokens in one prefill forward (default 512). */
   prefillChunk?: number;
-  /** Ids the tokenizer knows (padded vocabularies: the sampler never draws above it). */
-  vocabLimit?: number;
+  /** Ids the tokenizer knows (padded vocabularies: the sampler never draws above it). Required, as in EngineOptions. */
+  vocabLimit: number;
   /** Who asks, for error messages ("rollouts", "bench", ...). */
   what: string;
 }

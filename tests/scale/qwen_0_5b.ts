@@ -102,7 +102,7 @@ async function main(): Promise<void> {
     const m = await loadModel(gpu, dir, gpu.features.f16 ? "f16" : "f32");
     const reqs = Array.from({ length: 4 }, (_, i) => ({ id: i, prompt: tokens, maxTokens: 8, stop: [] as number[] }));
     const draw = async (vocab: number | undefined) => {
-      const e = await Engine.create(m.model, { maxBatch: 4, maxSeqLen: 64, cacheTokens: 4 * 64, blockSize: 16, prefillChunk: 64, vocabLimit: vocab });
+      const e = await Engine.create(m.model, { maxBatch: 4, maxSeqLen: 64, cacheTokens: 4 * 64, blockSize: 16, prefillChunk: 64, vocabLimit: vocab ?? m.config.vocabSize });
       const ids: number[] = [];
       try {
         for await (const r of e.generate(reqs, { temperature: 1, topP: 1, topK: 0, seed: 3 })) ids.push(...r.tokens);
