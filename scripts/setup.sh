@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
 
-if [ ! -x node_modules/.bin/bun ] || [ ! -f node_modules/webgpu/dist/linux-x64.dawn.node ] || [ package.json -nt node_modules/.package-lock.json ]; then
+# The lock file, not package.json, says what is installed: a change to package.json's
+# scripts alone needs no reinstall.
+if [ ! -x node_modules/.bin/bun ] || [ ! -f node_modules/webgpu/dist/linux-x64.dawn.node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies (npm ci)"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
 else
