@@ -7,46 +7,28 @@
 // {"metadata": {"total_size": bytes of all tensors}, "weight_map": {tensor: shard}},
 // shards are named model-0000i-of-0000N.safetensors, and a loader that reads
 // every top-level *.safetensors (vLLM / SGLang without an index) must find
-// exactly the model's tensors.
+// exactly the model's tensors (tests/hf_layout.ts: what transformers and vLLM read).
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadModel, sequenceLogits } from "../src/engine/load.ts";
 import { QWEN2_1_5B } from "../src/model/config.ts";
 import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
-import { bf16BitsToF32, f32ToBf16Bits, openCheckpoint, openSafetensors, qwen2WeightSpec } from "../src/model/safetensors.ts";
+import { bf16BitsToF32, f32ToBf16Bits, openCheckpoint, openSafetensors, qwen2WeightSpec, writeSafetensors } from "../src/model/safetensors.ts";
 import { planShards, shardName, writeModelWeights } from "../src/model/shards.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { diskPlan, exportCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint, STATE_DIR } from "../src/train/checkpoint.ts";
 import { TrainModel } from "../src/train/model.ts";
 import { Optimizer } from "../src/train/optim.ts";
 import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
+import { servedTensors, servingProblems } from "./hf_layout.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
 const ROOT = mkdtempSync(join(tmpdir(), "siri-ckpt-layout-"));
 afterAll(() => rmSync(ROOT, { recursive: true, force: true }));
 const CLI = join(import.meta.dir, "../src/cli.ts");
-
-/** What a loader that reads every top-level *.safetensors (no index) or the index's shards (with one) sees. */
-function servedTensors(dir: string): Map<string, { dtype: string; shape: number[] }> {
-  const index = join(dir, "model.safetensors.index.json");
-  const files = existsSync(index)
-    ? [...new Set(Object.values(JSON.parse(readFileSync(index, "utf8")).weight_map as Record<string, string>))]
-    : readdirSync(dir).filter((f) => f.endsWith(".safetensors"));
-  const out = new Map<string, { dtype: string; shape: number[] }>();
-  for (const f of files) {
-    const r = openSafetensors(join(dir, f));
-    for (const n of r.names()) {
-      if (out.has(n)) throw new Error(`${dir}: tensor ${n} in two files`);
-      const e = r.entry(n);
-      out.set(n, { dtype: e.dtype, shape: e.shape });
-    }
-    r.close();
-  }
-  return out;
-}
 
 /** The index is transformers' format and consistent with its shards. */
 function checkIndex(dir: string): { shards: string[]; total: number } {
@@ -103,6 +85,33 @@ describe("sharded writer (CPU)", () => {
   });
 });
 
+describe("what serving tools read (CPU)", () => {
+  test("servingProblems is empty for make-tiny-model's folder and names each thing a loader would misread", () => {
+    const dir = join(ROOT, "serve");
+    makeTinyModel(dir, { preset: "tiny", seed: 3 });
+    const c = loadReferenceModel(dir).config;
+    expect(servingProblems(dir, c)).toEqual([]);
+    const spoil = (name: string, f: (d: string) => void): string[] => {
+      const d = join(ROOT, `serve-${name}`);
+      cpSync(dir, d, { recursive: true });
+      f(d);
+      return servingProblems(d, c);
+    };
+    // The old layout: optimiser moments beside the model (vLLM without an index reads them as weights).
+    const opt = spoil("optimizer", (d) => writeSafetensors(join(d, "optimizer.safetensors"), { "m.model.norm.weight": { dtype: "F32", shape: [c.hiddenSize], data: new Float32Array(c.hiddenSize) } }, { format: "pt" }));
+    expect(opt.join("\n")).toContain("not [model.safetensors]");
+    expect(opt.join("\n")).toContain("extra [m.model.norm.weight]");
+    expect(spoil("bin", (d) => writeFileSync(join(d, "optimizer.pt"), "x"))).toEqual(["top-level optimizer.pt (a loader may read it as weights)"]);
+    const cfg = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    expect(spoil("dtype", (d) => writeFileSync(join(d, "config.json"), JSON.stringify({ ...cfg, torch_dtype: "bfloat16" })))).toEqual(["config.json torch_dtype bfloat16, the weights are F32"]);
+    expect(spoil("arch", (d) => writeFileSync(join(d, "config.json"), JSON.stringify({ ...cfg, model_type: "llama" })))).toEqual(['config.json model_type "llama"']);
+    // A weights file without format "pt" in its metadata: transformers refuses it.
+    const w = loadReferenceModel(dir).weights;
+    const noFormat = spoil("format", (d) => writeSafetensors(join(d, "model.safetensors"), Object.fromEntries([...w].map(([n, x]) => [n, { dtype: "F32", shape: qwen2WeightSpec(c).find((s) => s.name === n)!.shape, data: x }]))));
+    expect(noFormat).toEqual(["model.safetensors (format undefined): transformers refuses metadata without format pt"]);
+  });
+});
+
 describe("retention and the disk plan (CPU)", () => {
   test("pruneCheckpoints keeps the newest keepLast resume points and keepExtremes trough/peak ones (0 = all)", () => {
     const root = join(ROOT, "prune");
@@ -147,6 +156,7 @@ describe.skipIf(!GPU)("checkpoints of a training model", () => {
     expect([...servedTensors(step).keys()].sort()).toEqual(specNames);
     expect(checkIndex(step).shards.length).toBe(planShards(model.params, "F32", Math.ceil(total / 2)).length);
     expect(checkIndex(step).shards.length).toBeGreaterThanOrEqual(2);
+    expect(servingProblems(step, ref.config)).toEqual([]);
     expect(readdirSync(join(step, STATE_DIR)).sort()).toEqual(["optimizer.safetensors", "trainer_state.json"]);
     expect(JSON.parse(readFileSync(join(step, "config.json"), "utf8")).torch_dtype).toBe("float32");
     const back = loadCheckpoint(step, names);
@@ -161,6 +171,7 @@ describe.skipIf(!GPU)("checkpoints of a training model", () => {
     expect([...served.keys()].sort()).toEqual(specNames);
     expect([...served.values()].every((t) => t.dtype === "BF16")).toBe(true);
     expect(existsSync(join(trough, "model.safetensors.index.json"))).toBe(false);
+    expect(servingProblems(trough, ref.config)).toEqual([]);
     expect(readdirSync(join(trough, STATE_DIR))).toEqual(["trainer_state.json"]);
     expect(JSON.parse(readFileSync(join(trough, "config.json"), "utf8")).torch_dtype).toBe("bfloat16");
     for (const f of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) expect(existsSync(join(trough, f))).toBe(true);
@@ -179,6 +190,7 @@ describe.skipIf(!GPU)("checkpoints of a training model", () => {
     expect(p.exitCode).toBe(0);
     expect(checkIndex(out16).shards.length).toBeGreaterThanOrEqual(3);
     expect(existsSync(join(out16, STATE_DIR))).toBe(false);
+    expect(servingProblems(out16, ref.config)).toEqual([]);
     expect(JSON.parse(readFileSync(join(out16, "config.json"), "utf8")).torch_dtype).toBe("bfloat16");
     const e16 = openCheckpoint(out16);
     for (const [n, w] of ref.weights) expectClose(e16.readF32(n), bf16BitsToF32(f32ToBf16Bits(w)), 0, 0, `exported ${n}`);

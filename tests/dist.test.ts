@@ -2,10 +2,12 @@
 // worker processes on the software adapter giving the very weights of a single-process run, even when a
 // worker is SIGKILLed in the middle of a step.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Broker, checkMsg, type RequestMsg } from "../src/dist/broker.ts";
+import { readSamples } from "../src/bench/report.ts";
+import { Broker, checkMsg, type CompletionMsg, type RequestMsg, WEIGHTS_KEPT } from "../src/dist/broker.ts";
+import { makeTinyModel } from "../src/model/tiny.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { hasGpu } from "./helpers.ts";
 import { redisMissing, startRedis, startSiri, type RedisServer, type WorkerProc } from "./redis.ts";
@@ -25,6 +27,7 @@ afterAll(() => {
 
 const request = (over: Partial<RequestMsg> = {}): RequestMsg => ({
   kind: "request",
+  proto: 1,
   run: "r1",
   version: 0,
   id: "0.0.0",
@@ -43,14 +46,25 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
     expect(checkMsg("request", { ...request(), version: -1 })).toMatch(/^version/);
     expect(checkMsg("request", { ...request(), run: 3 })).toMatch(/^run/);
     expect(checkMsg("request", { ...request(), kind: "completion" })).toMatch(/^kind/);
-    expect(checkMsg("completion", { kind: "completion", run: "r", version: 1, id: "a", tokens: [1, 2], logprobs: [0], stopReason: "stop", worker: "w" })).toMatch(/^logprobs/);
-    expect(checkMsg("weights", { kind: "weights", run: "r", version: 1, dir: "/x", dtype: "bf16", engine: {} })).toMatch(/^dtype/);
+    expect(checkMsg("request", { ...request(), proto: 2 })).toMatch(/^proto is 2, this siri speaks message format 1/);
+    expect(checkMsg("request", { ...request(), proto: undefined })).toMatch(/^proto/);
+    expect(checkMsg("completion", { kind: "completion", proto: 1, run: "r", version: 1, id: "a", tokens: [1, 2], logprobs: [0], stopReason: "stop", worker: "w" })).toMatch(/^logprobs/);
+    const engine = { maxBatch: 4, maxSeqLen: 64, cacheTokens: 256, blockSize: 16, prefillChunk: 64 };
+    const sizing = { maxBatch: 4, promptTokens: 30, newTokens: 8, prefillChunk: 256 };
+    const weights = { kind: "weights", proto: 1, run: "r", version: 1, dir: "/x", dtype: "f16" };
+    expect(checkMsg("weights", { ...weights, engine })).toBeNull();
+    expect(checkMsg("weights", { ...weights, dtype: "auto", sizing })).toBeNull();
+    expect(checkMsg("weights", { ...weights, dtype: "bf16", engine })).toMatch(/^dtype/);
+    expect(checkMsg("weights", { ...weights, engine, sizing })).toMatch(/^engine or sizing/);
+    expect(checkMsg("weights", weights)).toMatch(/^engine or sizing/);
+    expect(checkMsg("weights", { ...weights, engine: { ...engine, cacheTokens: 0 } })).toMatch(/^engine:/);
+    expect(checkMsg("weights", { ...weights, sizing: { ...sizing, newTokens: 1.5 } })).toMatch(/^sizing:/);
     expect(checkMsg("request", null)).toBe("not a JSON object");
   });
 
   test("each request goes to one worker; one left pending past the timeout goes to another; bad payloads come back as errors", async () => {
-    const a = await Broker.connect(redis!.url, "claims");
-    const b = await Broker.connect(redis!.url, "claims");
+    const a = await Broker.connect(redis!.url, { prefix: "claims", log: () => undefined });
+    const b = await Broker.connect(redis!.url, { prefix: "claims", log: () => undefined });
     try {
       await a.publishRequests([request({ id: "1" }), request({ id: "2" })]);
       await a.addRaw("requests", "{not json");
@@ -117,6 +131,27 @@ function rounds(log: string): { got: number; distinct: number; dups: number }[] 
   return [...log.matchAll(/learner: round \S+: (\d+) of 8 completions \((\d+) distinct\), (\d+) duplicates dropped/g)].map((m) => ({ got: Number(m[1]), distinct: Number(m[2]), dups: Number(m[3]) }));
 }
 
+/** Poll `pred` every 100 ms until it holds; fail naming `what` after `ms`. */
+async function until(pred: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!(await pred())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** Entries in the requests stream of the broker at `url` (a short-lived client of its own). */
+async function queued(url: string): Promise<number> {
+  const b = await Broker.connect(url, { log: () => undefined });
+  try {
+    return await b.length("requests");
+  } finally {
+    b.close();
+  }
+}
+
+const served = (p: WorkerProc) => Number(/worker stopped: (\d+) completions/.exec(p.stderr())?.[1]);
+
 // Every process (learner, workers, the single-process run) is a real `siri` process: a process of the
 // test runner that drives the GPU while it has child processes stalls (see tests/redis.ts).
 describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
@@ -140,8 +175,16 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
     expect(sameWeights(weights(single, 2), weights(join(ROOT, "two"), 2))).toBe(true);
     for (const p of w) p.proc.kill("SIGINT");
     expect(await Promise.all(w.map((p) => p.proc.exited))).toEqual([0, 0]);
-    const served = w.map((p) => Number(/worker stopped: (\d+) completions/.exec(p.stderr())?.[1]));
-    expect(served[0] + served[1]).toBe(16);
+    expect(served(w[0]) + served(w[1])).toBe(16);
+    // Nothing left behind to grow the broker's memory: served requests deleted, the run's completions stream gone.
+    const runId = /learner: run (\S+) on broker/.exec(learner.stderr())![1];
+    const b = await Broker.connect(url, { log: () => undefined });
+    try {
+      expect([await b.length("requests"), await b.length(`completions:${runId}`)]).toEqual([0, 0]);
+      expect(await b.length("weights")).toBeLessThanOrEqual(WEIGHTS_KEPT);
+    } finally {
+      b.close();
+    }
   }, 300_000);
 
   test("a worker SIGKILLed mid-step: another takes its requests after the timeout; nothing lost, nothing trained twice", async () => {
@@ -161,6 +204,166 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
     expect(sameWeights(weights(single, 2), weights(run, 2))).toBe(true);
     k2.proc.kill("SIGINT");
     expect(await k2.proc.exited).toBe(0);
-    expect(Number(/worker stopped: (\d+) completions/.exec(k2.stderr())?.[1])).toBe(8 - 2 + 8);
+    expect(served(k2)).toBe(8 - 2 + 8);
+  }, 300_000);
+
+  test("the learner SIGKILLed mid-step and resumed: the abandoned step's requests are discarded, not mixed into the next", async () => {
+    const url = redis!.url;
+    const run = join(ROOT, "resumed");
+    const l1 = siri("learner-abandoned", [...trainArgs(run), "--broker", url]);
+    // Step 0 published (its checkpoint saved before), no worker yet: kill the learner there.
+    await until(async () => (await queued(url)) === 8, 120_000, "the first learner's 8 requests of step 0");
+    l1.proc.kill("SIGKILL");
+    expect(await l1.proc.exited).toBe(137);
+    const abandoned = /learner: run (\S+) on broker/.exec(l1.stderr())![1];
+    const l2 = siri("learner-resumed", [...trainArgs(run), "--broker", url, "--resume"]);
+    // The worker starts once the resumed learner's step is published beside the abandoned one.
+    await until(async () => (await queued(url)) === 16, 120_000, "the resumed learner's 8 requests beside the 8 abandoned ones");
+    const w = worker(url, "rw", ["--batch", "4"]);
+    expect(await l2.proc.exited).toBe(0);
+    expect(rounds(l2.stderr())).toEqual([
+      { got: 8, distinct: 8, dups: 0 },
+      { got: 8, distinct: 8, dups: 0 },
+    ]);
+    expect(sameWeights(weights(single, 2), weights(run, 2))).toBe(true);
+    w.proc.kill("SIGINT");
+    expect(await w.proc.exited).toBe(0);
+    // Each abandoned request was rejected as another run's; the worker served only the resumed run's 16.
+    expect(w.stderr().match(new RegExp(`is for run ${abandoned}, the announced run is`, "g"))?.length).toBe(8);
+    expect(served(w)).toBe(16);
+    expect(await queued(url)).toBe(0);
+  }, 300_000);
+
+  for (const persist of [false, true]) {
+    test(`the broker restarted mid-step, its streams ${persist ? "kept (append-only file)" : "lost"}: learner and worker reconnect, the step completes, the same weights`, async () => {
+      const r = await startRedis({ persist });
+      const run = join(ROOT, `restart-${persist}`);
+      try {
+        // A worker connected, then frozen (SIGSTOP): it holds its connection and serves nothing.
+        const w = worker(r.url, `rs-${persist}`);
+        await until(() => w.stderr().includes("connected to"), 60_000, "the worker to connect");
+        w.proc.kill("SIGSTOP");
+        const learner = siri(`learner-restart-${persist}`, [...trainArgs(run), "--broker", r.url]);
+        await until(async () => (await queued(r.url)) === 8, 120_000, "step 0's 8 requests");
+        await r.restart();
+        await until(() => learner.stderr().includes("unanswered requests re-issued"), 60_000, "the learner to reconnect");
+        w.proc.kill("SIGCONT");
+        expect(await learner.proc.exited).toBe(0);
+        const log = learner.stderr();
+        expect(log).toMatch(/learner: broker \S+: connection lost \(.*\); reconnecting with back-off/);
+        expect(log).toMatch(/learner: broker \S+: reconnected after [\d.]+ s/);
+        // State lost: the learner re-issues the whole step; kept: the broker still has it.
+        expect(log).toContain(persist ? "0 of 8 unanswered requests re-issued (the broker still held 8)" : "8 of 8 unanswered requests re-issued (the broker still held 0)");
+        expect(rounds(log).map((x) => [x.got, x.distinct])).toEqual([
+          [8, 8],
+          [8, 8],
+        ]);
+        expect(sameWeights(weights(single, 2), weights(run, 2))).toBe(true);
+        w.proc.kill("SIGINT");
+        expect(await w.proc.exited).toBe(0);
+        expect(w.stderr()).toMatch(/worker rs-\w+: broker \S+: connection lost/);
+        expect(w.stderr()).toMatch(/worker rs-\w+: broker \S+: reconnected after/);
+        expect(served(w)).toBe(16);
+      } finally {
+        r.stop();
+      }
+    }, 300_000);
+  }
+});
+
+/** report.md without its "Summarised <date>" line. */
+const reportBody = (dir: string) =>
+  readFileSync(join(dir, "report.md"), "utf8")
+    .split("\n")
+    .filter((l) => !l.startsWith("Summarised "))
+    .join("\n");
+const sortedSamples = (dir: string) => readSamples(join(dir, "samples.jsonl")).records.sort((a, b) => a.problem_id.localeCompare(b.problem_id) || a.sample - b.sample);
+describe.skipIf(NO_REDIS !== null || !GPU)("bench over the broker", () => {
+  const model = join(ROOT, "bench-model");
+  const FIXTURE = join(import.meta.dir, "..", "datasets/fixtures/tiny.jsonl");
+  const benchArgs = (out: string) => ["bench", "--model", model, "--dataset", FIXTURE, "--limit", "3", "--n", "4", "--max-tokens", "16", "--temperature", "1", "--seed", "5", "--out", out];
+
+  test("two workers split a benchmark's samples; the report is the single-process run's", async () => {
+    makeTinyModel(model, { seed: 3 });
+    // The same folder name (the report's title) under two parents.
+    const single = join(ROOT, "bench-single", "bench");
+    const one = siri("bench-single", benchArgs(single));
+    expect(await one.proc.exited).toBe(0);
+    const url = redis!.url;
+    const w = [worker(url, "b1", ["--batch", "3"]), worker(url, "b2", ["--batch", "3"])];
+    const two = join(ROOT, "bench-two", "bench");
+    const coord = siri("bench-two", [...benchArgs(two), "--broker", url]);
+    expect(await coord.proc.exited).toBe(0);
+    expect(coord.stderr()).toContain("bench: 12 sample(s) from the workers, 0 duplicates dropped, 0 rejected");
+    expect(coord.stderr()).toContain("12 new sample(s), 0 already done");
+    // Sample for sample (the response texts, token counts, stop reasons), then the report.
+    expect(sortedSamples(two)).toEqual(sortedSamples(single));
+    expect(reportBody(two)).toBe(reportBody(single));
+    for (const p of w) p.proc.kill("SIGINT");
+    expect(await Promise.all(w.map((p) => p.proc.exited))).toEqual([0, 0]);
+    expect(served(w[0]) + served(w[1])).toBe(12);
+    // Every request was deleted once served, and the run's completions stream went with the run.
+    const b = await Broker.connect(url, { log: () => undefined });
+    try {
+      expect(await b.length("requests")).toBe(0);
+    } finally {
+      b.close();
+    }
+  }, 300_000);
+});
+
+describe.skipIf(NO_REDIS !== null || !GPU)("bad messages", () => {
+  test("a worker rejects each bad message with a log line and goes on serving", async () => {
+    const model = join(ROOT, "bad-model");
+    makeTinyModel(model, { seed: 4 });
+    const r = await startRedis(); // a broker of its own: nothing else in its streams
+    const b = await Broker.connect(r.url, { log: () => undefined });
+    const run = "t-bad";
+    try {
+      await b.announce({ kind: "weights", proto: 1, run, version: 1, dir: model, dtype: "f32", sizing: { maxBatch: 4, promptTokens: 16, newTokens: 4, prefillChunk: 64 } });
+      const req = (over: Partial<RequestMsg>) => request({ run, version: 1, maxTokens: 4, ...over });
+      await b.addRaw("requests", "{not json");
+      await b.addRaw("requests", JSON.stringify({ ...req({ id: "p2" }), proto: 2 }));
+      await b.publishRequests([req({ id: "other", run: "another-run" }), req({ id: "v7", version: 7 }), req({ id: "vocab", prompt: [1, 99999] }), req({ id: "good" })]);
+      const w = siri("bad-worker", ["worker", "--broker", r.url, "--name", "bw"]);
+      const got: CompletionMsg[] = [];
+      let after = "0-0";
+      const read = async () => {
+        const c = await b.completions(run, after, 200);
+        after = c.last;
+        for (const e of c.entries) got.push(e.msg!);
+        return got.length;
+      };
+      await until(async () => (await read()) === 1, 120_000, "the good request's completion");
+      // A malformed announcement, then another request: served with the weights loaded.
+      await b.addRaw("weights", '{"kind":"weights"');
+      await b.publishRequests([req({ id: "good2" })]);
+      await until(async () => (await read()) === 2, 60_000, "the second good request's completion");
+      // The worker may have claimed that request before looking at the announcements again: it does on its next pass.
+      await until(() => w.stderr().includes("rejected weight announcement"), 60_000, "the worker to reject the malformed announcement");
+      w.proc.kill("SIGINT");
+      expect(await w.proc.exited).toBe(0);
+      expect(got.map((c) => [c.id, c.version, c.worker])).toEqual([
+        ["good", 1, "bw"],
+        ["good2", 1, "bw"],
+      ]);
+      for (const c of got) expect(c.tokens.length).toBeGreaterThanOrEqual(1);
+      for (const c of got) expect(c.tokens.length).toBeLessThanOrEqual(4);
+      const log = w.stderr();
+      for (const line of [
+        /worker bw: rejected request \S+: field m is not JSON/,
+        /worker bw: rejected request \S+: proto is 2, this siri speaks message format 1/,
+        /worker bw: rejected request \S+: request other is for run another-run, the announced run is t-bad/,
+        /worker bw: rejected request \S+: request v7 wants version 7, the announced version is 1/,
+        /worker bw: rejected request \S+: the engine refuses it: request vocab: prompt token 1 = 99999 is outside the vocabulary/,
+        /worker bw: rejected weight announcement \S+: field m is not JSON/,
+      ])
+        expect(log).toMatch(line);
+      expect(log).toContain("worker stopped: 2 completions, 5 requests rejected");
+      expect(await b.length("requests")).toBe(0);
+    } finally {
+      b.close();
+      r.stop();
+    }
   }, 300_000);
 });

@@ -22,42 +22,66 @@ export function redisMissing(): string | null {
   return why;
 }
 
+/**
+ * A port no one listens on, below the kernel's ephemeral range (32768+ on Linux), so no outgoing
+ * connection holds it while the server is down and restarted, and a client reconnecting to the
+ * closed port can never connect to itself.
+ */
 function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  const port = 20_000 + Math.floor(Math.random() * 12_000);
+  return new Promise((resolve) => {
     const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
+    s.once("error", () => resolve(freePort()));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(port)));
   });
 }
 
 export interface RedisServer {
   url: string;
+  /** SIGKILL it (no shutdown save) and start it again on the same port: with `persist` its append-only file brings the data back. */
+  restart(): Promise<void>;
   stop(): void;
 }
 
-/** Start one; a port taken between choosing and binding is retried with another. */
-export async function startRedis(): Promise<RedisServer> {
+function ping(port: number): boolean {
+  return spawnSync(["redis-cli", "-h", "127.0.0.1", "-p", String(port), "ping"]).stdout.toString().trim() === "PONG";
+}
+
+/** redis-server on `port`, once it answers; null if it exits or stays silent for 20 s. */
+async function launch(port: number, dir: string, persist: boolean): Promise<Subprocess | null> {
+  // persist: every write to the append-only file before the reply (a SIGKILL loses nothing acknowledged).
+  const keep = persist ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+  const p = Bun.spawn(["redis-server", "--bind", "127.0.0.1", "--port", String(port), "--dir", dir, "--save", "", ...keep], { stdout: "ignore", stderr: "ignore" });
+  const t0 = Date.now();
+  while (p.exitCode === null && Date.now() - t0 < 20_000) {
+    if (ping(port)) return p;
+    await Bun.sleep(50);
+  }
+  p.kill("SIGKILL");
+  return null;
+}
+
+/** Start one (persist: an append-only file, so a restart keeps the streams); a port taken meanwhile is retried with another. */
+export async function startRedis(o: { persist?: boolean } = {}): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), "siri-redis-"));
+  const persist = o.persist ?? false;
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
-    const p = Bun.spawn(["redis-server", "--bind", "127.0.0.1", "--port", String(port), "--dir", dir, "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "ignore" });
-    const t0 = Date.now();
-    while (p.exitCode === null && Date.now() - t0 < 20_000) {
-      if (spawnSync(["redis-cli", "-h", "127.0.0.1", "-p", String(port), "ping"]).stdout.toString().trim() === "PONG") {
-        return {
-          url: `redis://127.0.0.1:${port}`,
-          stop() {
-            p.kill("SIGKILL");
-            rmSync(dir, { recursive: true, force: true });
-          },
-        };
-      }
-      await Bun.sleep(50);
-    }
-    p.kill("SIGKILL");
+    let p = await launch(port, dir, persist);
+    if (!p) continue;
+    return {
+      url: `redis://127.0.0.1:${port}`,
+      async restart() {
+        p!.kill("SIGKILL");
+        await p!.exited;
+        p = await launch(port, dir, persist);
+        if (!p) throw new Error(`redis-server would not start again on port ${port}`);
+      },
+      stop() {
+        p?.kill("SIGKILL");
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
   }
   rmSync(dir, { recursive: true, force: true });
   throw new Error("redis-server would not start on a free port in 5 attempts");
@@ -66,13 +90,15 @@ export async function startRedis(): Promise<RedisServer> {
 export interface WorkerProc {
   proc: Subprocess;
   stderr(): string;
+  stdout(): string;
 }
 
 const REPO = join(import.meta.dir, "..");
 
-/** `siri <args>` as a process, its output in the file <dir>/<name>.log. */
+/** `siri <args>` as a process, its stderr in the file <dir>/<name>.log, stdout in <name>.out (one file for both: each writer would overwrite the other's bytes). */
 export function startSiri(dir: string, name: string, args: string[], env: Record<string, string> = {}): WorkerProc {
   const log = join(dir, `${name}.log`);
-  const proc = Bun.spawn([process.execPath, "src/cli.ts", ...args], { cwd: REPO, env: { ...process.env, ...env }, stdout: Bun.file(log), stderr: Bun.file(log) });
-  return { proc, stderr: () => readFileSync(log, "utf8") };
+  const out = join(dir, `${name}.out`);
+  const proc = Bun.spawn([process.execPath, "src/cli.ts", ...args], { cwd: REPO, env: { ...process.env, ...env }, stdout: Bun.file(out), stderr: Bun.file(log) });
+  return { proc, stderr: () => readFileSync(log, "utf8"), stdout: () => readFileSync(out, "utf8") };
 }

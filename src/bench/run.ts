@@ -22,8 +22,9 @@ import type { Problem } from "../data/load.ts";
 import { renderPrompt } from "../data/prompt.ts";
 import { Engine, type GenRequest } from "../engine/generate.ts";
 import type { Qwen2Gpu } from "../engine/model.ts";
-import { sizeEngine } from "../engine/size.ts";
+import { sizeEngine, type EngineSizing } from "../engine/size.ts";
 import { gradeResponse, isEquivalent } from "../grade/index.ts";
+import type { Qwen2Config } from "../model/config.ts";
 import { decodeRollout, vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
 import { hashString } from "../util/random.ts";
 import { defaultKs, summarize, type DatasetMeta, type Equivalent, type SampleRecord, type Summary } from "./metrics.ts";
@@ -273,54 +274,60 @@ export interface EngineSourceOptions {
 }
 
 /**
- * Completions from the GPU engine: each problem's prompt is DeepScaleR's,
- * rendered with the model's chat template and encoded once; every request
- * is queued at once. A request's cap is lowered to fit the model's context.
+ * The engine's requests for a benchmark's samples: each problem's prompt is
+ * DeepScaleR's, rendered with the model's chat template and encoded once; a
+ * request's cap is lowered to fit the model's context. With the sizing they
+ * need (one engine slot holds the longest prompt + budget of one request).
+ * Shared by the local engine and the broker's workers (src/dist/bench.ts).
+ */
+export function benchGenRequests(m: { config: Qwen2Config; tokenizer: LoadedTokenizer }, requests: BenchRequest[], opts: EngineSourceOptions = {}): { gen: GenRequest[]; sizing: EngineSizing } {
+  const tok = m.tokenizer;
+  const cfg = m.config;
+  if (!tok.chatTemplate) throw new Error("bench: the model's tokenizer_config.json has no chat_template; the benchmark prompt needs it");
+  const stop = [...new Set([...tok.eosTokenIds, ...cfg.eosTokenIds])];
+  if (stop.length === 0) throw new Error("bench: the model has no EOS token id (tokenizer_config eos_token / generation_config eos_token_id); generation could never stop early");
+  const special = { bos_token: tok.bosToken, eos_token: tok.eosToken, pad_token: tok.padToken };
+  const prompts = new Map<Problem, number[]>();
+  const gen: GenRequest[] = requests.map((r) => {
+    let prompt = prompts.get(r.problem);
+    if (!prompt) {
+      prompt = tok.encode(renderPrompt(r.problem.problem, tok.chatTemplate!, special));
+      prompts.set(r.problem, prompt);
+    }
+    const room = cfg.maxPositions - prompt.length;
+    if (room < 1) throw new Error(`bench: ${r.dataset} problem "${r.problem.id}": prompt of ${prompt.length} tokens leaves no room in the model's ${cfg.maxPositions} positions`);
+    return { id: r.id, key: r.key, prompt, maxTokens: Math.min(r.maxTokens, room), stop };
+  });
+  const sizing: EngineSizing = {
+    what: "bench",
+    maxBatch: Math.min(opts.maxBatch ?? 64, Math.max(1, gen.length)),
+    promptTokens: gen.length ? Math.max(...gen.map((g) => g.prompt.length + g.maxTokens)) - Math.max(...gen.map((g) => g.maxTokens)) : 1,
+    newTokens: gen.length ? Math.max(...gen.map((g) => g.maxTokens)) : 1,
+    cacheTokens: opts.cacheTokens,
+    prefillChunk: opts.prefillChunk ?? 256,
+    vocabLimit: vocabLimit(cfg.vocabSize, tok),
+  };
+  return { gen, sizing };
+}
+
+/** A completion's text as the bench records it (special tokens dropped; a decoding problem is said, not thrown). */
+export function benchText(tok: LoadedTokenizer, id: number, tokens: number[]): string {
+  return decodeRollout(tok, tokens, (s) => console.error(`bench: completion ${id}: ${s}`));
+}
+
+/**
+ * Completions from the GPU engine: the requests of `benchGenRequests`, every
+ * one queued at once so the batch stays full, in one engine sized for them.
  */
 export function engineSource(m: EngineModel, opts: EngineSourceOptions = {}): CompletionSource {
   return async function* (requests, sampling) {
     if (requests.length === 0) return;
-    const tok = m.tokenizer;
-    const cfg = m.model.config;
-    if (!tok.chatTemplate) throw new Error("bench: the model's tokenizer_config.json has no chat_template; the benchmark prompt needs it");
-    const stop = [...new Set([...tok.eosTokenIds, ...cfg.eosTokenIds])];
-    if (stop.length === 0) throw new Error("bench: the model has no EOS token id (tokenizer_config eos_token / generation_config eos_token_id); generation could never stop early");
-    const special = { bos_token: tok.bosToken, eos_token: tok.eosToken, pad_token: tok.padToken };
-    const prompts = new Map<Problem, number[]>();
-    const gen: GenRequest[] = requests.map((r) => {
-      let prompt = prompts.get(r.problem);
-      if (!prompt) {
-        prompt = tok.encode(renderPrompt(r.problem.problem, tok.chatTemplate!, special));
-        prompts.set(r.problem, prompt);
-      }
-      const room = cfg.maxPositions - prompt.length;
-      if (room < 1) throw new Error(`bench: ${r.dataset} problem "${r.problem.id}": prompt of ${prompt.length} tokens leaves no room in the model's ${cfg.maxPositions} positions`);
-      return { id: r.id, key: r.key, prompt, maxTokens: Math.min(r.maxTokens, room), stop };
-    });
-    const engine = await Engine.create(
-      m.model,
-      sizeEngine(cfg, m.model.dtype, m.model.gpu.limits.maxStorageBufferBindingSize, {
-        what: "bench",
-        maxBatch: Math.min(opts.maxBatch ?? 64, gen.length),
-        // A slot holds the longest prompt + budget of one request (budgets were cut to fit the context).
-        promptTokens: Math.max(...gen.map((g) => g.prompt.length + g.maxTokens)) - Math.max(...gen.map((g) => g.maxTokens)),
-        newTokens: Math.max(...gen.map((g) => g.maxTokens)),
-        cacheTokens: opts.cacheTokens,
-        prefillChunk: opts.prefillChunk ?? 256,
-        vocabLimit: vocabLimit(cfg.vocabSize, tok),
-      }),
-    );
+    const { gen, sizing } = benchGenRequests({ config: m.model.config, tokenizer: m.tokenizer }, requests, opts);
+    const engine = await Engine.create(m.model, sizeEngine(m.model.config, m.model.dtype, m.model.gpu.limits.maxStorageBufferBindingSize, sizing));
     try {
       for await (const c of engine.generate(gen, sampling)) {
         const id = c.id as number;
-        yield {
-          id,
-          text: decodeRollout(tok, c.tokens, (s) => console.error(`bench: completion ${id}: ${s}`)),
-          promptTokens: c.prompt.length,
-          responseTokens: c.tokens.length,
-          stopReason: c.stopReason,
-          maxTokens: gen[id].maxTokens,
-        };
+        yield { id, text: benchText(m.tokenizer, id, c.tokens), promptTokens: c.prompt.length, responseTokens: c.tokens.length, stopReason: c.stopReason, maxTokens: gen[id].maxTokens };
       }
     } finally {
       engine.destroy();

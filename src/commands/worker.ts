@@ -18,7 +18,7 @@ export default defineCommand({
     const claimIdleMs = int("claim-after", args["claim-after"], CLAIM_IDLE_MS / 1000) * 1000;
     const gpu = await openGpuFromArgs(args);
     log.info(`adapter: ${gpu.adapter.description}`);
-    const stop = watchInterrupts({ log: (s) => log.info(s) });
+    const stop = watchInterrupts({ log: (s) => log.info(s), firstStop: "finishing the requests in hand, then stopping (the others stay on the broker for other workers)" });
     try {
       // SIRI_WORKER_DIE_AFTER=n: fault injection for the tests (die by SIGKILL after n completions, the last unacknowledged).
       const dieAfter = process.env.SIRI_WORKER_DIE_AFTER ? int("SIRI_WORKER_DIE_AFTER", process.env.SIRI_WORKER_DIE_AFTER, 0) : undefined;

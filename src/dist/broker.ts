@@ -15,19 +15,36 @@
  *   <p>:completions:<run>     stream: completions of one learner run (the learner reads it)
  *   <p>:weights               stream: weight-version announcements (workers read the newest)
  *
- * Every message is one JSON field "m", checked against its schema on
- * receipt; a malformed one is reported to the caller (which logs and drops
- * it), never thrown.
+ * Every message is one JSON field "m" carrying the message format (`proto`),
+ * checked against its schema on receipt; a malformed one is reported to the
+ * caller (which logs and drops it), never thrown.
+ *
+ * Memory stays bounded: a worker deletes a request once it has published its
+ * completion (XACK + XDEL), the learner trims its completions stream after
+ * each round and deletes it at the end, and the weights stream keeps its
+ * newest WEIGHTS_KEPT announcements.
+ *
+ * A lost connection (the broker restarted, a network cut) is retried with
+ * back-off, said in the log, and counted in `epoch`; callers that must redo
+ * something after a restart (the learner re-announces its weights and
+ * re-issues the requests the broker lost) compare `epoch` before and after.
  */
 import { RedisClient } from "bun";
 import type { EngineOptions, SamplingOptions } from "../engine/generate.ts";
 import type { DType } from "../engine/model.ts";
 
 export const GROUP = "workers";
+/** The message format this code speaks; a message of another is rejected (a worker and a learner of different siri versions). */
+export const PROTO = 1;
+/** Weight announcements kept in the stream (workers only read the newest). */
+export const WEIGHTS_KEPT = 16;
+/** Longest wait between two reconnection attempts (ms). */
+export const MAX_BACKOFF_MS = 5_000;
 
 /** One generation request: one rollout of one prompt at one weight version. */
 export interface RequestMsg {
   kind: "request";
+  proto: typeof PROTO;
   run: string;
   version: number;
   /** Unique within the run (step.round.index); completions are keyed by it. */
@@ -42,6 +59,7 @@ export interface RequestMsg {
 
 export interface CompletionMsg {
   kind: "completion";
+  proto: typeof PROTO;
   run: string;
   version: number;
   id: string;
@@ -51,16 +69,30 @@ export interface CompletionMsg {
   worker: string;
 }
 
+/** Engine sizing left to each worker's adapter (its largest storage binding sets the cache): the bench, whose coordinator needs no GPU. */
+export interface EngineSizingMsg {
+  maxBatch: number;
+  promptTokens: number;
+  newTokens: number;
+  cacheTokens?: number;
+  prefillChunk: number;
+  vocabLimit?: number;
+}
+
 /** Rollout weights of one version, in a folder on storage the workers share. */
 export interface WeightsMsg {
   kind: "weights";
+  proto: typeof PROTO;
   run: string;
   version: number;
   /** Folder with config.json and model.safetensors (absolute path). */
   dir: string;
-  dtype: DType;
+  /** "auto": f16 where the worker's adapter has it (the bench's default, as in a single-process bench). */
+  dtype: DType | "auto";
   /** The learner's engine options: the same numerics (decode chunk, LM-head path) give the same completions. */
-  engine: EngineOptions;
+  engine?: EngineOptions;
+  /** Or the sizing each worker applies to its own adapter (maxBatch, hence the LM-head path, is fixed by it). */
+  sizing?: EngineSizingMsg;
 }
 
 export type Msg = RequestMsg | CompletionMsg | WeightsMsg;
@@ -69,12 +101,15 @@ const isInt = (x: unknown): x is number => Number.isInteger(x);
 const isNum = (x: unknown): x is number => typeof x === "number";
 const ints = (x: unknown): x is number[] => Array.isArray(x) && x.every(isInt);
 const isStr = (x: unknown): x is string => typeof x === "string" && x.length > 0;
+const positive = (o: Record<string, unknown>, keys: string[], optional: string[] = []) =>
+  keys.every((k) => isInt(o[k]) && (o[k] as number) > 0) && optional.every((k) => o[k] === undefined || (isInt(o[k]) && (o[k] as number) > 0));
 
 /** The reason `m` is not a valid message of `kind`, or null. */
 export function checkMsg(kind: Msg["kind"], m: unknown): string | null {
   if (typeof m !== "object" || m === null) return "not a JSON object";
   const o = m as Record<string, unknown>;
   if (o.kind !== kind) return `kind is ${JSON.stringify(o.kind)}, expected "${kind}"`;
+  if (o.proto !== PROTO) return `proto is ${JSON.stringify(o.proto)}, this siri speaks message format ${PROTO} (run the same siri version on the learner and every worker)`;
   if (!isStr(o.run)) return "run: expected a non-empty string";
   if (!isInt(o.version) || (o.version as number) < 0) return "version: expected an integer >= 0";
   if (kind === "request") {
@@ -93,9 +128,12 @@ export function checkMsg(kind: Msg["kind"], m: unknown): string | null {
     if (typeof o.worker !== "string") return "worker: expected a string";
   } else {
     if (!isStr(o.dir)) return "dir: expected a folder path";
-    if (o.dtype !== "f16" && o.dtype !== "f32") return 'dtype: expected "f16" or "f32"';
+    if (o.dtype !== "f16" && o.dtype !== "f32" && o.dtype !== "auto") return 'dtype: expected "f16", "f32" or "auto"';
     const e = o.engine as Record<string, unknown> | undefined;
-    if (!e || !["maxBatch", "maxSeqLen", "cacheTokens", "blockSize", "prefillChunk"].every((k) => isInt(e[k]) && (e[k] as number) > 0)) return "engine: expected engine options";
+    const z = o.sizing as Record<string, unknown> | undefined;
+    if ((e === undefined) === (z === undefined)) return "engine or sizing: expected exactly one of them";
+    if (e && (typeof e !== "object" || !positive(e, ["maxBatch", "maxSeqLen", "cacheTokens", "blockSize", "prefillChunk"], ["decodeChunk", "syncEvery", "vocabLimit"]))) return "engine: expected engine options";
+    if (z && (typeof z !== "object" || !positive(z, ["maxBatch", "promptTokens", "newTokens", "prefillChunk"], ["cacheTokens", "vocabLimit"]))) return "sizing: expected {maxBatch, promptTokens, newTokens, prefillChunk}";
   }
   return null;
 }
@@ -125,28 +163,40 @@ function streamEntries(reply: unknown): RawEntry[] {
   return Object.values(reply as Record<string, RawEntry[]>).flat();
 }
 
+/** A dropped connection, or a server still loading its data after a restart: worth retrying. Other errors are the caller's. */
+function connectionLost(e: unknown): boolean {
+  const code = String((e as { code?: unknown })?.code ?? "");
+  if (code === "ERR_REDIS_SERVER_ERROR") return /^LOADING/.test((e as Error).message);
+  return /CONNECTION|CLOSED|TIMEOUT|ECONN|SOCKET/i.test(code) || /connection|ECONNREFUSED/i.test(String((e as Error)?.message));
+}
+
+const isNoGroup = (e: unknown) => /NOGROUP/.test(String((e as Error)?.message));
+
 export class Broker {
+  /** Reconnections so far (a caller compares it before and after a call to learn the broker restarted). */
+  epoch = 0;
+  private reconnecting: Promise<void> | null = null;
+  private closed = false;
+
   private constructor(
     private readonly client: RedisClient,
     readonly url: string,
     readonly prefix: string,
+    private readonly log: (s: string) => void,
   ) {}
 
-  static async connect(url: string, prefix = "siri"): Promise<Broker> {
+  static async connect(url: string, o: { prefix?: string; log?: (s: string) => void } = {}): Promise<Broker> {
     if (!/^rediss?:\/\//.test(url)) throw new Error(`--broker: expected a redis:// URL, got "${url}"`);
-    const client = new RedisClient(url, { autoReconnect: true, enableOfflineQueue: true });
+    // Reconnection is ours (back-off without limit, logged, counted); Bun's gives up after maxRetries.
+    const client = new RedisClient(url, { autoReconnect: false, enableOfflineQueue: false });
     try {
       await client.connect();
     } catch (e) {
       client.close();
       throw new Error(`--broker ${url}: cannot connect (${(e as Error).message}); is redis-server running there?`);
     }
-    const b = new Broker(client, url, prefix);
-    try {
-      await client.send("XGROUP", ["CREATE", b.key("requests"), GROUP, "0", "MKSTREAM"]);
-    } catch (e) {
-      if (!String(e).includes("BUSYGROUP")) throw e; // made already by another process
-    }
+    const b = new Broker(client, url, o.prefix ?? "siri", o.log ?? ((s) => console.error(s)));
+    await b.ensureGroup();
     return b;
   }
 
@@ -154,21 +204,88 @@ export class Broker {
     return `${this.prefix}:${name}`;
   }
 
-  private add(stream: string, m: Msg): Promise<unknown> {
-    return this.client.send("XADD", [stream, "*", "m", JSON.stringify(m)]);
+  /** The consumer group of the requests stream (made by whoever comes first; a broker that lost its data has none). */
+  private async ensureGroup(): Promise<void> {
+    try {
+      await this.client.send("XGROUP", ["CREATE", this.key("requests"), GROUP, "0", "MKSTREAM"]);
+    } catch (e) {
+      if (!String(e).includes("BUSYGROUP")) throw e;
+    }
   }
 
-  async publishRequests(reqs: RequestMsg[]): Promise<void> {
-    await Promise.all(reqs.map((r) => this.add(this.key("requests"), r)));
+  /** One command; a lost connection is re-established (with back-off, logged) and the command sent again. */
+  private async call(cmd: string, args: string[]): Promise<unknown> {
+    for (;;) {
+      try {
+        return await this.client.send(cmd, args);
+      } catch (e) {
+        if (this.closed || !connectionLost(e)) throw e;
+        await this.reconnect(e as Error);
+      }
+    }
+  }
+
+  /** Reconnect, doubling the wait from 100 ms up to MAX_BACKOFF_MS; concurrent callers share one attempt. */
+  private reconnect(why: Error): Promise<void> {
+    this.reconnecting ??= (async () => {
+      const t0 = performance.now();
+      const secs = () => ((performance.now() - t0) / 1000).toFixed(1);
+      this.log(`broker ${this.url}: connection lost (${why.message}); reconnecting with back-off`);
+      let wait = 100;
+      let lastSaid = t0;
+      for (;;) {
+        await Bun.sleep(wait);
+        if (this.closed) throw why;
+        try {
+          if (!this.client.connected) await this.client.connect();
+          await this.ensureGroup();
+          break;
+        } catch (e) {
+          if (!connectionLost(e)) throw e;
+          if (performance.now() - lastSaid > 30_000) {
+            lastSaid = performance.now();
+            this.log(`broker ${this.url}: still unreachable after ${secs()} s (${(e as Error).message}); retrying every ${wait / 1000} s`);
+          }
+        }
+        wait = Math.min(2 * wait, MAX_BACKOFF_MS);
+      }
+      this.epoch++;
+      this.log(`broker ${this.url}: reconnected after ${secs()} s`);
+    })().finally(() => {
+      this.reconnecting = null;
+    });
+    return this.reconnecting;
+  }
+
+  /** Add a message; its stream entry id. */
+  private async add(stream: string, m: Msg, maxLen?: number): Promise<string> {
+    const trim = maxLen === undefined ? [] : ["MAXLEN", String(maxLen)];
+    return String(await this.call("XADD", [stream, ...trim, "*", "m", JSON.stringify(m)]));
+  }
+
+  /** Publish requests; their stream entry ids, in order. */
+  publishRequests(reqs: RequestMsg[]): Promise<string[]> {
+    return Promise.all(reqs.map((r) => this.add(this.key("requests"), r)));
+  }
+
+  /** Which of these request entries the broker still holds (not yet served, or kept across a restart). */
+  async held(entryIds: string[]): Promise<boolean[]> {
+    const r = await Promise.all(entryIds.map((id) => this.call("XRANGE", [this.key("requests"), id, id])));
+    return r.map((x) => Array.isArray(x) && x.length > 0);
+  }
+
+  /** Drop request entries (an abandoned round's). */
+  async discard(entryIds: string[]): Promise<void> {
+    if (entryIds.length) await this.call("XDEL", [this.key("requests"), ...entryIds]);
   }
 
   async announce(w: WeightsMsg): Promise<void> {
-    await this.add(this.key("weights"), w);
+    await this.add(this.key("weights"), w, WEIGHTS_KEPT);
   }
 
   /** The newest weight announcement, or null (none yet, or a malformed one: `error`). */
   async latestWeights(): Promise<Entry<WeightsMsg> | null> {
-    const r = (await this.client.send("XREVRANGE", [this.key("weights"), "+", "-", "COUNT", "1"])) as RawEntry[] | null;
+    const r = (await this.call("XREVRANGE", [this.key("weights"), "+", "-", "COUNT", "1"])) as RawEntry[] | null;
     return r?.length ? parseEntry<WeightsMsg>("weights", r[0]) : null;
   }
 
@@ -178,16 +295,30 @@ export class Broker {
    */
   async claim(worker: string, count: number, blockMs: number, claimIdleMs: number): Promise<Entry<RequestMsg>[]> {
     const stream = this.key("requests");
-    const auto = (await this.client.send("XAUTOCLAIM", [stream, GROUP, worker, String(claimIdleMs), "0-0", "COUNT", String(count)])) as [string, RawEntry[], string[]];
-    // Entries deleted meanwhile come back as null; skip them.
-    const stolen = (auto?.[1] ?? []).filter((e) => Array.isArray(e) && Array.isArray(e[1]));
-    if (stolen.length) return stolen.map((e) => parseEntry<RequestMsg>("request", e));
-    const fresh = await this.client.send("XREADGROUP", ["GROUP", GROUP, worker, "COUNT", String(count), "BLOCK", String(blockMs), "STREAMS", stream, ">"]);
-    return streamEntries(fresh).map((e) => parseEntry<RequestMsg>("request", e));
+    try {
+      const auto = (await this.call("XAUTOCLAIM", [stream, GROUP, worker, String(claimIdleMs), "0-0", "COUNT", String(count)])) as [string, RawEntry[], string[]];
+      // Entries deleted meanwhile come back as null; skip them.
+      const stolen = (auto?.[1] ?? []).filter((e) => Array.isArray(e) && Array.isArray(e[1]));
+      if (stolen.length) return stolen.map((e) => parseEntry<RequestMsg>("request", e));
+      const fresh = await this.call("XREADGROUP", ["GROUP", GROUP, worker, "COUNT", String(count), "BLOCK", String(blockMs), "STREAMS", stream, ">"]);
+      return streamEntries(fresh).map((e) => parseEntry<RequestMsg>("request", e));
+    } catch (e) {
+      // The stream and its group are gone (a broker restarted without its data, or flushed): make them again.
+      if (!isNoGroup(e)) throw e;
+      await this.ensureGroup();
+      return [];
+    }
   }
 
+  /** Served (or rejected) requests: acknowledged and deleted, so the stream holds only outstanding ones. */
   async ack(ids: string[]): Promise<void> {
-    if (ids.length) await this.client.send("XACK", [this.key("requests"), GROUP, ...ids]);
+    if (!ids.length) return;
+    try {
+      await this.call("XACK", [this.key("requests"), GROUP, ...ids]);
+    } catch (e) {
+      if (!isNoGroup(e)) throw e; // a broker that lost its data has nothing to acknowledge
+    }
+    await this.call("XDEL", [this.key("requests"), ...ids]);
   }
 
   async complete(c: CompletionMsg): Promise<void> {
@@ -196,26 +327,67 @@ export class Broker {
 
   /** Completions of `run` after stream id `after`, waiting up to `blockMs`; `last` is where to continue. */
   async completions(run: string, after: string, blockMs: number): Promise<{ entries: Entry<CompletionMsg>[]; last: string }> {
-    const r = await this.client.send("XREAD", ["COUNT", "1000", "BLOCK", String(blockMs), "STREAMS", this.key(`completions:${run}`), after]);
+    const r = await this.call("XREAD", ["COUNT", "1000", "BLOCK", String(blockMs), "STREAMS", this.key(`completions:${run}`), after]);
     const raw = streamEntries(r);
     return { entries: raw.map((e) => parseEntry<CompletionMsg>("completion", e)), last: raw.length ? raw[raw.length - 1][0] : after };
   }
 
+  /** Forget `run`'s completions up to and including `upTo` (read already); all of them with no `upTo`. */
+  async dropCompletions(run: string, upTo?: string): Promise<void> {
+    const key = this.key(`completions:${run}`);
+    if (upTo === undefined) await this.call("DEL", [key]);
+    else await this.call("XTRIM", [key, "MINID", nextId(upTo)]);
+  }
+
   /** Workers in the group (names, pending counts, idle ms), as Redis sees them. */
   async workers(): Promise<{ name: string; pending: number; idle: number }[]> {
-    const r = (await this.client.send("XINFO", ["CONSUMERS", this.key("requests"), GROUP])) as unknown[];
+    let r: unknown[];
+    try {
+      r = (await this.call("XINFO", ["CONSUMERS", this.key("requests"), GROUP])) as unknown[];
+    } catch (e) {
+      if (!isNoGroup(e) && !/no such key/i.test(String(e))) throw e;
+      return [];
+    }
     return (r ?? []).map((c) => {
       const o: Record<string, unknown> = Array.isArray(c) ? Object.fromEntries(Array.from({ length: c.length / 2 }, (_, i) => [c[2 * i], c[2 * i + 1]])) : (c as Record<string, unknown>);
       return { name: String(o.name), pending: Number(o.pending), idle: Number(o.idle) };
     });
   }
 
+  /** Bytes Redis uses (INFO memory's used_memory): the figure trimming keeps bounded. */
+  async usedMemory(): Promise<number> {
+    const info = String(await this.call("INFO", ["memory"]));
+    return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? Number.NaN);
+  }
+
+  /** Entries in a stream (tests, tools). */
+  async length(name: string): Promise<number> {
+    return Number(await this.call("XLEN", [this.key(name)]));
+  }
+
   /** For tests and tools: add a raw field value to a stream. */
   async addRaw(name: string, value: string): Promise<void> {
-    await this.client.send("XADD", [this.key(name), "*", "m", value]);
+    await this.call("XADD", [this.key(name), "*", "m", value]);
+  }
+
+  /** At the end of a run: its completions stream goes (once, no retry: the broker may be gone), then the connection. */
+  async closeRun(run: string): Promise<void> {
+    try {
+      if (this.client.connected) await this.client.send("DEL", [this.key(`completions:${run}`)]);
+    } catch {
+      // best effort
+    }
+    this.close();
   }
 
   close(): void {
+    this.closed = true;
     this.client.close();
   }
+}
+
+/** The stream id right after `id` ("ms-seq" -> "ms-(seq+1)"). */
+function nextId(id: string): string {
+  const [ms, seq] = id.split("-");
+  return `${ms}-${BigInt(seq ?? "0") + 1n}`;
 }

@@ -6,13 +6,17 @@
  * request id, tagged with the weight version that produced it. A request
  * acknowledged is one whose completion was published (or that was rejected:
  * another run, an old version, a malformed payload; each logged). On-policy:
- * only the newest version is served.
+ * only the newest version is served. Nothing a message says makes a worker
+ * exit: announced weights it cannot load are logged and retried (requests
+ * left to other workers meanwhile), a lost broker is waited for.
  */
 import { hostname } from "node:os";
 import { Engine } from "../engine/generate.ts";
+import { defaultDtype } from "../engine/load.ts";
 import type { Qwen2Gpu } from "../engine/model.ts";
+import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
-import { Broker, type RequestMsg, type WeightsMsg } from "./broker.ts";
+import { Broker, PROTO, type RequestMsg, type WeightsMsg } from "./broker.ts";
 import { loadRolloutWeights } from "./weights.ts";
 
 export interface WorkerOptions {
@@ -34,6 +38,8 @@ export interface WorkerOptions {
 }
 
 export const CLAIM_IDLE_MS = 30_000;
+/** Wait before trying again to load announced weights that failed to load (ms). */
+const RELOAD_WAIT_MS = 5_000;
 
 interface Loaded {
   w: WeightsMsg;
@@ -44,9 +50,10 @@ interface Loaded {
 export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completions: number; rejected: number }> {
   const log = o.log ?? ((s: string) => console.error(s));
   const name = o.name ?? `${hostname()}-${process.pid}`;
-  const broker = await Broker.connect(o.url);
+  const broker = await Broker.connect(o.url, { log: (s) => log(`worker ${name}: ${s}`) });
   log(`worker ${name}: connected to ${o.url}`);
   let cur = null as Loaded | null; // (set by refresh)
+  let failed: string | null = null; // the announcement (entry id) that would not load
   let completions = 0;
   let rejected = 0;
   const unload = () => {
@@ -54,24 +61,42 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
     cur?.model.destroy();
     cur = null;
   };
-  /** The newest announcement, loaded if it is not the current one. */
-  const refresh = async (): Promise<Loaded | null> => {
+  /** The newest announcement, loaded if it is not the current one; false when it would not load. */
+  const refresh = async (): Promise<boolean> => {
     const e = await broker.latestWeights();
-    if (!e) return cur;
+    if (!e) return true;
     if (!e.msg) {
-      log(`worker ${name}: rejected weight announcement ${e.id}: ${e.error}`);
-      return cur;
+      if (failed !== e.id) log(`worker ${name}: rejected weight announcement ${e.id}: ${e.error}`);
+      failed = e.id;
+      return true; // keep serving the weights loaded (requests for another version are rejected one by one)
     }
-    if (cur && cur.w.run === e.msg.run && cur.w.version === e.msg.version) return cur;
+    if (cur && cur.w.run === e.msg.run && cur.w.version === e.msg.version) return true;
     unload();
-    const model = await loadRolloutWeights(gpu, e.msg.dir, e.msg.dtype);
-    cur = { w: e.msg, model, engine: await Engine.create(model, e.msg.engine) };
-    log(`worker ${name}: loaded run ${e.msg.run} version ${e.msg.version} from ${e.msg.dir}`);
-    return cur;
+    try {
+      const model = await loadRolloutWeights(gpu, e.msg.dir, e.msg.dtype === "auto" ? defaultDtype(gpu) : e.msg.dtype);
+      const w = e.msg;
+      const opts = w.engine ?? sizeEngine(model.config, model.dtype, gpu.limits.maxStorageBufferBindingSize, { ...w.sizing!, what: `worker ${name} (run ${w.run})` });
+      try {
+        cur = { w, model, engine: await Engine.create(model, opts) };
+      } catch (err) {
+        model.destroy();
+        throw err;
+      }
+    } catch (err) {
+      if (failed !== e.id) log(`worker ${name}: cannot load run ${e.msg.run} version ${e.msg.version} from ${e.msg.dir}: ${(err as Error).message}; retrying every ${RELOAD_WAIT_MS / 1000} s, leaving requests to other workers`);
+      failed = e.id;
+      return false;
+    }
+    failed = null;
+    log(`worker ${name}: loaded run ${e.msg.run} version ${e.msg.version} from ${e.msg.dir} (${cur.model.dtype})`);
+    return true;
   };
   try {
     while (!o.stop?.() && (o.maxCompletions === undefined || completions < o.maxCompletions)) {
-      await refresh();
+      if (!(await refresh())) {
+        await Bun.sleep(RELOAD_WAIT_MS);
+        continue;
+      }
       const entries = await broker.claim(name, o.batch ?? cur?.engine.opts.maxBatch ?? 16, o.blockMs ?? 1000, o.claimIdleMs ?? CLAIM_IDLE_MS);
       if (!entries.length) continue;
       const reject = async (id: string, why: string) => {
@@ -84,14 +109,18 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
         if (!e.msg) await reject(e.id, e.error);
         else good.push(e);
       }
-      // Requests published after a new announcement: load it before judging them.
-      if (good.some((e) => !cur || e.msg.run !== cur.w.run || e.msg.version !== cur.w.version)) await refresh();
+      // Requests published after a new announcement: load it before judging them (if it will not load, they wait for another worker).
+      if (good.some((e) => !cur || e.msg.run !== cur.w.run || e.msg.version !== cur.w.version) && !(await refresh())) continue;
       const kept: typeof good = [];
       for (const e of good) {
         if (!cur) await reject(e.id, `no weights announced for run ${e.msg.run}`);
         else if (e.msg.run !== cur.w.run) await reject(e.id, `request ${e.msg.id} is for run ${e.msg.run}, the announced run is ${cur.w.run}`);
         else if (e.msg.version !== cur.w.version) await reject(e.id, `request ${e.msg.id} wants version ${e.msg.version}, the announced version is ${cur.w.version} (on-policy: only the newest is served)`);
-        else kept.push(e);
+        else {
+          const why = refusal(cur.engine, e.msg);
+          if (why) await reject(e.id, `the engine refuses it: ${why}`);
+          else kept.push(e);
+        }
       }
       good = kept;
       if (!good.length || !cur) continue;
@@ -109,14 +138,14 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
           for await (const c of engine.generate(reqs, group[0].msg.sampling)) {
             const e = byId.get(c.id as string)!;
             byId.delete(e.msg.id);
-            await broker.complete({ kind: "completion", run: w.run, version: w.version, id: e.msg.id, tokens: c.tokens, logprobs: c.logprobs, stopReason: c.stopReason, worker: name });
+            await broker.complete({ kind: "completion", proto: PROTO, run: w.run, version: w.version, id: e.msg.id, tokens: c.tokens, logprobs: c.logprobs, stopReason: c.stopReason, worker: name });
             if (o.dieAfter !== undefined && completions + 1 >= o.dieAfter) process.kill(process.pid, "SIGKILL");
             await broker.ack([e.id]);
             completions++;
           }
         } catch (err) {
-          // A request the engine refuses (too long for its cache, a token outside the vocabulary): rejected, the worker goes on.
-          for (const e of byId.values()) await reject(e.id, `the engine refused it: ${(err as Error).message}`);
+          // Checked one by one above, so this is the engine failing: the group's unserved requests are rejected, the worker goes on.
+          for (const e of byId.values()) await reject(e.id, `the engine failed: ${(err as Error).message}`);
         }
       }
     }
@@ -125,4 +154,14 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
     broker.close();
   }
   return { completions, rejected };
+}
+
+/** Why `engine` cannot serve request `r` (a token outside the vocabulary, too long for its slots), or null. */
+function refusal(engine: Engine, r: RequestMsg): string | null {
+  try {
+    engine.validate({ id: r.id, prompt: r.prompt, maxTokens: r.maxTokens, stop: r.stop, key: r.key });
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }

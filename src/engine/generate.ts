@@ -217,7 +217,8 @@ export class Engine {
     }
   }
 
-  private validate(r: GenRequest): void {
+  /** Throws, naming the request, if this engine cannot serve it (generate checks every request first). */
+  validate(r: GenRequest): void {
     const V = this.model.config.vocabSize;
     if (!r.prompt.length) throw new Error(`request ${r.id}: empty prompt`);
     r.prompt.forEach((t, i) => {

@@ -23,6 +23,8 @@ export interface InterruptOptions {
   whereSaved?: () => string;
   /** Called for an immediate quit instead of process.exit (tests). */
   exit?: (code: number) => void;
+  /** What the first Ctrl-C will do, for its message (default: a training run's "finishing this step, then saving a checkpoint"). */
+  firstStop?: string;
 }
 
 export interface InterruptWatch {
@@ -48,7 +50,7 @@ export function watchInterrupts(o: InterruptOptions): InterruptWatch {
     if (first < 0) {
       first = now;
       requested = true;
-      o.log(`\nCtrl-C: finishing this step, then saving a checkpoint and stopping (exit 130). Ctrl-C again after ${windowMs / 1000} s, or Ctrl-\\, quits at once without one.`);
+      o.log(`\nCtrl-C: ${o.firstStop ?? "finishing this step, then saving a checkpoint and stopping (exit 130)"}. Ctrl-C again after ${windowMs / 1000} s, or Ctrl-\\, quits at once without one.`);
       return;
     }
     if (now - first < windowMs) {
