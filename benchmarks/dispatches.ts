@@ -88,7 +88,7 @@ export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, bat
   const streams = gpu.buffer(batch * 8, "count.streams");
   const step = (T: number, R: number, mode: "decode" | "prefill") => {
     const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
-    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" });
+    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" }, mode === "decode"); // as the engine records them
     sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams);
     return b.byFamily;
   };

@@ -53,6 +53,17 @@ describe.skipIf(!GPU)("whole-model logits vs the CPU reference", () => {
     });
   }
 
+  test.skipIf(!F16)("the LM head over the residual stream itself (decode's rows) gives the gathered rows' logits bit for bit", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32"), "f16");
+    const tokens = someTokens(40, m.config.vocabSize, 5);
+    const gathered = await sequenceLogits(m.model, tokens, 16, false);
+    const direct = await sequenceLogits(m.model, tokens, 16, true);
+    m.model.destroy();
+    expect(gathered.every(Number.isFinite)).toBe(true);
+    expect(Buffer.from(direct.buffer).equals(Buffer.from(gathered.buffer))).toBe(true);
+  });
+
   test.skipIf(!F16)("f16 compute stays within the f16 tolerance", async () => {
     const gpu = await gpuOrSkip();
     const dir = tiny("tiny", "f32");

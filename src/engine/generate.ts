@@ -278,14 +278,13 @@ export class Engine {
     gpu.write(ws.tokens, new Uint32Array(seqs.map((s) => s.next)));
     gpu.write(ws.tokSeq, new Uint32Array(seqs.map((s) => s.slot)));
     gpu.write(ws.tokPos, new Uint32Array(seqs.map((s) => s.pos)));
-    gpu.write(ws.rowIdx, Uint32Array.from({ length: R }, (_, i) => i));
     gpu.write(this.streams, new Uint32Array(seqs.flatMap((s) => [s.key, s.tokens.length])));
     gpu.write(this.dec, state);
     const V = this.model.config.vocabSize;
     const { temperature, topK, topP, seed } = sampling;
     const b = gpu.batch();
     for (let step = 0; step < k; step++) {
-      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics);
+      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics, true);
       this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams);
       this.decodeK.advance(b, this.tokOut, this.lpOut, ws.tokens, ws.tokPos, this.streams, this.dec, R, k, step, outBase);
     }

@@ -235,9 +235,11 @@ export class Qwen2Gpu {
    * `mode` picks the attention kernel: "decode" when every sequence has one
    * token here, "prefill" otherwise. `numerics` fixes what would otherwise
    * follow the batch (the engine passes constants, so a sequence's results
-   * depend on its own context only).
+   * depend on its own context only). `rowsAreTokens`: the R = T rows are
+   * the tokens in order (every decode step), so the LM head reads the
+   * residual stream itself and ws.rowIdx is not read: one dispatch fewer.
    */
-  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}): void {
+  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}, rowsAreTokens = false): void {
     const c = this.config;
     const { mm, emb, rope, attn } = this.k;
     const H = c.hiddenSize;
@@ -273,6 +275,11 @@ export class Qwen2Gpu {
       mm.matmul(b, ws.a, w.wd, null, ws.x, T, H, I, { path: mode, residual: true });
     }
     if (R === 0) return;
+    if (rowsAreTokens) {
+      if (R !== T) throw new Error(`forward: rowsAreTokens needs one logit row per token, got R ${R} for T ${T}`);
+      this.recordLogits(b, ws.x, ws.logits, R, numerics.logitsPath);
+      return;
+    }
     // The rows that need logits first, then the final norm in the LM head's prologue.
     emb.gather(b, ws.rowIdx, ws.x, ws.hsel, R, H, 0, T);
     this.recordLogits(b, ws.hsel, ws.logits, R, numerics.logitsPath);
