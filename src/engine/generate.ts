@@ -22,7 +22,7 @@
  */
 import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { hashString } from "../util/random.ts";
-import { DECODE_STATE, loadDecode, MAX_STOP, rowState, type DecodeKernels } from "../kernels/decode.ts";
+import { DECODE_STATE, MAX_STOP, rowState } from "../kernels/decode.ts";
 import { loadSampler } from "../kernels/sample.ts";
 import { KvCache } from "./kv_cache.ts";
 import { createWorkspace, elementBytes, type ForwardNumerics, type Qwen2Gpu, type Workspace } from "./model.ts";
@@ -143,7 +143,6 @@ export class Engine {
     private readonly tokOut: GPUBuffer,
     private readonly lpOut: GPUBuffer,
     private readonly streams: GPUBuffer,
-    private readonly decodeK: DecodeKernels,
     private readonly dec: GPUBuffer,
   ) {
     const c = model.config;
@@ -168,9 +167,10 @@ export class Engine {
     const gpu: Gpu = model.gpu;
     const window = opts.syncEvery ?? DECODE_WINDOW;
     if (!Number.isInteger(window) || window < 1) throw new Error(`engine: syncEvery must be an integer >= 1, got ${opts.syncEvery}`);
-    const [sampler, decodeK] = await Promise.all([loadSampler(gpu), loadDecode(gpu)]);
+    // decode: the sampler with each row's decode advance in the same dispatch (kernels/sample.wgsl).
+    const sampler = await loadSampler(gpu, { decode: true });
     const B = opts.maxBatch;
-    return new Engine(model, opts, sampler, gpu.buffer(B * 4, "sample.tokens"), gpu.buffer(B * 4, "sample.logp"), gpu.buffer(B * 8, "sample.streams"), decodeK, gpu.buffer(4 * B * (DECODE_STATE + 2 * window), "decode.state"));
+    return new Engine(model, opts, sampler, gpu.buffer(B * 4, "sample.tokens"), gpu.buffer(B * 4, "sample.logp"), gpu.buffer(B * 8, "sample.streams"), gpu.buffer(4 * B * (DECODE_STATE + 2 * window), "decode.state"));
   }
 
   /** Stream completions as they finish (not in request order). Starts from an empty cache. */
@@ -262,8 +262,8 @@ export class Engine {
   }
 
   /**
-   * A window of k decode steps recorded into one batch: forward → sample →
-   * advance (the token feeds the next step on the GPU), then one readback of
+   * A window of k decode steps recorded into one batch: forward → sample and
+   * advance in one dispatch (the token feeds the next step on the GPU), then one readback of
    * every row's state and new tokens. k stops at the first budget to run out.
    */
   private async decode(seqs: Running[], sampling: SamplingOptions): Promise<void> {
@@ -285,8 +285,8 @@ export class Engine {
     const b = gpu.batch();
     for (let step = 0; step < k; step++) {
       this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics, true);
-      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams);
-      this.decodeK.advance(b, this.tokOut, this.lpOut, ws.tokens, ws.tokPos, this.streams, this.dec, R, k, step, outBase);
+      const advance = { tokens: ws.tokens, pos: ws.tokPos, dec: this.dec, K: k, s: step, outBase };
+      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams, advance);
     }
     b.submit();
     const dec = await gpu.readU32(this.dec, outBase + R * k * 2);
