@@ -183,7 +183,8 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
 
   test("a learner with two workers trains the very weights of a single-process run", async () => {
     const url = redis!.url;
-    const w = [worker(url, "w1", ["--batch", "4"]), worker(url, "w2", ["--batch", "4"])];
+    // Each worker on adapter 0, as one per GPU would be started (index 0: the adapter the learner opens).
+    const w = [worker(url, "w1", ["--batch", "4", "--adapter", "0"]), worker(url, "w2", ["--batch", "4", "--adapter", "0"])];
     const learner = siri("learner", [...trainArgs(join(ROOT, "two")), "--broker", url]);
     expect(await learner.proc.exited).toBe(0);
     expect(rounds(learner.stderr())).toEqual([
@@ -194,6 +195,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
     for (const p of w) p.proc.kill("SIGINT");
     expect(await Promise.all(w.map((p) => p.proc.exited))).toEqual([0, 0]);
     expect(served(w[0]) + served(w[1])).toBe(16);
+    for (const p of w) expect(p.stderr()).toMatch(/adapter: .* \(--adapter index 0 of \d+ \(".+"\)\)/);
     // Nothing left behind to grow the broker's memory: served requests deleted, the run's completions stream gone.
     const runId = /learner: run (\S+) on broker/.exec(learner.stderr())![1];
     const b = await Broker.connect(url, { log: () => undefined });

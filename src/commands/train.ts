@@ -8,7 +8,7 @@ import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
 import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
-import { gpuArgs, num, openGpuFromArgs, repeatable, repeated } from "./common.ts";
+import { adapterLine, gpuArgs, num, openGpuFromArgs, repeatable, repeated } from "./common.ts";
 
 /** Split "a.b=1,c=[1,2]" at the commas that start a new `field=`. */
 export function splitOverrides(text: string): string[] {
@@ -107,7 +107,7 @@ export default defineCommand({
     modelSource(cfg); // a missing model folder is an error naming it
     const learner = learnerFlags(args, cfg.out);
     const gpu = await openGpuFromArgs(args);
-    log.info(`adapter: ${gpu.adapter.description}`);
+    log.info(adapterLine(gpu));
     try {
       const say = (s: string) => log.info(s);
       const url = args.broker as string | undefined;
