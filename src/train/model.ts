@@ -31,7 +31,7 @@ import type { Batch, Binding, Gpu } from "../gpu/index.ts";
 import { loadAdamW } from "../kernels/adamw.ts";
 import { attentionForm, loadAttention } from "../kernels/attention.ts";
 import { loadElementwise } from "../kernels/elementwise.ts";
-import { loadEmbedding } from "../kernels/embedding.ts";
+import { groupTokens, loadEmbedding } from "../kernels/embedding.ts";
 import { loadLogprob } from "../kernels/logprob.ts";
 import { loadLoss } from "../kernels/loss.ts";
 import { loadLossScale } from "../kernels/loss_scale.ts";
@@ -145,6 +145,8 @@ type Kernels = Awaited<ReturnType<typeof loadKernels>>;
 interface Acts {
   cap: number;
   tokens: GPUBuffer;
+  /** The tokens grouped by id for the embedding's backward (`groupTokens`): [2·cap + 1 + cap] u32. */
+  tokenGroups: GPUBuffer;
   pos: GPUBuffer;
   segStart: GPUBuffer;
   targets: GPUBuffer;
@@ -223,6 +225,8 @@ export class TrainModel {
    */
   readonly gateUp: ({ value: Slice; grad: Slice } | null)[];
   private acts: Acts | null = null;
+  /** Distinct token ids of the uploaded micro-batch (groups in acts.tokenGroups). */
+  private tokenGroupCount = 0;
   /** f16-mixed: the f16 weight copies lag the master weights (refreshed at the next forward). */
   private halfStale = true;
   /** f16-mixed: every f32 → f16 weight copy (source range, f16 buffer, values), and the buffers. */
@@ -408,6 +412,7 @@ export class TrainModel {
     this.acts = {
       cap,
       tokens: f(cap, "tokens"),
+      tokenGroups: f(3 * cap + 1, "tokenGroups"),
       pos: f(cap, "pos"),
       segStart: f(cap, "segStart"),
       targets: f(cap, "targets"),
@@ -460,6 +465,9 @@ export class TrainModel {
     }
     const A = this.ensureActs(T);
     this.gpu.write(A.tokens, mb.tokens);
+    const groups = groupTokens(mb.tokens);
+    this.gpu.write(A.tokenGroups, groups.index);
+    this.tokenGroupCount = groups.count;
     this.gpu.write(A.pos, mb.pos);
     this.gpu.write(A.segStart, mb.segStart);
     this.gpu.write(A.targets, mb.targets);
@@ -656,7 +664,7 @@ export class TrainModel {
     }
     // Each embedding part adds the gradient rows of the ids it holds (tokens are < V).
     for (const part of this.p("model.embed_tokens.weight").parts) {
-      if (part.row0 < V) emb.embeddingBackward(b, A.tokens, A.dx, part.grad, T, H, part.row0, part.rows);
+      if (part.row0 < V) emb.embeddingBackward(b, A.tokenGroups, this.tokenGroupCount, A.dx, part.grad, T, H, part.row0, part.rows);
     }
   }
 
