@@ -631,9 +631,9 @@ export class TrainModel {
     return { logp, entropy };
   }
 
-  get buffers(): { logp: GPUBuffer; dlogp: GPUBuffer; mask: GPUBuffer } {
+  get buffers(): { logp: GPUBuffer; entropy: GPUBuffer; dlogp: GPUBuffer; mask: GPUBuffer } {
     const A = this.acts!;
-    return { logp: A.logp, dlogp: A.dlogp, mask: A.mask };
+    return { logp: A.logp, entropy: A.entropy, dlogp: A.dlogp, mask: A.mask };
   }
 
   get loss() {
