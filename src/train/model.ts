@@ -126,7 +126,7 @@ export interface PackedBatch {
   mask: Float32Array;
 }
 
-async function loadKernels(gpu: Gpu, precision: Precision) {
+async function loadKernels(gpu: Gpu, precision: Precision, c: Qwen2Config) {
   const half = { f16Operands: precision === "f16-mixed" };
   const [mm, mg, emb, norm, rope, ew, attn, lp, loss, adam, scale] = await Promise.all([
     loadMatmul(gpu, "f32", {}, half),
@@ -135,7 +135,7 @@ async function loadKernels(gpu: Gpu, precision: Precision) {
     loadRmsNorm(gpu, "f32"),
     loadRope(gpu, "f32"),
     loadElementwise(gpu, "f32"),
-    loadAttention(gpu, "f32", attentionForm(gpu), half),
+    loadAttention(gpu, "f32", attentionForm(gpu), { ...half, trainHeadDim: c.headDim }),
     loadLogprob(gpu),
     loadLoss(gpu),
     half.f16Operands ? loadAdamW(gpu) : null, // its f32 → f16 copy kernel
@@ -405,7 +405,7 @@ export class TrainModel {
     const precision = opts.precision ?? "f32";
     if (precision !== "f32" && precision !== "f16-mixed") throw new Error(`training model: precision must be "f32" or "f16-mixed", got ${JSON.stringify(precision)}`);
     if (precision === "f16-mixed" && !gpu.features.f16) throw new Error(`training model: precision f16-mixed needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
-    return new TrainModel(gpu, config, await loadKernels(gpu, precision), qwen2WeightSpec(config), values, opts);
+    return new TrainModel(gpu, config, await loadKernels(gpu, precision, config), qwen2WeightSpec(config), values, opts);
   }
 
   /** Ids with a log-prob: the tokenizer's size (a padded vocabulary's rows above it are left out). */
