@@ -11,7 +11,7 @@ import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
 import { TrainModel } from "../src/train/model.ts";
 import { Optimizer } from "../src/train/optim.ts";
 import { rolloutModel } from "../src/train/rollout_model.ts";
-import { DEFAULT_POLICY, policyUpdate, sftStep, type Rollout } from "../src/train/step.ts";
+import { DEFAULT_POLICY, policyUpdate, responseLogprobs, sftStep, type Rollout } from "../src/train/step.ts";
 import { gpuOrSkip, hasGpu } from "./helpers.ts";
 
 const GPU = await hasGpu();
@@ -64,6 +64,41 @@ describe.skipIf(!GPU)("policy training", () => {
     engine.destroy();
     opt.destroy();
     model.destroy();
+  });
+
+  test("one mini-batch, one epoch: π_old from the update's own forward = from a forward of its own (stats, mismatch, weights)", async () => {
+    const gpu = await gpuOrSkip();
+    const dir = join(ROOT, "onpolicy");
+    makeTinyModel(dir, { preset: "tiny", seed: 25 });
+    const ref = loadReferenceModel(dir);
+    const V = ref.config.vocabSize;
+    const rollouts: Rollout[] = Array.from({ length: 12 }, (_, i) => {
+      const response = Array.from({ length: i % 4 === 3 ? 0 : 3 + (i % 5) }, (_, j) => (i * 37 + j * 11 + 5) % V);
+      return { prompt: [3 + i, 50, (7 * i) % V], response, advantage: ((i % 3) - 1) * 0.7, weight: i === 5 ? 0 : 1 };
+    });
+    // The sampler's log-probs: the model's own, nudged, so the mismatch and truncated IS have work to do.
+    const probe = await TrainModel.create(gpu, ref.config, ref.weights);
+    const own = await responseLogprobs(probe, rollouts, { microBatchTokens: 4096, temperature: 1 });
+    probe.destroy();
+    rollouts.forEach((r, i) => (r.rolloutLogp = own.logp[i].map((x, j) => x + 0.05 * Math.sin(i + 3 * j))));
+    // Micro-batches of 40 tokens: several per mini-batch, as a run has them.
+    const cfg = { ...DEFAULT_POLICY, microBatchTokens: 40, tisCap: 2 };
+    const run = async (separateOldForward: boolean) => {
+      const m = await TrainModel.create(gpu, ref.config, ref.weights);
+      const o = await Optimizer.create(gpu, m.params, OPT);
+      const s = await policyUpdate(m, o, rollouts, cfg, 3, { separateOldForward });
+      const w = await m.readWeights();
+      o.destroy();
+      m.destroy();
+      return { s, w };
+    };
+    const shortcut = await run(false);
+    const separate = await run(true);
+    expect(shortcut.s.updates).toBe(1);
+    expect(shortcut.s.mismatch!.logpAbsMean).toBeGreaterThan(0.01);
+    // The forwards compute every row alone (no sum over rows), so the log-probs, and all that follows, agree bit for bit.
+    expect(shortcut.s).toEqual(separate.s);
+    for (const [n, w] of separate.w) expect(Buffer.from(shortcut.w.get(n)!.buffer).equals(Buffer.from(w.buffer))).toBe(true);
   });
 
   test("checkpoint of weights and optimiser state round-trips exactly and resumes identically", async () => {

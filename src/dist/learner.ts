@@ -9,6 +9,14 @@
  * request re-claimed) is dropped. After each update `sync` writes the new
  * version's weights to the shared folder and announces it; requests are
  * published only after their version is announced.
+ *
+ * Zero workers: a round that starts with no live worker on the broker (no
+ * heartbeat, src/dist/worker.ts) waits `graceMs` for one, then is generated
+ * by the learner's own engine, as a single-process run would: nothing is
+ * published, so nothing is generated twice, and per-request random streams
+ * make each completion the one a worker would have returned. The decision is
+ * per round, at its start; a round handed to workers stays theirs (a dead
+ * worker's requests go to another after the visibility timeout).
  */
 import { randomUUID } from "node:crypto";
 import type { SamplingOptions } from "../engine/generate.ts";
@@ -28,7 +36,15 @@ export interface LearnerOptions {
   waitLogMs?: number;
   /** Give up on a round after this long without a new completion (default: wait for workers indefinitely). */
   timeoutMs?: number;
+  /** With no live worker at a round's start, generate it locally (default true); false: always wait for workers. */
+  local?: boolean;
+  /** How long a round waits for a worker to appear before generating locally (ms, default WORKERS_GRACE_MS). */
+  graceMs?: number;
 }
+
+export const WORKERS_GRACE_MS = 10_000;
+/** How often the learner looks for a worker during the grace period (ms). */
+const PRESENCE_POLL_MS = 250;
 
 export class BrokerRollouts implements RolloutSource {
   readonly run = randomUUID();
@@ -37,8 +53,8 @@ export class BrokerRollouts implements RolloutSource {
   private announced: WeightsMsg | null = null;
   /** The broker's epoch when the current version was announced (a restart since: announce again). */
   private announcedEpoch = -1;
-  /** What each round collected (tests, metrics). */
-  readonly rounds: RoundRecord[] = [];
+  /** What each round collected (tests, metrics); `local`: completions the learner generated itself (no worker was alive). */
+  readonly rounds: (RoundRecord & { local?: number })[] = [];
 
   private constructor(
     private readonly local: Rollouts,
@@ -74,10 +90,30 @@ export class BrokerRollouts implements RolloutSource {
     await this.publishWeights();
   }
 
+  /** Whether no worker is alive on the broker, after waiting up to `graceMs` for one (false when local generation is off). */
+  private async noWorkers(): Promise<boolean> {
+    if (this.o.local === false) return false;
+    const t0 = performance.now();
+    for (;;) {
+      if ((await this.broker.liveWorkers()).length) return false;
+      if (performance.now() - t0 >= (this.o.graceMs ?? WORKERS_GRACE_MS)) return true;
+      await Bun.sleep(PRESENCE_POLL_MS);
+    }
+  }
+
   async generate(problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: SamplingOptions, stats: RolloutStats) {
     const t0 = performance.now();
-    const prompts = problems.map((p) => this.local.tokenizer.encode(prompt(p)));
     const tag = `${this.version}.${this.calls++}`;
+    if (await this.noWorkers()) {
+      stats.seconds += (performance.now() - t0) / 1000; // the grace period; generate() adds its own time
+      this.log(`learner: round ${tag}: no live worker on the broker after ${((this.o.graceMs ?? WORKERS_GRACE_MS) / 1000).toFixed(1)} s: generating it locally`);
+      const groups = await this.local.generate(problems, prompt, G, cap, sampling, stats);
+      const n = groups.reduce((a, g) => a + g.responses.length, 0);
+      this.rounds.push({ ...emptyRecord(this.version), local: n });
+      this.log(`learner: round ${tag}: ${n} of ${problems.length * G} completions generated locally`);
+      return groups;
+    }
+    const prompts = problems.map((p) => this.local.tokenizer.encode(prompt(p)));
     const index = new Map<string, number>();
     const requests: RequestMsg[] = rolloutRequests(prompts, G, cap, this.local.stop).map((r) => {
       const id = `${tag}.${r.id}`;

@@ -123,8 +123,17 @@ class LossInputs {
   adv!: GPUBuffer;
   mask!: GPUBuffer;
   readonly stats: GPUBuffer;
+  /** A mini-batch's log-probs then entropies, copied out micro-batch by micro-batch: [2 · tokens]. */
+  seen: GPUBuffer | null = null;
   constructor(private readonly gpu: Gpu) {
     this.stats = gpu.buffer(STATS_LEN * 4, "policy.stats");
+  }
+  /** `seen` for a mini-batch of `tokens` tokens (grown on demand; the old one retired after the GPU is done with it). */
+  ensureSeen(tokens: number): GPUBuffer {
+    if (this.seen && this.seen.size >= 8 * tokens) return this.seen;
+    this.seen?.destroy(); // every batch using it was read back (awaited) before
+    this.seen = this.gpu.buffer(Math.max(8 * tokens, 2 * (this.seen?.size ?? 0)), "policy.seen");
+    return this.seen;
   }
   ensure(T: number): void {
     if (T <= this.cap) return;
@@ -182,10 +191,23 @@ function shuffled(n: number, seed: number): number[] {
  * GRPO/DAPO policy update on a step's rollouts. Returns the statistics over
  * every micro-batch of every update.
  */
-export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: Rollout[], cfg: PolicyConfig, seed = 0): Promise<UpdateStats> {
+export async function policyUpdate(
+  model: TrainModel,
+  opt: Optimizer,
+  rollouts: Rollout[],
+  cfg: PolicyConfig,
+  seed = 0,
+  /** Tests: compute π_old by a forward of its own even where the update's forward could serve. */
+  o: { separateOldForward?: boolean } = {},
+): Promise<UpdateStats> {
   const gpu = model.gpu;
-  const old = await responseLogprobs(model, rollouts, cfg);
-  const mismatch = stepMismatch(rollouts, old.logp, cfg.tisCap);
+  // One mini-batch and one epoch: nothing updates the weights before the update's own forward, so
+  // π_old (verl recomputes it with the same weights) is that forward's log-probs, as they are: the
+  // ratio is exactly 1 and no separate forward runs. Otherwise a forward before any update.
+  const onPolicy = cfg.miniBatches === 1 && cfg.epochs === 1 && !o.separateOldForward;
+  hasSamplerLogp(rollouts, cfg.tisCap); // refuse truncated IS without sampler log-probs before anything runs
+  const old = onPolicy ? { logp: new Array<Float32Array>(rollouts.length) } : await responseLogprobs(model, rollouts, cfg);
+  let mismatch = onPolicy ? null : stepMismatch(rollouts, old.logp, cfg.tisCap);
   const tis = cfg.tisCap !== null;
   const inputs = inputsFor(model);
   const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, gradNormMax: 0, updates: 0, skipped: 0 };
@@ -203,7 +225,12 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
       model.recordZeroGrad(zb);
       zb.submit();
       let first = true;
-      for (const m of microBatches(rollouts, mini, cfg.microBatchTokens)) {
+      const micro = microBatches(rollouts, mini, cfg.microBatchTokens);
+      const tokens = micro.reduce((a, m) => a + m.batch.tokens.length, 0);
+      const seen = inputs.ensureSeen(tokens);
+      let at = 0; // the micro-batch's first token in `seen`
+      const read: { m: Micro; at: number; mask: Float32Array }[] = [];
+      for (const m of micro) {
         const T = m.batch.tokens.length;
         inputs.ensure(T);
         const lpOld = new Float32Array(T);
@@ -217,19 +244,19 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
           // sum over them is the sequence mean; denom is the sequence count.
           const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
           pos.forEach((p, j) => {
-            lpOld[p] = old.logp[m.idx[k]][j];
+            if (!onPolicy) lpOld[p] = old.logp[m.idx[k]][j];
             if (lpRoll) lpRoll[p] = r.rolloutLogp![j];
             adv[p] = a;
             mask[p] = w > 0 ? 1 : 0;
           });
         });
-        gpu.write(inputs.logpOld, lpOld);
+        if (!onPolicy) gpu.write(inputs.logpOld, lpOld);
         if (lpRoll) gpu.write(inputs.logpRollout, lpRoll);
         gpu.write(inputs.adv, adv);
         gpu.write(inputs.mask, mask);
         const b = gpu.batch();
         model.recordForward(b, m.batch, cfg.temperature);
-        model.loss.policy(b, model.buffers.logp, inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
+        model.loss.policy(b, model.buffers.logp, onPolicy ? model.buffers.logp : inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
           epsLow: cfg.epsLow,
           epsHigh: cfg.epsHigh,
           clipRatioC: cfg.clipRatioC,
@@ -239,12 +266,20 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
           accumulate: !first,
         });
         model.recordBackward(b, T, cfg.temperature);
+        // Log-probs and entropies copied out, read once per mini-batch (no wait per micro-batch).
+        b.copy(model.buffers.logp, 0, seen, 4 * at, 4 * T);
+        b.copy(model.buffers.entropy, 0, seen, 4 * (tokens + at), 4 * T);
         b.submit();
         first = false;
-        const { entropy } = await model.readLogp(T);
-        for (let p = 0; p < T; p++) if (mask[p]) sum.entropy += entropy[p];
+        read.push({ m, at, mask });
+        at += T;
       }
       const st = await gpu.readF32(inputs.stats, STATS_LEN);
+      const both = await gpu.readF32(seen, 2 * tokens);
+      for (const { m, at: o, mask } of read) {
+        for (let p = 0; p < mask.length; p++) if (mask[p]) sum.entropy += both[tokens + o + p];
+        if (onPolicy) responsePositions(rollouts, m).forEach((pos, k) => (old.logp[m.idx[k]] = Float32Array.from(pos, (p) => both[o + p])));
+      }
       const o = await optimizerStep(model, opt); // f16-mixed: unscale, skip on overflow, move the loss scale
       if (o.skipped) sum.skipped++;
       else sum.gradNorm += o.gradNorm;
@@ -259,6 +294,15 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
       sum.tisWeight += st[STAT.tisWeightSum];
       sum.kl += st[STAT.klSum];
     }
+  }
+  // On-policy: the old log-probs came from the update's forward; rollouts it left out (empty, zero weight) get one now.
+  if (onPolicy) {
+    const missing = rollouts.flatMap((_, i) => (old.logp[i] ? [] : [i]));
+    if (missing.length) {
+      const more = await responseLogprobs(model, missing.map((i) => rollouts[i]), cfg);
+      missing.forEach((i, k) => (old.logp[i] = more.logp[k]));
+    }
+    mismatch = stepMismatch(rollouts, old.logp, cfg.tisCap);
   }
   const t = Math.max(sum.tokens, 1);
   const u = Math.max(sum.updates, 1);
@@ -284,11 +328,15 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
  * carry no sampler log-probs (then truncated IS cannot run: an error).
  */
 export function stepMismatch(rollouts: Rollout[], trainerLogp: Float32Array[], tisCap: number | null): MismatchStats | null {
-  if (!rollouts.every((r) => r.rolloutLogp)) {
-    if (tisCap !== null) throw new Error("policy.tisCap is set but the rollouts carry no sampler log-probs (Rollout.rolloutLogp)");
-    return null;
-  }
+  if (!hasSamplerLogp(rollouts, tisCap)) return null;
   return rolloutMismatch(trainerLogp, rollouts.map((r) => r.rolloutLogp!), tisCap);
+}
+
+/** Whether every rollout carries the sampler's log-probs; an error when truncated IS needs them and some do not. */
+function hasSamplerLogp(rollouts: Rollout[], tisCap: number | null): boolean {
+  if (rollouts.every((r) => r.rolloutLogp)) return true;
+  if (tisCap !== null) throw new Error("policy.tisCap is set but the rollouts carry no sampler log-probs (Rollout.rolloutLogp)");
+  return false;
 }
 
 /** The statistics of an update that did not run (a non-finite reward). */
