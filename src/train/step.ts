@@ -3,7 +3,10 @@
  * step, over micro-batches of packed sequences.
  *
  * Policy update, as verl does it: the old policy's log-probs are computed
- * once per step by a forward of the current weights (before any update);
+ * once per step by a forward of the current weights (before any update)
+ * (`oldLogp: "recompute"`), or taken from the rollouts themselves
+ * (`oldLogp: "rollout"`: the behaviour policy's, as the sampler reported
+ * them; see PolicyConfig.oldLogp);
  * the rollouts are split into `miniBatches` mini-batches, each one optimiser
  * step, repeated for `epochs`; each mini-batch is split into micro-batches
  * of at most `microBatchTokens` tokens whose gradients accumulate. With
@@ -43,7 +46,25 @@ export interface PolicyConfig {
   epochs: number;
   microBatchTokens: number;
   temperature: number; // the rollout temperature (log-probs of softmax(logits / τ))
+  /**
+   * The "old" log-probs of the clip-higher ratio pi / pi_old:
+   * "recompute" (verl's default, on-policy): a forward of the weights the step
+   *   starts from, which on-policy are the weights that sampled the rollouts
+   *   (up to the sampler's numerics);
+   * "rollout": the rollouts' own log-probs (Rollout.rolloutLogp, the
+   *   behaviour policy's). With bounded staleness (src/dist/learner.ts) a
+   *   rollout may come from weights up to k updates old: recomputing would
+   *   take the ratio against the current weights, so the clip would bound the
+   *   step from weights that never produced the data; the behaviour policy's
+   *   own log-probs keep the ratio what PPO means (as asynchronous RL systems
+   *   do). No recompute forward runs then, and the mismatch statistics, which
+   *   compare the two, are not measured. Truncated IS (tisCap) weighs
+   *   pi_old / pi_rollout, 1 here: the two are not combined.
+   */
+  oldLogp: OldLogp;
 }
+
+export type OldLogp = "recompute" | "rollout";
 
 export const DEFAULT_POLICY: PolicyConfig = {
   epsLow: 0.2,
@@ -55,6 +76,7 @@ export const DEFAULT_POLICY: PolicyConfig = {
   epochs: 1,
   microBatchTokens: 4096,
   temperature: 1,
+  oldLogp: "recompute",
 };
 
 export interface UpdateStats {
@@ -162,6 +184,17 @@ export async function responseLogprobs(model: TrainModel, rollouts: Rollout[], c
   return { logp, entropy };
 }
 
+/** The reference log-probs of the ratio, per rollout (PolicyConfig.oldLogp). */
+async function oldLogprobs(model: TrainModel, rollouts: Rollout[], cfg: PolicyConfig): Promise<ArrayLike<number>[]> {
+  if (cfg.oldLogp === "recompute") return (await responseLogprobs(model, rollouts, cfg)).logp;
+  if (cfg.tisCap !== null) throw new Error('policy.tisCap weighs pi_old / pi_rollout, which is 1 when policy.oldLogp is "rollout"; set tisCap to null or oldLogp to "recompute"');
+  return rollouts.map((r, i) => {
+    if (!r.rolloutLogp) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} carries no sampler log-probs (Rollout.rolloutLogp)`);
+    if (r.rolloutLogp.length !== r.response.length) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} has ${r.rolloutLogp.length} sampler log-probs for ${r.response.length} response tokens`);
+    return r.rolloutLogp;
+  });
+}
+
 /** Deterministic shuffle (mini-batch split) from a seed. */
 function shuffled(n: number, seed: number): number[] {
   const idx = Array.from({ length: n }, (_, i) => i);
@@ -184,8 +217,8 @@ function shuffled(n: number, seed: number): number[] {
  */
 export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: Rollout[], cfg: PolicyConfig, seed = 0): Promise<UpdateStats> {
   const gpu = model.gpu;
-  const old = await responseLogprobs(model, rollouts, cfg);
-  const mismatch = stepMismatch(rollouts, old.logp, cfg.tisCap);
+  const old = await oldLogprobs(model, rollouts, cfg);
+  const mismatch = cfg.oldLogp === "recompute" ? stepMismatch(rollouts, old, cfg.tisCap) : null;
   const tis = cfg.tisCap !== null;
   const inputs = inputsFor(model);
   const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, gradNormMax: 0, updates: 0, skipped: 0 };
@@ -217,7 +250,7 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
           // sum over them is the sequence mean; denom is the sequence count.
           const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
           pos.forEach((p, j) => {
-            lpOld[p] = old.logp[m.idx[k]][j];
+            lpOld[p] = old[m.idx[k]][j];
             if (lpRoll) lpRoll[p] = r.rolloutLogp![j];
             adv[p] = a;
             mask[p] = w > 0 ? 1 : 0;
@@ -283,7 +316,7 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
  * The sampler-vs-trainer mismatch of a step's rollouts, or null when they
  * carry no sampler log-probs (then truncated IS cannot run: an error).
  */
-export function stepMismatch(rollouts: Rollout[], trainerLogp: Float32Array[], tisCap: number | null): MismatchStats | null {
+export function stepMismatch(rollouts: Rollout[], trainerLogp: readonly ArrayLike<number>[], tisCap: number | null): MismatchStats | null {
   if (!rollouts.every((r) => r.rolloutLogp)) {
     if (tisCap !== null) throw new Error("policy.tisCap is set but the rollouts carry no sampler log-probs (Rollout.rolloutLogp)");
     return null;
