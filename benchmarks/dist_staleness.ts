@@ -43,6 +43,8 @@ interface Run {
   staleness: number;
   stepMedian: number;
   steps: number[];
+  /** Median seconds the learner waited for its rollouts (rollout_tokens / rollout_tokens_per_s). */
+  waitMedian: number;
   lagMean: number;
   tokens: number;
   wall: number;
@@ -63,9 +65,9 @@ try {
       adapter ||= /adapter: (.*)/.exec(readFileSync(`${out}.log`, "utf8"))?.[1] ?? "?";
       const m = readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
       const later = m.slice(1);
-      const r: Run = { staleness: k, steps: later.map((x) => x.step_time_s), stepMedian: median(later.map((x) => x.step_time_s)), lagMean: later.reduce((a, x) => a + x.rollout_version_lag_mean, 0) / later.length, tokens: later.reduce((a, x) => a + x.rollout_tokens, 0), wall };
+      const r: Run = { staleness: k, steps: later.map((x) => x.step_time_s), stepMedian: median(later.map((x) => x.step_time_s)), waitMedian: median(later.map((x) => (x.rollout_tokens_per_s > 0 ? x.rollout_tokens / x.rollout_tokens_per_s : 0))), lagMean: later.reduce((a, x) => a + x.rollout_version_lag_mean, 0) / later.length, tokens: later.reduce((a, x) => a + x.rollout_tokens, 0), wall };
       runs.push(r);
-      console.log(`pair ${i} staleness ${k}: step time median ${r.stepMedian.toFixed(2)} s (steps 1..${steps - 1}: ${r.steps.map((s) => s.toFixed(2)).join(" ")}), version lag mean ${r.lagMean.toFixed(2)}, ${r.tokens} rollout tokens, run ${wall.toFixed(0)} s, load ${loadavg()[0].toFixed(1)}`);
+      console.log(`pair ${i} staleness ${k}: step time median ${r.stepMedian.toFixed(2)} s (steps 1..${steps - 1}: ${r.steps.map((s) => s.toFixed(2)).join(" ")}), waiting for rollouts ${r.waitMedian.toFixed(2)} s, version lag mean ${r.lagMean.toFixed(2)}, ${r.tokens} rollout tokens, run ${wall.toFixed(0)} s, load ${loadavg()[0].toFixed(1)}`);
     }
   }
   for (const w of workers) w.kill("SIGINT");
@@ -76,6 +78,7 @@ try {
 }
 const med = (k: number) => median(runs.filter((r) => r.staleness === k).map((r) => r.stepMedian));
 const [s0, s1] = [med(0), med(1)];
-console.log(`median step time: staleness 0 ${s0.toFixed(2)} s, staleness 1 ${s1.toFixed(2)} s (ratio ${(s1 / s0).toFixed(2)})`);
+const wait = (k: number) => median(runs.filter((r) => r.staleness === k).map((r) => r.waitMedian));
+console.log(`median step time: staleness 0 ${s0.toFixed(2)} s, staleness 1 ${s1.toFixed(2)} s (ratio ${(s1 / s0).toFixed(2)}); waiting for rollouts ${wait(0).toFixed(2)} s vs ${wait(1).toFixed(2)} s`);
 const command = `bun benchmarks/dist_staleness.ts --pairs ${pairs} --steps ${steps}${(values.set as string[]).map((s) => ` --set ${s}`).join("")}`;
-console.log(JSON.stringify({ adapter, date: new Date().toISOString(), command, config: { preset: "demo", sets }, loadavg_start: load0, loadavg_end: loadavg(), runs, median_step_s: { staleness0: s0, staleness1: s1 }, ratio: s1 / s0 }));
+console.log(JSON.stringify({ adapter, date: new Date().toISOString(), command, config: { preset: "demo", sets }, loadavg_start: load0, loadavg_end: loadavg(), runs, median_step_s: { staleness0: s0, staleness1: s1 }, median_wait_s: { staleness0: wait(0), staleness1: wait(1) }, ratio: s1 / s0 }));

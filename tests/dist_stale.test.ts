@@ -49,7 +49,7 @@ const request = (run: string, id: string, version: number, minVersion?: number):
 const completion = (run: string, id: string, version: number): CompletionMsg => ({ kind: "completion", proto: 1, run, version, id, tokens: [5], logprobs: [-0.5], stopReason: "stop", worker: "fake" });
 
 describe.skipIf(NO_REDIS !== null)("the learner's staleness window", () => {
-  test("a completion more than k versions old is dropped with a log line and its request published again; one of a later round is kept for it", async () => {
+  test("a completion more than k versions old is dropped with a log line and its request published again; one of a later round is kept for it; a prefetched round a restarted broker lost is published again", async () => {
     const learner = await Broker.connect(redis!.url, { prefix: "window", log: () => undefined });
     const worker = await Broker.connect(redis!.url, { prefix: "window", log: () => undefined });
     const run = "r-window";
@@ -95,6 +95,23 @@ describe.skipIf(NO_REDIS !== null)("the learner's staleness window", () => {
       const got2: string[] = [];
       for await (const { c } of collect({ broker: learner, run, version: policy, requests: [later], published, early: kept, announce: async () => undefined, log: (s) => logs.push(s), who: "learner", ...window }, rec2)) got2.push(`${c.id}@${c.version}`);
       expect(got2).toEqual(["later@4"]);
+      // A prefetched round whose broker restarted (and lost it) before its step came: announced again, published again.
+      const lost = request(run, "lost", 4, 4);
+      const gone = { entryIds: await learner.publishRequests([lost]), epoch: learner.epoch - 1 };
+      await learner.discard(gone.entryIds);
+      let announced = 0;
+      const rec3 = emptyRecord(policy);
+      const round3 = (async () => {
+        for await (const _ of collect({ broker: learner, run, version: policy, requests: [lost], published: gone, announce: async () => void announced++, log: (s) => logs.push(s), who: "learner", ...window }, rec3));
+      })();
+      const redo: { id: string; msg?: RequestMsg }[] = [];
+      await until(async () => redo.push(...(await worker.claim("fw", 10, 100, 60_000))) === 1, 30_000, "the lost request published again");
+      expect(redo[0].msg).toEqual(lost);
+      await worker.complete(completion(run, "lost", 5));
+      await worker.ack([redo[0].id]);
+      await round3;
+      expect([announced, rec3.reissued, rec3.accepted]).toEqual([1, 1, ["lost"]]);
+      expect(logs).toContain("learner: the broker restarted: weights of version 5 announced again; 1 of 1 unanswered requests re-issued (the broker still held 0)");
       // Nothing left behind: every request entry deleted (served, or the prefetched one no worker took).
       expect(await learner.length("requests")).toBe(0);
       // The window itself: k versions back from the policy, never ahead of it.

@@ -155,6 +155,7 @@ export class BrokerRollouts implements RolloutSource {
     if (pre) {
       this.prefetched.delete(key!);
       for (const r of pre.requests) this.owner.delete(r.id);
+      if (pre.prompts.length !== problems.length || pre.requests.length !== problems.length * G) throw new Error(`round ${key}: prefetched as ${pre.prompts.length} prompts x ${pre.requests.length / Math.max(pre.prompts.length, 1)}, asked for as ${problems.length} x ${G}`);
     }
     const prompts = pre?.prompts ?? problems.map((p) => this.local.tokenizer.encode(prompt(p)));
     // A round asked for now (not prefetched) is for the newest weights: a worker holding older ones loads them first.
