@@ -17,6 +17,7 @@ import { KvCache } from "../src/engine/kv_cache.ts";
 import { addTally, Batch, type DispatchTally, type Gpu, type KernelTiming } from "../src/gpu/index.ts";
 import { loadAdamW } from "../src/kernels/adamw.ts";
 import type { AttentionForm } from "../src/kernels/attention.ts";
+import { DECODE_STATE } from "../src/kernels/decode.ts";
 import { loadSampler } from "../src/kernels/sample.ts";
 import type { Qwen2Config } from "../src/model/config.ts";
 import { qwen2WeightSpec } from "../src/model/safetensors.ts";
@@ -47,7 +48,7 @@ export interface InferenceCounts {
 }
 
 /**
- * Dispatches of one decode step of `batch` sequences (forward + sampling)
+ * Dispatches of one decode step of `batch` sequences (forward + sampling and advance)
  * and of one prefill chunk of `chunk` tokens ending one prompt (forward +
  * sampling its one row), at `config`'s shapes.
  */
@@ -82,14 +83,17 @@ export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, bat
     maxSeqLen: 4096,
     bytesPerElement: e,
   });
-  const sampler = await loadSampler(gpu);
+  const sampler = await loadSampler(gpu, { decode: true });
   const out = gpu.buffer(batch * 4, "count.tokens");
   const lp = gpu.buffer(batch * 4, "count.logp");
   const streams = gpu.buffer(batch * 8, "count.streams");
+  const K = 8;
+  const advance = { tokens: ws.tokens, pos: ws.tokPos, dec: standIn(4 * batch * (DECODE_STATE + 2 * K), "dec"), K, s: 0, outBase: batch * DECODE_STATE };
+  // As the engine records them: a decode step's LM head reads the residual stream, its sampler advances the rows.
   const step = (T: number, R: number, mode: "decode" | "prefill") => {
     const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
-    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" });
-    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams);
+    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" }, mode === "decode");
+    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams, mode === "decode" ? advance : undefined);
     return b.byFamily;
   };
   const counts = { decode: step(batch, batch, "decode"), prefill: step(chunk, 1, "prefill"), lmHeadChunks: model.weights.lmHead.chunks.length };

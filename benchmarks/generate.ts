@@ -4,7 +4,14 @@
  * decode, GPU sampling, decoding on the GPU with one readback per window of
  * steps), and the readbacks per generated token of each full run.
  *
- *   bun benchmarks/generate.ts [--model DIR] [--dtype f32|f16] [--prompt 512] [--decode 64] [--json]
+ *   bun benchmarks/generate.ts [--model DIR] [--dtype f32|f16] [--prompt 512] [--decode 256] [--reps 3] [--batches 1,16,64]
+ *
+ * Decode tokens/s at batch B: B requests decoding D tokens against the same
+ * requests decoding 1 token (prefill and the first sample), `reps` of each
+ * in alternating order, (D − 1)·B tokens over median(D-token runs) −
+ * median(1-token runs): a decode step of the tiny model at batch 1 takes
+ * ~1-2 ms here, so a few short runs are dominated by the machine's noise.
+ * Comparing checkouts (e.g. against main): benchmarks/compare_generate.ts.
  *
  * Without --model it builds the tiny model (the software adapter's size).
  * Then the dispatches one decode step (batch 1 and the largest batch) and one
@@ -16,7 +23,7 @@
  * The last line of stdout is one JSON object with every figure.
  */
 import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Engine, type GenerateStats, type GenRequest } from "../src/engine/generate.ts";
@@ -34,7 +41,8 @@ const { values } = parseArgs({
     model: { type: "string" },
     dtype: { type: "string" },
     prompt: { type: "string", default: "512" },
-    decode: { type: "string", default: "64" },
+    decode: { type: "string", default: "256" },
+    reps: { type: "string", default: "3" },
     batches: { type: "string", default: "1,16,64" },
   },
 });
@@ -52,6 +60,14 @@ const V = m.config.vocabSize;
 const P = Number(values.prompt);
 const D = Number(values.decode);
 const batches = values.batches!.split(",").map(Number);
+const reps = Number(values.reps);
+if (!(Number.isInteger(D) && D >= 2)) throw new Error(`bench:generate: --decode must be an integer >= 2, got ${values.decode}`);
+if (!(Number.isInteger(reps) && reps >= 1)) throw new Error(`bench:generate: --reps must be an integer >= 1, got ${values.reps}`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const tokens = (n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 31 + salt * 7 + 5) % V);
 const greedy = { temperature: 0, topP: 1, topK: 0, seed: 0 };
 
@@ -70,7 +86,7 @@ async function run(reqs: GenRequest[], maxBatch: number, prefillChunk: number): 
   return s;
 }
 
-const results: Record<string, number | string> = { adapter: gpu.adapter.description, model: values.model ?? "tiny (built)", dtype };
+const results: Record<string, number | string> = { adapter: gpu.adapter.description, model: values.model ?? "tiny (built)", dtype, load_average_start: loadavg()[0] };
 // Warm-up: compiles every pipeline.
 await run([{ id: 0, prompt: tokens(32, 0), maxTokens: 4, stop: [] }], 1, 256);
 // Prefill: one prompt of P tokens and a single new token; subtract a 1-token-prompt run.
@@ -80,12 +96,19 @@ results.prefill_tokens = P;
 results.prefill_tokens_per_s = Math.round(P / Math.max(tPrefill - tOne, 1e-9));
 for (const B of batches) {
   const reqs = Array.from({ length: B }, (_, i) => ({ id: i, prompt: tokens(16, i), maxTokens: D, stop: [] }));
-  const tFull = await run(reqs, B, 1024);
-  results[`decode_b${B}_readbacks_per_token`] = +(lastStats!.readbacks / lastStats!.tokens).toFixed(4);
-  const tFirst = await run(reqs.map((r) => ({ ...r, maxTokens: 1 })), B, 1024);
+  const full: number[] = [];
+  const first: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    for (const which of r % 2 ? [first, full] : [full, first]) {
+      which.push(await run(which === full ? reqs : reqs.map((q) => ({ ...q, maxTokens: 1 })), B, 1024));
+      if (which === full) results[`decode_b${B}_readbacks_per_token`] = +(lastStats!.readbacks / lastStats!.tokens).toFixed(4);
+    }
+  }
   // (D - 1) decode steps of B tokens each; prefill and the first sample are subtracted.
-  results[`decode_b${B}_tokens_per_s`] = Math.round((B * (D - 1)) / Math.max(tFull - tFirst, 1e-9));
+  results[`decode_b${B}_tokens_per_s`] = Math.round((B * (D - 1)) / Math.max(median(full) - median(first), 1e-9));
+  results[`decode_b${B}_ms_per_step`] = +((1000 * (median(full) - median(first))) / (D - 1)).toFixed(3);
 }
+results.load_average_end = loadavg()[0];
 results.peak_device_mib = Math.round(memory.peakBytes() / 2 ** 20); // buffers this process created (benchmarks/memory.ts)
 for (const [k, v] of Object.entries(results)) console.log(`${k.padEnd(28)} ${v}`);
 

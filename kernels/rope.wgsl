@@ -98,6 +98,7 @@ struct KvParams {
   inv_two_pi: f32,
   bs: u32,        // cache block size
   max_blocks: u32,
+  scale: f32,     // rope_kv_attend: the attention's score scale (unused by the others)
 }
 
 @group(0) @binding(0) var<uniform> KP: KvParams;
@@ -147,6 +148,116 @@ fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let vsrc = src + KP.nkv * hd;
   vc[dst] = qkv[vsrc];
   vc[dst + half] = qkv[vsrc + half];
+}
+
+// ---- rope_kv_attend (decode on CPU-backed adapters): rope_kv + attention.decode_rows ----
+// One invocation per (token t, query head h), for decode steps (one token
+// per sequence): rotates its q head and its kv head's k as rope_kv does
+// (each rounded to the storage type, as rope_kv stores them), the first
+// query head of each kv group writes k and v into the cache at the token's
+// position as rope_kv does, then attends as attention.decode_rows does (two
+// passes over positions 0..pos, f32 scores and sums in the same order),
+// taking the token's own position from its registers instead of the cache
+// (no other invocation's write needs to be visible), and writes the output
+// [T, nh, hd] to binding 2. The same bits as rope_kv then decode_rows, one
+// dispatch instead of two. Uniform: KvParams with n = T·nh and `scale`.
+@group(0) @binding(2) var<storage, read_write> att_out: array<{{T}}>;
+
+// x rounded to the storage type and back, with integer operations: the
+// shader compiler may fold f32(f16(x)) into x (it did on lavapipe), which
+// would skip the rounding the cache round trip applies. Round to nearest
+// even, f16 subnormals kept, overflow to inf (what the f16 stores do; the
+// test against rope_kv + decode_rows checks it bit for bit).
+fn round_store(x: f32) -> f32 {
+  {{IF_F32}}return x;
+{{IF_F16}}  let b = bitcast<u32>(x);
+{{IF_F16}}  let sign = b & 0x80000000u;
+{{IF_F16}}  let a = b & 0x7fffffffu;
+{{IF_F16}}  if (a >= 0x7f800000u) { return x; }                                 // inf, NaN
+{{IF_F16}}  if (a >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); }  // >= 65520: inf
+{{IF_F16}}  if (a >= 0x38800000u) {                                             // a normal f16: 10 mantissa bits
+{{IF_F16}}    return bitcast<f32>(sign | ((a + 0xfffu + ((a >> 13u) & 1u)) & 0xffffe000u));
+{{IF_F16}}  }
+{{IF_F16}}  let r = round(bitcast<f32>(a) * 16777216.0) / 16777216.0;           // subnormal: multiples of 2^-24
+{{IF_F16}}  return bitcast<f32>(sign | bitcast<u32>(r));
+}
+
+@compute @workgroup_size({{WG}})
+fn rope_kv_attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+  let th = (wid.y * nwg.x + wid.x) * {{WG}}u + lid.x; // t * nh + h
+  if (th >= KP.n) { return; }
+  let nh = KP.nh;
+  let nkv = KP.nkv;
+  let half = KP.half;
+  let hd = 2u * half;
+  let t = th / nh;
+  let h = th % nh;
+  let G = nh / nkv;
+  let kvh = h / G;
+  let p = tok_pos[t];
+  let seq = tok_seq[t];
+  let row = t * (nh + 2u * nkv) * hd;
+  let qsrc = row + h * hd;
+  let ksrc = row + (nh + kvh) * hd;
+  let vsrc = ksrc + nkv * hd;
+  var qr: array<f32, {{MAXHD}}>;
+  var kr: array<f32, {{MAXHD}}>;
+  var vr: array<f32, {{MAXHD}}>;
+  for (var i = 0u; i < half; i++) {
+    let r = reduce_angle(f32(p) * inv_freq_kv[i], KP.c1, KP.c2, KP.c3, KP.inv_two_pi);
+    let c = cos(r);
+    let s = sin(r);
+    let x1 = f32(qkv[qsrc + i]);
+    let x2 = f32(qkv[qsrc + i + half]);
+    qr[i] = round_store(x1 * c - x2 * s);
+    qr[i + half] = round_store(x2 * c + x1 * s);
+    let k1 = f32(qkv[ksrc + i]);
+    let k2 = f32(qkv[ksrc + i + half]);
+    kr[i] = round_store(k1 * c - k2 * s);
+    kr[i + half] = round_store(k2 * c + k1 * s);
+    vr[i] = f32(qkv[vsrc + i]);
+    vr[i + half] = f32(qkv[vsrc + i + half]);
+  }
+  let bs = KP.bs;
+  let mb = KP.max_blocks;
+  if (h % G == 0u && p / bs < mb) {
+    let dst = ((table[seq * mb + p / bs] * bs + p % bs) * nkv + kvh) * hd;
+    for (var d = 0u; d < hd; d++) {
+      kc[dst + d] = {{T}}(kr[d]);
+      vc[dst + d] = qkv[vsrc + d];
+    }
+  }
+  let n = min(p, mb * bs - 1u) + 1u;
+  var m = -1.0e30;
+  for (var pp = 0u; pp < n; pp++) {
+    var s = 0.0;
+    if (pp == p) {
+      for (var d = 0u; d < hd; d++) { s += qr[d] * kr[d]; }
+    } else {
+      let ko = ((table[seq * mb + pp / bs] * bs + pp % bs) * nkv + kvh) * hd;
+      for (var d = 0u; d < hd; d++) { s += qr[d] * f32(kc[ko + d]); }
+    }
+    m = max(m, s * KP.scale);
+  }
+  var acc: array<f32, {{MAXHD}}>;
+  var l = 0.0;
+  for (var pp = 0u; pp < n; pp++) {
+    var s = 0.0;
+    if (pp == p) {
+      for (var d = 0u; d < hd; d++) { s += qr[d] * kr[d]; }
+      let w = exp(s * KP.scale - m);
+      l += w;
+      for (var d = 0u; d < hd; d++) { acc[d] += w * vr[d]; }
+    } else {
+      let ko = ((table[seq * mb + pp / bs] * bs + pp % bs) * nkv + kvh) * hd;
+      for (var d = 0u; d < hd; d++) { s += qr[d] * f32(kc[ko + d]); }
+      let w = exp(s * KP.scale - m);
+      l += w;
+      for (var d = 0u; d < hd; d++) { acc[d] += w * f32(vc[ko + d]); }
+    }
+  }
+  for (var d = 0u; d < hd; d++) { att_out[th * hd + d] = {{T}}(acc[d] / l); }
 }
 
 // ---- rope_qk / rope_qk_backward (training): q and k in one dispatch ----

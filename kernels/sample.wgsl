@@ -22,6 +22,15 @@
 //   logp = log softmax(l / T)[token], before truncation (the behaviour policy).
 // Every reduction has a fixed order, so a row's result is reproducible.
 //
+// Decode variant (ADV = "", STREAMS = read_write; ADV = "//", STREAMS = read
+// compiles it out): the lane that writes a row's token then does that row's
+// decode `advance` (kernels/decode.wgsl, CPU reference advanceRef in
+// src/kernels/decode.ts) in the same dispatch: appends (token, log-prob
+// bits) to the row's output window in `dec`, checks its stop ids and
+// budget, and feeds the token to the next step (dec_tokens, dec_pos, and the
+// stream index in `streams`, read above by lane 0 before the barrier that
+// precedes the pick). One dispatch a decode step fewer.
+//
 // Subgroup variant (SG = "", adapters with `subgroups`; SG = "//" compiles it
 // out): every workgroup reduction (max/argmax, min, the sums of the bisections
 // and of Z) first reduces within each subgroup (subgroupAdd / Min / Max), so
@@ -41,13 +50,22 @@ struct Params {
   top_p: f32,    // >= 1 = off
   seed: u32,
   limit: u32,    // ids >= limit (a padded vocabulary's rows) are masked out
+  row0: u32,     // decode variant: this dispatch's first row among the R rows of dec
+  K: u32,        // decode variant: steps per window
+  s: u32,        // decode variant: this step's index in the window
+  out_base: u32, // decode variant: u32 index in `dec` where the output window starts
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;     // [B, V]
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>; // [B]
 @group(0) @binding(3) var<storage, read_write> logp: array<f32>;   // [B]
-@group(0) @binding(4) var<storage, read> streams: array<u32>;      // [B, 2]: request key, token index
+@group(0) @binding(4) var<storage, {{STREAMS}}> streams: array<u32>; // [B, 2]: request key, token index
+{{ADV}}@group(0) @binding(5) var<storage, read_write> dec_tokens: array<u32>; // [R] next forward's input ids
+{{ADV}}@group(0) @binding(6) var<storage, read_write> dec_pos: array<u32>;    // [R] next forward's positions
+{{ADV}}@group(0) @binding(7) var<storage, read_write> dec: array<u32>;        // row states [R, STATE], window [R, K, 2] at out_base
+{{ADV}}const MAX_STOP: u32 = {{MAX_STOP}}u;
+{{ADV}}const STATE: u32 = 4u + MAX_STOP;
 
 const WG: u32 = {{WG}}u;
 
@@ -151,6 +169,31 @@ fn reduce_argmax(k: u32, i: u32, lid: u32, stop: u32) -> vec2<u32> {
   return r;
 }
 
+/// Decode variant: kernels/decode.wgsl's `advance` for row `r` of this dispatch (`streams` is
+/// bound from the dispatch's first row; dec, dec_tokens and dec_pos from row 0).
+{{ADV}}fn advance(r: u32, tok: u32, lp: f32) {
+{{ADV}}  let i = P.row0 + r;
+{{ADV}}  let st = i * STATE;
+{{ADV}}  if (dec[st + 1u] != 0u) { return; }
+{{ADV}}  let o = P.out_base + (i * P.K + P.s) * 2u;
+{{ADV}}  dec[o] = tok;
+{{ADV}}  dec[o + 1u] = bitcast<u32>(lp);
+{{ADV}}  let n = dec[st] + 1u;
+{{ADV}}  dec[st] = n;
+{{ADV}}  var stop = n >= dec[st + 2u];
+{{ADV}}  let ns = min(dec[st + 3u], MAX_STOP);
+{{ADV}}  for (var j = 0u; j < ns; j++) {
+{{ADV}}    if (dec[st + 4u + j] == tok) { stop = true; }
+{{ADV}}  }
+{{ADV}}  if (stop) {
+{{ADV}}    dec[st + 1u] = 1u;
+{{ADV}}    return;
+{{ADV}}  }
+{{ADV}}  dec_tokens[i] = tok;
+{{ADV}}  dec_pos[i] = dec_pos[i] + 1u;
+{{ADV}}  streams[2u * r + 1u] = n;
+{{ADV}}}
+
 @compute @workgroup_size({{WG}})
 fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
           {{SG}}@builtin(subgroup_size) sg_size: u32,
@@ -192,8 +235,10 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 
   if (P.greedy != 0u) {
     if (lid == 0u) {
+      let lp = -log(z);
       tokens[row] = arg;
-      logp[row] = -log(z);
+      logp[row] = lp;
+      {{ADV}}advance(row, arg, lp);
     }
     return;
   }
@@ -285,7 +330,9 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       }
     }
     if (tok == 0xffffffffu) { tok = last; } // rounding left the goal past the end
+    let lp = (logits[base + tok] - m) * inv_t - log(z);
     tokens[row] = tok;
-    logp[row] = (logits[base + tok] - m) * inv_t - log(z);
+    logp[row] = lp;
+    {{ADV}}advance(row, tok, lp);
   }
 }

@@ -53,6 +53,17 @@ describe.skipIf(!GPU)("whole-model logits vs the CPU reference", () => {
     });
   }
 
+  test.skipIf(!F16)("the LM head over the residual stream itself (decode's rows) gives the gathered rows' logits bit for bit", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32"), "f16");
+    const tokens = someTokens(40, m.config.vocabSize, 5);
+    const gathered = await sequenceLogits(m.model, tokens, 16, false);
+    const direct = await sequenceLogits(m.model, tokens, 16, true);
+    m.model.destroy();
+    expect(gathered.every(Number.isFinite)).toBe(true);
+    expect(Buffer.from(direct.buffer).equals(Buffer.from(gathered.buffer))).toBe(true);
+  });
+
   test.skipIf(!F16)("f16 compute stays within the f16 tolerance", async () => {
     const gpu = await gpuOrSkip();
     const dir = tiny("tiny", "f32");
@@ -203,9 +214,49 @@ describe.skipIf(!GPU)("batched generation", () => {
     let tokens = 0;
     for await (const c of engine.generate(reqs, { temperature: 1, topP: 1, topK: 0, seed: 3 })) tokens += c.tokens.length;
     expect(tokens).toBe(64);
-    expect(engine.stats).toEqual({ decodeSteps: 3 + 8 + 8, decodeRows: 4 * 3 + 3 * 16, readbacks: 1 + 3, tokens: 64, maxBatch: 4 });
+    // The last window was submitted ahead, while the one before it ran (every row had budget after it).
+    expect(engine.stats).toEqual({ decodeSteps: 3 + 8 + 8, decodeRows: 4 * 3 + 3 * 16, readbacks: 1 + 3, tokens: 64, windowsAhead: 1, maxBatch: 4 });
     expect(occupancy(engine.stats)).toBeCloseTo(60 / 19 / 4, 12);
     engine.destroy();
+    m.model.destroy();
+  });
+
+  test("running decode windows ahead changes no completion, early stops and an abandoned call included", async () => {
+    const gpu = await gpuOrSkip();
+    const m = await loadModel(gpu, tiny("tiny", "f32", 31), "f32");
+    const V = m.config.vocabSize;
+    const stop = Array.from({ length: 8 }, (_, i) => (i * 23 + 5) % V);
+    const reqs: GenRequest[] = Array.from({ length: 4 }, (_, i) => ({ id: i, prompt: someTokens(4 + 5 * i, V, 3 + i), maxTokens: 9 + 7 * i, stop: i % 2 ? stop : [] }));
+    const sampling = { temperature: 1, topP: 0.95, topK: 0, seed: 77 };
+    const run = async (runAhead: boolean, maxBatch: number) => {
+      const engine = await Engine.create(m.model, { maxBatch, maxSeqLen: 64, cacheTokens: maxBatch * 64, blockSize: 16, prefillChunk: 32, syncEvery: 3, runAhead, vocabLimit: V });
+      // An abandoned call first: the engine must come back clean from a window left in flight.
+      for await (const _ of engine.generate(reqs, sampling)) break;
+      const out = new Map<string | number, Completion>();
+      // All four at once (nothing waits: windows run ahead), then one at a time.
+      for await (const c of engine.generate(reqs, sampling)) out.set(c.id, c);
+      ahead.push(engine.stats.windowsAhead);
+      const single = new Map<string | number, Completion>();
+      for (const r of reqs) for await (const c of engine.generate([r], sampling)) single.set(c.id, c);
+      engine.destroy();
+      return [out, single];
+    };
+    const ahead: number[] = [];
+    const [want, wantSingle] = await run(false, 4);
+    const [got, gotSingle] = await run(true, 4);
+    let stopped = 0;
+    for (const r of reqs) {
+      for (const [name, g, w] of [["batch", got, want], ["single", gotSingle, wantSingle], ["single vs batch", gotSingle, want]] as const) {
+        const a = g.get(r.id)!;
+        const b = w.get(r.id)!;
+        expect(`${name} ${r.id}: ${a.tokens.join(",")} ${a.stopReason}`).toBe(`${name} ${r.id}: ${b.tokens.join(",")} ${b.stopReason}`);
+        expectClose(a.logprobs, b.logprobs, TOL.exact.atol, TOL.exact.rtol, `${name}: logprobs of ${r.id}`);
+      }
+      if (want.get(r.id)!.stopReason === "stop") stopped++;
+    }
+    expect(stopped).toBeGreaterThan(0); // a row stopped inside a window that had a successor in flight
+    expect(ahead[0]).toBe(0);
+    expect(ahead[1]).toBeGreaterThan(2);
     m.model.destroy();
   });
 

@@ -1,6 +1,6 @@
 // Device layer: adapter, buffers, kernel loader and cache, errors.
 import { describe, expect, test } from "bun:test";
-import { KernelError, params } from "../src/gpu/index.ts";
+import { BindGroupCache, KernelError, params } from "../src/gpu/index.ts";
 import { renderTemplate } from "../src/gpu/kernels.ts";
 import { spinReference } from "../src/gpu/selftest.ts";
 import { gpuOrSkip, hasGpu } from "./helpers.ts";
@@ -89,6 +89,45 @@ describe.skipIf(!GPU)("device layer", () => {
       expect([...(await gpu.readU32(outs[i], 4))]).toEqual([...spinReference(4, i)]);
     }
     outs.forEach((o) => o.destroy());
+  });
+
+  test("bind groups are reused across batches over the same buffers; uniform values stay per batch", async () => {
+    const gpu = await gpuOrSkip();
+    const k = await gpu.kernel("selftest", "spin", { WG: 64 });
+    const [o1, o2] = [gpu.buffer(64 * 4, "bg1"), gpu.buffer(64 * 4, "bg2")];
+    const run = async (out: GPUBuffer, iters: number) => {
+      gpu.batch().dispatch(k, { params: params().u32(64).u32(iters), buffers: [out], groups: [1] }).submit();
+      return [...(await gpu.readU32(out, 64))];
+    };
+    expect(await run(o1, 3)).toEqual([...spinReference(64, 3)]);
+    const { hits, misses } = gpu.bindGroups;
+    // Same buffer and uniform slot, other uniform values: a hit, and the new values are used.
+    expect(await run(o1, 11)).toEqual([...spinReference(64, 11)]);
+    expect([gpu.bindGroups.hits - hits, gpu.bindGroups.misses - misses]).toEqual([1, 0]);
+    // Another buffer: a new bind group.
+    expect(await run(o2, 5)).toEqual([...spinReference(64, 5)]);
+    expect(gpu.bindGroups.misses - misses).toBe(1);
+    o1.destroy();
+    o2.destroy();
+  });
+
+  test("the bind group cache empties itself at its bound", async () => {
+    const gpu = await gpuOrSkip();
+    const k = await gpu.kernel("selftest", "spin", { WG: 64 });
+    const cache = new BindGroupCache(gpu.device, 2);
+    const bufs = Array.from({ length: 3 }, (_, i) => gpu.buffer(16, `bgc${i}`));
+    const uniform = gpu.buffer(16, "bgc-uniform", GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    const entries = (b: GPUBuffer) => [{ binding: 0, resource: { buffer: uniform, offset: 0, size: 16 } }, { binding: 1, resource: { buffer: b } }];
+    const first = cache.get(k, entries(bufs[1]));
+    expect(cache.get(k, entries(bufs[1]))).toBe(first);
+    cache.get(k, entries(bufs[2]));
+    expect(cache.size).toBe(2);
+    cache.get(k, entries(bufs[0])); // full: emptied, then this one kept
+    expect(cache.size).toBe(1);
+    expect(cache.get(k, entries(bufs[1]))).not.toBe(first);
+    expect([cache.hits, cache.misses]).toEqual([1, 4]);
+    await gpu.sync(); // no validation error from any of them
+    [...bufs, uniform].forEach((b) => b.destroy());
   });
 
   test("a validation error at dispatch surfaces as a thrown error", async () => {

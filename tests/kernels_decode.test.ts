@@ -1,8 +1,11 @@
 // The decode-advance kernel (kernels/decode.wgsl) against its CPU reference:
 // a window of K steps over rows that stop at a stop id, at their budget, or
-// were already done; every buffer compared exactly after every step.
+// were already done; every buffer compared exactly after every step. Then
+// the sampler with the advance fused in (kernels/sample.wgsl, what the
+// engine records) against the composition it replaces: sample, then advance.
 import { describe, expect, test } from "bun:test";
 import { advanceRef, DECODE_STATE, loadDecode, MAX_STOP, rowState } from "../src/kernels/decode.ts";
+import { loadSampler, sampleRef, type SampleOptions } from "../src/kernels/sample.ts";
 import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
@@ -14,29 +17,40 @@ function lcg(seed: number): () => number {
   return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0);
 }
 
+/**
+ * A window's starting buffers for R rows over ids < V: 0-3 tokens generated,
+ * budgets 1-6 tokens away, 0..MAX_STOP stop ids, every 17th row already done;
+ * the output window starts `gap` u32s after the row states. `rand` goes on
+ * drawing from the same stream.
+ */
+function window(R: number, K: number, V: number, seed: number, gap = 0) {
+  const rand = lcg(seed);
+  const outBase = R * DECODE_STATE + gap;
+  const dec = new Uint32Array(outBase + R * K * 2).fill(0xdeadbeef);
+  const tokens = new Uint32Array(R);
+  const pos = new Uint32Array(R);
+  const streams = new Uint32Array(2 * R);
+  for (let i = 0; i < R; i++) {
+    const n = rand() % 4;
+    const stop = Array.from({ length: i % (MAX_STOP + 1) }, () => rand() % V);
+    const st = rowState(n, n + 1 + (rand() % 6), stop);
+    if (i % 17 === 5) st[1] = 1; // already done: must not change
+    dec.set(st, i * DECODE_STATE);
+    tokens[i] = rand() % V;
+    pos[i] = 10 + (rand() % 50);
+    streams.set([rand(), n], 2 * i);
+  }
+  return { K, outBase, dec, tokens, pos, streams, rand };
+}
+
 describe.skipIf(!GPU)("decode.advance", () => {
   test("a window of 5 steps over 70 rows matches the reference buffer for buffer", async () => {
     const gpu = await gpuOrSkip();
     const k = await loadDecode(gpu);
     const R = 70;
     const K = 5;
-    const rand = lcg(9);
     const V = 12; // few ids, so stop ids are drawn often
-    const outBase = R * DECODE_STATE + 8; // a gap after the states is allowed
-    const dec = new Uint32Array(outBase + R * K * 2).fill(0xdeadbeef);
-    const tokens = new Uint32Array(R);
-    const pos = new Uint32Array(R);
-    const streams = new Uint32Array(2 * R);
-    for (let i = 0; i < R; i++) {
-      const n = rand() % 4;
-      const stop = Array.from({ length: i % (MAX_STOP + 1) }, () => rand() % V);
-      const st = rowState(n, n + 1 + (rand() % 6), stop);
-      if (i % 17 === 5) st[1] = 1; // already done: must not change
-      dec.set(st, i * DECODE_STATE);
-      tokens[i] = rand() % V;
-      pos[i] = 10 + (rand() % 50);
-      streams.set([rand(), n], 2 * i);
-    }
+    const { outBase, dec, tokens, pos, streams, rand } = window(R, K, V, 9, 8); // a gap after the states is allowed
     const buf = (x: Uint32Array | Float32Array, name: string) => gpu.buffer(x, name);
     const g = { tokens: buf(tokens, "tokens"), pos: buf(pos, "pos"), streams: buf(streams, "streams"), dec: buf(dec, "dec") };
     const sampledB = gpu.buffer(R * 4, "sampled");
@@ -102,6 +116,91 @@ describe.skipIf(!GPU)("decode.advance", () => {
       expect(() => k.advance(b, small, small, small, small, small, dec, 1, 2, 0, 1)).toThrow(/outBase 1 overlaps/);
       expect(() => k.advance(b, small, small, small, small, small, dec, 1, 4, 0, DECODE_STATE)).toThrow(/dec binds/);
       expect(() => k.advance(b, small, small, small, small, small, dec, 5, 1, 0, 5 * DECODE_STATE)).toThrow(/binds/);
+      b.submit();
+    } finally {
+      small.destroy();
+      dec.destroy();
+    }
+  });
+
+  const modes: [string, SampleOptions][] = [
+    ["greedy", { temperature: 0, topK: 0, topP: 1, seed: 3 }],
+    ["top-k + top-p", { temperature: 0.8, topK: 6, topP: 0.9, seed: 3 }],
+    ["temperature", { temperature: 1.3, topK: 0, topP: 1, seed: 4 }],
+  ];
+  for (const [name, opts] of modes) {
+    for (const [V, rowsPerDispatch] of [[12, 64], [2100, undefined]] as const) {
+      test(`sample with the advance fused = sample then advance, bit for bit (${name}, V ${V}${rowsPerDispatch ? ", split in dispatches of 64 rows" : ""})`, async () => {
+        const gpu = await gpuOrSkip();
+        const fused = await loadSampler(gpu, { decode: true, rowsPerDispatch });
+        const plain = await loadSampler(gpu, { rowsPerDispatch });
+        const adv = await loadDecode(gpu);
+        const R = 70;
+        const w = window(R, 3, Math.min(V, 12), 21 + V);
+        const rand = lcg(5 + V);
+        // Few distinct values, so ties and stop ids come up; a row of -inf-free logits.
+        const logits = Float32Array.from({ length: R * V }, () => ((rand() % 9) - 4) * 0.75 + (V > 12 ? (rand() % 1000) / 500 : 0));
+        const logitsB = gpu.buffer(logits, "logits");
+        const sides = [0, 1].map((j) => ({
+          tokOut: gpu.buffer(R * 4, `tok${j}`),
+          lpOut: gpu.buffer(R * 4, `lp${j}`),
+          tokens: gpu.buffer(w.tokens, `tokens${j}`),
+          pos: gpu.buffer(w.pos, `pos${j}`),
+          streams: gpu.buffer(w.streams, `streams${j}`),
+          dec: gpu.buffer(w.dec, `dec${j}`),
+        }));
+        // The CPU reference, step by step: sampleRef, then advanceRef.
+        const ref = { tokens: w.tokens.slice(), pos: w.pos.slice(), streams: w.streams.slice(), dec: w.dec.slice() };
+        try {
+          for (let s = 0; s < w.K; s++) {
+            const [f, p] = sides;
+            const b = gpu.batch();
+            fused.sample(b, logitsB, f.tokOut, f.lpOut, R, V, opts, f.streams, { tokens: f.tokens, pos: f.pos, dec: f.dec, K: w.K, s, outBase: w.outBase });
+            plain.sample(b, logitsB, p.tokOut, p.lpOut, R, V, opts, p.streams);
+            adv.advance(b, p.tokOut, p.lpOut, p.tokens, p.pos, p.streams, p.dec, R, w.K, s, w.outBase);
+            b.submit();
+            for (const key of ["tokOut", "lpOut", "tokens", "pos", "streams", "dec"] as const) {
+              const [got, want] = await Promise.all([gpu.readU32(f[key]), gpu.readU32(p[key])]);
+              expectClose(got, want, TOL.exact.atol, TOL.exact.rtol, `${key} after step ${s}`);
+            }
+            const r = sampleRef(logits, R, V, opts, ref.streams);
+            advanceRef(r.tokens, r.logp, ref.tokens, ref.pos, ref.streams, ref.dec, R, w.K, s, w.outBase);
+            const lp = await gpu.readF32(f.lpOut);
+            expectClose(lp, r.logp, TOL.sample_logp.atol, TOL.sample_logp.rtol, `logp vs reference after step ${s}`);
+            if (opts.temperature === 0) {
+              // Greedy draws nothing: the reference agrees exactly on every integer (the log-prob bits in dec aside).
+              const dec = await gpu.readU32(f.dec);
+              for (let i = 0; i < R * w.K; i++) dec[w.outBase + 2 * i + 1] = ref.dec[w.outBase + 2 * i + 1];
+              expectClose(dec, ref.dec, TOL.exact.atol, TOL.exact.rtol, `dec vs reference after step ${s}`);
+              expectClose(await gpu.readU32(f.tokens), ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens vs reference after step ${s}`);
+            }
+          }
+          // Both outcomes came up: some rows stopped, some still run.
+          const dec = await gpu.readU32(sides[0].dec);
+          const done = Array.from({ length: R }, (_, i) => dec[i * DECODE_STATE + 1]).filter(Boolean).length;
+          expect(done).toBeGreaterThan(0);
+          expect(done).toBeLessThan(R);
+        } finally {
+          logitsB.destroy();
+          for (const side of sides) for (const x of Object.values(side)) x.destroy();
+        }
+      });
+    }
+  }
+
+  test("a fused advance needs a sampler loaded for decode, and checks its window", async () => {
+    const gpu = await gpuOrSkip();
+    const small = gpu.buffer(64);
+    const dec = gpu.buffer(4 * (DECODE_STATE + 4));
+    try {
+      const plain = await loadSampler(gpu);
+      const fused = await loadSampler(gpu, { decode: true });
+      const greedy = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+      const t = (s: number, outBase: number) => ({ tokens: small, pos: small, dec, K: 2, s, outBase });
+      const b = gpu.batch();
+      expect(() => plain.sample(b, small, small, small, 1, 4, greedy, small, t(0, DECODE_STATE))).toThrow(/decode: true/);
+      expect(() => fused.sample(b, small, small, small, 1, 4, greedy, small, t(2, DECODE_STATE))).toThrow(/step 2 outside/);
+      expect(() => fused.sample(b, small, small, small, 1, 4, greedy, small, t(0, 1))).toThrow(/outBase 1 overlaps/);
       b.submit();
     } finally {
       small.destroy();

@@ -9,7 +9,8 @@ import type { Gpu } from "../src/gpu/index.ts";
 import { loadElementwise } from "../src/kernels/elementwise.ts";
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
 import { loadMatmul, matmulFusedRef, type Dtype, type Matmul, type MatmulConfig } from "../src/kernels/matmul.ts";
-import { loadRope, ropeKvRef, ropeRef } from "../src/kernels/rope.ts";
+import { loadAttention } from "../src/kernels/attention.ts";
+import { loadRope, ropeKvAttendRef, ropeKvRef, ropeRef } from "../src/kernels/rope.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
@@ -123,6 +124,60 @@ for (const dtype of ["f32", "f16"] as const) {
         expectClose(q, wantQ, t.atol, t.rtol, `rope_kv ${dtype} q`);
         expectClose(gk, kc, t.atol, t.rtol, `rope_kv ${dtype} k cache`);
         expectClose(gv, vc, TOL.exact.atol, TOL.exact.rtol, `rope_kv ${dtype} v cache`);
+      });
+    }
+  });
+}
+
+// rope_kv_attend (decode on CPU adapters: rope_kv + attention's one-pass
+// decode in one dispatch) vs the two dispatches it replaces, bit for bit
+// (output and both caches), and vs ropeKvRef + attentionRef.
+for (const dtype of ["f32", "f16"] as const) {
+  describe.skipIf(!GPU)(`rope_kv_attend ${dtype} vs rope_kv + attention.decode (rows)`, () => {
+    for (const [nh, nKv, hd, bs] of [[4, 2, 16, 4], [6, 1, 8, 16], [2, 2, 64, 16]]) {
+      test(`nh ${nh}, nkv ${nKv}, hd ${hd}, block ${bs}`, async () => {
+        const gpu = await gpuOrSkip();
+        const [rope, attn] = await Promise.all([loadRope(gpu, dtype), loadAttention(gpu, dtype, "rows")]);
+        const r = (x: Float32Array) => (dtype === "f16" ? roundToF16(x) : x);
+        // One token per sequence (a decode step): slots 0..4 at positions 0, 5, 17, 300 (large angles)
+        // and 2; the caches hold earlier positions' keys and values (random), so attention reads both.
+        const tokSeq = Uint32Array.of(0, 1, 2, 3, 4);
+        const tokPos = Uint32Array.of(0, 5, 17, 300, 2);
+        const T = tokSeq.length;
+        const maxBlocks = Math.ceil(301 / bs);
+        const blocks = 5 * maxBlocks;
+        const table = Uint32Array.from({ length: 5 * maxBlocks }, (_, i) => blocks - 1 - i); // reversed
+        // The last token's q/k/v are ~1e-4: many rotated values are f16 subnormals (the kernel rounds them itself).
+        const width = (nh + 2 * nKv) * hd;
+        const qkv = r(randn(T * width, nh * 10 + hd + 1, 1).map((v, i) => (i >= (T - 1) * width ? v * 1e-4 : v)));
+        const cacheLen = blocks * bs * nKv * hd;
+        const kc = r(randn(cacheLen, hd + 3, 1));
+        const vc = r(randn(cacheLen, hd + 4, 1));
+        const shape = { T, nh, nKv, hd, theta: 10000, blockSize: bs, maxBlocks };
+        const scale = 1 / Math.sqrt(hd);
+        const common = { blockTable: gpu.buffer(table, "table"), tokSeq: gpu.buffer(tokSeq, "seq"), tokPos: gpu.buffer(tokPos, "pos"), qkv: up(gpu, qkv, dtype, "qkv") };
+        const side = (name: string) => ({ kcache: up(gpu, kc, dtype, `kc.${name}`), vcache: up(gpu, vc, dtype, `vc.${name}`), out: up(gpu, new Float32Array(T * nh * hd), dtype, `out.${name}`) });
+        const [fused, two] = [side("fused"), side("two")];
+        const q = up(gpu, new Float32Array(T * nh * hd), dtype, "q");
+        const b = gpu.batch();
+        rope.ropeKvAttend(b, { ...common, ...fused }, shape, scale);
+        rope.ropeKv(b, { ...common, q, kcache: two.kcache, vcache: two.vcache }, shape);
+        attn.decode(b, q, two.kcache, two.vcache, common.blockTable, common.tokSeq, common.tokPos, two.out, T, nh, nKv, hd, bs, maxBlocks, scale);
+        b.submit();
+        const bits = async (buf: GPUBuffer) => new Uint32Array(await gpu.read(buf));
+        for (const key of ["out", "kcache", "vcache"] as const) {
+          expectClose(await bits(fused[key]), await bits(two[key]), TOL.exact.atol, TOL.exact.rtol, `rope_kv_attend ${dtype} ${key} bits`);
+        }
+        const read = async (buf: GPUBuffer, n: number) =>
+          dtype === "f32" ? gpu.readF32(buf, n) : f16BitsToF32(new Uint16Array(await gpu.read(buf, Math.ceil(n / 2) * 4)).subarray(0, n));
+        const [out, gk] = [await read(fused.out, T * nh * hd), await read(fused.kcache, cacheLen)];
+        for (const x of [...Object.values(common), ...Object.values(fused), ...Object.values(two), q]) x.destroy();
+        rope.destroy();
+        attn.destroy();
+        const want = ropeKvAttendRef({ qkv, kcache: kc, vcache: vc, blockTable: table, tokSeq, tokPos }, shape, scale);
+        const t = TOL[`rope_attention_${dtype}`];
+        expectClose(out, want, t.atol, t.rtol, `rope_kv_attend ${dtype} out vs reference`);
+        expectClose(gk, kc, TOL[`rope_${dtype}`].atol, TOL[`rope_${dtype}`].rtol, `rope_kv_attend ${dtype} k cache vs reference`);
       });
     }
   });

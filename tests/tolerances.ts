@@ -26,6 +26,8 @@ export const TOL: Record<string, Tolerance> = {
   rmsnorm_f32: { atol: 1e-6, rtol: 1e-5, why: "f32 sum of up to 8960 squares (tree order vs f64), one rsqrt, two products: a few f32 ulp relative" },
   rmsnorm_f16: { atol: 1e-3, rtol: 1e-3, why: "f32 math on f16 inputs (exact in the reference), one rounding of the output to f16 (rel 4.9e-4)" },
   rope_f32: { atol: 2e-6, rtol: 1e-5, why: "angle bit-identical to HF's f32 angle; Cody-Waite reduction to [-pi, pi] adds ~1.2e-7 rad, sin/cos a few ulp, times |x| <= 1" },
+  rope_attention_f32: { atol: 1e-5, rtol: 1e-4, why: "RoPE (rope_f32: q and k off by ~1e-6 of |x| <= ~3) then attention (attention_f32) over the rotated q and k: scores of hd-long dots shift by ~1e-6·sqrt(hd)·scale, output by that times |v| <= ~3" },
+  rope_attention_f16: { atol: 4e-3, rtol: 4e-3, why: "as rope_attention_f32, but q and the token's own k are rounded to f16 after the rotation (rel 4.9e-4 each, a rounding may land on the other side of the reference's), then the output is rounded to f16 (attention_f16)" },
   rope_f16: { atol: 1e-3, rtol: 1e-3, why: "as rope_f32, plus rounding the rotated value to f16 (rel 4.9e-4, |x| <= 1)" },
   elementwise_f32: { atol: 1e-6, rtol: 1e-5, why: "one exp and a divide (silu) or one add, f32; GPU exp differs by a few ulp" },
   elementwise_f16: { atol: 1e-4, rtol: 1e-3, why: "f32 math on f16 inputs (exact in the reference), one rounding of the output to f16 (rel 4.9e-4)" },

@@ -22,7 +22,7 @@
  */
 import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { hashString } from "../util/random.ts";
-import { DECODE_STATE, loadDecode, MAX_STOP, rowState, type DecodeKernels } from "../kernels/decode.ts";
+import { DECODE_STATE, MAX_STOP, rowState } from "../kernels/decode.ts";
 import { loadSampler } from "../kernels/sample.ts";
 import { KvCache } from "./kv_cache.ts";
 import { createWorkspace, elementBytes, type ForwardNumerics, type Qwen2Gpu, type Workspace } from "./model.ts";
@@ -73,6 +73,12 @@ export interface EngineOptions {
   /** Most decode steps between two readbacks (default DECODE_WINDOW). */
   syncEvery?: number;
   /**
+   * Submit the next decode window before reading the current one back when
+   * no request waits for a slot (default true; see Engine.decode). Off: one
+   * window at a time. The completions are the same either way.
+   */
+  runAhead?: boolean;
+  /**
    * Ids the tokenizer knows (its size, `vocabLimit()` in model/tokenizer.ts):
    * rows of a padded vocabulary at or above it are masked in the sampler, so
    * they are never drawn. Required, so no caller can forget it: a model
@@ -104,18 +110,27 @@ export interface GenerateStats {
   readbacks: number;
   /** Tokens generated. */
   tokens: number;
+  /** Decode windows submitted before the previous one was read back (opts.runAhead). */
+  windowsAhead: number;
   /** Most sequences decoding at once (the engine's maxBatch). */
   maxBatch: number;
 }
 
 /** Mean running sequences per decode step over the most that fit (0 with no decode step). */
-export function occupancy(s: GenerateStats): number {
+export function occupancy(s: Pick<GenerateStats, "decodeSteps" | "decodeRows" | "maxBatch">): number {
   return s.decodeSteps ? s.decodeRows / s.decodeSteps / s.maxBatch : 0;
 }
 
 function streamKey(r: GenRequest): number {
   if (r.key !== undefined) return r.key;
   return typeof r.id === "number" && Number.isInteger(r.id) && r.id >= 0 && r.id <= 0xffffffff ? r.id : hashString(String(r.id));
+}
+
+/** A decode window submitted to the GPU: its rows, its steps, its pending readback. */
+interface DecodeWindow {
+  seqs: Running[];
+  k: number;
+  read: Promise<Uint32Array>;
 }
 
 interface Running {
@@ -135,6 +150,10 @@ export class Engine {
   private readonly numerics: ForwardNumerics;
   /** The last `generate` call's counts. */
   stats: GenerateStats;
+  /** Most decode steps per window (opts.syncEvery). */
+  private readonly window: number;
+  /** A decode window submitted before the previous one was read (see decode). */
+  private ahead: DecodeWindow | null = null;
 
   private constructor(
     readonly model: Qwen2Gpu,
@@ -143,7 +162,6 @@ export class Engine {
     private readonly tokOut: GPUBuffer,
     private readonly lpOut: GPUBuffer,
     private readonly streams: GPUBuffer,
-    private readonly decodeK: DecodeKernels,
     private readonly dec: GPUBuffer,
   ) {
     const c = model.config;
@@ -161,24 +179,35 @@ export class Engine {
     this.ws = createWorkspace(model.gpu, c, model.dtype, capacity, opts.maxBatch);
     // Constants for the engine's life: the LM head's path follows maxBatch, not the rows of a step.
     this.numerics = { decodeChunk: opts.decodeChunk ?? DECODE_CHUNK, logitsPath: opts.maxBatch <= 32 ? "decode" : "prefill" };
-    this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, maxBatch: opts.maxBatch };
+    this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, windowsAhead: 0, maxBatch: opts.maxBatch };
+    this.window = opts.syncEvery ?? DECODE_WINDOW;
   }
 
   static async create(model: Qwen2Gpu, opts: EngineOptions): Promise<Engine> {
     const gpu: Gpu = model.gpu;
     const window = opts.syncEvery ?? DECODE_WINDOW;
     if (!Number.isInteger(window) || window < 1) throw new Error(`engine: syncEvery must be an integer >= 1, got ${opts.syncEvery}`);
-    const [sampler, decodeK] = await Promise.all([loadSampler(gpu), loadDecode(gpu)]);
+    // decode: the sampler with each row's decode advance in the same dispatch (kernels/sample.wgsl).
+    const sampler = await loadSampler(gpu, { decode: true });
     const B = opts.maxBatch;
-    return new Engine(model, opts, sampler, gpu.buffer(B * 4, "sample.tokens"), gpu.buffer(B * 4, "sample.logp"), gpu.buffer(B * 8, "sample.streams"), decodeK, gpu.buffer(4 * B * (DECODE_STATE + 2 * window), "decode.state"));
+    return new Engine(model, opts, sampler, gpu.buffer(B * 4, "sample.tokens"), gpu.buffer(B * 4, "sample.logp"), gpu.buffer(B * 8, "sample.streams"), gpu.buffer(4 * B * (DECODE_STATE + 2 * window), "decode.state"));
   }
 
   /** Stream completions as they finish (not in request order). Starts from an empty cache. */
   async *generate(requests: Iterable<GenRequest>, sampling: SamplingOptions): AsyncGenerator<Completion> {
     const waiting = [...requests];
     for (const r of waiting) this.validate(r);
+    await this.drain(); // a window an abandoned call left in flight
+    try {
+      yield* this.run(waiting, sampling);
+    } finally {
+      await this.drain();
+    }
+  }
+
+  private async *run(waiting: GenRequest[], sampling: SamplingOptions): AsyncGenerator<Completion> {
     this.cache.reset();
-    this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, maxBatch: this.opts.maxBatch };
+    this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, windowsAhead: 0, maxBatch: this.opts.maxBatch };
     const running: Running[] = [];
     while (waiting.length || running.length) {
       await yieldToEventLoop(); // let signal handlers and timers run between steps
@@ -196,7 +225,7 @@ export class Engine {
         await this.prefill(admitted, sampling);
         running.push(...admitted);
       } else {
-        await this.decode(running, sampling);
+        await this.decode(running, sampling, waiting.length === 0 && this.opts.runAhead !== false);
       }
       // Retire finished sequences.
       for (let i = running.length - 1; i >= 0; i--) {
@@ -262,42 +291,37 @@ export class Engine {
   }
 
   /**
-   * A window of k decode steps recorded into one batch: forward → sample →
-   * advance (the token feeds the next step on the GPU), then one readback of
-   * every row's state and new tokens. k stops at the first budget to run out.
+   * One decode window: its k steps recorded into one batch and submitted,
+   * then one readback of every row's state and new tokens. While the GPU
+   * runs it, the next window of the same rows may already be recorded and
+   * submitted ("ahead", when `runAhead`: nothing waits for a slot, and every
+   * row has budget left after this window), continuing from the state the
+   * GPU holds, so the host's recording and readback overlap the GPU's work
+   * instead of leaving it idle between windows. A row that stops on a stop id
+   * in this window is frozen in the next (kernels/decode.wgsl): it appends
+   * nothing there, so the results are the same as without running ahead;
+   * the cost is that window's work if every row stopped.
    */
-  private async decode(seqs: Running[], sampling: SamplingOptions): Promise<void> {
-    const gpu = this.model.gpu;
-    const ws = this.ws;
-    const R = seqs.length;
-    const k = Math.min(this.opts.syncEvery ?? DECODE_WINDOW, ...seqs.map((s) => s.req.maxTokens - s.tokens.length));
-    const outBase = R * DECODE_STATE;
-    const state = new Uint32Array(outBase);
-    seqs.forEach((s, i) => state.set(rowState(s.tokens.length, s.req.maxTokens, s.stop), i * DECODE_STATE));
-    this.cache.sync();
-    gpu.write(ws.tokens, new Uint32Array(seqs.map((s) => s.next)));
-    gpu.write(ws.tokSeq, new Uint32Array(seqs.map((s) => s.slot)));
-    gpu.write(ws.tokPos, new Uint32Array(seqs.map((s) => s.pos)));
-    gpu.write(ws.rowIdx, Uint32Array.from({ length: R }, (_, i) => i));
-    gpu.write(this.streams, new Uint32Array(seqs.flatMap((s) => [s.key, s.tokens.length])));
-    gpu.write(this.dec, state);
-    const V = this.model.config.vocabSize;
-    const { temperature, topK, topP, seed } = sampling;
-    const b = gpu.batch();
-    for (let step = 0; step < k; step++) {
-      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics);
-      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams);
-      this.decodeK.advance(b, this.tokOut, this.lpOut, ws.tokens, ws.tokPos, this.streams, this.dec, R, k, step, outBase);
+  private async decode(seqs: Running[], sampling: SamplingOptions, runAhead: boolean): Promise<void> {
+    const cur = this.ahead ?? this.submitWindow(seqs, sampling);
+    this.ahead = null;
+    const same = cur.seqs.length === seqs.length && cur.seqs.every((s, i) => s === seqs[i]);
+    if (runAhead && same) {
+      const k = Math.min(this.window, ...seqs.map((s) => s.req.maxTokens - s.tokens.length - cur.k));
+      if (k > 0) {
+        this.ahead = this.submitWindow(seqs, sampling, k);
+        this.stats.windowsAhead++;
+      }
     }
-    b.submit();
-    const dec = await gpu.readU32(this.dec, outBase + R * k * 2);
+    const dec = await cur.read;
     this.stats.readbacks++;
-    this.stats.decodeSteps += k;
+    this.stats.decodeSteps += cur.k;
     const lp = new Float32Array(dec.buffer, dec.byteOffset, dec.length);
-    seqs.forEach((s, i) => {
+    const outBase = cur.seqs.length * DECODE_STATE;
+    cur.seqs.forEach((s, i) => {
       const count = dec[i * DECODE_STATE] - s.tokens.length;
       for (let j = 0; j < count; j++) {
-        const o = outBase + (i * k + j) * 2;
+        const o = outBase + (i * cur.k + j) * 2;
         s.tokens.push(dec[o]);
         s.logprobs.push(lp[o + 1]);
       }
@@ -306,6 +330,50 @@ export class Engine {
       this.stats.decodeRows += count;
       this.stats.tokens += count;
     });
+  }
+
+  /**
+   * Record and submit a window of decode steps over `seqs`, and start its
+   * readback. Without `ahead` (a window's step count) the rows' state is
+   * written from the CPU and k stops at the first budget to run out; with it
+   * the window continues from the state the previous window left on the GPU.
+   */
+  private submitWindow(seqs: Running[], sampling: SamplingOptions, ahead?: number): DecodeWindow {
+    const gpu = this.model.gpu;
+    const ws = this.ws;
+    const R = seqs.length;
+    const outBase = R * DECODE_STATE;
+    const k = ahead ?? Math.min(this.window, ...seqs.map((s) => s.req.maxTokens - s.tokens.length));
+    if (ahead === undefined) {
+      const state = new Uint32Array(outBase);
+      seqs.forEach((s, i) => state.set(rowState(s.tokens.length, s.req.maxTokens, s.stop), i * DECODE_STATE));
+      this.cache.sync();
+      gpu.write(ws.tokens, new Uint32Array(seqs.map((s) => s.next)));
+      gpu.write(ws.tokSeq, new Uint32Array(seqs.map((s) => s.slot)));
+      gpu.write(ws.tokPos, new Uint32Array(seqs.map((s) => s.pos)));
+      gpu.write(this.streams, new Uint32Array(seqs.flatMap((s) => [s.key, s.tokens.length])));
+      gpu.write(this.dec, state);
+    }
+    const V = this.model.config.vocabSize;
+    const { temperature, topK, topP, seed } = sampling;
+    const b = gpu.batch();
+    for (let step = 0; step < k; step++) {
+      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics, true);
+      const advance = { tokens: ws.tokens, pos: ws.tokPos, dec: this.dec, K: k, s: step, outBase };
+      this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams, advance);
+    }
+    b.submit();
+    // The copy is queued now, before any later window can overwrite the output window.
+    const read = gpu.readU32(this.dec, outBase + R * k * 2);
+    read.catch(() => {}); // awaited later (decode or the drain); a failure surfaces there
+    return { seqs: [...seqs], k, read };
+  }
+
+  /** Wait for a window still in flight and drop it (the end of a generate call, or an abandoned one). */
+  private async drain(): Promise<void> {
+    const a = this.ahead;
+    this.ahead = null;
+    if (a) await a.read.catch(() => {});
   }
 
   private async forwardAndSample(

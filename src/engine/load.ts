@@ -71,9 +71,11 @@ export async function loadModel(gpu: Gpu, dir: string, dtype: DType): Promise<Lo
 
 /**
  * Full-vocabulary logits at every position of one sequence, [T, V] f32,
- * computed in prefill chunks of `chunk` tokens through a one-slot cache.
+ * computed in prefill chunks of `chunk` tokens through a one-slot cache
+ * (`rowsAreTokens`: the LM head reads the residual stream directly, as in
+ * decode, instead of gathered rows; the same values).
  */
-export async function sequenceLogits(m: Qwen2Gpu, tokens: number[], chunk = 64): Promise<Float32Array> {
+export async function sequenceLogits(m: Qwen2Gpu, tokens: number[], chunk = 64, rowsAreTokens = false): Promise<Float32Array> {
   const gpu = m.gpu;
   const c = m.config;
   const T = tokens.length;
@@ -104,7 +106,7 @@ export async function sequenceLogits(m: Qwen2Gpu, tokens: number[], chunk = 64):
       gpu.write(ws.tokPos, Uint32Array.from({ length: n }, (_, i) => s + i));
       gpu.write(ws.rowIdx, Uint32Array.from({ length: n }, (_, i) => i));
       const b = gpu.batch();
-      m.recordForward(b, ws, cache, n, n, "prefill");
+      m.recordForward(b, ws, cache, n, n, "prefill", {}, rowsAreTokens);
       b.submit();
       out.set(await gpu.readF32(ws.logits, n * c.vocabSize), s * c.vocabSize);
     }

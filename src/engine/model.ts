@@ -6,7 +6,7 @@
  * nh query heads, nkv key/value heads, hd head dim, V vocab, R rows of logits.
  */
 import type { Batch, Binding, Gpu } from "../gpu/index.ts";
-import { loadAttention, type AttentionForm } from "../kernels/attention.ts";
+import { attentionForm, loadAttention, type AttentionForm } from "../kernels/attention.ts";
 import { loadEmbedding } from "../kernels/embedding.ts";
 import { loadMatmul } from "../kernels/matmul.ts";
 import { loadRope } from "../kernels/rope.ts";
@@ -61,6 +61,8 @@ type Kernels = {
   emb: Awaited<ReturnType<typeof loadEmbedding>>;
   rope: Awaited<ReturnType<typeof loadRope>>;
   attn: Awaited<ReturnType<typeof loadAttention>>;
+  /** The attention form; "rows" (CPU adapters) decodes with RoPE, cache write and attention in one dispatch. */
+  form: AttentionForm;
 };
 
 export function elementBytes(dtype: DType): 2 | 4 {
@@ -219,13 +221,14 @@ export class Qwen2Gpu {
     if (dtype === "f16" && !gpu.features.f16) {
       throw new Error(`dtype f16 needs the adapter feature shader-f16, which "${gpu.adapter.description}" lacks`);
     }
+    const form = attention ?? attentionForm(gpu);
     const [mm, emb, rope, attn] = await Promise.all([
       loadMatmul(gpu, dtype),
       loadEmbedding(gpu, dtype),
       loadRope(gpu, dtype),
-      loadAttention(gpu, dtype, attention),
+      loadAttention(gpu, dtype, form),
     ]);
-    return new Qwen2Gpu(gpu, config, dtype, make(), { mm, emb, rope, attn });
+    return new Qwen2Gpu(gpu, config, dtype, make(), { mm, emb, rope, attn, form });
   }
 
   /**
@@ -235,11 +238,13 @@ export class Qwen2Gpu {
    * `mode` picks the attention kernel: "decode" when every sequence has one
    * token here, "prefill" otherwise. `numerics` fixes what would otherwise
    * follow the batch (the engine passes constants, so a sequence's results
-   * depend on its own context only).
+   * depend on its own context only). `rowsAreTokens`: the R = T rows are
+   * the tokens in order (every decode step), so the LM head reads the
+   * residual stream itself and ws.rowIdx is not read: one dispatch fewer.
    */
-  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}): void {
+  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}, rowsAreTokens = false): void {
     const c = this.config;
-    const { mm, emb, rope, attn } = this.k;
+    const { mm, emb, rope, attn, form } = this.k;
     const H = c.hiddenSize;
     const I = c.intermediateSize;
     const nh = c.numHeads;
@@ -253,26 +258,34 @@ export class Qwen2Gpu {
     const mb = cache.maxBlocks;
     const scale = 1 / Math.sqrt(hd);
     
-    // Seven dispatches per layer (decode): norm folded into the q/k/v and
-    // gate/up products, RoPE + cache write in one pass, the residual adds in
+    // Seven dispatches per layer (decode; six on CPU adapters): norm folded
+    // into the q/k/v and gate/up products, RoPE + cache write in one pass (on
+    // CPU adapters with the one-pass attention too), the residual adds in
     // the o_proj and down_proj epilogues, SwiGLU in the gate/up epilogue.
     const eps = c.rmsNormEps;
     const qkvN = (nh + 2 * nkv) * hd;
+    const ropeShape = { T, nh, nKv: nkv, hd, theta: c.ropeTheta, blockSize: bs, maxBlocks: mb };
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.weights.layers[l];
       mm.matmul(b, ws.x, w.wqkv, w.bqkv, ws.qkv, T, qkvN, H, { path: mode, norm: { gain: w.ln1, eps } });
-      rope.ropeKv(
-        b,
-        { qkv: ws.qkv, q: ws.q, kcache: cache.k[l], vcache: cache.v[l], blockTable: cache.blockTable, tokSeq: ws.tokSeq, tokPos: ws.tokPos },
-        { T, nh, nKv: nkv, hd, theta: c.ropeTheta, blockSize: bs, maxBlocks: mb },
-      );
-      if (mode === "decode") attn.decode(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale, numerics.decodeChunk);
-      else attn.prefill(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
+      const io = { qkv: ws.qkv, kcache: cache.k[l], vcache: cache.v[l], blockTable: cache.blockTable, tokSeq: ws.tokSeq, tokPos: ws.tokPos };
+      if (mode === "decode" && form === "rows") {
+        rope.ropeKvAttend(b, { ...io, out: ws.att }, ropeShape, scale);
+      } else {
+        rope.ropeKv(b, { ...io, q: ws.q }, ropeShape);
+        if (mode === "decode") attn.decode(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale, numerics.decodeChunk);
+        else attn.prefill(b, ws.q, cache.k[l], cache.v[l], cache.blockTable, ws.tokSeq, ws.tokPos, ws.att, T, nh, nkv, hd, bs, mb, scale);
+      }
       mm.matmul(b, ws.att, w.wo, null, ws.x, T, H, nh * hd, { path: mode, residual: true });
       mm.matmul(b, ws.x, w.wg, null, ws.a, T, I, H, { path: mode, norm: { gain: w.ln2, eps }, up: w.wu });
       mm.matmul(b, ws.a, w.wd, null, ws.x, T, H, I, { path: mode, residual: true });
     }
     if (R === 0) return;
+    if (rowsAreTokens) {
+      if (R !== T) throw new Error(`forward: rowsAreTokens needs one logit row per token, got R ${R} for T ${T}`);
+      this.recordLogits(b, ws.x, ws.logits, R, numerics.logitsPath);
+      return;
+    }
     // The rows that need logits first, then the final norm in the LM head's prologue.
     emb.gather(b, ws.rowIdx, ws.x, ws.hsel, R, H, 0, T);
     this.recordLogits(b, ws.hsel, ws.logits, R, numerics.logitsPath);

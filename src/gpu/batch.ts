@@ -68,6 +68,59 @@ export class UniformArenas {
   }
 }
 
+/**
+ * Bind groups by what they bind: the kernel's layout, the uniform slot and
+ * every storage binding (buffer, offset, size). A step recorded again over
+ * the same buffers (a decode step, window after window: the uniform arena
+ * pool hands the same arena back, slot by slot) finds its bind groups here
+ * instead of creating them; creating one costs 25-65 µs of host time on
+ * dawn.node (benchmarks/RESULTS.md, issue 14), more than recording the
+ * dispatch itself. Only the binding's location is in the key, never the
+ * uniform's values (those are written into the arena at each submit). The
+ * cache is emptied when it reaches `max` entries, so bind groups of buffers
+ * since destroyed do not pile up.
+ */
+export class BindGroupCache {
+  private readonly map = new Map<string, GPUBindGroup>();
+  private readonly ids = new WeakMap<object, number>();
+  private next = 1;
+  hits = 0;
+  misses = 0;
+
+  constructor(
+    private readonly device: GPUDevice,
+    readonly max = 8192,
+  ) {}
+
+  private id(o: object): number {
+    let i = this.ids.get(o);
+    if (i === undefined) this.ids.set(o, (i = this.next++));
+    return i;
+  }
+
+  get(kernel: Kernel, entries: GPUBindGroupEntry[]): GPUBindGroup {
+    let key = `${this.id(kernel.layout)}`;
+    for (const e of entries) {
+      const r = e.resource as GPUBufferBinding;
+      key += `|${this.id(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
+    }
+    let bg = this.map.get(key);
+    if (bg) {
+      this.hits++;
+      return bg;
+    }
+    this.misses++;
+    if (this.map.size >= this.max) this.map.clear();
+    bg = this.device.createBindGroup({ layout: kernel.layout, entries, label: kernel.key });
+    this.map.set(key, bg);
+    return bg;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
+
 export interface DispatchOptions {
   /** Uniform values (binding 0); omit when the kernel has none. */
   params?: Params;
@@ -116,6 +169,7 @@ export class Batch {
     private readonly uniforms: UniformArenas | null,
     private readonly maxGroups: number,
     private readonly timing: TimingSink | null = null,
+    private readonly bindGroups: BindGroupCache | null = null,
   ) {
     this.encoder = device ? device.createCommandEncoder() : (null as unknown as GPUCommandEncoder);
   }
@@ -160,7 +214,7 @@ export class Batch {
     opts.buffers.forEach((b, i) => {
       entries.push({ binding: i + 1, resource: "buffer" in b ? b : { buffer: b } });
     });
-    const bindGroup = this.device.createBindGroup({ layout: kernel.layout, entries, label: kernel.key });
+    const bindGroup = this.bindGroups ? this.bindGroups.get(kernel, entries) : this.device.createBindGroup({ layout: kernel.layout, entries, label: kernel.key });
     let pass: GPUComputePassEncoder;
     if (this.timing && this.timing.used + 2 <= this.timing.capacity) {
       this.endPass();

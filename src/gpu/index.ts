@@ -3,12 +3,12 @@
  * record, submit and read back work. Everything on the GPU goes through one.
  */
 import { track } from "./bun_event_pump.ts";
-import { Batch, UniformArenas, type TimingSink } from "./batch.ts";
+import { Batch, BindGroupCache, UniformArenas, type TimingSink } from "./batch.ts";
 import { BufferPool, readback, upload, STORAGE } from "./buffers.ts";
 import { openGpu, type GpuContext, type GpuOptions } from "./device.ts";
 import { KernelCache, type Constants, type Kernel } from "./kernels.ts";
 
-export { params, Params, Batch, addTally, type Binding, type DispatchTally } from "./batch.ts";
+export { params, Params, Batch, BindGroupCache, addTally, type Binding, type DispatchTally } from "./batch.ts";
 export { GpuError, GpuDeviceLostError, NO_ADAPTER_HELP, type GpuOptions } from "./device.ts";
 export { KernelError, type Kernel, type Constants } from "./kernels.ts";
 export { STORAGE } from "./buffers.ts";
@@ -26,6 +26,8 @@ export class Gpu {
   readonly pool: BufferPool;
   readonly kernels: KernelCache;
   private readonly arenas: UniformArenas;
+  /** Bind groups reused across batches (see BindGroupCache). */
+  readonly bindGroups: BindGroupCache;
   private timing: TimingSink | null = null;
 
   constructor(readonly ctx: GpuContext) {
@@ -33,6 +35,7 @@ export class Gpu {
     this.pool = new BufferPool(ctx.device, ctx.limits.maxBufferSize);
     this.kernels = new KernelCache(ctx.device);
     this.arenas = new UniformArenas(ctx.device);
+    this.bindGroups = new BindGroupCache(ctx.device);
   }
 
   static async open(opts: GpuOptions = {}): Promise<Gpu> {
@@ -55,7 +58,7 @@ export class Gpu {
 
   batch(): Batch {
     this.ctx.check("recording");
-    return new Batch(this.device, this.arenas, this.limits.maxComputeWorkgroupsPerDimension, this.timing);
+    return new Batch(this.device, this.arenas, this.limits.maxComputeWorkgroupsPerDimension, this.timing, this.bindGroups);
   }
 
   /** A new storage buffer (not pooled) holding `data`, or zeroed `bytes`. */

@@ -67,6 +67,28 @@ export function advanceRef(
   }
 }
 
+/** Where a decode step's `advance` writes: the forward's inputs and the row states / output window (see the legend above). */
+export interface AdvanceTarget {
+  tokens: Binding;
+  pos: Binding;
+  dec: Binding;
+  /** Steps in this window, this step's index in it, and where the output window starts in `dec`. */
+  K: number;
+  s: number;
+  outBase: number;
+}
+
+/** Validate an advance of R rows (`streams` [R, 2]); `what` names the kernel in errors. */
+export function checkAdvance(what: string, R: number, streams: Binding, t: AdvanceTarget): void {
+  for (const [v, n] of [[R, "R"], [t.K, "K"], [t.s, "s"], [t.outBase, "outBase"]] as const) checkCount(v, n, what);
+  if (t.s >= t.K) throw new KernelError(`kernel ${what}: step ${t.s} outside the window of ${t.K}`);
+  if (t.outBase < R * DECODE_STATE) throw new KernelError(`kernel ${what}: outBase ${t.outBase} overlaps the ${R} row states`);
+  checkBinding(t.tokens, R, 4, "tokens", what);
+  checkBinding(t.pos, R, 4, "pos", what);
+  checkBinding(streams, 2 * R, 4, "streams", what);
+  checkBinding(t.dec, t.outBase + R * t.K * 2, 4, "dec", what);
+}
+
 export interface DecodeKernels {
   advance(b: Batch, sampled: Binding, sampledLogp: Binding, tokens: Binding, pos: Binding, streams: Binding, dec: Binding, R: number, K: number, s: number, outBase: number): void;
 }
@@ -77,15 +99,9 @@ export async function loadDecode(gpu: Gpu): Promise<DecodeKernels> {
   return {
     advance(b, sampled, sampledLogp, tokens, pos, streams, dec, R, K, s, outBase) {
       const what = "decode.advance";
-      for (const [v, n] of [[R, "R"], [K, "K"], [s, "s"], [outBase, "outBase"]] as const) checkCount(v, n, what);
-      if (s >= K) throw new KernelError(`kernel ${what}: step ${s} outside the window of ${K}`);
-      if (outBase < R * DECODE_STATE) throw new KernelError(`kernel ${what}: outBase ${outBase} overlaps the ${R} row states`);
+      checkAdvance(what, R, streams, { tokens, pos, dec, K, s, outBase });
       checkBinding(sampled, R, 4, "sampled", what);
       checkBinding(sampledLogp, R, 4, "sampledLogp", what);
-      checkBinding(tokens, R, 4, "tokens", what);
-      checkBinding(pos, R, 4, "pos", what);
-      checkBinding(streams, 2 * R, 4, "streams", what);
-      checkBinding(dec, outBase + R * K * 2, 4, "dec", what);
       if (R === 0) return;
       const groups = Math.ceil(R / WG);
       if (groups > max) throw new KernelError(`kernel ${what}: ${R} rows need ${groups} workgroups, over ${max}`);

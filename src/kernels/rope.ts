@@ -12,7 +12,7 @@
 import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
-import { writeKVRef } from "./attention.ts";
+import { attentionRef, MAX_HEAD_DIM, writeKVRef } from "./attention.ts";
 import { checkBinding, checkCount, dtypeConstants, grid, sameBuffer, type Dtype } from "./common.ts";
 
 const WG = 64;
@@ -117,6 +117,16 @@ export function ropeKvRef(
   return q;
 }
 
+/**
+ * Reference of `ropeKvAttend`: ropeKvRef (rotated q; k and v into the
+ * caches, in place), then attentionRef of the rotated q over the caches.
+ * Returns the attention output [T, nh, hd].
+ */
+export function ropeKvAttendRef(io: { qkv: Float32Array; kcache: Float32Array; vcache: Float32Array; blockTable: Uint32Array; tokSeq: Uint32Array; tokPos: Uint32Array }, s: RopeKvShape, scale: number): Float32Array {
+  const q = ropeKvRef(io.qkv, io.kcache, io.vcache, io.blockTable, io.tokSeq, io.tokPos, s);
+  return attentionRef(q, io.kcache, io.vcache, io.blockTable, io.tokSeq, io.tokPos, s, scale);
+}
+
 // Cody-Waite split of 2π: C1 has 8 significant bits, C2 9, so k·C1 and k·C2
 // are exact in f32 for k < 2^15; C3 is the f32-rounded rest.
 const TWO_PI = 2 * Math.PI;
@@ -125,10 +135,11 @@ const C2 = Math.floor((TWO_PI - C1) * 2 ** 18) / 2 ** 18;
 const C3 = f(TWO_PI - C1 - C2);
 
 export async function loadRope(gpu: Gpu, dtype: Dtype) {
-  const c = { ...dtypeConstants(gpu, dtype, "rope"), WG };
-  const [k, kKv, kBack, kQk, kQkBack] = await Promise.all([
+  const c = { ...dtypeConstants(gpu, dtype, "rope"), WG, MAXHD: MAX_HEAD_DIM, IF_F32: dtype === "f32" ? "" : "//", IF_F16: dtype === "f32" ? "//" : "" };
+  const [k, kKv, kAttend, kBack, kQk, kQkBack] = await Promise.all([
     gpu.kernel("rope", "rope", c),
     gpu.kernel("rope", "rope_kv", c),
+    gpu.kernel("rope", "rope_kv_attend", c),
     // The backward is f32-only (training keeps f32 activation gradients).
     dtype === "f32" ? gpu.kernel("rope", "rope_backward", c) : null,
     gpu.kernel("rope", "rope_qk", c),
@@ -143,6 +154,22 @@ export async function loadRope(gpu: Gpu, dtype: Dtype) {
     let buf = tables.get(key);
     if (!buf) tables.set(key, (buf = gpu.buffer(invFreqRef(hd, theta), `rope.inv_freq[hd=${hd},theta=${theta}]`)));
     return buf;
+  };
+  // rope_kv and rope_kv_attend: shapes and bindings (`q`: the rotated q, or the attention output: [T, nh, hd] either way).
+  const checkKv = (what: string, io: { qkv: Binding; kcache: Binding; vcache: Binding; blockTable: Binding; tokSeq: Binding; tokPos: Binding }, q: Binding, s: RopeKvShape, qName = "q"): void => {
+    for (const [name, v] of Object.entries(s)) if (name !== "theta") checkCount(v, name, what);
+    if (s.hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${s.hd} must be even`);
+    if (!(s.theta > 1) || !Number.isFinite(s.theta)) throw new KernelError(`kernel ${what}: rope_theta ${s.theta} must be a finite number > 1`);
+    if (s.blockSize < 1 || s.maxBlocks < 1) throw new KernelError(`kernel ${what}: blockSize ${s.blockSize} and maxBlocks ${s.maxBlocks} must be >= 1`);
+    const width = (s.nh + 2 * s.nKv) * s.hd;
+    if (s.T * width > 0xffffffff) throw new KernelError(`kernel ${what}: T·(nh + 2·nkv)·hd overflows u32`);
+    checkBinding(io.qkv, s.T * width, bytes, "qkv", what);
+    checkBinding(q, s.T * s.nh * s.hd, bytes, qName, what);
+    checkBinding(io.kcache, s.blockSize * s.nKv * s.hd, bytes, "kcache", what);
+    checkBinding(io.vcache, s.blockSize * s.nKv * s.hd, bytes, "vcache", what);
+    checkBinding(io.blockTable, s.maxBlocks, 4, "blockTable", what);
+    checkBinding(io.tokSeq, s.T, 4, "tokSeq", what);
+    checkBinding(io.tokPos, s.T, 4, "tokPos", what);
   };
   // Forward and backward share the uniform, the bindings and the grid.
   const record = (
@@ -224,24 +251,38 @@ export async function loadRope(gpu: Gpu, dtype: Dtype) {
       s: RopeKvShape,
     ): void {
       const what = "rope.rope_kv";
-      for (const [name, v] of Object.entries(s)) if (name !== "theta") checkCount(v, name, what);
-      if (s.hd % 2 !== 0) throw new KernelError(`kernel ${what}: head_dim ${s.hd} must be even`);
-      if (!(s.theta > 1) || !Number.isFinite(s.theta)) throw new KernelError(`kernel ${what}: rope_theta ${s.theta} must be a finite number > 1`);
-      if (s.blockSize < 1 || s.maxBlocks < 1) throw new KernelError(`kernel ${what}: blockSize ${s.blockSize} and maxBlocks ${s.maxBlocks} must be >= 1`);
-      const width = (s.nh + 2 * s.nKv) * s.hd;
-      if (s.T * width > 0xffffffff) throw new KernelError(`kernel ${what}: T·(nh + 2·nkv)·hd overflows u32`);
-      checkBinding(io.qkv, s.T * width, bytes, "qkv", what);
-      checkBinding(io.q, s.T * s.nh * s.hd, bytes, "q", what);
-      checkBinding(io.kcache, s.blockSize * s.nKv * s.hd, bytes, "kcache", what);
-      checkBinding(io.vcache, s.blockSize * s.nKv * s.hd, bytes, "vcache", what);
-      checkBinding(io.blockTable, s.maxBlocks, 4, "blockTable", what);
-      checkBinding(io.tokSeq, s.T, 4, "tokSeq", what);
-      checkBinding(io.tokPos, s.T, 4, "tokPos", what);
+      checkKv(what, io, io.q, s);
       const n = (s.T * (s.nh + s.nKv) * s.hd) / 2;
       if (n === 0) return;
       b.dispatch(kKv, {
         params: params().u32(n).u32(s.nh).u32(s.nKv).u32(s.hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI).u32(s.blockSize).u32(s.maxBlocks),
         buffers: [io.qkv, io.q, io.kcache, io.vcache, io.blockTable, io.tokSeq, io.tokPos, table(s.hd, s.theta)],
+        groups: grid(Math.ceil(n / WG), max, what),
+        label: what,
+      });
+    },
+    /**
+     * Decode steps on CPU-backed adapters (one token per sequence): `ropeKv`
+     * then attention's one-pass decode (`decode_rows`) in one dispatch, one
+     * invocation per (token, query head); writes the attention output `out`
+     * [T, nh, hd] (no rotated q). The same bits as the two (kernels/rope.wgsl).
+     */
+    ropeKvAttend(
+      b: Batch,
+      io: { qkv: Binding; out: Binding; kcache: Binding; vcache: Binding; blockTable: Binding; tokSeq: Binding; tokPos: Binding },
+      s: RopeKvShape,
+      scale: number,
+    ): void {
+      const what = "rope.rope_kv_attend";
+      checkKv(what, io, io.out, s, "out");
+      if (s.hd > MAX_HEAD_DIM) throw new KernelError(`kernel ${what}: head_dim ${s.hd} is over ${MAX_HEAD_DIM}`);
+      if (s.nh % s.nKv !== 0) throw new KernelError(`kernel ${what}: ${s.nh} query heads do not split into ${s.nKv} kv groups`);
+      if (!(Number.isFinite(scale) && scale > 0)) throw new KernelError(`kernel ${what}: scale ${scale} must be a finite number > 0`);
+      const n = s.T * s.nh;
+      if (n === 0) return;
+      b.dispatch(kAttend, {
+        params: params().u32(n).u32(s.nh).u32(s.nKv).u32(s.hd / 2).f32(C1).f32(C2).f32(C3).f32(1 / TWO_PI).u32(s.blockSize).u32(s.maxBlocks).f32(scale),
+        buffers: [io.qkv, io.out, io.kcache, io.vcache, io.blockTable, io.tokSeq, io.tokPos, table(s.hd, s.theta)],
         groups: grid(Math.ceil(n / WG), max, what),
         label: what,
       });

@@ -22,6 +22,7 @@
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import { checkAdvance, MAX_STOP, type AdvanceTarget } from "./decode.ts";
 
 /**
  * Threads per row (this also fixes the chunking of the draw, so the CPU
@@ -56,8 +57,11 @@ export interface Sampler {
    * Record the sampling of B rows; `streams` u32 [B, 2] holds each row's
    * (request key, token index). Rows beyond the storage binding limit are
    * split into several dispatches (each a multiple of 64 rows) internally.
+   * With `advance` (a sampler loaded with `decode: true`), each row's decode
+   * `advance` (src/kernels/decode.ts) runs in the same dispatch, right after
+   * its token is drawn: the same results as `sample` then `advance`.
    */
-  sample(b: Batch, logits: Binding, tokens: Binding, logp: Binding, B: number, V: number, opts: SampleOptions, streams: Binding): void;
+  sample(b: Batch, logits: Binding, tokens: Binding, logp: Binding, B: number, V: number, opts: SampleOptions, streams: Binding, advance?: AdvanceTarget): void;
 }
 
 const f = Math.fround;
@@ -310,16 +314,20 @@ function bindingParts(b: Binding): { buffer: GPUBuffer; offset: number; size: nu
  * adapter kind until a GPU has measured it (benchmarks/RESULTS.md;
  * scripts/gpu-check.sh times both).
  */
-export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; subgroups?: boolean } = {}): Promise<Sampler> {
+export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; subgroups?: boolean; decode?: boolean } = {}): Promise<Sampler> {
   const sg = tuning.subgroups === true;
   if (sg && !gpu.features.subgroups) throw new KernelError(`loadSampler: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
   const cap = tuning.rowsPerDispatch;
   if (cap !== undefined && !(Number.isInteger(cap) && cap > 0 && cap % 64 === 0)) {
     throw new KernelError(`loadSampler: rowsPerDispatch must be a positive multiple of 64, got ${cap}`);
   }
-  const kernels = new Map<number, Kernel>();
+  // By workgroup size; `decode`: the variant with the decode advance (tuning.decode).
+  const kernels = new Map<string, Kernel>();
   for (const wg of [sampleWorkgroupSize(1), sampleWorkgroupSize(SMALL_V + 1)]) {
-    kernels.set(wg, await gpu.kernel("sample", "sample", { WG: wg, SG: sg ? "" : "//" }));
+    for (const adv of tuning.decode ? [false, true] : [false]) {
+      const constants = { WG: wg, SG: sg ? "" : "//", ADV: adv ? "" : "//", STREAMS: adv ? "read_write" : "read", MAX_STOP };
+      kernels.set(`${wg}${adv ? "/decode" : ""}`, await gpu.kernel("sample", "sample", constants));
+    }
   }
   const maxBinding = gpu.limits.maxStorageBufferBindingSize;
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -334,9 +342,14 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; 
     V: number,
     opts: SampleOptions,
     streams: Binding,
+    advance?: AdvanceTarget,
   ): void {
     const { invT, greedy, limit } = checkOptions(V, opts);
     if (!Number.isInteger(B) || B < 0) throw new KernelError(`sample: B must be an integer >= 0, got ${B}`);
+    if (advance) {
+      if (!tuning.decode) throw new KernelError("sample: an advance needs a sampler loaded with { decode: true }");
+      checkAdvance("sample+advance", B, streams, advance);
+    }
     if (B === 0) return;
     const L = bindingParts(logits);
     const T = bindingParts(tokens);
@@ -361,7 +374,7 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; 
     let rows = Math.min(B, maxGroups, Math.floor(maxBinding / (V * 4)), tuning.rowsPerDispatch ?? Infinity);
     if (rows < B) rows -= rows % 64;
     if (rows < 1) throw new KernelError(`sample: one row of V=${V} logits does not fit a storage binding`);
-    const kernel = kernels.get(sampleWorkgroupSize(V))!;
+    const kernel = kernels.get(`${sampleWorkgroupSize(V)}${advance ? "/decode" : ""}`)!;
     for (let r0 = 0; r0 < B; r0 += rows) {
       const n = Math.min(rows, B - r0);
       const u = params()
@@ -371,18 +384,19 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; 
         .f32(invT)
         .f32(opts.topP)
         .u32(opts.seed)
-        .u32(limit);
-      b.dispatch(kernel, {
-        params: u,
-        buffers: [
-          { buffer: L.buffer, offset: L.offset + r0 * V * 4, size: n * V * 4 },
-          { buffer: T.buffer, offset: T.offset + r0 * 4, size: n * 4 },
-          { buffer: P.buffer, offset: P.offset + r0 * 4, size: n * 4 },
-          { buffer: S.buffer, offset: S.offset + r0 * 8, size: n * 8 },
-        ],
-        groups: [n],
-        label: "sample",
-      });
+        .u32(limit)
+        .u32(r0)
+        .u32(advance?.K ?? 0)
+        .u32(advance?.s ?? 0)
+        .u32(advance?.outBase ?? 0);
+      const buffers: Binding[] = [
+        { buffer: L.buffer, offset: L.offset + r0 * V * 4, size: n * V * 4 },
+        { buffer: T.buffer, offset: T.offset + r0 * 4, size: n * 4 },
+        { buffer: P.buffer, offset: P.offset + r0 * 4, size: n * 4 },
+        { buffer: S.buffer, offset: S.offset + r0 * 8, size: n * 8 },
+      ];
+      if (advance) buffers.push(advance.tokens, advance.pos, advance.dec);
+      b.dispatch(kernel, { params: u, buffers, groups: [n], label: advance ? "sample+advance" : "sample" });
     }
   }
   return { sample };
