@@ -22,7 +22,7 @@ import { loadSampler } from "../src/kernels/sample.ts";
 import type { Qwen2Config } from "../src/model/config.ts";
 import { qwen2WeightSpec } from "../src/model/safetensors.ts";
 import { planArena } from "../src/train/arena.ts";
-import { logitChunk, packSequences, rowParts, TrainModel } from "../src/train/model.ts";
+import { keepsInternals, logitChunk, packSequences, rowParts, TrainModel } from "../src/train/model.ts";
 import { recordOptimizerStep, type OptimChunk } from "../src/train/optim.ts";
 
 /** A buffer that only has a size: enough for the wrappers' binding checks in a counting batch. */
@@ -107,8 +107,8 @@ function values(c: Qwen2Config): Map<string, Float32Array> {
   return new Map(qwen2WeightSpec(c).map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.01)]));
 }
 
-async function countMicroBatch(gpu: Gpu, c: Qwen2Config, T: number, logitRows?: number): Promise<DispatchTally> {
-  const model = await TrainModel.create(gpu, c, values(c), { logitRows });
+async function countMicroBatch(gpu: Gpu, c: Qwen2Config, T: number, keep: boolean, logitRows?: number): Promise<DispatchTally> {
+  const model = await TrainModel.create(gpu, c, values(c), { logitRows, keepActivationBytes: keep ? Infinity : 0 });
   const seq = Array.from({ length: T }, (_, i) => (i * 7 + 1) % c.vocabSize);
   const mb = packSequences([{ tokens: seq, lossFrom: 1 }]);
   const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
@@ -116,6 +116,14 @@ async function countMicroBatch(gpu: Gpu, c: Qwen2Config, T: number, logitRows?: 
   model.recordBackward(b, T);
   model.destroy();
   return b.byFamily;
+}
+
+/** a + k·b per family (counts of zero dropped). */
+function combine(a: DispatchTally, b: DispatchTally, k: number): DispatchTally {
+  const out: DispatchTally = new Map(a);
+  for (const [f, n] of b) out.set(f, (out.get(f) ?? 0) + k * n);
+  for (const [f, n] of out) if (n === 0) out.delete(f);
+  return out;
 }
 
 export interface TrainCounts {
@@ -133,21 +141,21 @@ export interface TrainCounts {
  * target.numLayers; LM-head chunks for target's vocabulary added.
  */
 export async function countTraining(gpu: Gpu, tiny: Qwen2Config, target: Qwen2Config, T: number): Promise<TrainCounts> {
-  const two = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, T);
-  const three = await countMicroBatch(gpu, { ...tiny, numLayers: 3 }, T);
-  const perLayer: DispatchTally = new Map();
-  for (const [k, n] of three) if (n - (two.get(k) ?? 0) > 0) perLayer.set(k, n - (two.get(k) ?? 0));
-  const microBatch: DispatchTally = new Map();
-  for (const [k, n] of two) microBatch.set(k, n - 2 * (perLayer.get(k) ?? 0) + target.numLayers * (perLayer.get(k) ?? 0));
-  // LM head token chunks: one more chunk's dispatches measured (T = 128 in one chunk vs two of 64), times the target's extra chunks.
-  const one = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, 128);
-  const twoChunks = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, 128, 64);
+  // The target keeps every layer's internals (no recompute) only where they fit TrainModel's budget.
+  const keep = keepsInternals(target, T);
+  const two = await countMicroBatch(gpu, { ...tiny, numLayers: 2 }, T, keep);
+  const three = await countMicroBatch(gpu, { ...tiny, numLayers: 3 }, T, keep);
+  const perLayer = combine(three, two, -1);
+  const base = combine(two, perLayer, target.numLayers - 2);
+  // LM-head token chunks: dispatches with n chunks, g(n); one chunk is special (the backward reuses its logits).
+  const layers2 = { ...tiny, numLayers: 2 };
+  const g1 = await countMicroBatch(gpu, layers2, 128, keep);
+  const g2 = await countMicroBatch(gpu, layers2, 128, keep, 64);
+  const perChunk = combine(await countMicroBatch(gpu, layers2, 192, keep, 64), g2, -1);
+  const g = (n: number) => (n === 1 ? g1 : combine(g2, perChunk, n - 2));
   const chunksTiny = Math.ceil(T / logitChunk(T, tiny.vocabSize, gpu.limits.maxStorageBufferBindingSize));
   const chunksTarget = Math.ceil(T / logitChunk(T, target.vocabSize, gpu.limits.maxStorageBufferBindingSize));
-  for (const [k, n] of twoChunks) {
-    const per = n - (one.get(k) ?? 0);
-    if (per > 0) microBatch.set(k, (microBatch.get(k) ?? 0) + per * (chunksTarget - chunksTiny));
-  }
+  const microBatch = combine(combine(base, g(chunksTiny), -1), g(chunksTarget), 1);
   return { microBatch, optimizer: (await countOptimizer(gpu, target)).tally, perLayer };
 }
 

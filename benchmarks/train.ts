@@ -102,6 +102,8 @@ if (gpu.startProfiling(4096)) {
   for (const [family, ms, n] of timeByFamily(timings)) {
     console.log(`  ${family.padEnd(36)} ${ms.toFixed(2).padStart(9)} ms  ${n.toString().padStart(4)} dispatches  ${((100 * ms) / all).toFixed(1).padStart(5)}%`);
   }
+  console.log("the slowest dispatches of that step:");
+  for (const t of [...timings].sort((a, b) => b.ms - a.ms).slice(0, 16)) console.log(`  ${t.label.padEnd(48)} ${t.family.padEnd(36)} ${t.ms.toFixed(2).padStart(9)} ms`);
   counts.profiled_gpu_ms = +all.toFixed(2);
 }
 console.log(JSON.stringify({ ...result, ...counts }));

@@ -744,13 +744,16 @@ fn train_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 // tiles and no barriers (where barriers are what costs): an invocation per
 // (token, head) for the forward and dq, per (key, kv head) for dk and dv,
 // walking its keys (queries) serially in f32. Same bindings as the tiled
-// entry points; the wrapper picks one form per adapter kind.
+// entry points; the wrapper picks one form per adapter kind. Loaded for one
+// head dim (the training model's), HDL is that constant and RHD equals it: the
+// loops over d have a fixed trip count and the accumulators fit registers;
+// otherwise HDL is P.hd and RHD the largest head dim.
 
 /** Scaled score of query row th (token t, head h) against key p of kv head kvh. */
 fn train_score(th: u32, p: u32, kvh: u32) -> f32 {
   var s = 0.0;
   let ko = (p * P.nkv + kvh) * P.hd;
-  for (var d = 0u; d < P.hd; d++) { s += {{RND}}(f32(q[th * P.hd + d])) * {{RND}}(f32(tk[ko + d])); }
+  for (var d = 0u; d < {{HDL}}; d++) { s += {{RND}}(f32(q[th * P.hd + d])) * {{RND}}(f32(tk[ko + d])); }
   return s * P.scale;
 }
 
@@ -763,15 +766,15 @@ fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
   let lo = min(segStart[t], t);
   var m = NEG;
   for (var p = lo; p <= t; p++) { m = max(m, train_score(th, p, kvh)); }
-  var acc: array<f32, {{MAXHD}}>;
+  var acc: array<f32, {{RHD}}>;
   var l = 0.0;
   for (var p = lo; p <= t; p++) {
     let w = exp(train_score(th, p, kvh) - m);
     l += w;
     let vo = (p * P.nkv + kvh) * P.hd;
-    for (var d = 0u; d < P.hd; d++) { acc[d] += w * {{RND}}(f32(tv[vo + d])); }
+    for (var d = 0u; d < {{HDL}}; d++) { acc[d] += w * {{RND}}(f32(tv[vo + d])); }
   }
-  for (var d = 0u; d < P.hd; d++) { tOut[th * P.hd + d] = {{T}}(acc[d] / l); }
+  for (var d = 0u; d < {{HDL}}; d++) { tOut[th * P.hd + d] = {{T}}(acc[d] / l); }
   tLse[th] = m + log(l);
 }
 
@@ -779,7 +782,7 @@ fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 fn train_dov(th: u32, p: u32, kvh: u32) -> f32 {
   var s = 0.0;
   let vo = (p * P.nkv + kvh) * P.hd;
-  for (var d = 0u; d < P.hd; d++) { s += {{RND}}(f32(tdOut[th * P.hd + d])) * {{RND}}(f32(tv[vo + d])); }
+  for (var d = 0u; d < {{HDL}}; d++) { s += {{RND}}(f32(tdOut[th * P.hd + d])) * {{RND}}(f32(tv[vo + d])); }
   return s;
 }
 
@@ -791,13 +794,13 @@ fn train_dq_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
   let kvh = (th % P.nh) / (P.nh / P.nkv);
   let lse = tStats[2u * th];
   let dd = tStats[2u * th + 1u];
-  var acc: array<f32, {{MAXHD}}>;
+  var acc: array<f32, {{RHD}}>;
   for (var p = min(segStart[t], t); p <= t; p++) {
     let ds = exp(train_score(th, p, kvh) - lse) * (train_dov(th, p, kvh) - dd);
     let ko = (p * P.nkv + kvh) * P.hd;
-    for (var d = 0u; d < P.hd; d++) { acc[d] += ds * {{RND}}(f32(tk[ko + d])); }
+    for (var d = 0u; d < {{HDL}}; d++) { acc[d] += ds * {{RND}}(f32(tk[ko + d])); }
   }
-  for (var d = 0u; d < P.hd; d++) { tdq[th * P.hd + d] = {{T}}(acc[d] * P.scale); }
+  for (var d = 0u; d < {{HDL}}; d++) { tdq[th * P.hd + d] = {{T}}(acc[d] * P.scale); }
 }
 
 @compute @workgroup_size(64)
@@ -807,22 +810,22 @@ fn train_dkdv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
   let key = pk / P.nkv;
   let kvh = pk % P.nkv;
   let G = P.nh / P.nkv;
-  var dk: array<f32, {{MAXHD}}>;
-  var dv: array<f32, {{MAXHD}}>;
+  var dk: array<f32, {{RHD}}>;
+  var dv: array<f32, {{RHD}}>;
   // queries that see this key: from the key itself to the end of its sequence (segStart is non-decreasing)
   for (var t = key; t < P.T && segStart[t] <= key; t++) {
     for (var g = 0u; g < G; g++) {
       let th = t * P.nh + kvh * G + g;
       let pr = exp(train_score(th, key, kvh) - tStats[2u * th]);
       let ds = pr * (train_dov(th, key, kvh) - tStats[2u * th + 1u]);
-      for (var d = 0u; d < P.hd; d++) {
+      for (var d = 0u; d < {{HDL}}; d++) {
         dv[d] += pr * {{RND}}(f32(tdOut[th * P.hd + d]));
         dk[d] += ds * {{RND}}(f32(q[th * P.hd + d])) * P.scale;
       }
     }
   }
   let base = pk * P.hd;
-  for (var d = 0u; d < P.hd; d++) {
+  for (var d = 0u; d < {{HDL}}; d++) {
     tdk[base + d] = {{T}}(dk[d]);
     tdv[base + d] = {{T}}(dv[d]);
   }

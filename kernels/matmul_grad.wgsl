@@ -24,8 +24,9 @@
 // register tile. The reduction runs r = 0, 1, ... in order for every element.
 //
 // Compile-time constants: WX, WY (threads along j and i), TM, TN (register
-// tile, multiples of 4), BR (reduction slice), and for bias BX (columns per
-// workgroup), BY (row lanes, power of two).
+// tile, multiples of 4), BR (reduction slice), for the rows form RM (rows
+// per workgroup) and RWG (threads per workgroup), and for bias BX (columns
+// per workgroup), BY (row lanes, power of two).
 
 {{ENABLE}}
 
@@ -145,6 +146,68 @@ fn dinput(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 @compute @workgroup_size(WX, WY)
 fn dweight(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   tile(lid, wid, P.N, P.M, true, true);
+}
+
+// ----------------------------------------------------------------- rows ----
+// The same products with no shared memory and no barrier (CPU-backed
+// adapters, where barriers cost more than the tiles save; the forward's
+// `rows` kernel in kernels/matmul.wgsl is the model): a workgroup owns RM
+// rows i of C, so every A(i, r) load has a workgroup-uniform address; a
+// thread owns 4 consecutive columns j (one vec4 load of B's row r per step)
+// and keeps RM x 4 f32 accumulators. The reduction runs r = 0, 1, ... with
+// one fma per term, as `tile` does: results are bit-identical to it.
+// K must be a multiple of 4 (the wrapper falls back to `tile` otherwise).
+// Grid: (ceil(K / (4·RWG)), ceil(rows / RM)).
+
+const RM = {{RM}}u;            // rows of C per workgroup
+const RWG = {{RWG}}u;          // threads per workgroup (4 columns each)
+
+@group(0) @binding(2) var<storage, read> B4: array<vec4<{{TB}}>>;
+
+fn rows_tile(lid: vec3<u32>, wid: vec3<u32>, rows: u32, R: u32, dyT: bool, add: bool) {
+  let i0 = wid.y * RM;
+  let j = (wid.x * RWG + lid.x) * 4u;
+  let K = P.K;
+  let ldy = P.ldy;
+  let col0 = P.col0;
+  let live = min(RM, rows - i0); // rows of this tile inside C (workgroup-uniform)
+  var acc: array<vec4<f32>, RM>;
+  for (var r = 0u; r < R; r++) {
+    var b = vec4<f32>(0.0);
+    if (j < K) {
+      let v = vec4<f32>(B4[(r * K + j) / 4u]);
+      b = vec4<f32>({{RND}}(v.x), {{RND}}(v.y), {{RND}}(v.z), {{RND}}(v.w));
+    }
+    for (var ii = 0u; ii < RM; ii++) {
+      var a = 0.0;
+      if (ii < live) {
+        if (dyT) { a = {{RND}}(dy[r * ldy + col0 + i0 + ii]); } else { a = {{RND}}(dy[(i0 + ii) * ldy + col0 + r]); }
+      }
+      acc[ii] = fma(vec4<f32>(a), b, acc[ii]);
+    }
+  }
+  if (j >= K) { return; }
+  for (var ii = 0u; ii < RM; ii++) {
+    if (ii >= live) { break; }
+    let o = (i0 + ii) * K + j;
+    for (var c = 0u; c < 4u; c++) {
+      var v = acc[ii][c];
+      if (add) { v += C[o + c]; }
+      C[o + c] = v;
+    }
+  }
+}
+
+/// dx [M, K] (+)= dy [M, N] · W [N, K], rows form.
+@compute @workgroup_size(RWG)
+fn dinput_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  rows_tile(lid, wid, P.M, P.N, false, P.accumulate != 0u);
+}
+
+/// dw [N, K] += dy [M, N]ᵀ · x [M, K], rows form.
+@compute @workgroup_size(RWG)
+fn dweight_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  rows_tile(lid, wid, P.N, P.M, true, true);
 }
 
 // ----------------------------------------------------------------- bias ----

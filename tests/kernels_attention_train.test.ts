@@ -253,6 +253,34 @@ for (const [dtype, form] of (["f32", "f16"] as Dtype[]).flatMap((d) => (["tiled"
   });
 }
 
+describe.skipIf(!GPU)("training attention, rows form loaded for one head dim (trainHeadDim)", () => {
+  test("= the generic rows form bit for bit, and the references (f32: hd 16 GQA, hd 8 MQA, hd 128; f16: hd 16)", async () => {
+    const gpu = await gpuOrSkip();
+    for (const dtype of gpu.features.f16 ? (["f32", "f16"] as Dtype[]) : (["f32"] as Dtype[])) {
+      const generic = await loadAttention(gpu, dtype, "rows");
+      // f16: the default run's shape only (each loader compiles every attention pipeline).
+      const shapes = [[[1, 5, 33, 70], 4, 2, 16, 21], [[70, 1, 33], 4, 1, 8, 22], [[40, 1], 12, 2, 128, 23]] as const;
+      for (const [lens, nh, nKv, hd, seed] of dtype === "f32" ? shapes : shapes.slice(0, 1)) {
+        const fixed = await loadAttention(gpu, dtype, "rows", { trainHeadDim: hd });
+        const p = problem([...lens], nh, nKv, hd, seed, dtype);
+        await check(fixed, p, dtype, `rows, loaded for hd ${hd}`);
+        const [a, b] = [await runTrain(gpu, fixed, p, dtype), await runTrain(gpu, generic, p, dtype)];
+        // The same sums in the same order: only the loop bound is a constant.
+        for (const key of ["out", "lse", "dq", "dk", "dv"] as const) expectClose(a[key], b[key], TOL.exact.atol, TOL.exact.rtol, `${dtype} hd ${hd} ${key}: fixed vs generic`);
+      }
+    }
+  });
+
+  test("a call with another head dim is refused, and so is a bad trainHeadDim", async () => {
+    const gpu = await gpuOrSkip();
+    const attn = await loadAttention(gpu, "f32", "rows", { trainHeadDim: 16 });
+    const buf = gpu.buffer(1 << 16, "buf");
+    expect(() => attn.trainForward(gpu.batch(), buf, buf, buf, buf, buf, buf, 4, 4, 2, 8, 1)).toThrow(/head_dim 8, but these kernels were loaded for head dim 16/);
+    buf.destroy();
+    expect(loadAttention(gpu, "f32", "rows", { trainHeadDim: 0 })).rejects.toThrow(/trainHeadDim 0 must be an integer in 1\.\.128/);
+  });
+});
+
 describe.skipIf(!GPU)("training attention gradient check", () => {
   test("f32 backward vs central differences of the GPU forward, every element of q, k, v (T 9, 2 heads / 1 kv head, hd 4)", async () => {
     const gpu = await gpuOrSkip();

@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Gpu } from "../src/gpu/index.ts";
 import { addRef, loadElementwise, swigluBackwardRef, swigluRef } from "../src/kernels/elementwise.ts";
-import { embeddingBackwardRef, gatherRef, loadEmbedding } from "../src/kernels/embedding.ts";
+import { embeddingBackwardRef, gatherRef, groupTokens, loadEmbedding } from "../src/kernels/embedding.ts";
 import { loadRmsNorm, rmsnormBackwardRef, rmsnormRef, type RowVariant } from "../src/kernels/rmsnorm.ts";
 import { loadRope, ropeBackwardRef, ropeRef } from "../src/kernels/rope.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
@@ -386,12 +386,13 @@ describe.skipIf(!GPU)("embedding backward (scatter-add)", () => {
   async function run(gpu: Gpu, ids: Uint32Array, dy: Float32Array, dTable0: Float32Array, D: number, cuts: number[], times = 1) {
     const emb = await loadEmbedding(gpu, "f32");
     const T = ids.length;
-    const idsBuf = buf(gpu, ids, "ids");
+    const groups = groupTokens(ids);
+    const idsBuf = buf(gpu, groups.index, "index");
     const dyBuf = buf(gpu, dy, "dy");
     const chunks = cuts.slice(0, -1).map((row0, c) => ({ row0, rows: cuts[c + 1] - row0 }));
     const bufs = chunks.map((ch) => buf(gpu, dTable0.slice(ch.row0 * D, (ch.row0 + ch.rows) * D), "dTable chunk"));
     const b = gpu.batch();
-    for (let i = 0; i < times; i++) chunks.forEach((ch, c) => emb.embeddingBackward(b, idsBuf, dyBuf, bufs[c], T, D, ch.row0, ch.rows));
+    for (let i = 0; i < times; i++) chunks.forEach((ch, c) => emb.embeddingBackward(b, idsBuf, groups.count, dyBuf, bufs[c], T, D, ch.row0, ch.rows));
     b.submit();
     const out = new Float32Array(dTable0.length);
     for (let c = 0; c < chunks.length; c++) out.set(await gpu.readF32(bufs[c], chunks[c].rows * D), chunks[c].row0 * D);
@@ -426,9 +427,10 @@ describe.skipIf(!GPU)("embedding backward (scatter-add)", () => {
     const emb = await loadEmbedding(gpu, "f32");
     const [row0, rows] = [6, 9];
     const start = randn(rows * D, 5, 1);
-    const [idsBuf, dyBuf, chunk] = [buf(gpu, ids, "ids"), buf(gpu, dy, "dy"), buf(gpu, start, "chunk")];
+    const groups = groupTokens(ids);
+    const [idsBuf, dyBuf, chunk] = [buf(gpu, groups.index, "index"), buf(gpu, dy, "dy"), buf(gpu, start, "chunk")];
     const b = gpu.batch();
-    emb.embeddingBackward(b, idsBuf, dyBuf, chunk, T, D, row0, rows);
+    emb.embeddingBackward(b, idsBuf, groups.count, dyBuf, chunk, T, D, row0, rows);
     b.submit();
     const want = embeddingBackwardRef(ids, dy, start.slice(), D, row0);
     expectClose(await gpu.readF32(chunk, rows * D), want, t.atol, t.rtol, "embedding backward single chunk row0=6");
@@ -447,18 +449,31 @@ describe.skipIf(!GPU)("embedding backward (scatter-add)", () => {
     expectClose(got, dTable0.map((v, i) => v + 2 * grad[i]), t.atol, t.rtol, "embedding backward twice");
   });
 
-  test("more tokens than one grid dimension holds (2-D grid)", async () => {
+  test("more id groups than one grid dimension holds (2-D grid), and few ids over many tokens", async () => {
     const gpu = await gpuOrSkip();
     const t = tol("embedding_backward_f32");
-    const T = gpu.limits.maxComputeWorkgroupsPerDimension + 3;
-    // Few distinct ids: the owner of an id scans every later token (O(U·T) steps
-    // in all), which the software adapter runs on the CPU.
-    const [D, V] = [2, 5];
-    const ids = randomIds(T, V, 77);
-    const dy = randn(T * D, 78, 1);
+    const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+    // One workgroup per (id group, column block): V distinct ids > one grid dimension, each once or twice.
+    const [D, V] = [2, max + 3];
+    const ids = Uint32Array.from({ length: V + 50 }, (_, i) => (i < V ? (i * 7919) % V : (i * 31) % V));
+    const dy = randn(ids.length * D, 78, 1);
     const got = await run(gpu, ids, dy, new Float32Array(V * D), D, [0, V]);
     expectClose(got, embeddingBackwardRef(ids, dy, new Float32Array(V * D), D), t.atol, t.rtol, "embedding backward 2-D grid");
+    // Few distinct ids, each carried by ~200 tokens: one invocation per column sums a long group.
+    const few = randomIds(600, 3, 79);
+    const dyFew = randn(few.length * 70, 80, 1);
+    const gotFew = await run(gpu, few, dyFew, new Float32Array(3 * 70), 70, [0, 3]);
+    expectClose(gotFew, embeddingBackwardRef(few, dyFew, new Float32Array(3 * 70), 70), t.atol, t.rtol, "embedding backward, 3 ids over 600 tokens");
   }, 60_000);
+
+  test("groupTokens: starts, ids in first-appearance order, positions ascending per id", () => {
+    const ids = Uint32Array.from([5, 2, 5, 9, 2, 5]);
+    const { index, count } = groupTokens(ids);
+    expect(count).toBe(3);
+    // starts [0, 3, 5, 6], ids [5, 2, 9], order [0 2 5 | 1 4 | 3]
+    expect([...index]).toEqual([0, 3, 5, 6, 5, 2, 9, 0, 2, 5, 1, 4, 3]);
+    expect(groupTokens(new Uint32Array(0))).toEqual({ index: Uint32Array.from([0]), count: 0 });
+  });
 
   test("finite differences of the f32 forward in the table", async () => {
     const gpu = await gpuOrSkip();
@@ -477,15 +492,17 @@ describe.skipIf(!GPU)("embedding backward (scatter-add)", () => {
     const emb = await loadEmbedding(gpu, "f32");
     const a = gpu.buffer(64, "a");
     const c = gpu.buffer(64, "c");
-    expect(() => emb.embeddingBackward(gpu.batch(), a, a, c, 4, 8, 0, 2)).toThrow(/embedding\.scatter_add: dy binds 64 bytes/);
-    expect(() => emb.embeddingBackward(gpu.batch(), a, c, c, 2, 2, 0, 2)).toThrow(/dTable shares a buffer/);
+    expect(() => emb.embeddingBackward(gpu.batch(), a, 1, a, c, 4, 8, 0, 2)).toThrow(/embedding\.scatter_add: dy binds 64 bytes/);
+    expect(() => emb.embeddingBackward(gpu.batch(), a, 1, c, c, 2, 2, 0, 2)).toThrow(/dTable shares a buffer/);
+    expect(() => emb.embeddingBackward(gpu.batch(), a, 3, a, c, 2, 2, 0, 2)).toThrow(/3 id groups for 2 tokens/);
+    expect(() => emb.embeddingBackward(gpu.batch(), a, 5, a, c, 6, 1, 0, 2)).toThrow(/index binds 64 bytes/);
     const limit = gpu.limits.maxStorageBufferBindingSize;
     const huge = gpu.device.createBuffer({ size: limit + 256, usage: GPUBufferUsage.STORAGE, label: "huge" });
-    expect(() => emb.embeddingBackward(gpu.batch(), a, c, huge, 1, 4, 0, 2)).toThrow(/dTable binds .* over the adapter's maxStorageBufferBindingSize .* row chunks/);
+    expect(() => emb.embeddingBackward(gpu.batch(), a, 1, c, huge, 1, 4, 0, 2)).toThrow(/dTable binds .* over the adapter's maxStorageBufferBindingSize .* row chunks/);
     huge.destroy();
     if (gpu.features.f16) {
       const half = await loadEmbedding(gpu, "f16");
-      expect(() => half.embeddingBackward(gpu.batch(), a, a, c, 1, 1, 0, 1)).toThrow(/f32-only/);
+      expect(() => half.embeddingBackward(gpu.batch(), a, 1, a, c, 1, 1, 0, 1)).toThrow(/f32-only/);
     }
     a.destroy();
     c.destroy();

@@ -3,6 +3,7 @@
 // finite-difference check of all three gradients through the CPU forward.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { Gpu } from "../src/gpu/index.ts";
+import { f32ToF16Bits } from "../src/kernels/f16.ts";
 import { matmulRef } from "../src/kernels/matmul.ts";
 import {
   loadMatmulGrad,
@@ -149,6 +150,46 @@ describe.skipIf(!GPU)("matmul_grad on the GPU", () => {
         ["dx", "dw", "db"].forEach((name, i) =>
           check(got[i], r.want[i], "matmul_grad_f32", `${name} M ${r.M} N ${r.N} K ${r.K} config ${JSON.stringify(cfg)}`),
         );
+      }
+    }
+  });
+
+  test("rows form (CPU adapters) = tiled form bit for bit, and the references: K multiples of 4, dy columns by ldy/col0, f32 and f16 operands", async () => {
+    const { gpu } = await setup();
+    for (const half of gpu.features.f16 ? [false, true] : [false]) {
+      const [rows, tiled] = await Promise.all(
+        (["rows", "tiled"] as const).map((form) => loadMatmulGrad(gpu, { WX: 8, WY: 8, TM: 4, TN: 4, BR: 16, RM: 8, RWG: 16, form }, { f16Operands: half })),
+      );
+      // M rows of C in dInput (N in dWeight) around the 8-row tile; K around the 64-column workgroup.
+      for (const [M, N, K, s] of [[1, 5, 4, 1], [70, 67, 64, 2], [9, 13, 132, 3], [16, 8, 68, 4]]) {
+        const ldy = N + 3;
+        const col0 = 2;
+        const dy = randn(M * ldy, 900 + s, 1);
+        const w = randn(N * K, 910 + s, 0.5);
+        const x = randn(M * K, 920 + s, 1);
+        const dx0 = randn(M * K, 930 + s, 1);
+        const dw0 = randn(N * K, 940 + s, 1);
+        const run = async (mg: MatmulGrad) => {
+          const wIn = half ? gpu.buffer(f32ToF16Bits(w), "W f16") : gpu.buffer(w, "W");
+          const bufs = [gpu.buffer(dy, "dy"), wIn, gpu.buffer(x, "x"), gpu.buffer(dx0, "dx"), gpu.buffer(dw0, "dw")];
+          const b = gpu.batch();
+          mg.dInput(b, bufs[0], bufs[1], bufs[3], M, N, K, { ldy, col0, accumulate: true });
+          mg.dWeight(b, bufs[0], bufs[2], bufs[4], M, N, K, { ldy, col0 });
+          b.submit();
+          const out = [await gpu.readF32(bufs[3], M * K), await gpu.readF32(bufs[4], N * K)];
+          bufs.forEach((z) => z.destroy());
+          return out;
+        };
+        const [gotRows, gotTiled] = [await run(rows), await run(tiled)];
+        const what = `M ${M} N ${N} K ${K}${half ? " f16 operands" : ""}`;
+        expectClose(gotRows[0], gotTiled[0], 0, 0, `dInput rows vs tiled ${what}`);
+        expectClose(gotRows[1], gotTiled[1], 0, 0, `dWeight rows vs tiled ${what}`);
+        if (!half) {
+          // The references read dy as [M, N]: its columns col0 .. col0 + N of each row.
+          const dyN = Float32Array.from({ length: M * N }, (_, i) => dy[Math.floor(i / N) * ldy + col0 + (i % N)]);
+          check(gotRows[0], matmulDInputRef(dyN, w, M, N, K, dx0), "matmul_grad_f32", `dInput rows ${what}`);
+          check(gotRows[1], matmulDWeightRef(dyN, x, M, N, K, dw0), "matmul_grad_f32", `dWeight rows ${what}`);
+        }
       }
     }
   });

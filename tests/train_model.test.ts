@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { Optimizer } from "../src/train/optim.ts";
-import { packSequences, TrainModel } from "../src/train/model.ts";
+import { keepsInternals, packSequences, TrainModel } from "../src/train/model.ts";
+import { QWEN2_1_5B } from "../src/model/config.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
@@ -177,6 +178,32 @@ describe.skipIf(!GPU)("LM head over token chunks", () => {
     const many = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { logitRows: 64 }), mb, r);
     expectClose(many.logp, one.logp, 0, 0, "chunked logp");
     for (const [name, g] of one.grads) expectClose(many.grads.get(name)!, g, 1e-6, 1e-4, `chunked grad ${name}`);
+  });
+});
+
+describe.skipIf(!GPU)("layer internals kept by the forward", () => {
+  test("kept (no recompute) = recomputed per layer in the backward: log-probs, every gradient; f32 and f16-mixed", async () => {
+    const gpu = await gpuOrSkip();
+    const dir = join(ROOT, "keep");
+    makeTinyModel(dir, { preset: "tiny", seed: 43 });
+    const ref = loadReferenceModel(dir);
+    const V = ref.config.vocabSize;
+    expect(keepsInternals(ref.config, 4096)).toBe(true); // the default run's model keeps them
+    expect(keepsInternals(QWEN2_1_5B, 4096)).toBe(false); // real models recompute
+    const seqs = [0, 1, 2].map((s) => ({ tokens: Array.from({ length: 20 + s * 11 }, (_, i) => (s * 19 + i * 23 + 2) % V), lossFrom: 3 }));
+    const mb = packSequences(seqs);
+    const r = randn(mb.tokens.length, 7);
+    // Loss scale 1: the gradients stay in f16's range (what is compared is the recompute, not the scaling).
+    const lossScale = { init: 1, growthInterval: 2000 };
+    for (const precision of gpu.features.f16 ? (["f32", "f16-mixed"] as const) : (["f32"] as const)) {
+      const kept = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { precision, lossScale }), mb, r);
+      const recomputed = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { precision, lossScale, keepActivationBytes: 0 }), mb, r);
+      // f32: the kept forward normalises on its own (as the recompute does), the plain forward in the products'
+      // prologue: the log-probs differ by f32 rounding. f16-mixed runs the norms on their own in both.
+      const t = precision === "f32" ? 1e-5 : 0;
+      expectClose(kept.logp, recomputed.logp, t, t, `${precision} log-probs, kept vs recomputed`);
+      for (const [name, g] of recomputed.grads) expectClose(kept.grads.get(name)!, g, 1e-6, 1e-4, `${precision} grad ${name}, kept vs recomputed`);
+    }
   });
 });
 

@@ -12,6 +12,7 @@ import { TrainModel } from "../src/train/model.ts";
 import { Optimizer } from "../src/train/optim.ts";
 import { rolloutModel } from "../src/train/rollout_model.ts";
 import { policyLoss } from "../src/rl/policy_loss.ts";
+import { rolloutMismatch } from "../src/rl/mismatch.ts";
 import { DEFAULT_POLICY, policyUpdate, responseLogprobs, sftStep, type Rollout } from "../src/train/step.ts";
 import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
@@ -101,7 +102,9 @@ describe.skipIf(!GPU)("policy training", () => {
     expect(Math.abs(want.loss - recomputed.loss)).toBeGreaterThan(100 * (TOL.loss_stats.atol + TOL.loss_stats.rtol * Math.abs(want.loss)));
     const s = await policyUpdate(model, opt, rollouts, cfg, 0);
     expect([s.tokens, s.updates, s.skipped]).toEqual([N, 1, 0]);
-    expect(s.mismatch).toBeNull(); // no recompute forward: nothing to compare the sampler with
+    // The update's forward saw the weights the step starts from: the sampler-vs-trainer mismatch comes from it.
+    const mm = rolloutMismatch(now, rollouts.map((r) => r.rolloutLogp!));
+    expectClose([s.mismatch!.logpAbsMean, s.mismatch!.logpAbsMax, s.mismatch!.ratioMax, s.mismatch!.ratioMin], [mm.logpAbsMean, mm.logpAbsMax, mm.ratioMax, mm.ratioMin], TOL.loss_stats.atol, TOL.loss_stats.rtol, "mismatch vs the CPU's");
     expectClose([s.loss, s.approxKl], [want.loss, want.stats.approxKl], TOL.loss_stats.atol, TOL.loss_stats.rtol, "loss, approx KL vs the CPU reference");
     expect([s.clipFracLow, s.clipFracHigh, s.clipFracDual].map((f) => Math.round(f * N))).toEqual([want.stats.clipFracLow, want.stats.clipFracHigh, want.stats.clipFracDual].map((f) => Math.round(f * N)));
     // Misuse is an error naming the setting, before anything runs.
@@ -109,6 +112,41 @@ describe.skipIf(!GPU)("policy training", () => {
     await expect(policyUpdate(model, opt, [{ ...rollouts[0], rolloutLogp: undefined }], cfg, 0)).rejects.toThrow(/policy.oldLogp is "rollout" but rollout 0 carries no sampler log-probs/);
     opt.destroy();
     model.destroy();
+  });
+
+  test("one mini-batch, one epoch: π_old from the update's own forward = from a forward of its own (stats, mismatch, weights)", async () => {
+    const gpu = await gpuOrSkip();
+    const dir = join(ROOT, "onpolicy");
+    makeTinyModel(dir, { preset: "tiny", seed: 25 });
+    const ref = loadReferenceModel(dir);
+    const V = ref.config.vocabSize;
+    const rollouts: Rollout[] = Array.from({ length: 12 }, (_, i) => {
+      const response = Array.from({ length: i % 4 === 3 ? 0 : 3 + (i % 5) }, (_, j) => (i * 37 + j * 11 + 5) % V);
+      return { prompt: [3 + i, 50, (7 * i) % V], response, advantage: ((i % 3) - 1) * 0.7, weight: i === 5 ? 0 : 1 };
+    });
+    // The sampler's log-probs: the model's own, nudged, so the mismatch and truncated IS have work to do.
+    const probe = await TrainModel.create(gpu, ref.config, ref.weights);
+    const own = await responseLogprobs(probe, rollouts, { microBatchTokens: 4096, temperature: 1 });
+    probe.destroy();
+    rollouts.forEach((r, i) => (r.rolloutLogp = own.logp[i].map((x, j) => x + 0.05 * Math.sin(i + 3 * j))));
+    // Micro-batches of 40 tokens: several per mini-batch, as a run has them.
+    const cfg = { ...DEFAULT_POLICY, microBatchTokens: 40, tisCap: 2 };
+    const run = async (separateOldForward: boolean) => {
+      const m = await TrainModel.create(gpu, ref.config, ref.weights);
+      const o = await Optimizer.create(gpu, m.params, OPT);
+      const s = await policyUpdate(m, o, rollouts, cfg, 3, { separateOldForward });
+      const w = await m.readWeights();
+      o.destroy();
+      m.destroy();
+      return { s, w };
+    };
+    const shortcut = await run(false);
+    const separate = await run(true);
+    expect(shortcut.s.updates).toBe(1);
+    expect(shortcut.s.mismatch!.logpAbsMean).toBeGreaterThan(0.01);
+    // The forwards compute every row alone (no sum over rows), so the log-probs, and all that follows, agree bit for bit.
+    expect(shortcut.s).toEqual(separate.s);
+    for (const [n, w] of separate.w) expect(Buffer.from(shortcut.w.get(n)!.buffer).equals(Buffer.from(w.buffer))).toBe(true);
   });
 
   test("checkpoint of weights and optimiser state round-trips exactly and resumes identically", async () => {

@@ -1,14 +1,14 @@
 // `siri train`: SIRI reinforcement learning (GRPO + clip-higher under a cosine rollout-length schedule).
 import { join } from "node:path";
 import { defineCommand } from "citty";
-import { BrokerRollouts } from "../dist/learner.ts";
+import { BrokerRollouts, WORKERS_GRACE_MS } from "../dist/learner.ts";
 import { log } from "../log.ts";
 import type { Rollouts } from "../train/rollouts.ts";
 import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
 import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
-import { gpuArgs, openGpuFromArgs, repeatable, repeated } from "./common.ts";
+import { adapterLine, gpuArgs, num, openGpuFromArgs, repeatable, repeated } from "./common.ts";
 
 /** Split "a.b=1,c=[1,2]" at the commas that start a new `field=`. */
 export function splitOverrides(text: string): string[] {
@@ -60,6 +60,16 @@ export function configFromArgs(a: Record<string, string | string[] | boolean | u
   return cfg;
 }
 
+/** The --broker learner's flags, checked before the GPU opens (they mean nothing without --broker). */
+function learnerFlags(args: Record<string, unknown>, out: string) {
+  const grace = args["workers-grace"] as string | undefined;
+  if (!args.broker) {
+    if (grace !== undefined) throw new Error("--workers-grace: only with --broker");
+    if (args.local === false) throw new Error("--no-local: only with --broker");
+  }
+  return { weightsDir: (args["weights-dir"] as string) || join(out, "rollout-weights"), local: args.local !== false, graceMs: num("workers-grace", grace, WORKERS_GRACE_MS / 1000, { min: 0 }) * 1000 };
+}
+
 export default defineCommand({
   meta: { name: "train", description: "SIRI RL: G rollouts per prompt capped at L(t), length-capped reward, GRPO + clip-higher; checkpoints, metrics, resume" },
   args: {
@@ -80,6 +90,8 @@ export default defineCommand({
     progress: { type: "boolean", default: true, description: "Progress bar on stderr", negativeDescription: "No progress bar" },
     broker: { type: "string", description: "Redis URL: rollouts come from `siri worker` processes on this broker" },
     "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights)" },
+    "workers-grace": { type: "string", description: `With --broker: a round that starts with no live worker waits this many seconds for one, then is generated locally (default ${WORKERS_GRACE_MS / 1000})` },
+    local: { type: "boolean", default: true, description: "With --broker: generate a round locally when no worker is alive", negativeDescription: "With --broker: never generate locally, always wait for workers" },
     staleness: { type: "string", description: "With --broker: bounded staleness k (dist.staleness): the next k steps' rollouts are generated while the learner updates, completions up to k versions old are accepted (default 0, on-policy)" },
   },
   async run({ args, rawArgs }) {
@@ -100,12 +112,13 @@ export default defineCommand({
       return;
     }
     modelSource(cfg); // a missing model folder is an error naming it
+    const learner = learnerFlags(args, cfg.out);
     const gpu = await openGpuFromArgs(args);
-    log.info(`adapter: ${gpu.adapter.description}`);
+    log.info(adapterLine(gpu));
     try {
       const say = (s: string) => log.info(s);
       const url = args.broker as string | undefined;
-      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { url, weightsDir: (args["weights-dir"] as string) || join(cfg.out, "rollout-weights"), staleness: cfg.dist.staleness }, say) : undefined;
+      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { ...learner, url, staleness: cfg.dist.staleness }, say) : undefined;
       // Fault injection (tests, as the worker's SIRI_WORKER_DIE_AFTER): act as if Ctrl-C came during this step.
       const stopAtStep = process.env.SIRI_TRAIN_STOP_AT_STEP ? Number(process.env.SIRI_TRAIN_STOP_AT_STEP) : undefined;
       const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false, stopAtStep }, log: say, rolloutSource });

@@ -10,6 +10,14 @@
  * version's weights to the shared folder and announces it; requests are
  * published only after their version is announced.
  *
+ * Zero workers: a round that starts with no live worker on the broker (no
+ * heartbeat, src/dist/worker.ts) waits `graceMs` for one, then is generated
+ * by the learner's own engine, as a single-process run would: nothing is
+ * published, so nothing is generated twice, and per-request random streams
+ * make each completion the one a worker would have returned. The decision is
+ * per round, at its start; a round handed to workers stays theirs (a dead
+ * worker's requests go to another after the visibility timeout).
+ *
  * Bounded staleness k > 0 (TrainConfig.dist.staleness): before step t's
  * update the loop prefetches the first rounds of steps t+1..t+k (a round is
  * a function of (seed, step) only, src/train/loop.ts), so workers generate
@@ -20,9 +28,11 @@
  * are accepted, an older one is dropped with a log line and its request
  * published again (collect.ts). Only one round is collected at a time;
  * completions of later prefetched rounds read meanwhile are kept for them.
- * Rounds prefetched for steps never reached (Ctrl-C, an error) are deleted
- * from the broker by `destroy`; after a SIGKILL a resumed run has a new run
- * id, so workers reject them as another run's.
+ * With no live worker nothing is prefetched (the step's round is then asked
+ * for when it comes, and generated locally as above); a prefetched round
+ * stays the workers'. Rounds prefetched for steps never reached (Ctrl-C, an
+ * error) are deleted from the broker by `destroy`; after a SIGKILL a resumed
+ * run has a new run id, so workers reject them as another run's.
  */
 import { randomUUID } from "node:crypto";
 import type { SamplingOptions } from "../engine/generate.ts";
@@ -42,6 +52,10 @@ export interface LearnerOptions {
   waitLogMs?: number;
   /** Give up on a round after this long without a new completion (default: wait for workers indefinitely). */
   timeoutMs?: number;
+  /** With no live worker at a round's start, generate it locally (default true); false: always wait for workers. */
+  local?: boolean;
+  /** How long a round waits for a worker to appear before generating locally (ms, default WORKERS_GRACE_MS). */
+  graceMs?: number;
   /** Bounded staleness k (TrainConfig.dist.staleness; default 0, on-policy). */
   staleness?: number;
 }
@@ -61,6 +75,10 @@ interface Prefetched {
   early: CompletionMsg[];
 }
 
+export const WORKERS_GRACE_MS = 10_000;
+/** How often the learner looks for a worker during the grace period (ms). */
+const PRESENCE_POLL_MS = 250;
+
 export class BrokerRollouts implements RolloutSource {
   readonly run = randomUUID();
   version = 0;
@@ -68,8 +86,8 @@ export class BrokerRollouts implements RolloutSource {
   private announced: WeightsMsg | null = null;
   /** The broker's epoch when the current version was announced (a restart since: announce again). */
   private announcedEpoch = -1;
-  /** What each round collected (tests, metrics). */
-  readonly rounds: RoundRecord[] = [];
+  /** What each round collected (tests, metrics); `local`: completions the learner generated itself (no worker was alive). */
+  readonly rounds: (RoundRecord & { local?: number })[] = [];
   private readonly prefetched = new Map<string, Prefetched>();
   /** The prefetched round each outstanding request id belongs to. */
   private readonly owner = new Map<string, Prefetched>();
@@ -108,6 +126,17 @@ export class BrokerRollouts implements RolloutSource {
     await this.publishWeights();
   }
 
+  /** Whether no worker is alive on the broker, after waiting up to `graceMs` for one (false when local generation is off). */
+  private async noWorkers(): Promise<boolean> {
+    if (this.o.local === false) return false;
+    const t0 = performance.now();
+    for (;;) {
+      if ((await this.broker.liveWorkers()).length) return false;
+      if (performance.now() - t0 >= (this.o.graceMs ?? WORKERS_GRACE_MS)) return true;
+      await Bun.sleep(PRESENCE_POLL_MS);
+    }
+  }
+
   private get staleness(): number {
     return this.o.staleness ?? 0;
   }
@@ -128,6 +157,8 @@ export class BrokerRollouts implements RolloutSource {
     if (this.prefetched.has(key)) return;
     const k = this.staleness;
     if (!(ahead >= 1 && ahead <= k)) throw new Error(`prefetch: round ${key} is ${ahead} update(s) ahead; staleness ${k} allows 1..${k}`);
+    // No live worker to generate it meanwhile: the round is asked for when its step comes (locally, if still none).
+    if (this.o.local !== false && !(await this.broker.liveWorkers()).length) return;
     if (this.broker.epoch !== this.announcedEpoch) await this.announce();
     const prompts = problems.map((p) => this.local.tokenizer.encode(prompt(p)));
     // Trained at version + ahead: the oldest weights accepted then are k below that (never above the version held now).
@@ -156,6 +187,16 @@ export class BrokerRollouts implements RolloutSource {
       this.prefetched.delete(key!);
       for (const r of pre.requests) this.owner.delete(r.id);
       if (pre.prompts.length !== problems.length || pre.requests.length !== problems.length * G) throw new Error(`round ${key}: prefetched as ${pre.prompts.length} prompts x ${pre.requests.length / Math.max(pre.prompts.length, 1)}, asked for as ${problems.length} x ${G}`);
+    }
+    if (!pre && (await this.noWorkers())) {
+      const tag = `${this.version}.${this.calls++}`;
+      stats.seconds += (performance.now() - t0) / 1000; // the grace period; generate() adds its own time
+      this.log(`learner: round ${tag}: no live worker on the broker after ${((this.o.graceMs ?? WORKERS_GRACE_MS) / 1000).toFixed(1)} s: generating it locally`);
+      const groups = await this.local.generate(problems, prompt, G, cap, sampling, stats);
+      const n = groups.reduce((a, g) => a + g.responses.length, 0);
+      this.rounds.push({ ...emptyRecord(this.version), local: n });
+      this.log(`learner: round ${tag}: ${n} of ${problems.length * G} completions generated locally`);
+      return groups;
     }
     const prompts = pre?.prompts ?? problems.map((p) => this.local.tokenizer.encode(prompt(p)));
     // A round asked for now (not prefetched) is for the newest weights: a worker holding older ones loads them first.

@@ -13,6 +13,10 @@
  * whichever version a worker holds then. Nothing a message says makes a worker
  * exit: announced weights it cannot load are logged and retried (requests
  * left to other workers meanwhile), a lost broker is waited for.
+ *
+ * Presence: from connection to exit a worker refreshes a heartbeat key with a
+ * time to live (Broker.alive), so a learner knows whether any worker is there
+ * to serve a round (with none, it generates the round itself).
  */
 import { hostname } from "node:os";
 import { Engine } from "../engine/generate.ts";
@@ -20,7 +24,7 @@ import { defaultDtype } from "../engine/load.ts";
 import type { Qwen2Gpu } from "../engine/model.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
-import { Broker, PROTO, type RequestMsg, type WeightsMsg } from "./broker.ts";
+import { Broker, HEARTBEAT_MS, PROTO, type RequestMsg, type WeightsMsg } from "./broker.ts";
 import { loadRolloutWeights } from "./weights.ts";
 
 export interface WorkerOptions {
@@ -56,6 +60,18 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
   const name = o.name ?? `${hostname()}-${process.pid}`;
   const broker = await Broker.connect(o.url, { log: (s) => log(`worker ${name}: ${s}`) });
   log(`worker ${name}: connected to ${o.url}`);
+  await broker.alive(name);
+  // A timer, not the claim loop: a long generation or weight load must not let the key time out. A failed refresh
+  // (the broker restarting) is retried by the next tick; the broker's own calls log the reconnection.
+  let beating = false; // one refresh at a time (during a reconnection they would pile up)
+  const heartbeat = setInterval(() => {
+    if (beating) return;
+    beating = true;
+    broker
+      .alive(name)
+      .catch(() => undefined)
+      .finally(() => (beating = false));
+  }, HEARTBEAT_MS);
   let cur = null as Loaded | null; // (set by refresh)
   let failed: string | null = null; // the announcement (entry id) that would not load
   let completions = 0;
@@ -154,6 +170,8 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
       }
     }
   } finally {
+    clearInterval(heartbeat);
+    await broker.gone(name);
     unload();
     broker.close();
   }

@@ -532,16 +532,30 @@ export function attentionForm(gpu: Gpu): AttentionForm {
  * Compiles every attention pipeline for `dtype` once; returns the record
  * functions. `f16Operands` (dtype f32, mixed-precision training): the training
  * kernels round q, k, v and dout to f16 as they load them (f32 softmax and sums).
+ * `trainHeadDim`: the "rows" training kernels are compiled for that head dim
+ * only (fixed loop trip counts, accumulators in registers: the training model
+ * passes its own); their calls must then use it.
  */
-export async function loadAttention(gpu: Gpu, dtype: Dtype, form: AttentionForm = attentionForm(gpu), opts: { f16Operands?: boolean } = {}): Promise<Attention> {
+export async function loadAttention(
+  gpu: Gpu,
+  dtype: Dtype,
+  form: AttentionForm = attentionForm(gpu),
+  opts: { f16Operands?: boolean; trainHeadDim?: number } = {},
+): Promise<Attention> {
   const half = !!opts.f16Operands;
+  const fixedHd = opts.trainHeadDim;
+  if (fixedHd !== undefined && !(Number.isInteger(fixedHd) && fixedHd >= 1 && fixedHd <= MAX_HEAD_DIM)) {
+    throw new KernelError(`kernel attention: trainHeadDim ${fixedHd} must be an integer in 1..${MAX_HEAD_DIM}`);
+  }
   if (half && (dtype !== "f32" || !gpu.features.f16)) throw new KernelError(`kernel attention: f16 operands need dtype f32 (got ${dtype}) and the shader-f16 feature`);
   if (dtype !== "f32" && dtype !== "f16") throw new KernelError(`kernel attention: dtype "${dtype}" is not f32 or f16`);
   if (dtype === "f16" && !gpu.features.f16) {
     throw new KernelError(`kernel attention: dtype f16 needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
   }
   const el = dtype === "f16" ? 2 : 4;
-  const base = { T: dtype, ENABLE: dtype === "f16" || half ? "enable f16;" : "", MAXHD: MAX_HEAD_DIM, ...operandConstants(half) };
+  // RHD / HDL: the "rows" training kernels' accumulator size and loop bound over d.
+  const rowsHd = fixedHd === undefined ? { RHD: MAX_HEAD_DIM, HDL: "P.hd" } : { RHD: fixedHd, HDL: `${fixedHd}u` };
+  const base = { T: dtype, ENABLE: dtype === "f16" || half ? "enable f16;" : "", MAXHD: MAX_HEAD_DIM, ...rowsHd, ...operandConstants(half) };
   const pt = pickTiling(gpu, PREFILL_TILINGS, "attention.prefill");
   const dt = pickTiling(gpu, DECODE_TILINGS, "attention.decode_partial");
   const ft = pickTiling(gpu, TRAIN_FWD_TILINGS, "attention.train_forward");
@@ -597,6 +611,7 @@ export async function loadAttention(gpu: Gpu, dtype: Dtype, form: AttentionForm 
     u32Arg(s.hd, "head_dim", what, 1);
     checkGroups(s.nh, s.nKv, `kernel ${what}`);
     if (s.hd > MAX_HEAD_DIM) throw new KernelError(`kernel ${what}: head_dim ${s.hd} is over the supported ${MAX_HEAD_DIM}`);
+    if (rows && fixedHd !== undefined && s.hd !== fixedHd) throw new KernelError(`kernel ${what}: head_dim ${s.hd}, but these kernels were loaded for head dim ${fixedHd} (trainHeadDim)`);
     if (!Number.isFinite(scale)) throw new KernelError(`kernel ${what}: scale ${scale} is not finite`);
     for (const [name, [b, bytes]] of Object.entries(tensors)) checkBinding(b, bytes, name, what);
   }

@@ -72,10 +72,41 @@ export function embeddingBackwardRef(
   return dTable;
 }
 
-const PER = 16; // accumulators per invocation in scatter_add: a column block of WG·PER = 1024
+/**
+ * The tokens grouped by id, for the scatter-add (the backward of gather): one
+ * u32 index of starts [U + 1], the U distinct ids in order of first
+ * appearance, and order [T], the token positions of group g at order[starts[g]
+ * .. starts[g + 1]) in ascending order. `count` = U. O(T) on the CPU, which
+ * packed the tokens anyway.
+ */
+export function groupTokens(ids: ArrayLike<number>): { index: Uint32Array; count: number } {
+  const T = ids.length;
+  const groupOf = new Map<number, number>();
+  const sizes: number[] = [];
+  const first: number[] = [];
+  for (let t = 0; t < T; t++) {
+    let g = groupOf.get(ids[t]);
+    if (g === undefined) {
+      groupOf.set(ids[t], (g = sizes.length));
+      sizes.push(0);
+      first.push(ids[t]);
+    }
+    sizes[g]++;
+  }
+  const U = sizes.length;
+  const index = new Uint32Array(2 * U + 1 + T);
+  for (let g = 0; g < U; g++) {
+    index[g + 1] = index[g] + sizes[g];
+    index[U + 1 + g] = first[g];
+  }
+  const next = index.slice(0, U); // fill position per group
+  const order0 = 2 * U + 1;
+  for (let t = 0; t < T; t++) index[order0 + next[groupOf.get(ids[t])!]++] = t;
+  return { index, count: U };
+}
 
 export async function loadEmbedding(gpu: Gpu, dtype: Dtype) {
-  const c = { ...dtypeConstants(gpu, dtype, "embedding"), WG, PER };
+  const c = { ...dtypeConstants(gpu, dtype, "embedding"), WG };
   const [k, kScatter] = await Promise.all([
     gpu.kernel("embedding", "gather", c),
     // The backward is f32-only: dy and the table gradient are f32 in training.
@@ -104,15 +135,17 @@ export async function loadEmbedding(gpu: Gpu, dtype: Dtype) {
      * Backward of gather (f32): dTable[ids[t] - row0, :] += dy[t, :] for the
      * tokens whose id lies in this chunk [row0, row0 + rows); dTable [rows, D]
      * is accumulated, so micro-batches (and tied LM-head gradients) add up.
-     * Deterministic: each row is summed by one workgroup in token order.
-     * f32 loaders only.
+     * `index` holds the T tokens grouped by id (`groupTokens(ids).index`, U =
+     * its `count` groups). Deterministic: each row is summed by one
+     * invocation per column in token order. f32 loaders only.
      */
-    embeddingBackward(b: Batch, ids: Binding, dy: Binding, dTable: Binding, T: number, D: number, row0: number, rows: number): void {
+    embeddingBackward(b: Batch, index: Binding, U: number, dy: Binding, dTable: Binding, T: number, D: number, row0: number, rows: number): void {
       const what = "embedding.scatter_add";
       if (!kScatter) throw new KernelError(`kernel ${what} is f32-only; load the embedding kernels with dtype "f32" for training`);
-      for (const [v, n] of [[T, "T"], [D, "D"], [row0, "row0"], [rows, "rows"]] as const) checkCount(v, n, what);
+      for (const [v, n] of [[T, "T"], [U, "U"], [D, "D"], [row0, "row0"], [rows, "rows"]] as const) checkCount(v, n, what);
       if (T * D > 0xffffffff || rows * D > 0xffffffff) throw new KernelError(`kernel ${what}: T·D or rows·D overflows u32`);
-      checkBinding(ids, T, 4, "ids", what);
+      if (U > T || (T > 0 && U === 0)) throw new KernelError(`kernel ${what}: ${U} id groups for ${T} tokens`);
+      checkBinding(index, 2 * U + 1 + T, 4, "index", what);
       checkBinding(dy, T * D, 4, "dy", what);
       checkBinding(dTable, rows * D, 4, "dTable", what);
       const limit = gpu.limits.maxStorageBufferBindingSize;
@@ -124,12 +157,12 @@ export async function loadEmbedding(gpu: Gpu, dtype: Dtype) {
           );
         }
       }
-      if (sameBuffer(dTable, ids) || sameBuffer(dTable, dy)) throw new KernelError(`kernel ${what}: dTable shares a buffer with ids or dy`);
+      if (sameBuffer(dTable, index) || sameBuffer(dTable, dy)) throw new KernelError(`kernel ${what}: dTable shares a buffer with index or dy`);
       if (T === 0 || D === 0 || rows === 0) return;
       b.dispatch(kScatter, {
-        params: params().u32(T).u32(D).u32(row0).u32(rows),
-        buffers: [ids, dy, dTable],
-        groups: grid(T, max, what),
+        params: params().u32(T).u32(D).u32(row0).u32(rows).u32(U),
+        buffers: [index, dy, dTable],
+        groups: grid(U * Math.ceil(D / WG), max, what),
         label: "embedding.scatter_add",
       });
     },

@@ -96,13 +96,22 @@ export interface MatmulGradConfig {
   /** dBias: columns per workgroup, row lanes per column (power of two). */
   BX: number;
   BY: number;
+  /**
+   * dInput/dWeight kernel: "tiled" (shared-memory tiles; hardware GPUs) or
+   * "rows" (no shared memory, no barrier: CPU-backed adapters; K not a
+   * multiple of 4 falls back to tiled), with RM rows per workgroup and RWG
+   * threads of 4 columns each.
+   */
+  form: "tiled" | "rows";
+  RM: number;
+  RWG: number;
 }
 
-/** The forward's tile shape (64 threads on the software adapter, 256 elsewhere). */
+/** The forward's tile shape (64 threads on the software adapter, 256 elsewhere); the rows form on CPU adapters. */
 export function matmulGradConfig(gpu: Gpu): MatmulGradConfig {
   return gpu.adapter.isFallback
-    ? { WX: 8, WY: 8, TM: 4, TN: 4, BR: 16, BX: 16, BY: 4 }
-    : { WX: 16, WY: 16, TM: 4, TN: 4, BR: 16, BX: 64, BY: 4 };
+    ? { WX: 8, WY: 8, TM: 4, TN: 4, BR: 16, BX: 16, BY: 4, form: "rows", RM: 8, RWG: 16 }
+    : { WX: 16, WY: 16, TM: 4, TN: 4, BR: 16, BX: 64, BY: 4, form: "tiled", RM: 8, RWG: 16 };
 }
 
 export interface MatmulGrad {
@@ -140,9 +149,12 @@ export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig>
   const cfg = { ...matmulGradConfig(gpu), ...config };
   if (cfg.TM % 4 || cfg.TN % 4) throw new KernelError(`matmul_grad: TM ${cfg.TM} and TN ${cfg.TN} must be multiples of 4`);
   if (cfg.BY & (cfg.BY - 1)) throw new KernelError(`matmul_grad: BY ${cfg.BY} must be a power of two`);
-  const consts = { WX: cfg.WX, WY: cfg.WY, TM: cfg.TM, TN: cfg.TN, BR: cfg.BR, BX: cfg.BX, BY: cfg.BY, ENABLE: half ? "enable f16;" : "", ...operandConstants(half) };
-  const [kIn, kW, kB]: Kernel[] = await Promise.all(
-    ["dinput", "dweight", "bias"].map((e) => gpu.kernel("matmul_grad", e, { ...consts, TB: half && e === "dinput" ? "f16" : "f32" })),
+  if (cfg.form !== "tiled" && cfg.form !== "rows") throw new KernelError(`matmul_grad: form ${JSON.stringify(cfg.form)} is not "tiled" or "rows"`);
+  const consts = { WX: cfg.WX, WY: cfg.WY, TM: cfg.TM, TN: cfg.TN, BR: cfg.BR, BX: cfg.BX, BY: cfg.BY, RM: cfg.RM, RWG: cfg.RWG, ENABLE: half ? "enable f16;" : "", ...operandConstants(half) };
+  const rowsForm = cfg.form === "rows";
+  const entries = ["dinput", "dweight", "bias", ...(rowsForm ? ["dinput_rows", "dweight_rows"] : [])];
+  const [kIn, kW, kB, kInRows, kWRows]: (Kernel | undefined)[] = await Promise.all(
+    entries.map((e) => gpu.kernel("matmul_grad", e, { ...consts, TB: half && e.startsWith("dinput") ? "f16" : "f32" })),
   );
   const wsize = half ? 2 : 4; // dInput's W
   const BM = cfg.WY * cfg.TM;
@@ -173,8 +185,11 @@ export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig>
     return { ldy, col0 };
   }
 
-  function grid(what: string, cols: number, rows: number): [number, number] {
-    const g: [number, number] = [Math.ceil(cols / BN), Math.ceil(rows / BM)];
+  /** The rows form where it applies (CPU adapters, K a multiple of 4). */
+  const useRows = (K: number) => rowsForm && K % 4 === 0;
+
+  function grid(what: string, cols: number, rows: number, K = cols): [number, number] {
+    const g: [number, number] = useRows(K) ? [Math.ceil(cols / (4 * cfg.RWG)), Math.ceil(rows / cfg.RM)] : [Math.ceil(cols / BN), Math.ceil(rows / BM)];
     if (g[0] > maxGroups || g[1] > maxGroups) {
       throw new KernelError(`${what}: grid ${g.join("x")} exceeds ${maxGroups} workgroups per dimension; split the call`);
     }
@@ -206,7 +221,7 @@ export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig>
       return;
     }
     const u = params().u32(M).u32(N).u32(K).u32(ldy).u32(col0).u32(opts.accumulate ? 1 : 0);
-    b.dispatch(kIn, { params: u, buffers: [dy, w, dx], groups: grid(what, K, M), label: `matmul_grad.dinput ${M}x${N}x${K}` });
+    b.dispatch(useRows(K) ? kInRows! : kIn!, { params: u, buffers: [dy, w, dx], groups: grid(what, K, M), label: `matmul_grad.dinput ${M}x${N}x${K}` });
   }
 
   function dWeight(
@@ -226,7 +241,7 @@ export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig>
     ]);
     if (M === 0 || N === 0 || K === 0) return; // dw += 0
     const u = params().u32(M).u32(N).u32(K).u32(ldy).u32(col0).u32(1);
-    b.dispatch(kW, { params: u, buffers: [dy, x, dw], groups: grid(what, K, N), label: `matmul_grad.dweight ${M}x${N}x${K}` });
+    b.dispatch(useRows(K) ? kWRows! : kW!, { params: u, buffers: [dy, x, dw], groups: grid(what, K, N), label: `matmul_grad.dweight ${M}x${N}x${K}` });
   }
 
   function dBias(b: Batch, dy: Binding, db: Binding, M: number, N: number, opts: MatmulGradOptions = {}): void {
@@ -238,7 +253,7 @@ export async function loadMatmulGrad(gpu: Gpu, config: Partial<MatmulGradConfig>
     const groups = Math.ceil(N / cfg.BX);
     if (groups > maxGroups) throw new KernelError(`${what}: N ${N} needs ${groups} workgroups, over ${maxGroups}; split the call`);
     const u = params().u32(M).u32(N).u32(0).u32(ldy).u32(col0).u32(1);
-    b.dispatch(kB, { params: u, buffers: [dy, db], groups: [groups], label: `matmul_grad.bias ${M}x${N}` });
+    b.dispatch(kB!, { params: u, buffers: [dy, db], groups: [groups], label: `matmul_grad.bias ${M}x${N}` });
   }
 
   return { dInput, dWeight, dBias, config: cfg };

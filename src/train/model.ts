@@ -13,6 +13,10 @@
  * Checkpointing: only each layer's input x_l is kept from the forward; the
  * backward recomputes the layer's internals from x_l into one set of scratch
  * buffers, so activation memory is O(L·T·H + T·I) instead of O(L·T·I).
+ * Where every layer's internals fit `keepActivationBytes` (256 MiB by default:
+ * small models, short micro-batches), the forward keeps them all and the
+ * backward recomputes nothing; where a micro-batch's logits fit one chunk,
+ * the backward reuses the forward's logits instead of recomputing the LM head.
  *
  * Tensors over one storage binding (the embedding and LM head of real
  * vocabularies: 151936 x 1536 f32 is 933 MB) are stored in row parts, as the
@@ -31,7 +35,7 @@ import type { Batch, Binding, Gpu } from "../gpu/index.ts";
 import { loadAdamW } from "../kernels/adamw.ts";
 import { attentionForm, loadAttention } from "../kernels/attention.ts";
 import { loadElementwise } from "../kernels/elementwise.ts";
-import { loadEmbedding } from "../kernels/embedding.ts";
+import { groupTokens, loadEmbedding } from "../kernels/embedding.ts";
 import { loadLogprob } from "../kernels/logprob.ts";
 import { loadLoss } from "../kernels/loss.ts";
 import { loadLossScale } from "../kernels/loss_scale.ts";
@@ -122,7 +126,7 @@ export interface PackedBatch {
   mask: Float32Array;
 }
 
-async function loadKernels(gpu: Gpu, precision: Precision) {
+async function loadKernels(gpu: Gpu, precision: Precision, c: Qwen2Config) {
   const half = { f16Operands: precision === "f16-mixed" };
   const [mm, mg, emb, norm, rope, ew, attn, lp, loss, adam, scale] = await Promise.all([
     loadMatmul(gpu, "f32", {}, half),
@@ -131,7 +135,7 @@ async function loadKernels(gpu: Gpu, precision: Precision) {
     loadRmsNorm(gpu, "f32"),
     loadRope(gpu, "f32"),
     loadElementwise(gpu, "f32"),
-    loadAttention(gpu, "f32", attentionForm(gpu), half),
+    loadAttention(gpu, "f32", attentionForm(gpu), { ...half, trainHeadDim: c.headDim }),
     loadLogprob(gpu),
     loadLoss(gpu),
     half.f16Operands ? loadAdamW(gpu) : null, // its f32 → f16 copy kernel
@@ -141,15 +145,8 @@ async function loadKernels(gpu: Gpu, precision: Precision) {
 }
 type Kernels = Awaited<ReturnType<typeof loadKernels>>;
 
-/** Activation and gradient buffers for micro-batches of up to `cap` tokens. */
-interface Acts {
-  cap: number;
-  tokens: GPUBuffer;
-  pos: GPUBuffer;
-  segStart: GPUBuffer;
-  targets: GPUBuffer;
-  mask: GPUBuffer;
-  xs: GPUBuffer[]; // x_l for l = 0..L (x_L is the final residual)
+/** One layer's internals: what the backward reads besides the layer input x_l. */
+interface LayerActs {
   h1: GPUBuffer;
   q: GPUBuffer;
   k: GPUBuffer;
@@ -163,6 +160,22 @@ interface Acts {
   g: GPUBuffer | null;
   u: GPUBuffer | null;
   a: GPUBuffer;
+}
+
+/** Activation and gradient buffers for micro-batches of up to `cap` tokens. */
+interface Acts {
+  cap: number;
+  tokens: GPUBuffer;
+  /** The tokens grouped by id for the embedding's backward (`groupTokens`): [2·cap + 1 + cap] u32. */
+  tokenGroups: GPUBuffer;
+  pos: GPUBuffer;
+  segStart: GPUBuffer;
+  targets: GPUBuffer;
+  mask: GPUBuffer;
+  xs: GPUBuffer[]; // x_l for l = 0..L (x_L is the final residual)
+  /** Every layer's internals, kept by the forward (`keep`), or one set the backward recomputes into layer by layer. */
+  layers: LayerActs[];
+  keep: boolean;
   hN: GPUBuffer;
   /** Rows of logits computed at once: the LM head runs over token chunks. */
   chunk: number;
@@ -207,6 +220,27 @@ export interface TrainModelOptions {
   precision?: Precision;
   /** f16-mixed: the dynamic loss scale's settings. */
   lossScale?: LossScaleConfig;
+  /**
+   * Keep every layer's internals from the forward (no recompute in the
+   * backward) when they take at most this many bytes at the reserved
+   * micro-batch size; default KEEP_ACTIVATION_BYTES, 0 = always recompute.
+   */
+  keepActivationBytes?: number;
+}
+
+/** Default budget for keeping every layer's internals instead of recomputing them (TrainModelOptions.keepActivationBytes). */
+export const KEEP_ACTIVATION_BYTES = 256 * 2 ** 20;
+
+/** Bytes of one layer's internals (LayerActs) at T tokens, f32; `stacked`: gate/up as one [T, 2I] buffer (the same size apart). */
+export function layerInternalBytes(c: Qwen2Config, T: number): number {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return 4 * T * (3 * c.hiddenSize + 2 * q + 2 * kv + c.numHeads + 3 * c.intermediateSize);
+}
+
+/** Whether the forward keeps every layer's internals at T tokens (else the backward recomputes them per layer). */
+export function keepsInternals(c: Qwen2Config, T: number, budget = KEEP_ACTIVATION_BYTES): boolean {
+  return c.numLayers * layerInternalBytes(c, T) <= budget;
 }
 
 export class TrainModel {
@@ -223,6 +257,10 @@ export class TrainModel {
    */
   readonly gateUp: ({ value: Slice; grad: Slice } | null)[];
   private acts: Acts | null = null;
+  /** Distinct token ids of the uploaded micro-batch (groups in acts.tokenGroups). */
+  private tokenGroupCount = 0;
+  /** The last forward's logits, all in one chunk, are still in acts.logits (the backward then skips the LM head's recompute). */
+  private logitsKept = false;
   /** f16-mixed: the f16 weight copies lag the master weights (refreshed at the next forward). */
   private halfStale = true;
   /** f16-mixed: every f32 → f16 weight copy (source range, f16 buffer, values), and the buffers. */
@@ -367,7 +405,7 @@ export class TrainModel {
     const precision = opts.precision ?? "f32";
     if (precision !== "f32" && precision !== "f16-mixed") throw new Error(`training model: precision must be "f32" or "f16-mixed", got ${JSON.stringify(precision)}`);
     if (precision === "f16-mixed" && !gpu.features.f16) throw new Error(`training model: precision f16-mixed needs the shader-f16 feature, which adapter "${gpu.adapter.description}" lacks`);
-    return new TrainModel(gpu, config, await loadKernels(gpu, precision), qwen2WeightSpec(config), values, opts);
+    return new TrainModel(gpu, config, await loadKernels(gpu, precision, config), qwen2WeightSpec(config), values, opts);
   }
 
   /** Ids with a log-prob: the tokenizer's size (a padded vocabulary's rows above it are left out). */
@@ -405,26 +443,32 @@ export class TrainModel {
       }
       return this.gpu.buffer(n * 4, `act.${label}`);
     };
+    const keep = keepsInternals(c, cap, this.opts.keepActivationBytes);
+    const layer = (l: number | ""): LayerActs => ({
+      h1: f(cap * H, `h1${l}`),
+      q: f(cap * Q, `q${l}`),
+      k: f(cap * KV, `k${l}`),
+      v: f(cap * KV, `v${l}`),
+      att: f(cap * Q, `att${l}`),
+      lse: f(cap * c.numHeads, `lse${l}`),
+      xmid: f(cap * H, `xmid${l}`),
+      h2: f(cap * H, `h2${l}`),
+      gu: stack ? f(cap * 2 * I, `gu${l}`) : null,
+      g: stack ? null : f(cap * I, `g${l}`),
+      u: stack ? null : f(cap * I, `u${l}`),
+      a: f(cap * I, `a${l}`),
+    });
     this.acts = {
       cap,
       tokens: f(cap, "tokens"),
+      tokenGroups: f(3 * cap + 1, "tokenGroups"),
       pos: f(cap, "pos"),
       segStart: f(cap, "segStart"),
       targets: f(cap, "targets"),
       mask: f(cap, "mask"),
       xs: Array.from({ length: c.numLayers + 1 }, (_, l) => f(cap * H, `x${l}`)),
-      h1: f(cap * H, "h1"),
-      q: f(cap * Q, "q"),
-      k: f(cap * KV, "k"),
-      v: f(cap * KV, "v"),
-      att: f(cap * Q, "att"),
-      lse: f(cap * c.numHeads, "lse"),
-      xmid: f(cap * H, "xmid"),
-      h2: f(cap * H, "h2"),
-      gu: stack ? f(cap * 2 * I, "gu") : null,
-      g: stack ? null : f(cap * I, "g"),
-      u: stack ? null : f(cap * I, "u"),
-      a: f(cap * I, "a"),
+      layers: keep ? Array.from({ length: c.numLayers }, (_, l) => layer(l)) : [layer("")],
+      keep,
       hN: f(cap * H, "hN"),
       chunk,
       logits: f(chunk * c.vocabSize, "logits"),
@@ -443,6 +487,7 @@ export class TrainModel {
       du: stack ? null : f(cap * I, "du"),
       da: f(cap * I, "da"),
     };
+    this.logitsKept = false;
     return this.acts;
   }
 
@@ -460,6 +505,9 @@ export class TrainModel {
     }
     const A = this.ensureActs(T);
     this.gpu.write(A.tokens, mb.tokens);
+    const groups = groupTokens(mb.tokens);
+    this.gpu.write(A.tokenGroups, groups.index);
+    this.tokenGroupCount = groups.count;
     this.gpu.write(A.pos, mb.pos);
     this.gpu.write(A.segStart, mb.segStart);
     this.gpu.write(A.targets, mb.targets);
@@ -468,16 +516,18 @@ export class TrainModel {
   }
 
   /**
-   * Layer l's forward from xs[l]. The forward pass (`recompute` false) only
+   * Layer l's forward from xs[l]. The plain forward (`internals` false) only
    * needs xs[l+1]: the input norm runs in the q/k/v products' prologue, the
    * post-attention norm and SwiGLU in the gate/up product, RoPE of q and k
    * in one dispatch, the residual adds in the o_proj and down_proj epilogues
-   * (8 dispatches). The backward's recompute (`recompute` true) keeps what
-   * the backward reads (h1, q, k, v, att, lse, xmid, h2, gate and up (one
-   * stacked product when the arena holds them stacked), a) and skips
-   * down_proj, whose output xs[l+1] the forward already wrote.
+   * (8 dispatches). With `internals` the layer writes what the backward reads
+   * (h1, q, k, v, att, lse, xmid, h2, gate and up (one stacked product when
+   * the arena holds them stacked), a) into its LayerActs: the forward does so
+   * when it keeps every layer's internals (then down_proj adds onto a copy of
+   * xmid in xs[l+1]), the backward's recompute (`down` false) when it does
+   * not (down_proj's output xs[l+1] the forward already wrote).
    */
-  private recordLayer(b: Batch, A: Acts, l: number, T: number, recompute: boolean): void {
+  private recordLayer(b: Batch, A: Acts, l: number, T: number, internals: boolean, down: boolean): void {
     const c = this.config;
     const { mm, norm, rope, ew, attn } = this.k;
     const H = c.hiddenSize;
@@ -489,39 +539,47 @@ export class TrainModel {
     const P = (s: string) => this.p(`model.layers.${l}.${s}`).value;
     const W = (s: string) => this.w(this.p(`model.layers.${l}.${s}`).parts[0]);
     const x = A.xs[l];
+    const L = this.layerActs(A, l);
     // f16-mixed runs the norms on their own (the fused prologue would round A before normalising).
-    const unfused = recompute || this.mixed;
-    // Attention. In the forward, xmid lives in xs[l+1] (the MLP's residual adds onto it).
-    const xmid = recompute ? A.xmid : A.xs[l + 1];
-    const proj = [["q_proj", A.q, nh * hd], ["k_proj", A.k, nkv * hd], ["v_proj", A.v, nkv * hd]] as const;
-    if (unfused) norm.rmsnorm(b, x, P("input_layernorm.weight"), A.h1, T, H, eps);
+    const unfused = internals || this.mixed;
+    // Attention. In the plain forward, xmid lives in xs[l+1] (the MLP's residual adds onto it).
+    const xmid = internals ? L.xmid : A.xs[l + 1];
+    const proj = [["q_proj", L.q, nh * hd], ["k_proj", L.k, nkv * hd], ["v_proj", L.v, nkv * hd]] as const;
+    if (unfused) norm.rmsnorm(b, x, P("input_layernorm.weight"), L.h1, T, H, eps);
     for (const [name, out, N] of proj) {
       const w = W(`self_attn.${name}.weight`);
       const bias = P(`self_attn.${name}.bias`);
-      if (unfused) mm.matmul(b, A.h1, w, bias, out, T, N, H);
+      if (unfused) mm.matmul(b, L.h1, w, bias, out, T, N, H);
       else mm.matmul(b, x, w, bias, out, T, N, H, { norm: { gain: P("input_layernorm.weight"), eps } });
     }
-    rope.ropeQk(b, A.q, A.k, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
-    attn.trainForward(b, A.q, A.k, A.v, A.segStart, A.att, A.lse, T, nh, nkv, hd, 1 / Math.sqrt(hd));
+    rope.ropeQk(b, L.q, L.k, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
+    attn.trainForward(b, L.q, L.k, L.v, A.segStart, L.att, L.lse, T, nh, nkv, hd, 1 / Math.sqrt(hd));
     b.copy(x, 0, xmid, 0, T * H * 4);
-    mm.matmul(b, A.att, W("self_attn.o_proj.weight"), null, xmid, T, H, nh * hd, { residual: true });
+    mm.matmul(b, L.att, W("self_attn.o_proj.weight"), null, xmid, T, H, nh * hd, { residual: true });
     // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
     if (unfused) {
-      norm.rmsnorm(b, xmid, P("post_attention_layernorm.weight"), A.h2, T, H, eps);
-      if (A.gu) {
+      norm.rmsnorm(b, xmid, P("post_attention_layernorm.weight"), L.h2, T, H, eps);
+      if (L.gu) {
         // One product with the stacked [2I, H] weights: gu [T, 2I] = (gate | up) per row.
-        mm.matmul(b, A.h2, this.gateUpW(l), null, A.gu, T, 2 * I, H);
-        ew.swigluGu(b, A.gu, A.a, T, I);
+        mm.matmul(b, L.h2, this.gateUpW(l), null, L.gu, T, 2 * I, H);
+        ew.swigluGu(b, L.gu, L.a, T, I);
       } else {
-        mm.matmul(b, A.h2, W("mlp.gate_proj.weight"), null, A.g!, T, I, H);
-        mm.matmul(b, A.h2, W("mlp.up_proj.weight"), null, A.u!, T, I, H);
-        ew.swiglu(b, A.g!, A.u!, A.a, T * I);
+        mm.matmul(b, L.h2, W("mlp.gate_proj.weight"), null, L.g!, T, I, H);
+        mm.matmul(b, L.h2, W("mlp.up_proj.weight"), null, L.u!, T, I, H);
+        ew.swiglu(b, L.g!, L.u!, L.a, T * I);
       }
     } else {
       const gain = P("post_attention_layernorm.weight");
-      mm.matmul(b, xmid, P("mlp.gate_proj.weight"), null, A.a, T, I, H, { norm: { gain, eps }, up: P("mlp.up_proj.weight") });
+      mm.matmul(b, xmid, P("mlp.gate_proj.weight"), null, L.a, T, I, H, { norm: { gain, eps }, up: P("mlp.up_proj.weight") });
     }
-    if (!recompute) mm.matmul(b, A.a, W("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I, { residual: true });
+    if (!down) return;
+    if (xmid !== A.xs[l + 1]) b.copy(xmid, 0, A.xs[l + 1], 0, T * H * 4);
+    mm.matmul(b, L.a, W("mlp.down_proj.weight"), null, A.xs[l + 1], T, H, I, { residual: true });
+  }
+
+  /** Layer l's internals: its own when the forward keeps them all, else the one set recomputed into. */
+  private layerActs(A: Acts, l: number): LayerActs {
+    return A.layers[A.keep ? l : 0];
   }
 
   private lmHead(): Param {
@@ -537,13 +595,14 @@ export class TrainModel {
     this.recordHalfCopies(b);
     // Each embedding part writes the rows of the tokens whose ids it holds.
     for (const part of this.p("model.embed_tokens.weight").parts) emb.gather(b, A.tokens, part.value, A.xs[0], T, c.hiddenSize, part.row0, part.rows);
-    for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T, false);
+    for (let l = 0; l < c.numLayers; l++) this.recordLayer(b, A, l, T, A.keep, true);
     norm.rmsnorm(b, A.xs[c.numLayers], this.p("model.norm.weight").value, A.hN, T, c.hiddenSize, c.rmsNormEps);
     const V = this.vocabLimit; // logits of ids [0, V) only: rows above are padding
     const H = c.hiddenSize;
     // The LM head and log-softmax over token chunks: [T, V] logits never exist at once.
     for (const [t0, n] of chunks(T, A.chunk)) {
       this.recordLmHead(b, rows(A.hN, t0, n, H), A.logits, n);
+      this.logitsKept = n === T; // one chunk: the backward reads these logits as they are
       lp.chosen(b, A.logits, rows(A.targets, t0, n, 1), rows(A.logp, t0, n, 1), rows(A.entropy, t0, n, 1), n, V, temperature);
     }
     return T;
@@ -572,9 +631,9 @@ export class TrainModel {
     return { logp, entropy };
   }
 
-  get buffers(): { logp: GPUBuffer; dlogp: GPUBuffer; mask: GPUBuffer } {
+  get buffers(): { logp: GPUBuffer; entropy: GPUBuffer; dlogp: GPUBuffer; mask: GPUBuffer } {
     const A = this.acts!;
-    return { logp: A.logp, dlogp: A.dlogp, mask: A.mask };
+    return { logp: A.logp, entropy: A.entropy, dlogp: A.dlogp, mask: A.mask };
   }
 
   get loss() {
@@ -602,7 +661,7 @@ export class TrainModel {
     // Per token chunk: recompute the logits, then log-softmax and the LM-head backward per part
     // (each part reads its columns of dlogits; dh accumulates over the parts).
     for (const [t0, n] of chunks(T, A.chunk)) {
-      this.recordLmHead(b, rows(A.hN, t0, n, H), A.logits, n);
+      if (!(this.logitsKept && n === T)) this.recordLmHead(b, rows(A.hN, t0, n, H), A.logits, n);
       loss.logsoftmaxBackward(b, A.logits, rows(A.targets, t0, n, 1), rows(A.dlogp, t0, n, 1), A.dlogits, n, V, temperature);
       this.headParts().forEach(({ part, rows: r }, i) => {
         const cols = { ldy: V, col0: part.row0 };
@@ -616,29 +675,30 @@ export class TrainModel {
     for (let l = c.numLayers - 1; l >= 0; l--) {
       const P = (s: string) => this.p(`model.layers.${l}.${s}`);
       const W = (s: string) => this.w(P(s).parts[0]);
-      this.recordLayer(b, A, l, T, true); // recompute internals (checkpointing)
+      if (!A.keep) this.recordLayer(b, A, l, T, true, false); // recompute internals (checkpointing)
+      const L = this.layerActs(A, l);
       // MLP: x_{l+1} = xmid + down(swiglu(gate h2, up h2)).
       mg.dInput(b, A.dx, W("mlp.down_proj.weight"), A.da, T, H, I);
-      mg.dWeight(b, A.dx, A.a, P("mlp.down_proj.weight").grad, T, H, I);
-      if (A.gu && A.dgu) {
+      mg.dWeight(b, A.dx, L.a, P("mlp.down_proj.weight").grad, T, H, I);
+      if (L.gu && A.dgu) {
         // Stacked: dgu = (dgate | dup) per row; dh and both weight gradients in one product each.
         const gu = this.gateUp[l]!;
-        ew.swigluGuBackward(b, A.gu, A.da, A.dgu, T, I);
+        ew.swigluGuBackward(b, L.gu, A.da, A.dgu, T, I);
         mg.dInput(b, A.dgu, this.gateUpW(l), A.dh, T, 2 * I, H);
-        mg.dWeight(b, A.dgu, A.h2, gu.grad, T, 2 * I, H);
+        mg.dWeight(b, A.dgu, L.h2, gu.grad, T, 2 * I, H);
       } else {
-        ew.swigluBackward(b, A.g!, A.u!, A.da, A.dg!, A.du!, T * I);
+        ew.swigluBackward(b, L.g!, L.u!, A.da, A.dg!, A.du!, T * I);
         mg.dInput(b, A.dg!, W("mlp.gate_proj.weight"), A.dh, T, I, H);
         mg.dInput(b, A.du!, W("mlp.up_proj.weight"), A.dh, T, I, H, { accumulate: true });
-        mg.dWeight(b, A.dg!, A.h2, P("mlp.gate_proj.weight").grad, T, I, H);
-        mg.dWeight(b, A.du!, A.h2, P("mlp.up_proj.weight").grad, T, I, H);
+        mg.dWeight(b, A.dg!, L.h2, P("mlp.gate_proj.weight").grad, T, I, H);
+        mg.dWeight(b, A.du!, L.h2, P("mlp.up_proj.weight").grad, T, I, H);
       }
       // dx += the norm's input gradient: dx = d loss / d xmid
-      norm.rmsnormBackward(b, A.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dx, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps, { accumulate: true });
+      norm.rmsnormBackward(b, L.xmid, P("post_attention_layernorm.weight").value, A.dh, A.dx, P("post_attention_layernorm.weight").grad, T, H, c.rmsNormEps, { accumulate: true });
       // Attention: xmid = x_l + o_proj(attn(rope(q), rope(k), v)).
       mg.dInput(b, A.dx, W("self_attn.o_proj.weight"), A.datt, T, H, nh * hd);
-      mg.dWeight(b, A.dx, A.att, P("self_attn.o_proj.weight").grad, T, H, nh * hd);
-      attn.trainBackward(b, A.q, A.k, A.v, A.segStart, A.att, A.datt, A.lse, A.dq, A.dk, A.dv, T, nh, nkv, hd, 1 / Math.sqrt(hd));
+      mg.dWeight(b, A.dx, L.att, P("self_attn.o_proj.weight").grad, T, H, nh * hd);
+      attn.trainBackward(b, L.q, L.k, L.v, A.segStart, L.att, A.datt, L.lse, A.dq, A.dk, A.dv, T, nh, nkv, hd, 1 / Math.sqrt(hd));
       rope.ropeQkBackward(b, A.dq, A.dk, A.pos, { T, nh, nkv, hd, theta: c.ropeTheta });
       const proj: [string, GPUBuffer, number][] = [
         ["q_proj", A.dq, nh * hd],
@@ -648,7 +708,7 @@ export class TrainModel {
       proj.forEach(([name, d, N], i) => {
         const w = P(`self_attn.${name}.weight`);
         mg.dInput(b, d, this.w(w.parts[0]), A.dh, T, N, H, { accumulate: i > 0 });
-        mg.dWeight(b, d, A.h1, w.grad, T, N, H);
+        mg.dWeight(b, d, L.h1, w.grad, T, N, H);
         mg.dBias(b, d, P(`self_attn.${name}.bias`).grad, T, N);
       });
       // dx += the norm's input gradient: dx = d loss / d x_l
@@ -656,7 +716,7 @@ export class TrainModel {
     }
     // Each embedding part adds the gradient rows of the ids it holds (tokens are < V).
     for (const part of this.p("model.embed_tokens.weight").parts) {
-      if (part.row0 < V) emb.embeddingBackward(b, A.tokens, A.dx, part.grad, T, H, part.row0, part.rows);
+      if (part.row0 < V) emb.embeddingBackward(b, A.tokenGroups, this.tokenGroupCount, A.dx, part.grad, T, H, part.row0, part.rows);
     }
   }
 
@@ -698,18 +758,29 @@ export class TrainModel {
 }
 
 function destroyActs(A: Acts): void {
-  for (const v of Object.values(A)) if (Array.isArray(v)) v.forEach((b) => b.destroy()); else if (v && typeof v === "object") (v as GPUBuffer).destroy();
+  const { xs, layers, ...rest } = A;
+  const buffers = [...xs, ...layers.flatMap((l) => Object.values(l)), ...Object.values(rest)];
+  for (const v of buffers) if (v && typeof v === "object") (v as GPUBuffer).destroy();
+}
+
+/**
+ * Most rows of logits per LM-head chunk before the binding limit: 1024, or
+ * more while a chunk stays within 16 MiB (small vocabularies: a whole
+ * micro-batch in one chunk, whose logits the backward then reuses).
+ */
+export function logitRowCap(V: number): number {
+  return Math.max(1024, Math.floor((16 * 2 ** 20) / (V * 4) / 64) * 64);
 }
 
 /**
  * Rows of logits per LM-head chunk: as many as fit one storage binding (and
- * at most 1024), a multiple of 64 so every chunk's byte offset into the
- * [T, H] and [T] buffers stays 256-byte aligned.
+ * at most logitRowCap(V)), a multiple of 64 so every chunk's byte offset into
+ * the [T, H] and [T] buffers stays 256-byte aligned.
  */
 export function logitChunk(T: number, V: number, maxBinding: number): number {
   const fit = Math.floor(maxBinding / (V * 4));
   if (fit < 64) throw new Error(`training: 64 rows of logits (${64 * V * 4} bytes) exceed the max storage binding ${maxBinding}`);
-  const c = Math.min(1024, Math.floor(fit / 64) * 64);
+  const c = Math.min(logitRowCap(V), Math.floor(fit / 64) * 64);
   return T <= c ? Math.max(T, 1) : c;
 }
 

@@ -10,6 +10,7 @@ import { makeTinyModel, type TinyPreset } from "../model/tiny.ts";
 import { capRange } from "../rl/schedule.ts";
 import { makeDirAtomically } from "../run/atomic.ts";
 import type { TrainConfig } from "./config.ts";
+import { keepsInternals, layerInternalBytes, logitRowCap } from "./model.ts";
 
 /** Prompt tokens a rollout slot is sized for (raised to the longest prompt seen when the run starts). */
 export const PROMPT_TOKENS = 512;
@@ -32,8 +33,9 @@ export function rolloutBatch(cfg: TrainConfig): number {
 /**
  * Device memory of a run, computed from the shapes: f32 master weights,
  * gradients and AdamW moments; activations at `microBatchTokens` tokens (the
- * layer inputs x_l for every layer, one layer's internals and their
- * gradients, one token chunk of logits and their gradient); the f16 rollout
+ * layer inputs x_l for every layer, one layer's internals (every layer's
+ * where they fit TrainModel's keep budget) and their gradients, one token
+ * chunk of logits and their gradient); the f16 rollout
  * copy; the rollout engine's KV cache, made once per run for the largest cap.
  * f16-mixed adds the f16 copies of the weights the products read (every
  * projection and the LM head); its activations stay f32 (operands are rounded
@@ -46,7 +48,11 @@ export function trainingMemoryPlan(c: Qwen2Config, cfg: TrainConfig, rolloutDtyp
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   const I = c.intermediateSize;
+  // The internals the backward reads, for one layer (recomputed per layer) or every layer (kept by the forward), and their gradients.
   const layer = 4 * T * (2 * (2 * q + 2 * kv + 3 * I + 2 * H) + c.numHeads + 3 * H);
+  const keep = keepsInternals(c, T);
+  const kept = keep ? (c.numLayers - 1) * layerInternalBytes(c, T) : 0;
+  const chunk = Math.min(T, logitRowCap(c.vocabSize));
   const maxSeq = promptTokens + rolloutBudget(cfg);
   const seqs = rolloutBatch(cfg);
   const kvBytes = c.numLayers * 2 * kv * (rolloutDtype === "f16" ? 2 : 4) * seqs * maxSeq;
@@ -57,9 +63,9 @@ export function trainingMemoryPlan(c: Qwen2Config, cfg: TrainConfig, rolloutDtyp
     { what: "AdamW moments m, v (f32)", bytes: 8 * P },
     { what: `f16 copies of the product weights (f16-mixed; ${(matrices / 1e6).toFixed(2)} M values)`, bytes: cfg.precision === "f16-mixed" ? 2 * matrices : 0 },
     { what: `layer inputs x_l, l = 0..${c.numLayers} (T = ${T} tokens)`, bytes: 4 * T * H * (c.numLayers + 1) },
-    { what: "one layer's internals and their gradients (recomputed per layer)", bytes: layer },
-    // The LM head runs over token chunks of at most 1024 rows (TrainModel's logitChunk).
-    { what: `logits and their gradient (one chunk: ${Math.min(T, 1024)} x V = ${c.vocabSize}, f32)`, bytes: 2 * 4 * Math.min(T, 1024) * c.vocabSize },
+    { what: keep ? "every layer's internals (kept by the forward) and one layer's gradients" : "one layer's internals and their gradients (recomputed per layer)", bytes: layer + kept },
+    // The LM head runs over token chunks of at most logitRowCap(V) rows (TrainModel's logitChunk; the binding may cut them further).
+    { what: `logits and their gradient (one chunk: ${chunk} x V = ${c.vocabSize}, f32)`, bytes: 2 * 4 * chunk * c.vocabSize },
     { what: "rollout weights (f16 copy)", bytes: rolloutDtype === "f16" ? 2 * P : 0 },
     { what: `rollout KV cache (${seqs} seqs x ${maxSeq} tokens, ${rolloutDtype}; made once per run)`, bytes: kvBytes },
   ];

@@ -48,18 +48,17 @@ export interface PolicyConfig {
   temperature: number; // the rollout temperature (log-probs of softmax(logits / τ))
   /**
    * The "old" log-probs of the clip-higher ratio pi / pi_old:
-   * "recompute" (verl's default, on-policy): a forward of the weights the step
-   *   starts from, which on-policy are the weights that sampled the rollouts
-   *   (up to the sampler's numerics);
+   * "recompute" (verl's default, on-policy): the weights the step starts
+   *   from, which on-policy are the weights that sampled the rollouts (up to
+   *   the sampler's numerics);
    * "rollout": the rollouts' own log-probs (Rollout.rolloutLogp, the
    *   behaviour policy's). With bounded staleness (src/dist/learner.ts) a
    *   rollout may come from weights up to k updates old: recomputing would
    *   take the ratio against the current weights, so the clip would bound the
    *   step from weights that never produced the data; the behaviour policy's
    *   own log-probs keep the ratio what PPO means (as asynchronous RL systems
-   *   do). No recompute forward runs then, and the mismatch statistics, which
-   *   compare the two, are not measured. Truncated IS (tisCap) weighs
-   *   pi_old / pi_rollout, 1 here: the two are not combined.
+   *   do). Truncated IS (tisCap) weighs pi_old / pi_rollout, 1 here: the two
+   *   are not combined.
    */
   oldLogp: OldLogp;
 }
@@ -145,8 +144,17 @@ class LossInputs {
   adv!: GPUBuffer;
   mask!: GPUBuffer;
   readonly stats: GPUBuffer;
+  /** A mini-batch's log-probs then entropies, copied out micro-batch by micro-batch: [2 · tokens]. */
+  seen: GPUBuffer | null = null;
   constructor(private readonly gpu: Gpu) {
     this.stats = gpu.buffer(STATS_LEN * 4, "policy.stats");
+  }
+  /** `seen` for a mini-batch of `tokens` tokens (grown on demand; the old one retired after the GPU is done with it). */
+  ensureSeen(tokens: number): GPUBuffer {
+    if (this.seen && this.seen.size >= 8 * tokens) return this.seen;
+    this.seen?.destroy(); // every batch using it was read back (awaited) before
+    this.seen = this.gpu.buffer(Math.max(8 * tokens, 2 * (this.seen?.size ?? 0)), "policy.seen");
+    return this.seen;
   }
   ensure(T: number): void {
     if (T <= this.cap) return;
@@ -184,17 +192,6 @@ export async function responseLogprobs(model: TrainModel, rollouts: Rollout[], c
   return { logp, entropy };
 }
 
-/** The reference log-probs of the ratio, per rollout (PolicyConfig.oldLogp). */
-async function oldLogprobs(model: TrainModel, rollouts: Rollout[], cfg: PolicyConfig): Promise<ArrayLike<number>[]> {
-  if (cfg.oldLogp === "recompute") return (await responseLogprobs(model, rollouts, cfg)).logp;
-  if (cfg.tisCap !== null) throw new Error('policy.tisCap weighs pi_old / pi_rollout, which is 1 when policy.oldLogp is "rollout"; set tisCap to null or oldLogp to "recompute"');
-  return rollouts.map((r, i) => {
-    if (!r.rolloutLogp) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} carries no sampler log-probs (Rollout.rolloutLogp)`);
-    if (r.rolloutLogp.length !== r.response.length) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} has ${r.rolloutLogp.length} sampler log-probs for ${r.response.length} response tokens`);
-    return r.rolloutLogp;
-  });
-}
-
 /** Deterministic shuffle (mini-batch split) from a seed. */
 function shuffled(n: number, seed: number): number[] {
   const idx = Array.from({ length: n }, (_, i) => i);
@@ -215,10 +212,27 @@ function shuffled(n: number, seed: number): number[] {
  * GRPO/DAPO policy update on a step's rollouts. Returns the statistics over
  * every micro-batch of every update.
  */
-export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: Rollout[], cfg: PolicyConfig, seed = 0): Promise<UpdateStats> {
+export async function policyUpdate(
+  model: TrainModel,
+  opt: Optimizer,
+  rollouts: Rollout[],
+  cfg: PolicyConfig,
+  seed = 0,
+  /** Tests: compute π_old by a forward of its own even where the update's forward could serve. */
+  o: { separateOldForward?: boolean } = {},
+): Promise<UpdateStats> {
   const gpu = model.gpu;
-  const old = await oldLogprobs(model, rollouts, cfg);
-  const mismatch = cfg.oldLogp === "recompute" ? stepMismatch(rollouts, old, cfg.tisCap) : null;
+  // One mini-batch and one epoch: nothing updates the weights before the update's own forward, so it
+  // sees the weights the step starts from. π_old recomputed (verl: with those same weights) is then that
+  // forward's log-probs, as they are: the ratio is exactly 1 and no separate forward runs. Otherwise a
+  // forward before any update; or, with oldLogp "rollout", the rollouts' own log-probs.
+  const single = cfg.miniBatches === 1 && cfg.epochs === 1 && !o.separateOldForward;
+  const onPolicy = single && cfg.oldLogp === "recompute";
+  hasSamplerLogp(rollouts, cfg.tisCap); // refuse truncated IS without sampler log-probs before anything runs
+  const given: readonly ArrayLike<number>[] | null = cfg.oldLogp === "rollout" ? behaviourLogprobs(rollouts, cfg) : onPolicy ? null : (await responseLogprobs(model, rollouts, cfg)).logp;
+  /** The trainer's log-probs at the step's start (for the mismatch statistics), read from the update's forward when it sees those weights. */
+  const start: Float32Array[] = new Array(rollouts.length);
+  let mismatch = given && cfg.oldLogp === "recompute" ? stepMismatch(rollouts, given, cfg.tisCap) : null;
   const tis = cfg.tisCap !== null;
   const inputs = inputsFor(model);
   const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, gradNormMax: 0, updates: 0, skipped: 0 };
@@ -236,7 +250,12 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
       model.recordZeroGrad(zb);
       zb.submit();
       let first = true;
-      for (const m of microBatches(rollouts, mini, cfg.microBatchTokens)) {
+      const micro = microBatches(rollouts, mini, cfg.microBatchTokens);
+      const tokens = micro.reduce((a, m) => a + m.batch.tokens.length, 0);
+      const seen = inputs.ensureSeen(tokens);
+      let at = 0; // the micro-batch's first token in `seen`
+      const read: { m: Micro; at: number; mask: Float32Array }[] = [];
+      for (const m of micro) {
         const T = m.batch.tokens.length;
         inputs.ensure(T);
         const lpOld = new Float32Array(T);
@@ -250,19 +269,19 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
           // sum over them is the sequence mean; denom is the sequence count.
           const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
           pos.forEach((p, j) => {
-            lpOld[p] = old[m.idx[k]][j];
+            if (given) lpOld[p] = given[m.idx[k]][j];
             if (lpRoll) lpRoll[p] = r.rolloutLogp![j];
             adv[p] = a;
             mask[p] = w > 0 ? 1 : 0;
           });
         });
-        gpu.write(inputs.logpOld, lpOld);
+        if (given) gpu.write(inputs.logpOld, lpOld);
         if (lpRoll) gpu.write(inputs.logpRollout, lpRoll);
         gpu.write(inputs.adv, adv);
         gpu.write(inputs.mask, mask);
         const b = gpu.batch();
         model.recordForward(b, m.batch, cfg.temperature);
-        model.loss.policy(b, model.buffers.logp, inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
+        model.loss.policy(b, model.buffers.logp, given ? inputs.logpOld : model.buffers.logp, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
           epsLow: cfg.epsLow,
           epsHigh: cfg.epsHigh,
           clipRatioC: cfg.clipRatioC,
@@ -272,12 +291,20 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
           accumulate: !first,
         });
         model.recordBackward(b, T, cfg.temperature);
+        // Log-probs and entropies copied out, read once per mini-batch (no wait per micro-batch).
+        b.copy(model.buffers.logp, 0, seen, 4 * at, 4 * T);
+        b.copy(model.buffers.entropy, 0, seen, 4 * (tokens + at), 4 * T);
         b.submit();
         first = false;
-        const { entropy } = await model.readLogp(T);
-        for (let p = 0; p < T; p++) if (mask[p]) sum.entropy += entropy[p];
+        read.push({ m, at, mask });
+        at += T;
       }
       const st = await gpu.readF32(inputs.stats, STATS_LEN);
+      const both = await gpu.readF32(seen, 2 * tokens);
+      for (const { m, at: o, mask } of read) {
+        for (let p = 0; p < mask.length; p++) if (mask[p]) sum.entropy += both[tokens + o + p];
+        if (single) responsePositions(rollouts, m).forEach((pos, k) => (start[m.idx[k]] = Float32Array.from(pos, (p) => both[o + p])));
+      }
       const o = await optimizerStep(model, opt); // f16-mixed: unscale, skip on overflow, move the loss scale
       if (o.skipped) sum.skipped++;
       else sum.gradNorm += o.gradNorm;
@@ -292,6 +319,16 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
       sum.tisWeight += st[STAT.tisWeightSum];
       sum.kl += st[STAT.klSum];
     }
+  }
+  // One update: the trainer's log-probs at the start came from the update's forward; rollouts it left out (empty,
+  // zero weight) get one now (after the update: their tokens carried no loss, and a lone forward costs little).
+  if (single) {
+    const missing = rollouts.flatMap((_, i) => (start[i] ? [] : [i]));
+    if (missing.length) {
+      const more = await responseLogprobs(model, missing.map((i) => rollouts[i]), cfg);
+      missing.forEach((i, k) => (start[i] = more.logp[k]));
+    }
+    mismatch = stepMismatch(rollouts, start, cfg.tisCap);
   }
   const t = Math.max(sum.tokens, 1);
   const u = Math.max(sum.updates, 1);
@@ -317,11 +354,25 @@ export async function policyUpdate(model: TrainModel, opt: Optimizer, rollouts: 
  * carry no sampler log-probs (then truncated IS cannot run: an error).
  */
 export function stepMismatch(rollouts: Rollout[], trainerLogp: readonly ArrayLike<number>[], tisCap: number | null): MismatchStats | null {
-  if (!rollouts.every((r) => r.rolloutLogp)) {
-    if (tisCap !== null) throw new Error("policy.tisCap is set but the rollouts carry no sampler log-probs (Rollout.rolloutLogp)");
-    return null;
-  }
+  if (!hasSamplerLogp(rollouts, tisCap)) return null;
   return rolloutMismatch(trainerLogp, rollouts.map((r) => r.rolloutLogp!), tisCap);
+}
+
+/** The behaviour policy's log-probs, per rollout (PolicyConfig.oldLogp "rollout"): each rollout's own, checked. */
+function behaviourLogprobs(rollouts: Rollout[], cfg: PolicyConfig): ArrayLike<number>[] {
+  if (cfg.tisCap !== null) throw new Error('policy.tisCap weighs pi_old / pi_rollout, which is 1 when policy.oldLogp is "rollout"; set tisCap to null or oldLogp to "recompute"');
+  return rollouts.map((r, i) => {
+    if (!r.rolloutLogp) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} carries no sampler log-probs (Rollout.rolloutLogp)`);
+    if (r.rolloutLogp.length !== r.response.length) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} has ${r.rolloutLogp.length} sampler log-probs for ${r.response.length} response tokens`);
+    return r.rolloutLogp;
+  });
+}
+
+/** Whether every rollout carries the sampler's log-probs; an error when truncated IS needs them and some do not. */
+function hasSamplerLogp(rollouts: Rollout[], tisCap: number | null): boolean {
+  if (rollouts.every((r) => r.rolloutLogp)) return true;
+  if (tisCap !== null) throw new Error("policy.tisCap is set but the rollouts carry no sampler log-probs (Rollout.rolloutLogp)");
+  return false;
 }
 
 /** The statistics of an update that did not run (a non-finite reward). */
