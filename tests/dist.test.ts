@@ -10,7 +10,7 @@ import { Broker, checkMsg, type CompletionMsg, type RequestMsg, WEIGHTS_KEPT } f
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { hasGpu } from "./helpers.ts";
-import { redisMissing, startRedis, startSiri, type RedisServer, type WorkerProc } from "./redis.ts";
+import { queued, redisMissing, served, startRedis, startSiri, TINY_RUN, until, type RedisServer, type WorkerProc } from "./redis.ts";
 
 const NO_REDIS = redisMissing();
 const GPU = await hasGpu();
@@ -88,24 +88,25 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
       b.close();
     }
   });
+
+  test("a worker's presence: alive while its heartbeat is fresh, gone when it says so or when the heartbeat times out", async () => {
+    const b = await Broker.connect(redis!.url, { prefix: "presence", log: () => undefined });
+    try {
+      expect(await b.liveWorkers()).toEqual([]);
+      await b.alive("wa", 60_000);
+      await b.alive("wb", 300);
+      expect(await b.liveWorkers()).toEqual(["wa", "wb"]);
+      await b.gone("wa");
+      expect(await b.liveWorkers()).toEqual(["wb"]);
+      await until(async () => (await b.liveWorkers()).length === 0, 10_000, "wb's heartbeat to time out");
+    } finally {
+      b.close();
+    }
+  });
 });
 
-/**
- * 2 steps of 2 prompts x 4 rollouts on the tiny model, caps of a few tokens. A short warm start teaches it to
- * stop sometimes, and DAPO's soft overlong punishment makes the rewards differ by length, so an update moves the weights.
- */
-const CONFIG = {
-  model: "tiny:tiny",
-  steps: 2,
-  promptsPerStep: 2,
-  groupSize: 4,
-  schedule: { kind: "constant", cap: 12 },
-  warmStart: { steps: 6, batchSize: 4, lr: 1e-2 },
-  validation: { problems: 2 },
-  checkpoint: { every: 2, keepLast: 2 },
-  optim: { lr: 3e-2 },
-  dapo: { softOverlong: true, overlongCache: 1 },
-};
+/** 2 steps of the tiny run (tests/redis.ts). */
+const CONFIG = { ...TINY_RUN, steps: 2 };
 
 function weights(run: string, step: number) {
   return loadCheckpoint(join(run, "checkpoints", `step-${String(step).padStart(6, "0")}`)).weights;
@@ -134,27 +135,6 @@ function rounds(log: string): { got: number; distinct: number; dups: number }[] 
   return [...log.matchAll(/learner: round \S+: (\d+) of 8 completions \((\d+) distinct\), (\d+) duplicates dropped/g)].map((m) => ({ got: Number(m[1]), distinct: Number(m[2]), dups: Number(m[3]) }));
 }
 
-/** Poll `pred` every 100 ms until it holds; fail naming `what` after `ms`. */
-async function until(pred: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!(await pred())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
-
-/** Entries in the requests stream of the broker at `url` (a short-lived client of its own). */
-async function queued(url: string): Promise<number> {
-  const b = await Broker.connect(url, { log: () => undefined });
-  try {
-    return await b.length("requests");
-  } finally {
-    b.close();
-  }
-}
-
-const served = (p: WorkerProc) => Number(/worker stopped: (\d+) completions/.exec(p.stderr())?.[1]);
-
 // Every process (learner, workers, the single-process run) is a real `siri` process: a process of the
 // test runner that drives the GPU while it has child processes stalls (see tests/redis.ts).
 describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
@@ -168,7 +148,8 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
 
   test("a learner with two workers trains the very weights of a single-process run", async () => {
     const url = redis!.url;
-    const w = [worker(url, "w1", ["--batch", "4"]), worker(url, "w2", ["--batch", "4"])];
+    // Each worker on adapter 0, as one per GPU would be started (index 0: the adapter the learner opens).
+    const w = [worker(url, "w1", ["--batch", "4", "--adapter", "0"]), worker(url, "w2", ["--batch", "4", "--adapter", "0"])];
     const learner = siri("learner", [...trainArgs(join(ROOT, "two")), "--broker", url]);
     expect(await learner.proc.exited).toBe(0);
     expect(rounds(learner.stderr())).toEqual([
@@ -179,14 +160,41 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
     for (const p of w) p.proc.kill("SIGINT");
     expect(await Promise.all(w.map((p) => p.proc.exited))).toEqual([0, 0]);
     expect(served(w[0]) + served(w[1])).toBe(16);
+    for (const p of w) expect(p.stderr()).toMatch(/adapter: .* \(--adapter index 0 of \d+ \(".+"\)\)/);
     // Nothing left behind to grow the broker's memory: served requests deleted, the run's completions stream gone.
     const runId = /learner: run (\S+) on broker/.exec(learner.stderr())![1];
     const b = await Broker.connect(url, { log: () => undefined });
     try {
       expect([await b.length("requests"), await b.length(`completions:${runId}`)]).toEqual([0, 0]);
       expect(await b.length("weights")).toBeLessThanOrEqual(WEIGHTS_KEPT);
+      expect(await b.liveWorkers()).toEqual([]); // each stopped worker took its heartbeat away
+      expect(await b.entriesAdded("requests")).toBeGreaterThanOrEqual(16); // (the check the zero-worker test relies on can see requests)
     } finally {
       b.close();
+    }
+  }, 300_000);
+
+  test("no worker alive: the learner generates each round itself and trains the very weights of a single-process run", async () => {
+    // A broker of its own: a worker killed by another test leaves its heartbeat until it times out.
+    const r = await startRedis();
+    const run = join(ROOT, "zero");
+    try {
+      const learner = siri("learner-zero", [...trainArgs(run), "--broker", r.url, "--workers-grace", "0.5"]);
+      expect(await learner.proc.exited).toBe(0);
+      const log = learner.stderr();
+      expect(log.match(/learner: round \S+: no live worker on the broker after 0\.5 s: generating it locally/g)?.length).toBe(2);
+      expect(log.match(/learner: round \S+: 8 of 8 completions generated locally/g)?.length).toBe(2);
+      expect(rounds(log)).toEqual([]); // no round went to the broker
+      expect(sameWeights(weights(single, 2), weights(run, 2))).toBe(true);
+      // Nothing published: no worker arriving later could redo a round.
+      const b = await Broker.connect(r.url, { log: () => undefined });
+      try {
+        expect(await b.entriesAdded("requests")).toBe(0);
+      } finally {
+        b.close();
+      }
+    } finally {
+      r.stop();
     }
   }, 300_000);
 
@@ -213,13 +221,14 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
   test("the learner SIGKILLed mid-step and resumed: the abandoned step's requests are discarded, not mixed into the next", async () => {
     const url = redis!.url;
     const run = join(ROOT, "resumed");
-    const l1 = siri("learner-abandoned", [...trainArgs(run), "--broker", url]);
+    // --no-local: with no worker alive the learner would generate the round itself; here it must wait on the broker.
+    const l1 = siri("learner-abandoned", [...trainArgs(run), "--broker", url, "--no-local"]);
     // Step 0 published (its checkpoint saved before), no worker yet: kill the learner there.
     await until(async () => (await queued(url)) === 8, 120_000, "the first learner's 8 requests of step 0");
     l1.proc.kill("SIGKILL");
     expect(await l1.proc.exited).toBe(137);
     const abandoned = /learner: run (\S+) on broker/.exec(l1.stderr())![1];
-    const l2 = siri("learner-resumed", [...trainArgs(run), "--broker", url, "--resume"]);
+    const l2 = siri("learner-resumed", [...trainArgs(run), "--broker", url, "--resume", "--no-local"]);
     // The worker starts once the resumed learner's step is published beside the abandoned one.
     await until(async () => (await queued(url)) === 16, 120_000, "the resumed learner's 8 requests beside the 8 abandoned ones");
     const w = worker(url, "rw", ["--batch", "4"]);
@@ -246,7 +255,8 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
         const w = worker(r.url, `rs-${persist}`);
         await until(() => w.stderr().includes("connected to"), 60_000, "the worker to connect");
         w.proc.kill("SIGSTOP");
-        const learner = siri(`learner-restart-${persist}`, [...trainArgs(run), "--broker", r.url]);
+        // --no-local: the frozen worker's heartbeat times out, and the round must still go through the broker.
+        const learner = siri(`learner-restart-${persist}`, [...trainArgs(run), "--broker", r.url, "--no-local"]);
         await until(async () => (await queued(r.url)) === 8, 120_000, "step 0's 8 requests");
         await r.restart();
         await until(() => learner.stderr().includes("unanswered requests re-issued"), 60_000, "the learner to reconnect");

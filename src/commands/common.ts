@@ -5,7 +5,7 @@ import { Gpu } from "../gpu/index.ts";
 export const gpuArgs = {
   adapter: {
     type: "string",
-    description: "Force the WebGPU adapter with this name or name prefix (env SIRI_ADAPTER)",
+    description: "The WebGPU adapter: a part of its name, or its index (digits) as `siri gpu --list-adapters` shows; one per GPU on a machine of identical GPUs (env SIRI_ADAPTER)",
   },
   software: {
     type: "boolean",
@@ -23,6 +23,12 @@ export function openGpuFromArgs(args: { adapter?: string; software?: boolean; ba
     software: args.software || undefined,
     backend: args.backend || undefined,
   });
+}
+
+/** The adapter for a log line: its description, and how `--adapter` chose it. */
+export function adapterLine(gpu: Gpu): string {
+  const a = gpu.adapter;
+  return `adapter: ${a.description}${a.chosen ? ` (--adapter ${a.chosen})` : ""}`;
 }
 
 export interface Range {

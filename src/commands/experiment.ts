@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { runPareto } from "../experiment/pareto.ts";
 import { log } from "../log.ts";
 import { PRESETS } from "../train/config.ts";
-import { gpuArgs, int, openGpuFromArgs } from "./common.ts";
+import { adapterLine, gpuArgs, int, openGpuFromArgs } from "./common.ts";
 
 /** "1,2,3" as seeds, with an error naming the flag. */
 export function parseSeeds(text: string): number[] {
@@ -45,7 +45,7 @@ const pareto = defineCommand({
       progress: args.progress !== false,
     };
     const gpu = await openGpuFromArgs(args);
-    log.info(`adapter: ${gpu.adapter.description}`);
+    log.info(adapterLine(gpu));
     try {
       const r = await runPareto(gpu, { ...opts, log: (s) => log.info(s) });
       console.log(r.table);

@@ -1,5 +1,6 @@
 // `siri gpu`: show the chosen adapter, its features and the limits that matter.
 import { defineCommand } from "citty";
+import { listAdapters } from "../gpu/device.ts";
 import { runSpin } from "../gpu/selftest.ts";
 import { gpuArgs, int, openGpuFromArgs } from "./common.ts";
 
@@ -10,12 +11,20 @@ export default defineCommand({
   args: {
     ...gpuArgs,
     json: { type: "boolean", description: "Print one JSON object instead of text" },
+    "list-adapters": { type: "boolean", description: "List the adapters with the index --adapter takes, in the order Dawn picks from, and exit" },
     "selftest-ms": {
       type: "string",
       description: "Also run a self-checking kernel that keeps the GPU busy for about this many ms",
     },
   },
   async run({ args }) {
+    if (args["list-adapters"]) {
+      const list = await listAdapters({ software: args.software || undefined, backend: args.backend || undefined });
+      if (args.json) console.log(JSON.stringify(list));
+      else if (!list.length) console.log("no adapter");
+      else for (const a of list) console.log(`${String(a.index).padStart(3)}  ${a.backend}  ${a.name}`);
+      return;
+    }
     const gpu = await openGpuFromArgs(args);
     const a = gpu.adapter;
     const l = gpu.limits;
@@ -55,6 +64,7 @@ export default defineCommand({
       console.log(JSON.stringify(report));
     } else {
       console.log(`adapter      ${a.description}`);
+      if (a.chosen) console.log(`chosen       --adapter ${a.chosen}`);
       console.log(`vendor       ${a.vendor}   architecture ${a.architecture}   device ${a.device}`);
       console.log(`backend      ${a.backend}${a.isFallback ? "   (software / fallback adapter)" : ""}`);
       console.log(`subgroups    ${a.subgroupMinSize}..${a.subgroupMaxSize}`);

@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { CLAIM_IDLE_MS, runWorker } from "../dist/worker.ts";
 import { log } from "../log.ts";
 import { watchInterrupts } from "../run/signals.ts";
-import { gpuArgs, int, openGpuFromArgs } from "./common.ts";
+import { adapterLine, gpuArgs, int, openGpuFromArgs } from "./common.ts";
 
 export default defineCommand({
   meta: { name: "worker", description: "Rollout worker: serve a learner's generation requests from a Redis broker with the announced weights" },
@@ -17,7 +17,7 @@ export default defineCommand({
   async run({ args }) {
     const claimIdleMs = int("claim-after", args["claim-after"], CLAIM_IDLE_MS / 1000) * 1000;
     const gpu = await openGpuFromArgs(args);
-    log.info(`adapter: ${gpu.adapter.description}`);
+    log.info(adapterLine(gpu));
     const stop = watchInterrupts({ log: (s) => log.info(s), firstStop: "finishing the requests in hand, then stopping (the others stay on the broker for other workers)" });
     try {
       // SIRI_WORKER_DIE_AFTER=n: fault injection for the tests (die by SIGKILL after n completions, the last unacknowledged).

@@ -14,6 +14,8 @@
  *   <p>:requests              stream, consumer group "workers": generation requests
  *   <p>:completions:<run>     stream: completions of one learner run (the learner reads it)
  *   <p>:weights               stream: weight-version announcements (workers read the newest)
+ *   <p>:alive:<worker>        string with a time to live: a worker's heartbeat (presence), refreshed
+ *                             every HEARTBEAT_MS, deleted when it stops; gone PRESENCE_TTL_MS after a crash
  *
  * Every message is one JSON field "m" carrying the message format (`proto`),
  * checked against its schema on receipt; a malformed one is reported to the
@@ -38,6 +40,10 @@ export const GROUP = "workers";
 export const PROTO = 1;
 /** Weight announcements kept in the stream (workers only read the newest). */
 export const WEIGHTS_KEPT = 16;
+/** A worker's presence key lives this long without a refresh (ms): a crashed worker counts as gone after it. */
+export const PRESENCE_TTL_MS = 15_000;
+/** How often a worker refreshes its presence key (ms); well under the TTL, so a busy event loop does not drop it. */
+export const HEARTBEAT_MS = 3_000;
 /** Longest wait between two reconnection attempts (ms). */
 export const MAX_BACKOFF_MS = 5_000;
 
@@ -55,6 +61,12 @@ export interface RequestMsg {
   /** The request's random stream key (its index in the local batch, so local and distributed draw the same). */
   key: number;
   sampling: SamplingOptions;
+  /**
+   * Bounded staleness: weights of any version from this one up may serve it
+   * (the learner accepts their completions). Absent: on-policy, only
+   * `version` itself.
+   */
+  minVersion?: number;
 }
 
 export interface CompletionMsg {
@@ -121,6 +133,7 @@ export function checkMsg(kind: Msg["kind"], m: unknown): string | null {
     if (!isInt(o.key) || (o.key as number) < 0 || (o.key as number) > 0xffffffff) return "key: expected a u32";
     const s = o.sampling as Record<string, unknown> | undefined;
     if (!s || !isNum(s.temperature) || !isNum(s.topP) || !isInt(s.topK) || !isInt(s.seed)) return "sampling: expected {temperature, topP, topK, seed}";
+    if (o.minVersion !== undefined && (!isInt(o.minVersion) || (o.minVersion as number) < 0 || (o.minVersion as number) > (o.version as number))) return "minVersion: expected an integer in 0..version";
   } else if (kind === "completion") {
     if (!isStr(o.id)) return "id: expected a non-empty string";
     if (!ints(o.tokens)) return "tokens: expected an array of token ids";
@@ -169,6 +182,12 @@ function connectionLost(e: unknown): boolean {
   const code = String((e as { code?: unknown })?.code ?? "");
   if (code === "ERR_REDIS_SERVER_ERROR") return /^LOADING/.test((e as Error).message);
   return /CONNECTION|CLOSED|TIMEOUT|ECONN|SOCKET/i.test(code) || /connection|ECONNREFUSED/i.test(String((e as Error)?.message));
+}
+
+/** An XINFO reply as a record (RESP3 map, or RESP2 flat key-value array). */
+function record(reply: unknown): Record<string, unknown> {
+  const r = reply as unknown[];
+  return Array.isArray(r) ? Object.fromEntries(Array.from({ length: r.length / 2 }, (_, i) => [r[2 * i], r[2 * i + 1]])) : (reply as Record<string, unknown>);
 }
 
 const isNoGroup = (e: unknown) => /NOGROUP/.test(String((e as Error)?.message));
@@ -350,9 +369,36 @@ export class Broker {
       return [];
     }
     return (r ?? []).map((c) => {
-      const o: Record<string, unknown> = Array.isArray(c) ? Object.fromEntries(Array.from({ length: c.length / 2 }, (_, i) => [c[2 * i], c[2 * i + 1]])) : (c as Record<string, unknown>);
+      const o = record(c);
       return { name: String(o.name), pending: Number(o.pending), idle: Number(o.idle) };
     });
+  }
+
+  /** Say `worker` is alive for the next `ttlMs` (its heartbeat; the server's clock times it out, so hosts' clocks need not agree). */
+  async alive(worker: string, ttlMs = PRESENCE_TTL_MS): Promise<void> {
+    await this.call("SET", [this.key(`alive:${worker}`), String(process.pid), "PX", String(ttlMs)]);
+  }
+
+  /** `worker` stops: it is gone at once, not after the TTL (once, no retry: the broker may be gone; then the TTL does it). */
+  async gone(worker: string): Promise<void> {
+    try {
+      if (this.client.connected) await this.client.send("DEL", [this.key(`alive:${worker}`)]);
+    } catch {
+      // best effort
+    }
+  }
+
+  /** Names of the workers whose heartbeat has not timed out. */
+  async liveWorkers(): Promise<string[]> {
+    const prefix = this.key("alive:");
+    const names: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, keys] = (await this.call("SCAN", [cursor, "MATCH", `${prefix}*`, "COUNT", "1000"])) as [string, string[]];
+      cursor = String(next);
+      for (const k of keys ?? []) names.push(String(k).slice(prefix.length));
+    } while (cursor !== "0");
+    return names.sort();
   }
 
   /** Bytes Redis uses (INFO memory's used_memory): the figure trimming keeps bounded. */
@@ -366,14 +412,29 @@ export class Broker {
     return Number(await this.call("XLEN", [this.key(name)]));
   }
 
+  /** Entries ever added to a stream, deleted ones included (XINFO STREAM's entries-added, Redis 7+); 0 for none. */
+  async entriesAdded(name: string): Promise<number> {
+    let r: unknown;
+    try {
+      r = await this.call("XINFO", ["STREAM", this.key(name)]);
+    } catch (e) {
+      if (/no such key/i.test(String(e))) return 0;
+      throw e;
+    }
+    const o = record(r);
+    if (o["entries-added"] === undefined) throw new Error(`XINFO STREAM ${this.key(name)}: no entries-added (Redis 7 or newer needed)`);
+    return Number(o["entries-added"]);
+  }
+
   /** For tests and tools: add a raw field value to a stream. */
   async addRaw(name: string, value: string): Promise<void> {
     await this.call("XADD", [this.key(name), "*", "m", value]);
   }
 
-  /** At the end of a run: its completions stream goes (once, no retry: the broker may be gone), then the connection. */
-  async closeRun(run: string): Promise<void> {
+  /** At the end of a run: request entries it will never read (prefetched rounds), its completions stream (once, no retry: the broker may be gone), then the connection. */
+  async closeRun(run: string, discard: string[] = []): Promise<void> {
     try {
+      if (this.client.connected && discard.length) await this.client.send("XDEL", [this.key("requests"), ...discard]);
       if (this.client.connected) await this.client.send("DEL", [this.key(`completions:${run}`)]);
     } catch {
       // best effort

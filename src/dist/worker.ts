@@ -6,9 +6,17 @@
  * request id, tagged with the weight version that produced it. A request
  * acknowledged is one whose completion was published (or that was rejected:
  * another run, an old version, a malformed payload; each logged). On-policy:
- * only the newest version is served. Nothing a message says makes a worker
+ * a request is served only by the version it names (the newest). Bounded
+ * staleness: a request naming a `minVersion` is served by any version from
+ * that one up, so requests published before an update (for a later step)
+ * keep being served across the announcement of the new weights, by
+ * whichever version a worker holds then. Nothing a message says makes a worker
  * exit: announced weights it cannot load are logged and retried (requests
  * left to other workers meanwhile), a lost broker is waited for.
+ *
+ * Presence: from connection to exit a worker refreshes a heartbeat key with a
+ * time to live (Broker.alive), so a learner knows whether any worker is there
+ * to serve a round (with none, it generates the round itself).
  */
 import { hostname } from "node:os";
 import { Engine } from "../engine/generate.ts";
@@ -16,7 +24,7 @@ import { defaultDtype } from "../engine/load.ts";
 import type { Qwen2Gpu } from "../engine/model.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
-import { Broker, PROTO, type RequestMsg, type WeightsMsg } from "./broker.ts";
+import { Broker, HEARTBEAT_MS, PROTO, type RequestMsg, type WeightsMsg } from "./broker.ts";
 import { loadRolloutWeights } from "./weights.ts";
 
 export interface WorkerOptions {
@@ -52,6 +60,18 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
   const name = o.name ?? `${hostname()}-${process.pid}`;
   const broker = await Broker.connect(o.url, { log: (s) => log(`worker ${name}: ${s}`) });
   log(`worker ${name}: connected to ${o.url}`);
+  await broker.alive(name);
+  // A timer, not the claim loop: a long generation or weight load must not let the key time out. A failed refresh
+  // (the broker restarting) is retried by the next tick; the broker's own calls log the reconnection.
+  let beating = false; // one refresh at a time (during a reconnection they would pile up)
+  const heartbeat = setInterval(() => {
+    if (beating) return;
+    beating = true;
+    broker
+      .alive(name)
+      .catch(() => undefined)
+      .finally(() => (beating = false));
+  }, HEARTBEAT_MS);
   let cur = null as Loaded | null; // (set by refresh)
   let failed: string | null = null; // the announcement (entry id) that would not load
   let completions = 0;
@@ -110,12 +130,12 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
         else good.push(e);
       }
       // Requests published after a new announcement: load it before judging them (if it will not load, they wait for another worker).
-      if (good.some((e) => !cur || e.msg.run !== cur.w.run || e.msg.version !== cur.w.version) && !(await refresh())) continue;
+      if (good.some((e) => !cur || e.msg.run !== cur.w.run || !servable(e.msg, cur.w.version)) && !(await refresh())) continue;
       const kept: typeof good = [];
       for (const e of good) {
         if (!cur) await reject(e.id, `no weights announced for run ${e.msg.run}`);
         else if (e.msg.run !== cur.w.run) await reject(e.id, `request ${e.msg.id} is for run ${e.msg.run}, the announced run is ${cur.w.run}`);
-        else if (e.msg.version !== cur.w.version) await reject(e.id, `request ${e.msg.id} wants version ${e.msg.version}, the announced version is ${cur.w.version} (on-policy: only the newest is served)`);
+        else if (!servable(e.msg, cur.w.version)) await reject(e.id, e.msg.minVersion === undefined ? `request ${e.msg.id} wants version ${e.msg.version}, the announced version is ${cur.w.version} (on-policy: only the newest is served)` : `request ${e.msg.id} wants version ${e.msg.minVersion} or newer, the announced version is ${cur.w.version}`);
         else {
           const why = refusal(cur.engine, e.msg);
           if (why) await reject(e.id, `the engine refuses it: ${why}`);
@@ -150,10 +170,17 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
       }
     }
   } finally {
+    clearInterval(heartbeat);
+    await broker.gone(name);
     unload();
     broker.close();
   }
   return { completions, rejected };
+}
+
+/** Whether weights of `version` may serve `r`: its own version (on-policy), or any from its minVersion up (bounded staleness). */
+export function servable(r: RequestMsg, version: number): boolean {
+  return r.minVersion === undefined ? version === r.version : version >= r.minVersion;
 }
 
 /** Why `engine` cannot serve request `r` (a token outside the vocabulary, too long for its slots), or null. */
