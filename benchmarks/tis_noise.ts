@@ -84,7 +84,7 @@ async function sample(roll: RolloutModel, seed: number): Promise<Rollout[]> {
 const noStep = { update: async () => ({ gradNorm: 0, lr: 0, clip: 1, skipped: false }) } as unknown as Optimizer;
 
 async function gradient(rollouts: Rollout[], cap: number | null): Promise<{ g: Float64Array; stats: UpdateStats }> {
-  const stats = await policyUpdate(model, noStep, rollouts, { ...DEMO.policy, tisCap: cap, temperature: DEMO.rollout.temperature }, 0);
+  const stats = await policyUpdate(model, noStep, rollouts, { ...DEMO.policy, oldLogp: "recompute", tisCap: cap, temperature: DEMO.rollout.temperature }, 0);
   const grads = await model.readGrads();
   const g = new Float64Array(model.params.reduce((a, p) => a + p.size, 0));
   let o = 0;

@@ -1,7 +1,7 @@
 // `--adapter NAME|INDEX`: the choice among Dawn's adapters (pure, on made-up machines: eight identical GPUs,
 // mixed ones), and on this machine's one adapter through every command that takes the flag, in subprocesses.
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ArgsDef, CommandDef } from "citty";
@@ -77,8 +77,8 @@ const GPU = await hasGpu();
 const ROOT = mkdtempSync(join(tmpdir(), "siri-adapter-"));
 afterAll(() => rmSync(ROOT, { recursive: true, force: true }));
 
-function siri(args: string[]) {
-  const p = Bun.spawnSync([process.execPath, "src/cli.ts", ...args], { cwd: join(import.meta.dir, ".."), stdout: "pipe", stderr: "pipe", timeout: 120_000 });
+function siri(args: string[], env: Record<string, string> = {}) {
+  const p = Bun.spawnSync([process.execPath, "src/cli.ts", ...args], { cwd: join(import.meta.dir, ".."), env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe", timeout: 120_000 });
   return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
 }
 
@@ -126,5 +126,45 @@ describe.skipIf(!GPU)("--adapter on this machine", () => {
       const r = siri([...line, "--adapter", n]);
       expect([name, r.code, r.err.includes(`--adapter ${n}: out of range`)]).toEqual([name, 1, true]);
     }
+  }, 120_000);
+});
+
+// Two identical adapters on this machine: the software one listed twice, through two copies of its Vulkan driver
+// manifest. It exercises the whole index path below Dawn (the C environment, Mesa's device-select layer, the second
+// listing), though DRI_PRIME picks among GPUs only, so for CPU twins the right answer is an error.
+const LVP_ICD = "/usr/share/vulkan/icd.d/lvp_icd.json";
+const LAYER = "/usr/share/vulkan/implicit_layer.d/VkLayer_MESA_device_select.json";
+const twinsMissing = !GPU ? "no adapter" : !existsSync(LVP_ICD) ? `no ${LVP_ICD}` : !existsSync(LAYER) ? `no ${LAYER}` : null;
+if (twinsMissing) {
+  if (process.env.CI === "true" && GPU) throw new Error(`CI=true and ${twinsMissing} (scripts/setup.sh installs mesa-vulkan-drivers)`);
+  console.warn(`[tests] identical-adapter tests skipped: ${twinsMissing}`);
+}
+describe.skipIf(twinsMissing !== null)("--adapter with two identical adapters (lavapipe twice)", () => {
+  const twins = () => {
+    const a = join(ROOT, "lvp-a.json");
+    const b = join(ROOT, "lvp-b.json");
+    copyFileSync(LVP_ICD, a);
+    copyFileSync(LVP_ICD, b);
+    return { VK_ICD_FILENAMES: `${a}:${b}` };
+  };
+
+  test("listed with indices 0 and 1; a name is ambiguous; index 0 opens; index 1 reaches the device-select layer, which cannot pick a CPU twin: an error", () => {
+    const env = twins();
+    const list = JSON.parse(siri(["gpu", "--list-adapters", "--json"], env).out) as ListedAdapter[];
+    expect(list.length).toBe(2);
+    expect(list[1].name).toBe(list[0].name);
+    const name = siri(["gpu", "--adapter", list[0].name.slice(0, 4)], env);
+    expect([name.code, name.err]).toEqual([1, expect.stringContaining("matches 2 identical adapters (indices 0, 1): give the index of one")]);
+    const zero = siri(["gpu", "--adapter", "0", "--json"], env);
+    expect(zero.code).toBe(0);
+    expect(JSON.parse(zero.out).adapter.chosen).toBe(`index 0 of 2 ("${list[0].name}")`);
+    // With the layer: Vulkan narrowed to one adapter (else the error below), which is the CPU default, not twin 1.
+    const one = siri(["gpu", "--adapter", "1"], env);
+    expect([one.code, one.err]).toEqual([1, expect.stringContaining("--adapter 1: adapter 1 (\"" + list[0].name + "\") is one of several identical CPU (fallback) adapters")]);
+    // Without it (NODEVICE_SELECT disables it): Vulkan still shows both, and the error says what is missing.
+    const off = siri(["gpu", "--adapter", "1"], { ...env, NODEVICE_SELECT: "1" });
+    expect([off.code, off.err]).toEqual([1, expect.stringContaining("--adapter 1: with DRI_PRIME=1 MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1 Vulkan should show only adapter 1")]);
+    expect(off.err).toContain("Mesa's Vulkan device-select layer is missing");
+    expect(siri(["gpu", "--adapter", "2"], env).err).toContain("--adapter 2: out of range, there are 2 adapters (indices 0..1)");
   }, 120_000);
 });

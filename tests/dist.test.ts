@@ -10,7 +10,7 @@ import { Broker, checkMsg, type CompletionMsg, type RequestMsg, WEIGHTS_KEPT } f
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { hasGpu } from "./helpers.ts";
-import { redisMissing, startRedis, startSiri, type RedisServer, type WorkerProc } from "./redis.ts";
+import { queued, redisMissing, served, startRedis, startSiri, TINY_RUN, until, type RedisServer, type WorkerProc } from "./redis.ts";
 
 const NO_REDIS = redisMissing();
 const GPU = await hasGpu();
@@ -105,22 +105,8 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
   });
 });
 
-/**
- * 2 steps of 2 prompts x 4 rollouts on the tiny model, caps of a few tokens. A short warm start teaches it to
- * stop sometimes, and DAPO's soft overlong punishment makes the rewards differ by length, so an update moves the weights.
- */
-const CONFIG = {
-  model: "tiny:tiny",
-  steps: 2,
-  promptsPerStep: 2,
-  groupSize: 4,
-  schedule: { kind: "constant", cap: 12 },
-  warmStart: { steps: 6, batchSize: 4, lr: 1e-2 },
-  validation: { problems: 2 },
-  checkpoint: { every: 2, keepLast: 2 },
-  optim: { lr: 3e-2 },
-  dapo: { softOverlong: true, overlongCache: 1 },
-};
+/** 2 steps of the tiny run (tests/redis.ts). */
+const CONFIG = { ...TINY_RUN, steps: 2 };
 
 function weights(run: string, step: number) {
   return loadCheckpoint(join(run, "checkpoints", `step-${String(step).padStart(6, "0")}`)).weights;
@@ -148,27 +134,6 @@ const worker = (url: string, name: string, extra: string[] = [], env: Record<str
 function rounds(log: string): { got: number; distinct: number; dups: number }[] {
   return [...log.matchAll(/learner: round \S+: (\d+) of 8 completions \((\d+) distinct\), (\d+) duplicates dropped/g)].map((m) => ({ got: Number(m[1]), distinct: Number(m[2]), dups: Number(m[3]) }));
 }
-
-/** Poll `pred` every 100 ms until it holds; fail naming `what` after `ms`. */
-async function until(pred: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!(await pred())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
-
-/** Entries in the requests stream of the broker at `url` (a short-lived client of its own). */
-async function queued(url: string): Promise<number> {
-  const b = await Broker.connect(url, { log: () => undefined });
-  try {
-    return await b.length("requests");
-  } finally {
-    b.close();
-  }
-}
-
-const served = (p: WorkerProc) => Number(/worker stopped: (\d+) completions/.exec(p.stderr())?.[1]);
 
 // Every process (learner, workers, the single-process run) is a real `siri` process: a process of the
 // test runner that drives the GPU while it has child processes stalls (see tests/redis.ts).

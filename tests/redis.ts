@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Broker } from "../src/dist/broker.ts";
 
 /** Why broker tests cannot run here (null: they can); under CI=true a missing redis-server is a failure. */
 export function redisMissing(): string | null {
@@ -102,3 +103,42 @@ export function startSiri(dir: string, name: string, args: string[], env: Record
   const proc = Bun.spawn([process.execPath, "src/cli.ts", ...args], { cwd: REPO, env: { ...process.env, ...env }, stdout: Bun.file(out), stderr: Bun.file(log) });
   return { proc, stderr: () => readFileSync(log, "utf8"), stdout: () => readFileSync(out, "utf8") };
 }
+
+/** Poll `pred` every 100 ms until it holds; fail naming `what` after `ms`. */
+export async function until(pred: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!(await pred())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** Entries in the requests stream of the broker at `url` (a short-lived client of its own). */
+export async function queued(url: string): Promise<number> {
+  const b = await Broker.connect(url, { log: () => undefined });
+  try {
+    return await b.length("requests");
+  } finally {
+    b.close();
+  }
+}
+
+/** The completions a stopped worker says it published. */
+export const served = (p: WorkerProc) => Number(/worker stopped: (\d+) completions/.exec(p.stderr())?.[1]);
+
+/**
+ * The distributed tests' run (steps set by each): 2 prompts x 4 rollouts on the tiny model, caps of a few tokens. A short
+ * warm start teaches it to stop sometimes, and DAPO's soft overlong punishment makes the rewards differ by length, so an
+ * update moves the weights.
+ */
+export const TINY_RUN = {
+  model: "tiny:tiny",
+  promptsPerStep: 2,
+  groupSize: 4,
+  schedule: { kind: "constant", cap: 12 },
+  warmStart: { steps: 6, batchSize: 4, lr: 1e-2 },
+  validation: { problems: 2 },
+  checkpoint: { every: 2, keepLast: 2 },
+  optim: { lr: 3e-2 },
+  dapo: { softOverlong: true, overlongCache: 1 },
+};

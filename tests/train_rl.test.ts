@@ -11,8 +11,11 @@ import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
 import { TrainModel } from "../src/train/model.ts";
 import { Optimizer } from "../src/train/optim.ts";
 import { rolloutModel } from "../src/train/rollout_model.ts";
+import { policyLoss } from "../src/rl/policy_loss.ts";
+import { rolloutMismatch } from "../src/rl/mismatch.ts";
 import { DEFAULT_POLICY, policyUpdate, responseLogprobs, sftStep, type Rollout } from "../src/train/step.ts";
-import { gpuOrSkip, hasGpu } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
 const ROOT = mkdtempSync(join(tmpdir(), "siri-rl-"));
@@ -62,6 +65,51 @@ describe.skipIf(!GPU)("policy training", () => {
     expect(first).toBeLessThan(0.45);
     expect(last).toBeGreaterThan(first + 0.2);
     engine.destroy();
+    opt.destroy();
+    model.destroy();
+  });
+
+  test(`oldLogp "rollout": the ratio is taken against the rollouts' own log-probs (the behaviour policy), as the CPU reference loss computes it`, async () => {
+    const gpu = await gpuOrSkip();
+    const dir = join(ROOT, "behaviour");
+    makeTinyModel(dir, { preset: "tiny", seed: 29 });
+    const ref = loadReferenceModel(dir);
+    const V = ref.config.vocabSize;
+    const model = await TrainModel.create(gpu, ref.config, ref.weights);
+    const opt = await Optimizer.create(gpu, model.params, OPT);
+    const adv = [1, -1, 0.5, -0.5, 1.5, -1.5];
+    const rollouts: Rollout[] = adv.map((advantage, i) => ({
+      prompt: Array.from({ length: 3 + (i % 2) }, (_, j) => (i * 17 + j * 5 + 1) % V),
+      response: Array.from({ length: 5 + (i % 3) }, (_, j) => (i * 29 + j * 11 + 3) % V),
+      advantage,
+    }));
+    const cfg = { ...DEFAULT_POLICY, oldLogp: "rollout" as const, microBatchTokens: 4096 };
+    // The policy now, and behaviour log-probs off from it by up to ±1.2 nats: ratios from 0.3 to 3.3, so the
+    // low, high and dual clips all bite somewhere.
+    const now = (await responseLogprobs(model, rollouts, cfg)).logp;
+    const noise = randn(now.reduce((a, x) => a + x.length, 0), 5, 1.2);
+    let o = 0;
+    for (const [i, r] of rollouts.entries()) r.rolloutLogp = Float32Array.from(now[i], (x) => x + noise[o++]);
+    const flat = (xs: ArrayLike<number>[]) => Float32Array.from(xs.flatMap((x) => Array.from(x)));
+    const logpNew = flat(now);
+    const N = logpNew.length;
+    const inputs = { logpNew, advantages: flat(rollouts.map((r) => r.response.map(() => r.advantage))), mask: new Float32Array(N).fill(1) };
+    const opts = { epsLow: cfg.epsLow, epsHigh: cfg.epsHigh, clipRatioC: cfg.clipRatioC, tokenCount: N };
+    const want = policyLoss({ ...inputs, logpOld: flat(rollouts.map((r) => r.rolloutLogp!)) }, opts);
+    const recomputed = policyLoss({ ...inputs, logpOld: logpNew }, opts);
+    // The check can tell the two apart: the behaviour policy's ratio clips, the recomputed one (r = 1) does not.
+    expect(want.stats.clipFracLow > 0 && want.stats.clipFracHigh > 0 && want.stats.clipFracDual > 0).toBe(true);
+    expect(Math.abs(want.loss - recomputed.loss)).toBeGreaterThan(100 * (TOL.loss_stats.atol + TOL.loss_stats.rtol * Math.abs(want.loss)));
+    const s = await policyUpdate(model, opt, rollouts, cfg, 0);
+    expect([s.tokens, s.updates, s.skipped]).toEqual([N, 1, 0]);
+    // The update's forward saw the weights the step starts from: the sampler-vs-trainer mismatch comes from it.
+    const mm = rolloutMismatch(now, rollouts.map((r) => r.rolloutLogp!));
+    expectClose([s.mismatch!.logpAbsMean, s.mismatch!.logpAbsMax, s.mismatch!.ratioMax, s.mismatch!.ratioMin], [mm.logpAbsMean, mm.logpAbsMax, mm.ratioMax, mm.ratioMin], TOL.loss_stats.atol, TOL.loss_stats.rtol, "mismatch vs the CPU's");
+    expectClose([s.loss, s.approxKl], [want.loss, want.stats.approxKl], TOL.loss_stats.atol, TOL.loss_stats.rtol, "loss, approx KL vs the CPU reference");
+    expect([s.clipFracLow, s.clipFracHigh, s.clipFracDual].map((f) => Math.round(f * N))).toEqual([want.stats.clipFracLow, want.stats.clipFracHigh, want.stats.clipFracDual].map((f) => Math.round(f * N)));
+    // Misuse is an error naming the setting, before anything runs.
+    await expect(policyUpdate(model, opt, rollouts, { ...cfg, tisCap: 2 }, 0)).rejects.toThrow(/policy.tisCap weighs pi_old \/ pi_rollout, which is 1 when policy.oldLogp is "rollout"/);
+    await expect(policyUpdate(model, opt, [{ ...rollouts[0], rolloutLogp: undefined }], cfg, 0)).rejects.toThrow(/policy.oldLogp is "rollout" but rollout 0 carries no sampler log-probs/);
     opt.destroy();
     model.destroy();
   });

@@ -3,14 +3,14 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { splitOverrides } from "../src/commands/train.ts";
+import { configFromArgs, splitOverrides } from "../src/commands/train.ts";
 import { loadModel, sequenceLogits } from "../src/engine/load.ts";
 import { QWEN2_1_5B } from "../src/model/config.ts";
 import { loadTokenizer } from "../src/model/tokenizer.ts";
 import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
 import { capAt } from "../src/rl/schedule.ts";
 import { loadCheckpoint, readTrainerState } from "../src/train/checkpoint.ts";
-import { DEMO, modelSource, parseOverride, readConfigFile, resolveConfig, SIRI_1_5B, type TrainConfig } from "../src/train/config.ts";
+import { DEMO, modelSource, oldLogpOf, parseOverride, readConfigFile, resolveConfig, SIRI_1_5B, type TrainConfig } from "../src/train/config.ts";
 import { cycleRows, cycleTable, metricsSvg, readEvals, readMetrics, STEP_FIELDS, type StepMetrics } from "../src/train/metrics.ts";
 import type { Rollout } from "../src/train/step.ts";
 import { train } from "../src/train/loop.ts";
@@ -89,6 +89,15 @@ describe("config", () => {
     expect(() => parseOverride("optim.lr=fast", DEMO)).toThrow(/--set optim\.lr: expected a number/);
     expect(() => parseOverride("dapo.overlongFilter=yes", DEMO)).toThrow(/expected true or false/);
     expect(splitOverrides('a.b=1,schedule={"kind":"constant","cap":4},c=x')).toEqual(["a.b=1", 'schedule={"kind":"constant","cap":4}', "c=x"]);
+    // Bounded staleness: k >= 0; the ratio's old log-probs follow it ("auto"), truncated IS only against recomputed ones.
+    expect([0, 1].map((k) => oldLogpOf(resolveConfig("demo", [{ source: "f", values: { dist: { staleness: k } } }])))).toEqual(["recompute", "rollout"]);
+    expect(oldLogpOf(resolveConfig("demo", [{ source: "f", values: { dist: { staleness: 2 }, policy: { oldLogp: "recompute", tisCap: 2 } } }]))).toBe("recompute");
+    expect(() => resolveConfig("demo", [{ source: "f", values: { dist: { staleness: 1.5 } } }])).toThrow(/config: dist\.staleness \(--staleness\) must be an integer >= 0/);
+    expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { oldLogp: "behaviour" } } }])).toThrow(/policy\.oldLogp must be auto, recompute or rollout/);
+    expect(() => resolveConfig("demo", [{ source: "f", values: { dist: { staleness: 1 }, policy: { tisCap: 2 } } }])).toThrow(/policy\.tisCap must be null when the old log-probs are the rollouts' own/);
+    expect(configFromArgs({ broker: "redis://h:1", staleness: "2" }).dist.staleness).toBe(2);
+    expect(() => configFromArgs({ staleness: "1" })).toThrow(/--staleness: needs --broker/);
+    expect(() => configFromArgs({ broker: "redis://h:1", staleness: "-1" })).toThrow(/--staleness: expected an integer >= 0/);
   });
 
   test("memory plan from the shapes", () => {

@@ -36,6 +36,12 @@ export function configFromArgs(a: Record<string, string | string[] | boolean | u
   numFlag("seed", "seed", true);
   numFlag("prompts-per-step", "promptsPerStep", true);
   numFlag("group-size", "groupSize", true);
+  if (a.staleness !== undefined && a.staleness !== "") {
+    const k = Number(a.staleness);
+    if (!Number.isInteger(k) || k < 0) throw new Error(`--staleness: expected an integer >= 0 (0 = on-policy), got "${a.staleness}"`);
+    if (!a.broker) throw new Error("--staleness: needs --broker (rollout workers generate the next steps while the learner updates)");
+    flags.dist = { staleness: k };
+  }
   if (a.model) flags.model = a.model;
   if (a.out) flags.out = a.out;
   if (a.lr !== undefined && a.lr !== "") {
@@ -86,6 +92,7 @@ export default defineCommand({
     "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights)" },
     "workers-grace": { type: "string", description: `With --broker: a round that starts with no live worker waits this many seconds for one, then is generated locally (default ${WORKERS_GRACE_MS / 1000})` },
     local: { type: "boolean", default: true, description: "With --broker: generate a round locally when no worker is alive", negativeDescription: "With --broker: never generate locally, always wait for workers" },
+    staleness: { type: "string", description: "With --broker: bounded staleness k (dist.staleness): the next k steps' rollouts are generated while the learner updates, completions up to k versions old are accepted (default 0, on-policy)" },
   },
   async run({ args, rawArgs }) {
     // Every --set applies, in order (citty alone keeps only the last).
@@ -111,8 +118,10 @@ export default defineCommand({
     try {
       const say = (s: string) => log.info(s);
       const url = args.broker as string | undefined;
-      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { ...learner, url }, say) : undefined;
-      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false }, log: say, rolloutSource });
+      const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { ...learner, url, staleness: cfg.dist.staleness }, say) : undefined;
+      // Fault injection (tests, as the worker's SIRI_WORKER_DIE_AFTER): act as if Ctrl-C came during this step.
+      const stopAtStep = process.env.SIRI_TRAIN_STOP_AT_STEP ? Number(process.env.SIRI_TRAIN_STOP_AT_STEP) : undefined;
+      const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false, stopAtStep }, log: say, rolloutSource });
       // Shells read 130 as "stopped by Ctrl-C"; the CLI runner keeps this code.
       if (r.stopped === "interrupted") process.exitCode = 130;
       console.log(`\n${r.stopped === "done" ? "finished" : "interrupted"} after ${r.stepsDone} steps; run folder ${cfg.out} (metrics.jsonl, plot.svg, cycles.md, checkpoints/)\n`);

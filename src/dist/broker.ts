@@ -61,6 +61,12 @@ export interface RequestMsg {
   /** The request's random stream key (its index in the local batch, so local and distributed draw the same). */
   key: number;
   sampling: SamplingOptions;
+  /**
+   * Bounded staleness: weights of any version from this one up may serve it
+   * (the learner accepts their completions). Absent: on-policy, only
+   * `version` itself.
+   */
+  minVersion?: number;
 }
 
 export interface CompletionMsg {
@@ -127,6 +133,7 @@ export function checkMsg(kind: Msg["kind"], m: unknown): string | null {
     if (!isInt(o.key) || (o.key as number) < 0 || (o.key as number) > 0xffffffff) return "key: expected a u32";
     const s = o.sampling as Record<string, unknown> | undefined;
     if (!s || !isNum(s.temperature) || !isNum(s.topP) || !isInt(s.topK) || !isInt(s.seed)) return "sampling: expected {temperature, topP, topK, seed}";
+    if (o.minVersion !== undefined && (!isInt(o.minVersion) || (o.minVersion as number) < 0 || (o.minVersion as number) > (o.version as number))) return "minVersion: expected an integer in 0..version";
   } else if (kind === "completion") {
     if (!isStr(o.id)) return "id: expected a non-empty string";
     if (!ints(o.tokens)) return "tokens: expected an array of token ids";
@@ -424,9 +431,10 @@ export class Broker {
     await this.call("XADD", [this.key(name), "*", "m", value]);
   }
 
-  /** At the end of a run: its completions stream goes (once, no retry: the broker may be gone), then the connection. */
-  async closeRun(run: string): Promise<void> {
+  /** At the end of a run: request entries it will never read (prefetched rounds), its completions stream (once, no retry: the broker may be gone), then the connection. */
+  async closeRun(run: string, discard: string[] = []): Promise<void> {
     try {
+      if (this.client.connected && discard.length) await this.client.send("XDEL", [this.key("requests"), ...discard]);
       if (this.client.connected) await this.client.send("DEL", [this.key(`completions:${run}`)]);
     } catch {
       // best effort

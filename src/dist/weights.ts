@@ -30,9 +30,21 @@ export async function writeRolloutWeights(root: string, version: number, roll: R
     copyFileSync(configJson, join(tmp, "config.json"));
     writeSafetensors(join(tmp, "model.safetensors"), Object.fromEntries(tensors.map((t) => [t.name, { dtype, shape: t.shape, data: t.data }])), { producer: "siri train --broker", version: String(version) });
   });
-  const old = existsSync(root) ? readdirSync(root).filter((n) => /^v\d+$/.test(n)).sort() : [];
-  for (const n of old.slice(0, Math.max(0, old.length - keep))) rmSync(join(root, n), { recursive: true, force: true });
+  for (const n of prunable(existsSync(root) ? readdirSync(root) : [], version, keep)) rmSync(join(root, n), { recursive: true, force: true });
   return dir;
+}
+
+/**
+ * The version folders to delete once `version` is written: all but the newest
+ * `keep` up to it, and any numbered past it (left by an earlier run in the
+ * same folder, which a resumed run, counting from 0 again, must not keep in
+ * place of its own).
+ */
+export function prunable(names: string[], version: number, keep: number): string[] {
+  return names.filter((n) => /^v\d+$/.test(n)).filter((n) => {
+    const v = Number(n.slice(1));
+    return v > version || v <= version - keep;
+  });
 }
 
 /** A version's weights onto the GPU (checked against its config first). */

@@ -6,7 +6,11 @@
  * request id, tagged with the weight version that produced it. A request
  * acknowledged is one whose completion was published (or that was rejected:
  * another run, an old version, a malformed payload; each logged). On-policy:
- * only the newest version is served. Nothing a message says makes a worker
+ * a request is served only by the version it names (the newest). Bounded
+ * staleness: a request naming a `minVersion` is served by any version from
+ * that one up, so requests published before an update (for a later step)
+ * keep being served across the announcement of the new weights, by
+ * whichever version a worker holds then. Nothing a message says makes a worker
  * exit: announced weights it cannot load are logged and retried (requests
  * left to other workers meanwhile), a lost broker is waited for.
  *
@@ -126,12 +130,12 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
         else good.push(e);
       }
       // Requests published after a new announcement: load it before judging them (if it will not load, they wait for another worker).
-      if (good.some((e) => !cur || e.msg.run !== cur.w.run || e.msg.version !== cur.w.version) && !(await refresh())) continue;
+      if (good.some((e) => !cur || e.msg.run !== cur.w.run || !servable(e.msg, cur.w.version)) && !(await refresh())) continue;
       const kept: typeof good = [];
       for (const e of good) {
         if (!cur) await reject(e.id, `no weights announced for run ${e.msg.run}`);
         else if (e.msg.run !== cur.w.run) await reject(e.id, `request ${e.msg.id} is for run ${e.msg.run}, the announced run is ${cur.w.run}`);
-        else if (e.msg.version !== cur.w.version) await reject(e.id, `request ${e.msg.id} wants version ${e.msg.version}, the announced version is ${cur.w.version} (on-policy: only the newest is served)`);
+        else if (!servable(e.msg, cur.w.version)) await reject(e.id, e.msg.minVersion === undefined ? `request ${e.msg.id} wants version ${e.msg.version}, the announced version is ${cur.w.version} (on-policy: only the newest is served)` : `request ${e.msg.id} wants version ${e.msg.minVersion} or newer, the announced version is ${cur.w.version}`);
         else {
           const why = refusal(cur.engine, e.msg);
           if (why) await reject(e.id, `the engine refuses it: ${why}`);
@@ -172,6 +176,11 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
     broker.close();
   }
   return { completions, rejected };
+}
+
+/** Whether weights of `version` may serve `r`: its own version (on-policy), or any from its minVersion up (bounded staleness). */
+export function servable(r: RequestMsg, version: number): boolean {
+  return r.minVersion === undefined ? version === r.version : version >= r.minVersion;
 }
 
 /** Why `engine` cannot serve request `r` (a token outside the vocabulary, too long for its slots), or null. */

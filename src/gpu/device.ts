@@ -24,7 +24,9 @@
  *   Both are set in the C environment (Bun's process.env does not reach
  *   getenv) before the instance opens, and a second listing must show exactly
  *   one adapter; without the layer it shows them all, and that is an error
- *   saying so. Elsewhere (Metal, D3D12, mixed GPUs) identical adapters are an
+ *   saying so. DRI_PRIME counts GPUs only (among identical CPU adapters the
+ *   layer keeps the first), so an opened fallback adapter is an error too;
+ *   tests/adapter_select.test.ts runs the path with lavapipe listed twice. Elsewhere (Metal, D3D12, mixed GPUs) identical adapters are an
  *   error: show each process one GPU (e.g. a container per GPU).
  *
  * Experimental features: SIRI_EXPERIMENTAL=1 (or `experimental: true`)
@@ -253,7 +255,7 @@ async function setCEnv(env: Record<string, string>): Promise<void> {
 }
 
 /** Dawn's flags for `--adapter` (after setting what the plan needs below Dawn), and how it was chosen. */
-async function adapterFlags(choice: string, software: boolean, backend: string): Promise<{ flags: string[]; chosen?: string }> {
+async function adapterFlags(choice: string, software: boolean, backend: string): Promise<{ flags: string[]; chosen?: string; plan?: AdapterPlan }> {
   if (!choice) return { flags: [] };
   const list = await listAdapters({ software, backend });
   const plan = planAdapter(list, parseAdapterChoice(choice), backend);
@@ -269,13 +271,13 @@ async function adapterFlags(choice: string, software: boolean, backend: string):
       );
     }
   }
-  return { flags: [plan.flag], chosen: plan.chosen };
+  return { flags: [plan.flag], chosen: plan.chosen, plan };
 }
 
 export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   const { choice, software, backend, experimental } = resolveOptions(opts);
   const flags = [`backend=${backend}`];
-  const picked = dawnInstance ? { flags: [] } : await adapterFlags(choice, software, backend);
+  const picked: Awaited<ReturnType<typeof adapterFlags>> = dawnInstance ? { flags: [] } : await adapterFlags(choice, software, backend);
   flags.push(...picked.flags);
   // Cooperative matrices need the Vulkan memory model in SPIR-V (Dawn's own subgroup-matrix tests turn it on).
   if (experimental) flags.push("enable-dawn-features=allow_unsafe_apis,use_vulkan_memory_model");
@@ -301,6 +303,13 @@ export async function openGpu(opts: GpuOptions = {}): Promise<GpuContext> {
     isFallbackAdapter?: boolean;
     subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
   };
+  // The layer's DRI_PRIME counts GPUs only: among identical CPU adapters it keeps the first, whatever k is.
+  if (picked.plan?.env && info.isFallbackAdapter) {
+    throw new GpuError(
+      `--adapter ${picked.plan.index}: adapter ${picked.plan.index} ("${picked.plan.name}") is one of several identical CPU (fallback) adapters; ` +
+        "Mesa's device-select layer (DRI_PRIME) chooses among GPUs only and would open the first of them. Give --adapter 0, or --software.",
+    );
+  }
   if (software && !info.isFallbackAdapter) {
     throw new GpuError(`--software asked for the fallback adapter, but Dawn chose "${info.description}"`);
   }

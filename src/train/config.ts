@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { SIRI_CYCLES, SIRI_SCHEDULE, validateSchedule, type Schedule } from "../rl/schedule.ts";
 import { DEFAULT_OPTIM, type OptimConfig } from "./optim.ts";
-import { DEFAULT_POLICY, type PolicyConfig } from "./step.ts";
+import { DEFAULT_POLICY, type OldLogp, type PolicyConfig } from "./step.ts";
 import { checkLossScale, DEFAULT_LOSS_SCALE, type LossScaleConfig, type Precision } from "./precision.ts";
 
 export interface TaskConfig {
@@ -64,8 +64,20 @@ export interface TrainConfig {
     maxBatch: number;
   };
   optim: OptimConfig;
-  /** GRPO + clip-higher; the rollout temperature is taken from `rollout`. */
-  policy: Omit<PolicyConfig, "temperature">;
+  /**
+   * GRPO + clip-higher; the rollout temperature is taken from `rollout`.
+   * oldLogp "auto": "rollout" (the behaviour policy's log-probs) when
+   * dist.staleness > 0, else "recompute" (see PolicyConfig.oldLogp).
+   */
+  policy: Omit<PolicyConfig, "temperature" | "oldLogp"> & { oldLogp: OldLogp | "auto" };
+  /**
+   * Distributed rollouts (`siri train --broker`). staleness k: 0 = on-policy
+   * (every rollout comes from the weights being updated); k > 0 = the next k
+   * steps' rollouts are requested before this step's update, so workers
+   * generate while the learner trains, and a completion from weights up to k
+   * updates old is accepted (src/dist/learner.ts).
+   */
+  dist: { staleness: number };
   /** GRPO's std normalisation of advantages (false = Dr. GRPO's mean-only). */
   normalizeAdvantages: boolean;
   dapo: DapoConfig;
@@ -115,7 +127,8 @@ export const SIRI_1_5B: TrainConfig = {
   schedule: SIRI_SCHEDULE, // cosine 16384 <-> 8192, starting at L_max
   rollout: { temperature: 1.0, topP: 1, topK: 0, dtype: "auto", maxBatch: 64 },
   optim: { ...DEFAULT_OPTIM, lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1.0 },
-  policy: { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3, tisCap: null, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 16384 + 1024 },
+  policy: { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3, tisCap: null, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 16384 + 1024, oldLogp: "auto" },
+  dist: { staleness: 0 },
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 0, batchSize: 32, lr: 1e-3 },
@@ -156,7 +169,8 @@ export const DEMO: TrainConfig = {
   schedule: { kind: "cosine", lMax: 96, lMin: 32, period: 12 }, // traces: full 51-99 tokens, without counting ~29-44, compressed 14-16
   rollout: { temperature: 1.0, topP: 1, topK: 0, dtype: "f32", maxBatch: 64 },
   optim: { ...DEFAULT_OPTIM, lr: 1e-3, warmupSteps: 0, weightDecay: 0.0, maxGradNorm: 1.0 },
-  policy: { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3, tisCap: null, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 2048 },
+  policy: { epsLow: 0.2, epsHigh: 0.28, clipRatioC: 3, tisCap: null, aggregation: "token-mean", miniBatches: 1, epochs: 1, microBatchTokens: 2048, oldLogp: "auto" },
+  dist: { staleness: 0 },
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
   warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
@@ -337,6 +351,9 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(posInt(c.policy.miniBatches), "policy.miniBatches", "must be an integer >= 1", c.policy.miniBatches);
   need(posInt(c.policy.epochs), "policy.epochs", "must be an integer >= 1", c.policy.epochs);
   need(posInt(c.policy.microBatchTokens), "policy.microBatchTokens", "must be an integer >= 1", c.policy.microBatchTokens);
+  need(["auto", "recompute", "rollout"].includes(c.policy.oldLogp), "policy.oldLogp", "must be auto, recompute or rollout", c.policy.oldLogp);
+  need(nonNegInt(c.dist.staleness), "dist.staleness", "(--staleness) must be an integer >= 0 (0 = on-policy)", c.dist.staleness);
+  need(c.policy.tisCap === null || oldLogpOf(c) === "recompute", "policy.tisCap", 'must be null when the old log-probs are the rollouts\' own (policy.oldLogp "rollout", or "auto" with dist.staleness > 0): the IS weight pi_old / pi_rollout is then 1', c.policy.tisCap);
   need(posInt(c.dapo.maxRounds), "dapo.maxRounds", "must be an integer >= 1", c.dapo.maxRounds);
   need(c.dapo.overlongCache > 0 && c.dapo.overlongCache <= 1, "dapo.overlongCache", "must be a fraction of the cap in (0, 1]", c.dapo.overlongCache);
   need(nonNegInt(c.warmStart.steps), "warmStart.steps", "must be an integer >= 0", c.warmStart.steps);
@@ -358,6 +375,11 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   need(["f32", "f16-mixed"].includes(c.precision), "precision", "must be f32 or f16-mixed", c.precision);
   checkLossScale(c.lossScale, "lossScale");
   return c;
+}
+
+/** The policy's reference log-probs as the run uses them ("auto" resolved by dist.staleness). */
+export function oldLogpOf(c: Pick<TrainConfig, "policy" | "dist">): OldLogp {
+  return c.policy.oldLogp === "auto" ? (c.dist.staleness > 0 ? "rollout" : "recompute") : c.policy.oldLogp;
 }
 
 /** Where the model comes from: a generated tiny model, or a folder that must hold a Hugging Face checkpoint. */

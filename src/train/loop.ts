@@ -17,6 +17,15 @@
  * (src/engine/generate.ts), so a run resumed from the checkpoint after step t
  * draws exactly what an uninterrupted run would, and the weights match bit
  * for bit.
+ *
+ * Bounded staleness (dist.staleness k > 0, rollouts from workers over a
+ * broker): since a step's first round depends only on (seed, step), the
+ * first rounds of steps t+1..t+k are requested before step t's update, and
+ * the workers generate them while the learner trains; the policy ratio then
+ * takes the behaviour policy's log-probs (policy.oldLogp "auto"). Which
+ * weights produced a completion depends on timing, so such a run is not
+ * reproducible bit for bit, nor is a resumed one (its first step is
+ * generated on-policy).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -29,10 +38,11 @@ import { dynamicSample, overlongFilterWeights } from "../rl/dapo.ts";
 import { capAt, cycleAt, phaseAt } from "../rl/schedule.ts";
 import { withRunLock } from "../run/lock.ts";
 import { watchInterrupts, type InterruptWatch } from "../run/signals.ts";
+import type { TaskProblem } from "../tasks/task.ts";
 import { stepSeed } from "../util/random.ts";
 import { median } from "../util/stats.ts";
 import { openWeights, runDiskPlan } from "./checkpoint.ts";
-import type { TrainConfig } from "./config.ts";
+import { oldLogpOf, type TrainConfig } from "./config.ts";
 import { DivergenceGuard } from "./divergence.ts";
 import { openTensorBoard } from "./tfevents.ts";
 import { appendJsonl, cycleTable, EVALS_FILE, METRICS_FILE, metricsSvg, readEvals, readMetrics, type EvalRecord, type StepMetrics } from "./metrics.ts";
@@ -101,6 +111,7 @@ export async function train(gpu: Gpu, cfg: TrainConfig, o: TrainOptions = {}): P
 async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: InterruptWatch): Promise<TrainResult> {
   const log = o.log ?? ((s: string) => console.log(s));
   const hooks = o.hooks ?? {};
+  const staleness = cfg.dist.staleness;
   const { dir: baseDir, tokenizer } = baseModel(cfg);
   const task = await taskFor(cfg, tokenizer);
   const from = findStart(cfg, o.resume ?? false, log);
@@ -120,10 +131,21 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
   let source: RolloutSource = rollouts;
   try {
     if (o.rolloutSource) source = await o.rolloutSource(rollouts, join(baseDir, "config.json"));
+    if (staleness > 0 && !source.prefetch) throw new Error(`dist.staleness (--staleness) is ${staleness}, but rollouts are generated in this process, where generation and update share one GPU and nothing can overlap; use it with --broker and rollout workers, or set it to 0`);
   } catch (e) {
+    if (source !== rollouts) await source.destroy();
     rollouts.destroy();
     throw e;
   }
+  const prompt = (p: TaskProblem) => task.prompt(p);
+  const { temperature, topP, topK } = cfg.rollout;
+  /** Round r of step s: its key, prompts, cap and sampling stream, a function of (seed, s, r) only, so a round prefetched steps ahead is the very round the step asks for. */
+  const roundAt = (s: number, r: number, missing: number) => ({
+    key: `${s}.${r}`,
+    problems: task.sample(r === 0 ? cfg.promptsPerStep : Math.max(missing, 1), stepSeed(cfg.seed, s, 100 + r)),
+    cap: capAt(cfg.schedule, s),
+    sampling: { temperature, topP, topK, seed: stepSeed(cfg.seed, s, 200 + r) },
+  });
   const checkpoints = new CheckpointPolicy(cfg, model, opt, baseDir, from);
   const validate = validator(cfg, task, tokenizer, rollouts.engine, rollouts.stop, log);
   const validating = cfg.validation.every > 0 || cfg.task.kind === "arith";
@@ -159,10 +181,9 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
       const cap = capAt(cfg.schedule, step);
       const gen = emptyRolloutStats(rollouts.engine.opts.maxBatch);
       const round = async (r: number, missing: number): Promise<Group[]> => {
-        // ---- this round's prompts, G rollouts each through the batched, paged KV cache
-        const problems = task.sample(r === 0 ? cfg.promptsPerStep : Math.max(missing, 1), stepSeed(cfg.seed, step, 100 + r));
-        const { temperature, topP, topK } = cfg.rollout;
-        const groups = await source.generate(problems, (p) => task.prompt(p), cfg.groupSize, cap, { temperature, topP, topK, seed: stepSeed(cfg.seed, step, 200 + r) }, gen);
+        // ---- this round's prompts, G rollouts each through the batched, paged KV cache (or the round prefetched for it)
+        const x = roundAt(step, r, missing);
+        const groups = await source.generate(x.problems, prompt, cfg.groupSize, x.cap, x.sampling, gen, x.key);
         // ---- length-capped reward (a cut response has no answer and scores 0) [+ DAPO soft overlong punishment]
         return scoreGroups(groups, task, cap, cfg.dapo, hooks.rewards && ((i, rw, len) => hooks.rewards!(step, r, i, rw, len)));
       };
@@ -189,10 +210,18 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
       batch.forEach((r, i) => Object.assign(r, { advantage: adv[i], weight: weights[i] }));
       hooks.rollouts?.(step, batch, cap);
 
-      // ---- policy update (GRPO + clip-higher; old log-probs from a forward of the trainer before the first update); a non-finite loss or gradient skips it
+      // ---- bounded staleness: the next k steps' first rounds go out now, and workers generate them with the weights they hold while this update runs (not past the last step, nor after a Ctrl-C)
+      if (staleness > 0 && !stop.requested) {
+        for (let s = step + 1; s <= Math.min(step + staleness, cfg.steps - 1); s++) {
+          const x = roundAt(s, 0, cfg.promptsPerStep);
+          await source.prefetch!(x.key, s - step, x.problems, prompt, cfg.groupSize, x.cap, x.sampling);
+        }
+      }
+
+      // ---- policy update (GRPO + clip-higher; old log-probs from a forward of the trainer before the first update, or the rollouts' own: PolicyConfig.oldLogp); a non-finite loss or gradient skips it
       let stats = skippedUpdate();
       if (!finiteRewards) log(`step ${step}: non-finite reward (${rewards.find((r) => !Number.isFinite(r))}); update skipped`);
-      else if (batch.length) stats = await policyUpdate(model, opt, batch, { ...cfg.policy, temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
+      else if (batch.length) stats = await policyUpdate(model, opt, batch, { ...cfg.policy, oldLogp: oldLogpOf(cfg), temperature: cfg.rollout.temperature }, stepSeed(cfg.seed, step, 300) % 1_000_000);
       const bad = !finiteRewards || !Number.isFinite(stats.loss) || stats.skipped > 0;
       const worstGrad = stats.gradNormMax ?? stats.gradNorm;
       if (bad && finiteRewards) log(`step ${step}: loss ${stats.loss}, worst gradient norm ${worstGrad}; ${stats.skipped} of ${stats.updates} update(s) skipped for a non-finite loss or gradient (${nonFinite + 1} in a row)`);
@@ -235,6 +264,8 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
         rollout_tokens_per_s: gen.seconds > 0 ? gen.tokens / gen.seconds : 0,
         decode_occupancy: rolloutOccupancy(gen),
         readbacks_per_token: gen.tokens ? gen.readbacks / gen.tokens : 0,
+        rollout_version_lag_mean: gen.completions ? gen.versionLagSum / gen.completions : 0,
+        rollout_version_lag_max: gen.versionLagMax,
         step_time_s: (performance.now() - t0) / 1000,
         skipped: bad,
         non_finite: nonFinite,
@@ -272,7 +303,7 @@ async function trainInFolder(gpu: Gpu, cfg: TrainConfig, o: TrainOptions, stop: 
     throw e;
   } finally {
     guard?.destroy();
-    if (source !== rollouts) source.destroy();
+    if (source !== rollouts) await source.destroy(); // prefetched rounds of steps never reached are discarded
     rollouts.destroy();
     opt.destroy();
     model.destroy();

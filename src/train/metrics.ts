@@ -44,6 +44,9 @@ export interface StepMetrics {
   rollout_tokens_per_s: number;
   decode_occupancy: number; // mean sequences decoding per decode step / the engine's max batch
   readbacks_per_token: number; // GPU -> CPU waits of the rollout engine per generated token
+  /** Weight versions between the policy updated and the one that produced each rollout (0 on-policy; up to dist.staleness): mean and max. */
+  rollout_version_lag_mean: number;
+  rollout_version_lag_max: number;
   step_time_s: number;
   skipped: boolean; // the update was skipped (non-finite loss or gradient)
   non_finite: number; // non-finite losses in a row so far
@@ -54,7 +57,7 @@ export const STEP_FIELDS: readonly (keyof StepMetrics)[] = [
   "truncation_rate", "clip_frac_low", "clip_frac_high", "pg_clipfrac", "pg_clipfrac_lower", "tis_weight_mean",
   "mismatch_logp_abs_mean", "mismatch_logp_abs_max", "mismatch_ratio_max", "mismatch_ratio_min", "entropy", "grad_norm", "approx_kl", "loss", "lr",
   "rollouts", "groups_dropped", "rounds", "rollout_tokens", "rollout_tokens_per_s",
-  "decode_occupancy", "readbacks_per_token", "step_time_s", "skipped", "non_finite",
+  "decode_occupancy", "readbacks_per_token", "rollout_version_lag_mean", "rollout_version_lag_max", "step_time_s", "skipped", "non_finite",
 ];
 
 /** A validation pass (avg@n on held-out problems) after `step` steps. */

@@ -5,7 +5,7 @@
  * an empty cache; a completion depends only on its request and the sampling
  * seed, so a resumed run draws exactly what an uninterrupted one would.
  */
-import { Engine, occupancy, type GenerateStats } from "../engine/generate.ts";
+import { Engine, occupancy, type GenerateStats, type SamplingOptions } from "../engine/generate.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
 import { vocabLimit, type LoadedTokenizer } from "../model/tokenizer.ts";
@@ -37,18 +37,31 @@ export interface RolloutStats {
   decodeRows: number;
   readbacks: number;
   maxBatch: number;
+  /** Completions, and how many weight versions older than the policy being updated each came from (sum, max): 0 on-policy. */
+  completions: number;
+  versionLagSum: number;
+  versionLagMax: number;
 }
 
 export function emptyRolloutStats(maxBatch: number): RolloutStats {
-  return { tokens: 0, seconds: 0, decodeSteps: 0, decodeRows: 0, readbacks: 0, maxBatch };
+  return { tokens: 0, seconds: 0, decodeSteps: 0, decodeRows: 0, readbacks: 0, maxBatch, completions: 0, versionLagSum: 0, versionLagMax: 0 };
 }
 
 /** Where a step's rollouts come from: this process's engine (Rollouts) or workers over a broker (src/dist/learner.ts). */
 export interface RolloutSource {
-  generate: Rollouts["generate"];
+  /** A round's G rollouts per problem; `key` names the round (step.round), so a round prefetched under it is collected, not asked for again. */
+  generate(problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: SamplingOptions, stats: RolloutStats, key?: string): Promise<Omit<Group, "rewards" | "correct">[]>;
+  /**
+   * Bounded staleness: ask for round `key` now, `ahead` updates before the
+   * step that trains on it (generated meanwhile by whatever weights the
+   * workers hold); a key already asked for is left alone. Sources that
+   * cannot overlap generation with an update have none.
+   */
+  prefetch?(key: string, ahead: number, problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: SamplingOptions): Promise<void>;
   /** After an update: the rollouts that follow come from the new weights. */
   sync(): Promise<void>;
-  destroy(): void;
+  /** Rounds prefetched for steps never reached are dropped here. */
+  destroy(): void | Promise<void>;
 }
 
 export class Rollouts implements RolloutSource {
@@ -87,13 +100,14 @@ export class Rollouts implements RolloutSource {
   }
 
   /** G responses for each problem, capped at `cap` new tokens; `stats` adds this round's counts. */
-  async generate(problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: { temperature: number; topP: number; topK: number; seed: number }, stats: RolloutStats): Promise<Omit<Group, "rewards" | "correct">[]> {
+  async generate(problems: TaskProblem[], prompt: (p: TaskProblem) => string, G: number, cap: number, sampling: SamplingOptions, stats: RolloutStats): Promise<Omit<Group, "rewards" | "correct">[]> {
     const prompts = problems.map((p) => this.tokenizer.encode(prompt(p)));
     const reqs = rolloutRequests(prompts, G, cap, this.stop);
     const done = new Map<number, { tokens: number[]; logprobs: number[]; finished: boolean }>();
     const t0 = performance.now();
     for await (const c of this.engine.generate(reqs, sampling)) done.set(c.id as number, { tokens: c.tokens, logprobs: c.logprobs, finished: c.stopReason === "stop" });
     stats.seconds += (performance.now() - t0) / 1000;
+    stats.completions += reqs.length; // on-policy: version lag 0
     addStats(stats, this.engine.stats);
     return groupCompletions(problems, prompts, G, done);
   }

@@ -3,7 +3,10 @@
  * step, over micro-batches of packed sequences.
  *
  * Policy update, as verl does it: the old policy's log-probs are computed
- * once per step by a forward of the current weights (before any update);
+ * once per step by a forward of the current weights (before any update)
+ * (`oldLogp: "recompute"`), or taken from the rollouts themselves
+ * (`oldLogp: "rollout"`: the behaviour policy's, as the sampler reported
+ * them; see PolicyConfig.oldLogp);
  * the rollouts are split into `miniBatches` mini-batches, each one optimiser
  * step, repeated for `epochs`; each mini-batch is split into micro-batches
  * of at most `microBatchTokens` tokens whose gradients accumulate. With
@@ -43,7 +46,24 @@ export interface PolicyConfig {
   epochs: number;
   microBatchTokens: number;
   temperature: number; // the rollout temperature (log-probs of softmax(logits / τ))
+  /**
+   * The "old" log-probs of the clip-higher ratio pi / pi_old:
+   * "recompute" (verl's default, on-policy): the weights the step starts
+   *   from, which on-policy are the weights that sampled the rollouts (up to
+   *   the sampler's numerics);
+   * "rollout": the rollouts' own log-probs (Rollout.rolloutLogp, the
+   *   behaviour policy's). With bounded staleness (src/dist/learner.ts) a
+   *   rollout may come from weights up to k updates old: recomputing would
+   *   take the ratio against the current weights, so the clip would bound the
+   *   step from weights that never produced the data; the behaviour policy's
+   *   own log-probs keep the ratio what PPO means (as asynchronous RL systems
+   *   do). Truncated IS (tisCap) weighs pi_old / pi_rollout, 1 here: the two
+   *   are not combined.
+   */
+  oldLogp: OldLogp;
 }
+
+export type OldLogp = "recompute" | "rollout";
 
 export const DEFAULT_POLICY: PolicyConfig = {
   epsLow: 0.2,
@@ -55,6 +75,7 @@ export const DEFAULT_POLICY: PolicyConfig = {
   epochs: 1,
   microBatchTokens: 4096,
   temperature: 1,
+  oldLogp: "recompute",
 };
 
 export interface UpdateStats {
@@ -201,13 +222,17 @@ export async function policyUpdate(
   o: { separateOldForward?: boolean } = {},
 ): Promise<UpdateStats> {
   const gpu = model.gpu;
-  // One mini-batch and one epoch: nothing updates the weights before the update's own forward, so
-  // π_old (verl recomputes it with the same weights) is that forward's log-probs, as they are: the
-  // ratio is exactly 1 and no separate forward runs. Otherwise a forward before any update.
-  const onPolicy = cfg.miniBatches === 1 && cfg.epochs === 1 && !o.separateOldForward;
+  // One mini-batch and one epoch: nothing updates the weights before the update's own forward, so it
+  // sees the weights the step starts from. π_old recomputed (verl: with those same weights) is then that
+  // forward's log-probs, as they are: the ratio is exactly 1 and no separate forward runs. Otherwise a
+  // forward before any update; or, with oldLogp "rollout", the rollouts' own log-probs.
+  const single = cfg.miniBatches === 1 && cfg.epochs === 1 && !o.separateOldForward;
+  const onPolicy = single && cfg.oldLogp === "recompute";
   hasSamplerLogp(rollouts, cfg.tisCap); // refuse truncated IS without sampler log-probs before anything runs
-  const old = onPolicy ? { logp: new Array<Float32Array>(rollouts.length) } : await responseLogprobs(model, rollouts, cfg);
-  let mismatch = onPolicy ? null : stepMismatch(rollouts, old.logp, cfg.tisCap);
+  const given: readonly ArrayLike<number>[] | null = cfg.oldLogp === "rollout" ? behaviourLogprobs(rollouts, cfg) : onPolicy ? null : (await responseLogprobs(model, rollouts, cfg)).logp;
+  /** The trainer's log-probs at the step's start (for the mismatch statistics), read from the update's forward when it sees those weights. */
+  const start: Float32Array[] = new Array(rollouts.length);
+  let mismatch = given && cfg.oldLogp === "recompute" ? stepMismatch(rollouts, given, cfg.tisCap) : null;
   const tis = cfg.tisCap !== null;
   const inputs = inputsFor(model);
   const sum = { loss: 0, clipLow: 0, clipHigh: 0, clipDual: 0, tisWeight: 0, kl: 0, tokens: 0, entropy: 0, gradNorm: 0, gradNormMax: 0, updates: 0, skipped: 0 };
@@ -244,19 +269,19 @@ export async function policyUpdate(
           // sum over them is the sequence mean; denom is the sequence count.
           const a = cfg.aggregation === "token-mean" ? r.advantage : r.advantage / r.response.length;
           pos.forEach((p, j) => {
-            if (!onPolicy) lpOld[p] = old.logp[m.idx[k]][j];
+            if (given) lpOld[p] = given[m.idx[k]][j];
             if (lpRoll) lpRoll[p] = r.rolloutLogp![j];
             adv[p] = a;
             mask[p] = w > 0 ? 1 : 0;
           });
         });
-        if (!onPolicy) gpu.write(inputs.logpOld, lpOld);
+        if (given) gpu.write(inputs.logpOld, lpOld);
         if (lpRoll) gpu.write(inputs.logpRollout, lpRoll);
         gpu.write(inputs.adv, adv);
         gpu.write(inputs.mask, mask);
         const b = gpu.batch();
         model.recordForward(b, m.batch, cfg.temperature);
-        model.loss.policy(b, model.buffers.logp, onPolicy ? model.buffers.logp : inputs.logpOld, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
+        model.loss.policy(b, model.buffers.logp, given ? inputs.logpOld : model.buffers.logp, inputs.adv, inputs.mask, model.buffers.dlogp, inputs.stats, T, {
           epsLow: cfg.epsLow,
           epsHigh: cfg.epsHigh,
           clipRatioC: cfg.clipRatioC,
@@ -278,7 +303,7 @@ export async function policyUpdate(
       const both = await gpu.readF32(seen, 2 * tokens);
       for (const { m, at: o, mask } of read) {
         for (let p = 0; p < mask.length; p++) if (mask[p]) sum.entropy += both[tokens + o + p];
-        if (onPolicy) responsePositions(rollouts, m).forEach((pos, k) => (old.logp[m.idx[k]] = Float32Array.from(pos, (p) => both[o + p])));
+        if (single) responsePositions(rollouts, m).forEach((pos, k) => (start[m.idx[k]] = Float32Array.from(pos, (p) => both[o + p])));
       }
       const o = await optimizerStep(model, opt); // f16-mixed: unscale, skip on overflow, move the loss scale
       if (o.skipped) sum.skipped++;
@@ -295,14 +320,15 @@ export async function policyUpdate(
       sum.kl += st[STAT.klSum];
     }
   }
-  // On-policy: the old log-probs came from the update's forward; rollouts it left out (empty, zero weight) get one now.
-  if (onPolicy) {
-    const missing = rollouts.flatMap((_, i) => (old.logp[i] ? [] : [i]));
+  // One update: the trainer's log-probs at the start came from the update's forward; rollouts it left out (empty,
+  // zero weight) get one now (after the update: their tokens carried no loss, and a lone forward costs little).
+  if (single) {
+    const missing = rollouts.flatMap((_, i) => (start[i] ? [] : [i]));
     if (missing.length) {
       const more = await responseLogprobs(model, missing.map((i) => rollouts[i]), cfg);
-      missing.forEach((i, k) => (old.logp[i] = more.logp[k]));
+      missing.forEach((i, k) => (start[i] = more.logp[k]));
     }
-    mismatch = stepMismatch(rollouts, old.logp, cfg.tisCap);
+    mismatch = stepMismatch(rollouts, start, cfg.tisCap);
   }
   const t = Math.max(sum.tokens, 1);
   const u = Math.max(sum.updates, 1);
@@ -327,9 +353,19 @@ export async function policyUpdate(
  * The sampler-vs-trainer mismatch of a step's rollouts, or null when they
  * carry no sampler log-probs (then truncated IS cannot run: an error).
  */
-export function stepMismatch(rollouts: Rollout[], trainerLogp: Float32Array[], tisCap: number | null): MismatchStats | null {
+export function stepMismatch(rollouts: Rollout[], trainerLogp: readonly ArrayLike<number>[], tisCap: number | null): MismatchStats | null {
   if (!hasSamplerLogp(rollouts, tisCap)) return null;
   return rolloutMismatch(trainerLogp, rollouts.map((r) => r.rolloutLogp!), tisCap);
+}
+
+/** The behaviour policy's log-probs, per rollout (PolicyConfig.oldLogp "rollout"): each rollout's own, checked. */
+function behaviourLogprobs(rollouts: Rollout[], cfg: PolicyConfig): ArrayLike<number>[] {
+  if (cfg.tisCap !== null) throw new Error('policy.tisCap weighs pi_old / pi_rollout, which is 1 when policy.oldLogp is "rollout"; set tisCap to null or oldLogp to "recompute"');
+  return rollouts.map((r, i) => {
+    if (!r.rolloutLogp) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} carries no sampler log-probs (Rollout.rolloutLogp)`);
+    if (r.rolloutLogp.length !== r.response.length) throw new Error(`policy.oldLogp is "rollout" but rollout ${i} has ${r.rolloutLogp.length} sampler log-probs for ${r.response.length} response tokens`);
+    return r.rolloutLogp;
+  });
 }
 
 /** Whether every rollout carries the sampler's log-probs; an error when truncated IS needs them and some do not. */
