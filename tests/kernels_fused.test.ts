@@ -79,6 +79,57 @@ for (const dtype of ["f32", "f16"] as const) {
   });
 }
 
+// gemv with one row per pass (singleRowGemv, what a decode step at batch 1 runs) against the
+// MT-row gemv it replaces for M = 1, bit for bit, for every variant the engine records (plain,
+// bias, each fusion, the LM head's f32 output), vec4 and scalar K; and against the references.
+for (const dtype of ["f32", "f16"] as const) {
+  describe.skipIf(!GPU)(`gemv ${dtype}, one row per pass (M = 1) vs the MT-row kernel`, () => {
+    for (const [name, cfg] of CONFIGS) {
+      test(name, async () => {
+        const gpu = await gpuOrSkip();
+        const [rows, single] = await Promise.all([loadMatmul(gpu, dtype, cfg), loadMatmul(gpu, dtype, cfg, { singleRowGemv: true })]);
+        const r = (x: Float32Array) => (dtype === "f16" ? roundToF16(x) : x);
+        const N = 67;
+        let seed = 40;
+        for (const K of [64, 45]) {
+          const kinds: [string, Fusion | "plain" | "bias" | "lm head"][] = [...FUSIONS.map((f): [string, Fusion] => [f, f]), ["plain", "plain"], ["bias", "bias"], ...(dtype === "f16" ? [["lm head", "lm head"] as [string, "lm head"]] : [])];
+          for (const [label, kind] of kinds) {
+            seed++;
+            const a = r(randn(K, seed, 1));
+            const w = r(randn(N * K, seed + 1, 0.5));
+            const u = r(randn(N * K, seed + 2, 0.5));
+            const bias = r(randn(N, seed + 3, 1));
+            const gain = r(randn(K, seed + 4, 0.5).map((v) => 1 + v));
+            const c0 = r(randn(N, seed + 5, 2));
+            const outF32 = kind === "lm head";
+            const opts = {
+              path: "decode" as const,
+              norm: kind.startsWith("norm") || outF32 ? { gain: up(gpu, gain, dtype, "G"), eps: 1e-6 } : undefined,
+              up: kind === "norm+swiglu" ? up(gpu, u, dtype, "U") : undefined,
+              residual: kind === "residual",
+              outF32,
+            };
+            const bA = up(gpu, a, dtype, "A");
+            const bW = up(gpu, w, dtype, "W");
+            const bB = kind === "bias" || kind === "norm+bias" ? up(gpu, bias, dtype, "bias") : null;
+            const outs = [0, 1].map((i) => (outF32 ? gpu.buffer(N * 4, `C${i}`) : up(gpu, c0, dtype, `C${i}`)));
+            const b = gpu.batch();
+            rows.matmul(b, bA, bW, bB, outs[0], 1, N, K, opts);
+            single.matmul(b, bA, bW, bB, outs[1], 1, N, K, opts);
+            b.submit();
+            const [want, got] = await Promise.all(outs.map((o) => gpu.read(o)));
+            expectClose(new Uint32Array(got), new Uint32Array(want), TOL.exact.atol, TOL.exact.rtol, `gemv ${dtype} ${label} K ${K}: one row per pass vs ${cfg.MT} rows (bits)`);
+            for (const x of [bA, bW, bB, ...outs, opts.norm?.gain, opts.up]) x?.destroy();
+          }
+        }
+        // And against the references, through the fused checks' path (M = 1 picks the one-row kernel).
+        let s2 = 90;
+        for (const f of FUSIONS) await check(gpu, single, dtype, f, 1, 67, 64, "decode", s2++);
+      });
+    }
+  });
+}
+
 // rope_kv (RoPE of q and k + the KV-cache write in one pass) vs ropeRef on q
 // and k and writeKVRef: q compared with the rope tolerance, the whole caches
 // (untouched entries keep their sentinel) with it too (v is copied exactly).

@@ -223,7 +223,7 @@ export class Qwen2Gpu {
     }
     const form = attention ?? attentionForm(gpu);
     const [mm, emb, rope, attn] = await Promise.all([
-      loadMatmul(gpu, dtype),
+      loadMatmul(gpu, dtype, {}, { singleRowGemv: true }),
       loadEmbedding(gpu, dtype),
       loadRope(gpu, dtype),
       loadAttention(gpu, dtype, form),
