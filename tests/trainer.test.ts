@@ -386,6 +386,13 @@ describe.skipIf(!GPU)("training runs", () => {
     for (const rs of seen) for (const r of rs) expect(r.rolloutLogp?.length).toBe(r.response.length);
   }, 180_000);
 
+  test("bounded staleness without a broker is an error naming dist.staleness, before any step", async () => {
+    const gpu = await gpuOrSkip();
+    const out = join(ROOT, "stale-local");
+    await expect(train(gpu, tiny(out, { dist: { staleness: 1 } }), { ...quiet, hooks: { progress: false } })).rejects.toThrow(/dist\.staleness \(--staleness\) is 1, but rollouts are generated in this process/);
+    expect(existsSync(join(out, "metrics.jsonl"))).toBe(false);
+  });
+
   test("non-finite rewards or losses skip the update, are logged, and stop the run after maxNonFinite in a row", async () => {
     const gpu = await gpuOrSkip();
     const cfg = tiny(join(ROOT, "nan"), { steps: 5, maxNonFinite: 2, checkpoint: { every: 1, keepLast: 5 }, schedule: { kind: "constant", cap: 8 } });
