@@ -26,7 +26,7 @@
  * of the ratios). Each checkout needs its own node_modules. Last line: one
  * JSON object.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -186,4 +186,5 @@ for (const B of batches) {
   }
 }
 out.load_end = loadavg()[0];
+rmSync(dir, { recursive: true, force: true });
 console.log(JSON.stringify(out));

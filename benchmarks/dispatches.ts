@@ -83,7 +83,7 @@ export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, bat
     maxSeqLen: 4096,
     bytesPerElement: e,
   });
-  const sampler = await loadSampler(gpu, { decode: true });
+  const sampler = await loadSampler(gpu, { decode: true, gather: dtype });
   const out = gpu.buffer(batch * 4, "count.tokens");
   const lp = gpu.buffer(batch * 4, "count.logp");
   const streams = gpu.buffer(batch * 8, "count.streams");
@@ -92,8 +92,13 @@ export async function countInference(gpu: Gpu, c: Qwen2Config, dtype: DType, bat
   // As the engine records them: a decode step's LM head reads the residual stream, its sampler advances the rows.
   const step = (T: number, R: number, mode: "decode" | "prefill") => {
     const b = Batch.counting(gpu.limits.maxComputeWorkgroupsPerDimension);
-    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" }, mode === "decode");
-    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams, mode === "decode" ? advance : undefined);
+    // A decode step after a window's first: its input embeddings came from the last step's sampler
+    // where the embedding is one binding (Engine: DecodeWindow), else from the gather.
+    const oneChunk = model.weights.embed.chunks.length === 1;
+    const decode = mode === "decode";
+    model.recordForward(b, ws, cache, T, R, mode, { logitsPath: batch <= 32 ? "decode" : "prefill" }, { rowsAreTokens: decode, embedded: decode && oneChunk });
+    const embed = oneChunk ? { table: model.weights.embed.chunks[0].buffer, x: ws.x, H: c.hiddenSize } : undefined;
+    sampler.sample(b, ws.logits, out, lp, R, c.vocabSize, { temperature: 0.6, topK: 0, topP: 0.95, seed: 1 }, streams, decode ? { ...advance, embed } : undefined);
     return b.byFamily;
   };
   const counts = { decode: step(batch, batch, "decode"), prefill: step(chunk, 1, "prefill"), lmHeadChunks: model.weights.lmHead.chunks.length };

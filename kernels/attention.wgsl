@@ -749,11 +749,18 @@ fn train_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 // loops over d have a fixed trip count and the accumulators fit registers;
 // otherwise HDL is P.hd and RHD the largest head dim.
 
-/** Scaled score of query row th (token t, head h) against key p of kv head kvh. */
-fn train_score(th: u32, p: u32, kvh: u32) -> f32 {
+/** Query row th (token t, head h), each element as the products read it. */
+fn train_row_q(th: u32) -> array<f32, {{RHD}}> {
+  var r: array<f32, {{RHD}}>;
+  for (var d = 0u; d < {{HDL}}; d++) { r[d] = {{RND}}(f32(q[th * P.hd + d])); }
+  return r;
+}
+
+/** Scaled score of a query row (train_row_q) against key p of kv head kvh. */
+fn train_score(qr: array<f32, {{RHD}}>, p: u32, kvh: u32) -> f32 {
   var s = 0.0;
   let ko = (p * P.nkv + kvh) * P.hd;
-  for (var d = 0u; d < {{HDL}}; d++) { s += {{RND}}(f32(q[th * P.hd + d])) * {{RND}}(f32(tk[ko + d])); }
+  for (var d = 0u; d < {{HDL}}; d++) { s += qr[d] * {{RND}}(f32(tk[ko + d])); }
   return s * P.scale;
 }
 
@@ -764,12 +771,13 @@ fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
   let t = th / P.nh;
   let kvh = (th % P.nh) / (P.nh / P.nkv);
   let lo = min(segStart[t], t);
+  let qr = train_row_q(th);
   var m = NEG;
-  for (var p = lo; p <= t; p++) { m = max(m, train_score(th, p, kvh)); }
+  for (var p = lo; p <= t; p++) { m = max(m, train_score(qr, p, kvh)); }
   var acc: array<f32, {{RHD}}>;
   var l = 0.0;
   for (var p = lo; p <= t; p++) {
-    let w = exp(train_score(th, p, kvh) - m);
+    let w = exp(train_score(qr, p, kvh) - m);
     l += w;
     let vo = (p * P.nkv + kvh) * P.hd;
     for (var d = 0u; d < {{HDL}}; d++) { acc[d] += w * {{RND}}(f32(tv[vo + d])); }
@@ -778,11 +786,18 @@ fn train_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
   tLse[th] = m + log(l);
 }
 
-/** dout row th · v of key p (kv head kvh). */
-fn train_dov(th: u32, p: u32, kvh: u32) -> f32 {
+/** dout row th, each element as the products read it. */
+fn train_row_dout(th: u32) -> array<f32, {{RHD}}> {
+  var r: array<f32, {{RHD}}>;
+  for (var d = 0u; d < {{HDL}}; d++) { r[d] = {{RND}}(f32(tdOut[th * P.hd + d])); }
+  return r;
+}
+
+/** A dout row (train_row_dout) · v of key p (kv head kvh). */
+fn train_dov(orow: array<f32, {{RHD}}>, p: u32, kvh: u32) -> f32 {
   var s = 0.0;
   let vo = (p * P.nkv + kvh) * P.hd;
-  for (var d = 0u; d < {{HDL}}; d++) { s += {{RND}}(f32(tdOut[th * P.hd + d])) * {{RND}}(f32(tv[vo + d])); }
+  for (var d = 0u; d < {{HDL}}; d++) { s += orow[d] * {{RND}}(f32(tv[vo + d])); }
   return s;
 }
 
@@ -794,9 +809,11 @@ fn train_dq_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
   let kvh = (th % P.nh) / (P.nh / P.nkv);
   let lse = tStats[2u * th];
   let dd = tStats[2u * th + 1u];
+  let qr = train_row_q(th);
+  let orow = train_row_dout(th);
   var acc: array<f32, {{RHD}}>;
   for (var p = min(segStart[t], t); p <= t; p++) {
-    let ds = exp(train_score(th, p, kvh) - lse) * (train_dov(th, p, kvh) - dd);
+    let ds = exp(train_score(qr, p, kvh) - lse) * (train_dov(orow, p, kvh) - dd);
     let ko = (p * P.nkv + kvh) * P.hd;
     for (var d = 0u; d < {{HDL}}; d++) { acc[d] += ds * {{RND}}(f32(tk[ko + d])); }
   }
@@ -810,17 +827,33 @@ fn train_dkdv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
   let key = pk / P.nkv;
   let kvh = pk % P.nkv;
   let G = P.nh / P.nkv;
+  // This key's k and v rows, kept: each (query, head) below reads them once more.
+  var kr: array<f32, {{RHD}}>;
+  var vr: array<f32, {{RHD}}>;
+  let ko = (key * P.nkv + kvh) * P.hd;
+  for (var d = 0u; d < {{HDL}}; d++) {
+    kr[d] = {{RND}}(f32(tk[ko + d]));
+    vr[d] = {{RND}}(f32(tv[ko + d]));
+  }
   var dk: array<f32, {{RHD}}>;
   var dv: array<f32, {{RHD}}>;
   // queries that see this key: from the key itself to the end of its sequence (segStart is non-decreasing)
   for (var t = key; t < P.T && segStart[t] <= key; t++) {
     for (var g = 0u; g < G; g++) {
       let th = t * P.nh + kvh * G + g;
-      let pr = exp(train_score(th, key, kvh) - tStats[2u * th]);
-      let ds = pr * (train_dov(th, key, kvh) - tStats[2u * th + 1u]);
+      let qr = train_row_q(th);
+      let orow = train_row_dout(th);
+      var s = 0.0;
+      var o = 0.0;
       for (var d = 0u; d < {{HDL}}; d++) {
-        dv[d] += pr * {{RND}}(f32(tdOut[th * P.hd + d]));
-        dk[d] += ds * {{RND}}(f32(q[th * P.hd + d])) * P.scale;
+        s += qr[d] * kr[d];
+        o += orow[d] * vr[d];
+      }
+      let pr = exp(s * P.scale - tStats[2u * th]);
+      let ds = pr * (o - tStats[2u * th + 1u]);
+      for (var d = 0u; d < {{HDL}}; d++) {
+        dv[d] += pr * orow[d];
+        dk[d] += ds * qr[d] * P.scale;
       }
     }
   }

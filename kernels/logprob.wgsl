@@ -49,6 +49,17 @@ fn rescale(a: Acc, m2: f32) -> Acc {
   return Acc(m2, a.s * e, (a.u + d * a.s) * e);
 }
 
+// One more logit z into (m, s, u).
+fn push(a: Acc, z: f32) -> Acc {
+  var acc = a;
+  if (z > acc.m) { acc = rescale(acc, z); }
+  let d = z - acc.m;
+  let e = exp(d);
+  acc.s += e;
+  acc.u += e * d;
+  return acc;
+}
+
 fn merge(a: Acc, b: Acc) -> Acc {
   let m = max(a.m, b.m);
   let x = rescale(a, m);
@@ -65,14 +76,7 @@ fn chosen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   if (row >= P.T) { return; } // uniform per workgroup
   let base = row * P.V;
   var acc = Acc(LOWEST, 0.0, 0.0);
-  for (var j = lid.x; j < P.V; j += {{WG}}u) {
-    let z = logits[base + j] / P.temperature;
-    if (z > acc.m) { acc = rescale(acc, z); }
-    let d = z - acc.m;
-    let e = exp(d);
-    acc.s += e;
-    acc.u += e * d;
-  }
+  for (var j = lid.x; j < P.V; j += {{WG}}u) { acc = push(acc, logits[base + j] / P.temperature); }
   var stop = 1u; // smallest tree stride
   {{SG}}let own = acc;
   {{SG}}acc = rescale(acc, subgroupMax(acc.m));
@@ -109,4 +113,24 @@ fn chosen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     logp[row] = lp;
     entropy[row] = log_s - wu[0] / s;
   }
+}
+
+// ---- one invocation per row (CPU-backed adapters) ----
+// The same online (m, s, u) as `chosen`, but one invocation sweeps its whole
+// row in order: no workgroup memory, no barrier (where barriers are what
+// costs). WG_ROW rows per workgroup; 2-D grid when T is large.
+@compute @workgroup_size({{WG_ROW}})
+fn chosen_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = (wid.y * nwg.x + wid.x) * {{WG_ROW}}u + lid.x;
+  if (row >= P.T) { return; }
+  let base = row * P.V;
+  var acc = Acc(LOWEST, 0.0, 0.0);
+  for (var j = 0u; j < P.V; j++) { acc = push(acc, logits[base + j] / P.temperature); }
+  let log_s = log(acc.s);
+  let tgt = targets[row];
+  var lp = bitcast<f32>(0x7fc00000u | (tgt & 0u)); // NaN for a target out of range
+  if (tgt < P.V) { lp = logits[base + tgt] / P.temperature - acc.m - log_s; }
+  logp[row] = lp;
+  entropy[row] = log_s - acc.u / acc.s;
 }

@@ -223,3 +223,35 @@ fn lsm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     ls_dlogits[base + j] = d;
   }
 }
+
+// ---- lsm_backward, one invocation per row (CPU-backed adapters) ----
+// The same online (max, Σ) as `lsm_backward`, one invocation sweeping its
+// row in order, then writing it: no workgroup memory, no barrier. WG_ROW rows
+// per workgroup; 2-D grid when T is large.
+@compute @workgroup_size({{WG_ROW}})
+fn lsm_backward_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid3: vec3<u32>) {
+  let row = (wid.y * nwg.x + wid.x) * {{WG_ROW}}u + lid3.x;
+  if (row >= LP.T) { return; }
+  let base = row * LP.V;
+  var m = LOWEST;
+  var s = 0.0;
+  for (var j = 0u; j < LP.V; j++) {
+    let z = ls_logits[base + j] / LP.temperature;
+    if (z > m) {
+      s *= exp(m - z);
+      m = z;
+    }
+    s += exp(z - m);
+  }
+  let lse = m + log(s);
+  let tgt = ls_targets[row];
+  let bad = bitcast<f32>(0x7fc00000u | (tgt & 0u)); // NaN for a target out of range
+  let g = ls_dlogp[row] / LP.temperature;
+  for (var j = 0u; j < LP.V; j++) {
+    let p = exp(ls_logits[base + j] / LP.temperature - lse);
+    var d = g * (select(0.0, 1.0, j == tgt) - p);
+    if (tgt >= LP.V) { d = bad; }
+    ls_dlogits[base + j] = d;
+  }
+}

@@ -22,14 +22,19 @@
 //   logp = log softmax(l / T)[token], before truncation (the behaviour policy).
 // Every reduction has a fixed order, so a row's result is reproducible.
 //
-// Decode variant (ADV = "", STREAMS = read_write; ADV = "//", STREAMS = read
-// compiles it out): the lane that writes a row's token then does that row's
-// decode `advance` (kernels/decode.wgsl, CPU reference advanceRef in
-// src/kernels/decode.ts) in the same dispatch: appends (token, log-prob
-// bits) to the row's output window in `dec`, checks its stop ids and
-// budget, and feeds the token to the next step (dec_tokens, dec_pos, and the
-// stream index in `streams`, read above by lane 0 before the barrier that
-// precedes the pick). One dispatch a decode step fewer.
+// Decode variant (ADV = "", PLAIN = "//"; the plain sampler: ADV = "//",
+// PLAIN = ""): instead of writing tokens and logp, the lane that draws a
+// row's token does that row's decode `advance` (kernels/decode.wgsl, CPU
+// reference advanceRef in src/kernels/decode.ts) in the same dispatch:
+// appends (token, log-prob bits) to the row's output window in `dec`, checks
+// its stop ids and budget, and feeds the token to the next step (dec_tokens,
+// dec_pos, and the stream index in `streams`, read above by lane 0 before
+// the barrier that precedes the pick). One dispatch a decode step fewer.
+// With GATHER = "" it also writes the next step's input embedding,
+// x[row] = embed[dec_tokens[row]] (the whole vocabulary in one binding), as
+// the embedding gather would: one more dispatch fewer. Bindings are
+// numbered in the order the wrapper passes them, so the two variants number
+// theirs differently.
 //
 // Subgroup variant (SG = "", adapters with `subgroups`; SG = "//" compiles it
 // out): every workgroup reduction (max/argmax, min, the sums of the bisections
@@ -41,6 +46,7 @@
 // workgroup, and where it fails every lane keeps its own value and the full
 // tree runs. Both orders are fixed, so results stay reproducible per adapter.
 {{SG}}enable subgroups;
+{{ENABLE}}
 
 struct Params {
   V: u32,        // row stride of logits (the model's vocab_size)
@@ -54,16 +60,21 @@ struct Params {
   K: u32,        // decode variant: steps per window
   s: u32,        // decode variant: this step's index in the window
   out_base: u32, // decode variant: u32 index in `dec` where the output window starts
+  H: u32,        // decode variant with GATHER: hidden size (an embedding row)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;     // [B, V]
-@group(0) @binding(2) var<storage, read_write> tokens: array<u32>; // [B]
-@group(0) @binding(3) var<storage, read_write> logp: array<f32>;   // [B]
-@group(0) @binding(4) var<storage, {{STREAMS}}> streams: array<u32>; // [B, 2]: request key, token index
-{{ADV}}@group(0) @binding(5) var<storage, read_write> dec_tokens: array<u32>; // [R] next forward's input ids
-{{ADV}}@group(0) @binding(6) var<storage, read_write> dec_pos: array<u32>;    // [R] next forward's positions
-{{ADV}}@group(0) @binding(7) var<storage, read_write> dec: array<u32>;        // row states [R, STATE], window [R, K, 2] at out_base
+{{PLAIN}}@group(0) @binding(2) var<storage, read_write> tokens: array<u32>; // [B]
+{{PLAIN}}@group(0) @binding(3) var<storage, read_write> logp: array<f32>;   // [B]
+{{PLAIN}}@group(0) @binding(4) var<storage, read> streams: array<u32>;      // [B, 2]: request key, token index
+{{ADV}}@group(0) @binding(2) var<storage, read_write> streams: array<u32>;    // [B, 2]
+{{ADV}}@group(0) @binding(3) var<storage, read_write> dec_tokens: array<u32>; // [R] next forward's input ids
+{{ADV}}@group(0) @binding(4) var<storage, read_write> dec_pos: array<u32>;    // [R] next forward's positions
+{{ADV}}@group(0) @binding(5) var<storage, read_write> dec: array<u32>;        // row states [R, STATE], window [R, K, 2] at out_base
+{{GATHER}}@group(0) @binding(6) var<storage, read> embed: array<{{T}}>;        // [vocabulary, H]
+{{GATHER}}@group(0) @binding(7) var<storage, read_write> x: array<{{T}}>;      // [R, H] the next forward's input
+{{GATHER}}var<workgroup> next_tok: u32;
 {{ADV}}const MAX_STOP: u32 = {{MAX_STOP}}u;
 {{ADV}}const STATE: u32 = 4u + MAX_STOP;
 
@@ -173,6 +184,11 @@ fn reduce_argmax(k: u32, i: u32, lid: u32, stop: u32) -> vec2<u32> {
 /// bound from the dispatch's first row; dec, dec_tokens and dec_pos from row 0).
 {{ADV}}fn advance(r: u32, tok: u32, lp: f32) {
 {{ADV}}  let i = P.row0 + r;
+{{ADV}}  advance_row(r, i, tok, lp);
+{{GATHER}}  next_tok = dec_tokens[i]; // the next input: the token fed on, or a stopped row's last one
+{{ADV}}}
+
+{{ADV}}fn advance_row(r: u32, i: u32, tok: u32, lp: f32) {
 {{ADV}}  let st = i * STATE;
 {{ADV}}  if (dec[st + 1u] != 0u) { return; }
 {{ADV}}  let o = P.out_base + (i * P.K + P.s) * 2u;
@@ -193,6 +209,14 @@ fn reduce_argmax(k: u32, i: u32, lid: u32, stop: u32) -> vec2<u32> {
 {{ADV}}  dec_pos[i] = dec_pos[i] + 1u;
 {{ADV}}  streams[2u * r + 1u] = n;
 {{ADV}}}
+
+/// Decode variant with GATHER: every lane copies part of the next input's embedding row
+/// (after the advance lane has set next_tok; workgroupUniformLoad is the barrier).
+{{GATHER}}fn gather_next(r: u32, lid: u32) {
+{{GATHER}}  let tok = workgroupUniformLoad(&next_tok);
+{{GATHER}}  let o = (P.row0 + r) * P.H;
+{{GATHER}}  for (var d = lid; d < P.H; d += WG) { x[o + d] = embed[tok * P.H + d]; }
+{{GATHER}}}
 
 @compute @workgroup_size({{WG}})
 fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
@@ -236,10 +260,11 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   if (P.greedy != 0u) {
     if (lid == 0u) {
       let lp = -log(z);
-      tokens[row] = arg;
-      logp[row] = lp;
+      {{PLAIN}}tokens[row] = arg;
+      {{PLAIN}}logp[row] = lp;
       {{ADV}}advance(row, arg, lp);
     }
+    {{GATHER}}gather_next(row, lid);
     return;
   }
 
@@ -331,8 +356,9 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     if (tok == 0xffffffffu) { tok = last; } // rounding left the goal past the end
     let lp = (logits[base + tok] - m) * inv_t - log(z);
-    tokens[row] = tok;
-    logp[row] = lp;
+    {{PLAIN}}tokens[row] = tok;
+    {{PLAIN}}logp[row] = lp;
     {{ADV}}advance(row, tok, lp);
   }
+  {{GATHER}}gather_next(row, lid);
 }

@@ -5,11 +5,15 @@
 // engine records) against the composition it replaces: sample, then advance.
 import { describe, expect, test } from "bun:test";
 import { advanceRef, DECODE_STATE, loadDecode, MAX_STOP, rowState } from "../src/kernels/decode.ts";
+import type { Dtype } from "../src/kernels/common.ts";
+import { loadEmbedding } from "../src/kernels/embedding.ts";
+import { f32ToF16Bits } from "../src/kernels/f16.ts";
 import { loadSampler, sampleRef, type SampleOptions } from "../src/kernels/sample.ts";
 import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
+const F16 = GPU && (await gpuOrSkip()).features.f16;
 
 /** A small deterministic generator of u32s. */
 function lcg(seed: number): () => number {
@@ -128,64 +132,78 @@ describe.skipIf(!GPU)("decode.advance", () => {
     ["top-k + top-p", { temperature: 0.8, topK: 6, topP: 0.9, seed: 3 }],
     ["temperature", { temperature: 1.3, topK: 0, topP: 1, seed: 4 }],
   ];
-  for (const [name, opts] of modes) {
-    for (const [V, rowsPerDispatch] of [[12, 64], [2100, undefined]] as const) {
-      test(`sample with the advance fused = sample then advance, bit for bit (${name}, V ${V}${rowsPerDispatch ? ", split in dispatches of 64 rows" : ""})`, async () => {
-        const gpu = await gpuOrSkip();
-        const fused = await loadSampler(gpu, { decode: true, rowsPerDispatch });
-        const plain = await loadSampler(gpu, { rowsPerDispatch });
-        const adv = await loadDecode(gpu);
-        const R = 70;
-        const w = window(R, 3, Math.min(V, 12), 21 + V);
-        const rand = lcg(5 + V);
-        // Few distinct values, so ties and stop ids come up; a row of -inf-free logits.
-        const logits = Float32Array.from({ length: R * V }, () => ((rand() % 9) - 4) * 0.75 + (V > 12 ? (rand() % 1000) / 500 : 0));
-        const logitsB = gpu.buffer(logits, "logits");
-        const sides = [0, 1].map((j) => ({
-          tokOut: gpu.buffer(R * 4, `tok${j}`),
-          lpOut: gpu.buffer(R * 4, `lp${j}`),
-          tokens: gpu.buffer(w.tokens, `tokens${j}`),
-          pos: gpu.buffer(w.pos, `pos${j}`),
-          streams: gpu.buffer(w.streams, `streams${j}`),
-          dec: gpu.buffer(w.dec, `dec${j}`),
-        }));
-        // The CPU reference, step by step: sampleRef, then advanceRef.
-        const ref = { tokens: w.tokens.slice(), pos: w.pos.slice(), streams: w.streams.slice(), dec: w.dec.slice() };
-        try {
-          for (let s = 0; s < w.K; s++) {
-            const [f, p] = sides;
-            const b = gpu.batch();
-            fused.sample(b, logitsB, f.tokOut, f.lpOut, R, V, opts, f.streams, { tokens: f.tokens, pos: f.pos, dec: f.dec, K: w.K, s, outBase: w.outBase });
-            plain.sample(b, logitsB, p.tokOut, p.lpOut, R, V, opts, p.streams);
-            adv.advance(b, p.tokOut, p.lpOut, p.tokens, p.pos, p.streams, p.dec, R, w.K, s, w.outBase);
-            b.submit();
-            for (const key of ["tokOut", "lpOut", "tokens", "pos", "streams", "dec"] as const) {
-              const [got, want] = await Promise.all([gpu.readU32(f[key]), gpu.readU32(p[key])]);
-              expectClose(got, want, TOL.exact.atol, TOL.exact.rtol, `${key} after step ${s}`);
-            }
-            const r = sampleRef(logits, R, V, opts, ref.streams);
-            advanceRef(r.tokens, r.logp, ref.tokens, ref.pos, ref.streams, ref.dec, R, w.K, s, w.outBase);
-            const lp = await gpu.readF32(f.lpOut);
-            expectClose(lp, r.logp, TOL.sample_logp.atol, TOL.sample_logp.rtol, `logp vs reference after step ${s}`);
-            if (opts.temperature === 0) {
-              // Greedy draws nothing: the reference agrees exactly on every integer (the log-prob bits in dec aside).
-              const dec = await gpu.readU32(f.dec);
-              for (let i = 0; i < R * w.K; i++) dec[w.outBase + 2 * i + 1] = ref.dec[w.outBase + 2 * i + 1];
-              expectClose(dec, ref.dec, TOL.exact.atol, TOL.exact.rtol, `dec vs reference after step ${s}`);
-              expectClose(await gpu.readU32(f.tokens), ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens vs reference after step ${s}`);
-            }
+  // [V, rows per dispatch (a split), the dtype of the next-embedding gather (null: none)]
+  const configs: [number, number | undefined, Dtype | null][] = [
+    [12, 64, "f32"],
+    [2100, undefined, null],
+  ];
+  const cases: [string, SampleOptions, number, number | undefined, Dtype | null][] = modes.flatMap(([name, opts]) => configs.map(([V, split, g]) => [name, opts, V, split, g] as [string, SampleOptions, number, number | undefined, Dtype | null]));
+  cases.push(["greedy", modes[0][1], 300, undefined, "f16"]);
+  for (const [name, opts, V, rowsPerDispatch, gather] of cases) {
+    const what = `${name}, V ${V}${rowsPerDispatch ? ", split in dispatches of 64 rows" : ""}${gather ? `, next embeddings (${gather})` : ""}`;
+    test.skipIf(gather === "f16" && !F16)(`sample with the advance fused = sample then advance${gather ? " then gather" : ""}, bit for bit (${what})`, async () => {
+      const gpu = await gpuOrSkip();
+      const fused = await loadSampler(gpu, gather ? { gather, rowsPerDispatch } : { decode: true, rowsPerDispatch });
+      const plain = await loadSampler(gpu, { rowsPerDispatch });
+      const adv = await loadDecode(gpu);
+      const emb = gather ? await loadEmbedding(gpu, gather) : null;
+      const R = 70;
+      const H = 40;
+      const w = window(R, 3, Math.min(V, 12), 21 + V);
+      const rand = lcg(5 + V);
+      // Few distinct values, so ties and stop ids come up; a row of -inf-free logits.
+      const logits = Float32Array.from({ length: R * V }, () => ((rand() % 9) - 4) * 0.75 + (V > 12 ? (rand() % 1000) / 500 : 0));
+      const logitsB = gpu.buffer(logits, "logits");
+      const table = Float32Array.from({ length: V * H }, () => (rand() % 2001) / 1000 - 1);
+      const tableB = gpu.buffer(gather === "f16" ? f32ToF16Bits(table) : table, "embedding");
+      const xBytes = R * H * (gather === "f16" ? 2 : 4);
+      const sides = [0, 1].map((j) => ({
+        tokOut: gpu.buffer(R * 4, `tok${j}`),
+        lpOut: gpu.buffer(R * 4, `lp${j}`),
+        tokens: gpu.buffer(w.tokens, `tokens${j}`),
+        pos: gpu.buffer(w.pos, `pos${j}`),
+        streams: gpu.buffer(w.streams, `streams${j}`),
+        dec: gpu.buffer(w.dec, `dec${j}`),
+        x: gpu.buffer(xBytes, `x${j}`),
+      }));
+      // The CPU reference, step by step: sampleRef, then advanceRef.
+      const ref = { tokens: w.tokens.slice(), pos: w.pos.slice(), streams: w.streams.slice(), dec: w.dec.slice() };
+      try {
+        for (let s = 0; s < w.K; s++) {
+          const [f, p] = sides;
+          const b = gpu.batch();
+          const embed = gather ? { table: tableB, x: f.x, H } : undefined;
+          fused.sample(b, logitsB, f.tokOut, f.lpOut, R, V, opts, f.streams, { tokens: f.tokens, pos: f.pos, dec: f.dec, K: w.K, s, outBase: w.outBase, embed });
+          plain.sample(b, logitsB, p.tokOut, p.lpOut, R, V, opts, p.streams);
+          adv.advance(b, p.tokOut, p.lpOut, p.tokens, p.pos, p.streams, p.dec, R, w.K, s, w.outBase);
+          emb?.gather(b, p.tokens, tableB, p.x, R, H, 0, V);
+          b.submit();
+          for (const key of ["tokens", "pos", "streams", "dec", ...(gather ? ["x" as const] : [])] as const) {
+            const [got, want] = await Promise.all([gpu.readU32(f[key]), gpu.readU32(p[key])]);
+            expectClose(got, want, TOL.exact.atol, TOL.exact.rtol, `${key} after step ${s}`);
           }
-          // Both outcomes came up: some rows stopped, some still run.
-          const dec = await gpu.readU32(sides[0].dec);
-          const done = Array.from({ length: R }, (_, i) => dec[i * DECODE_STATE + 1]).filter(Boolean).length;
-          expect(done).toBeGreaterThan(0);
-          expect(done).toBeLessThan(R);
-        } finally {
-          logitsB.destroy();
-          for (const side of sides) for (const x of Object.values(side)) x.destroy();
+          const r = sampleRef(logits, R, V, opts, ref.streams);
+          advanceRef(r.tokens, r.logp, ref.tokens, ref.pos, ref.streams, ref.dec, R, w.K, s, w.outBase);
+          expectClose(await gpu.readF32(p.lpOut), r.logp, TOL.sample_logp.atol, TOL.sample_logp.rtol, `logp vs reference after step ${s}`);
+          if (opts.temperature === 0) {
+            // Greedy draws nothing: the reference agrees exactly on every integer (the log-prob bits in dec aside).
+            const dec = await gpu.readU32(f.dec);
+            for (let i = 0; i < R * w.K; i++) dec[w.outBase + 2 * i + 1] = ref.dec[w.outBase + 2 * i + 1];
+            expectClose(dec, ref.dec, TOL.exact.atol, TOL.exact.rtol, `dec vs reference after step ${s}`);
+            expectClose(await gpu.readU32(f.tokens), ref.tokens, TOL.exact.atol, TOL.exact.rtol, `tokens vs reference after step ${s}`);
+          }
         }
-      });
-    }
+        // Both outcomes came up: some rows stopped, some still run.
+        const dec = await gpu.readU32(sides[0].dec);
+        const done = Array.from({ length: R }, (_, i) => dec[i * DECODE_STATE + 1]).filter(Boolean).length;
+        expect(done).toBeGreaterThan(0);
+        expect(done).toBeLessThan(R);
+      } finally {
+        logitsB.destroy();
+        tableB.destroy();
+        for (const side of sides) for (const x of Object.values(side)) x.destroy();
+      }
+    });
   }
 
   test("a fused advance needs a sampler loaded for decode, and checks its window", async () => {
@@ -199,6 +217,7 @@ describe.skipIf(!GPU)("decode.advance", () => {
       const t = (s: number, outBase: number) => ({ tokens: small, pos: small, dec, K: 2, s, outBase });
       const b = gpu.batch();
       expect(() => plain.sample(b, small, small, small, 1, 4, greedy, small, t(0, DECODE_STATE))).toThrow(/decode: true/);
+      expect(() => fused.sample(b, small, small, small, 1, 4, greedy, small, { ...t(0, DECODE_STATE), embed: { table: small, x: small, H: 2 } })).toThrow(/gather: dtype/);
       expect(() => fused.sample(b, small, small, small, 1, 4, greedy, small, t(2, DECODE_STATE))).toThrow(/step 2 outside/);
       expect(() => fused.sample(b, small, small, small, 1, 4, greedy, small, t(0, 1))).toThrow(/outBase 1 overlaps/);
       b.submit();

@@ -8,6 +8,7 @@ import type { Gpu } from "../src/gpu/index.ts";
 import { adamwRef, clipFactor, loadAdamW, lrAt, normSqRef, type AdamWOptions } from "../src/kernels/adamw.ts";
 import { f16BitsToF32, roundToF16 } from "../src/kernels/f16.ts";
 import { loadLoss, logsoftmaxBackwardRef, sftRef, STAT, STATS_LEN } from "../src/kernels/loss.ts";
+import type { RowVariant } from "../src/kernels/rmsnorm.ts";
 import { policyLoss } from "../src/rl/policy_loss.ts";
 import { expectClose, gpuOrSkip, hasGpu, policyStatsOf, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
@@ -470,8 +471,8 @@ function randomTargets(T: number, V: number, seed: number): Uint32Array {
 }
 
 describe.skipIf(!GPU)("loss.logsoftmaxBackward", () => {
-  async function run(gpu: Gpu, logits: Float32Array, targets: Uint32Array, dlogp: Float32Array, T: number, V: number, temp: number, subgroups = false) {
-    const loss = await loadLoss(gpu, { subgroups });
+  async function run(gpu: Gpu, logits: Float32Array, targets: Uint32Array, dlogp: Float32Array, T: number, V: number, temp: number, subgroups = false, variant?: RowVariant) {
+    const loss = await loadLoss(gpu, { subgroups, variant: variant ?? (subgroups ? "workgroup" : undefined) });
     const bufs = [gpu.buffer(logits, "logits"), gpu.buffer(targets, "targets"), gpu.buffer(dlogp, "dlogp")];
     const out = gpu.buffer(new Float32Array(T * V).fill(-99), "dlogits");
     const b = gpu.batch();
@@ -482,9 +483,9 @@ describe.skipIf(!GPU)("loss.logsoftmaxBackward", () => {
     return got;
   }
 
-  // Both reductions: the shared-memory tree, and subgroups first (off by default; src/kernels/loss.ts).
-  for (const subgroups of [false, true])
-  test(`every element against the reference${subgroups ? " (subgroup reductions)" : ""}: V below and above the workgroup, temperatures, big logits, a zero row`, async () => {
+  // Every variant: the shared-memory tree, subgroups first (off by default; src/kernels/loss.ts), one invocation per row (CPU adapters).
+  for (const [subgroups, variant] of [[false, "workgroup"], [true, "workgroup"], [false, "row"]] as const)
+  test(`every element against the reference (${variant}${subgroups ? ", subgroup reductions" : ""}): V below and above the workgroup, temperatures, big logits, a zero row`, async () => {
     const gpu = await gpuOrSkip();
     for (const [T, V, temp, scale] of [[3, 5, 1, 2], [9, 700, 0.6, 4], [4, 257, 1.0, 60], [2, 1000, 1.3, 1], [3, 151936, 1, 8]]) {
       const logits = randn(T * V, T + V, scale);
@@ -493,8 +494,8 @@ describe.skipIf(!GPU)("loss.logsoftmaxBackward", () => {
       const dlogp = randn(T, V, 1);
       dlogp[T - 1] = 0; // a masked token: its row of dlogits is exactly 0
       const want = logsoftmaxBackwardRef(logits, targets, dlogp, T, V, temp);
-      const got = await run(gpu, logits, targets, dlogp, T, V, temp, subgroups);
-      check(got, want, "loss_lsm_backward", `logsoftmaxBackward T=${T} V=${V} τ=${temp} scale=${scale}${subgroups ? " subgroups" : ""}`);
+      const got = await run(gpu, logits, targets, dlogp, T, V, temp, subgroups, variant);
+      check(got, want, "loss_lsm_backward", `logsoftmaxBackward T=${T} V=${V} τ=${temp} scale=${scale} ${variant}${subgroups ? " subgroups" : ""}`);
       check(got.subarray((T - 1) * V).map(Math.abs), new Float32Array(V), "exact", "zero dlogp row");
     }
   });

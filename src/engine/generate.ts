@@ -23,7 +23,7 @@
 import { yieldToEventLoop, type Gpu } from "../gpu/index.ts";
 import { hashString } from "../util/random.ts";
 import { DECODE_STATE, MAX_STOP, rowState } from "../kernels/decode.ts";
-import { loadSampler } from "../kernels/sample.ts";
+import { loadSampler, type NextEmbedding } from "../kernels/sample.ts";
 import { KvCache } from "./kv_cache.ts";
 import { createWorkspace, elementBytes, type ForwardNumerics, type Qwen2Gpu, type Workspace } from "./model.ts";
 
@@ -154,6 +154,8 @@ export class Engine {
   private readonly window: number;
   /** A decode window submitted before the previous one was read (see decode). */
   private ahead: DecodeWindow | null = null;
+  /** Where the decode sampler writes the next step's input embeddings (the embedding in one binding), else undefined: a gather per step. */
+  private readonly nextEmbed: NextEmbedding | undefined;
 
   private constructor(
     readonly model: Qwen2Gpu,
@@ -181,14 +183,17 @@ export class Engine {
     this.numerics = { decodeChunk: opts.decodeChunk ?? DECODE_CHUNK, logitsPath: opts.maxBatch <= 32 ? "decode" : "prefill" };
     this.stats = { decodeSteps: 0, decodeRows: 0, readbacks: 0, tokens: 0, windowsAhead: 0, maxBatch: opts.maxBatch };
     this.window = opts.syncEvery ?? DECODE_WINDOW;
+    const embed = model.weights.embed.chunks;
+    this.nextEmbed = embed.length === 1 ? { table: embed[0].buffer, x: this.ws.x, H: c.hiddenSize } : undefined;
   }
 
   static async create(model: Qwen2Gpu, opts: EngineOptions): Promise<Engine> {
     const gpu: Gpu = model.gpu;
     const window = opts.syncEvery ?? DECODE_WINDOW;
     if (!Number.isInteger(window) || window < 1) throw new Error(`engine: syncEvery must be an integer >= 1, got ${opts.syncEvery}`);
-    // decode: the sampler with each row's decode advance in the same dispatch (kernels/sample.wgsl).
-    const sampler = await loadSampler(gpu, { decode: true });
+    // decode: the sampler with each row's decode advance in the same dispatch (kernels/sample.wgsl),
+    // and the next step's input embeddings where the embedding is one binding.
+    const sampler = await loadSampler(gpu, model.weights.embed.chunks.length === 1 ? { gather: model.dtype } : { decode: true });
     const B = opts.maxBatch;
     return new Engine(model, opts, sampler, gpu.buffer(B * 4, "sample.tokens"), gpu.buffer(B * 4, "sample.logp"), gpu.buffer(B * 8, "sample.streams"), gpu.buffer(4 * B * (DECODE_STATE + 2 * window), "decode.state"));
   }
@@ -358,8 +363,10 @@ export class Engine {
     const { temperature, topK, topP, seed } = sampling;
     const b = gpu.batch();
     for (let step = 0; step < k; step++) {
-      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics, true);
-      const advance = { tokens: ws.tokens, pos: ws.tokPos, dec: this.dec, K: k, s: step, outBase };
+      // After a window's first step (or in a window run ahead) the last step's sampler wrote x.
+      const embedded = this.nextEmbed !== undefined && (step > 0 || ahead !== undefined);
+      this.model.recordForward(b, ws, this.cache, R, R, "decode", this.numerics, { rowsAreTokens: true, embedded });
+      const advance = { tokens: ws.tokens, pos: ws.tokPos, dec: this.dec, K: k, s: step, outBase, embed: this.nextEmbed };
       this.sampler.sample(b, ws.logits, this.tokOut, this.lpOut, R, V, { temperature, topK, topP, seed, vocabLimit: this.opts.vocabLimit }, this.streams, advance);
     }
     b.submit();

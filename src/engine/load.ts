@@ -106,7 +106,7 @@ export async function sequenceLogits(m: Qwen2Gpu, tokens: number[], chunk = 64, 
       gpu.write(ws.tokPos, Uint32Array.from({ length: n }, (_, i) => s + i));
       gpu.write(ws.rowIdx, Uint32Array.from({ length: n }, (_, i) => i));
       const b = gpu.batch();
-      m.recordForward(b, ws, cache, n, n, "prefill", {}, rowsAreTokens);
+      m.recordForward(b, ws, cache, n, n, "prefill", {}, { rowsAreTokens });
       b.submit();
       out.set(await gpu.readF32(ws.logits, n * c.vocabSize), s * c.vocabSize);
     }

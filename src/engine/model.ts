@@ -238,11 +238,13 @@ export class Qwen2Gpu {
    * `mode` picks the attention kernel: "decode" when every sequence has one
    * token here, "prefill" otherwise. `numerics` fixes what would otherwise
    * follow the batch (the engine passes constants, so a sequence's results
-   * depend on its own context only). `rowsAreTokens`: the R = T rows are
-   * the tokens in order (every decode step), so the LM head reads the
+   * depend on its own context only). `rows.rowsAreTokens`: the R = T rows
+   * are the tokens in order (every decode step), so the LM head reads the
    * residual stream itself and ws.rowIdx is not read: one dispatch fewer.
+   * `rows.embedded`: ws.x already holds the tokens' embeddings (the decode
+   * sampler wrote them, Sampler.sample's `advance.embed`): no gather.
    */
-  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}, rowsAreTokens = false): void {
+  recordForward(b: Batch, ws: Workspace, cache: KvCache, T: number, R: number, mode: "prefill" | "decode", numerics: ForwardNumerics = {}, rows: { rowsAreTokens?: boolean; embedded?: boolean } = {}): void {
     const c = this.config;
     const { mm, emb, rope, attn, form } = this.k;
     const H = c.hiddenSize;
@@ -253,7 +255,7 @@ export class Qwen2Gpu {
     if (T > ws.capacity || R > ws.rowCapacity) {
       throw new Error(`forward of ${T} tokens / ${R} logit rows exceeds the workspace (${ws.capacity} / ${ws.rowCapacity})`);
     }
-    for (const ch of this.weights.embed.chunks) emb.gather(b, ws.tokens, ch.buffer, ws.x, T, H, ch.row0, ch.rows);
+    if (!rows.embedded) for (const ch of this.weights.embed.chunks) emb.gather(b, ws.tokens, ch.buffer, ws.x, T, H, ch.row0, ch.rows);
     const bs = cache.cfg.blockSize;
     const mb = cache.maxBlocks;
     const scale = 1 / Math.sqrt(hd);
@@ -281,7 +283,7 @@ export class Qwen2Gpu {
       mm.matmul(b, ws.a, w.wd, null, ws.x, T, H, I, { path: mode, residual: true });
     }
     if (R === 0) return;
-    if (rowsAreTokens) {
+    if (rows.rowsAreTokens) {
       if (R !== T) throw new Error(`forward: rowsAreTokens needs one logit row per token, got R ${R} for T ${T}`);
       this.recordLogits(b, ws.x, ws.logits, R, numerics.logitsPath);
       return;

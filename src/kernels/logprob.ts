@@ -10,8 +10,10 @@ import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
 import { checkBinding, checkCount, grid, sameBuffer } from "./common.ts";
+import { type RowVariant, rowVariant } from "./rmsnorm.ts";
 
 const WG = 256; // power of two (tree reduction)
+const WG_ROW = 64; // rows per workgroup in the one-invocation-per-row variant
 
 /**
  * f64 reference over z = f32(logit / temperature) (the GPU divides in f32):
@@ -53,16 +55,22 @@ export function logprobRef(
 }
 
 /**
- * `subgroups: true` merges within subgroups before the shared-memory tree
- * (kernels/logprob.wgsl; adapters with `subgroups`). Off by default on every
- * adapter kind: on lavapipe the two measured the same (the sweep over V
- * dominates; benchmarks/RESULTS.md), and no GPU figure exists yet
- * (scripts/gpu-check.sh times both).
+ * `variant`: "workgroup" (one workgroup per row, a tree merge; hardware GPUs)
+ * or "row" (one invocation sweeps a row: CPU-backed adapters, where the
+ * tree's barriers are what costs); default per adapter kind (`rowVariant`),
+ * "workgroup" when subgroups are asked for.
+ * `subgroups: true` (workgroup variant) merges within subgroups before the
+ * shared-memory tree (kernels/logprob.wgsl; adapters with `subgroups`). Off
+ * by default on every adapter kind: on lavapipe the two measured the same
+ * (the sweep over V dominates; benchmarks/RESULTS.md), and no GPU figure
+ * exists yet (scripts/gpu-check.sh times both).
  */
-export async function loadLogprob(gpu: Gpu, opts: { subgroups?: boolean } = {}) {
+export async function loadLogprob(gpu: Gpu, opts: { subgroups?: boolean; variant?: RowVariant } = {}) {
   const sg = opts.subgroups === true;
   if (sg && !gpu.features.subgroups) throw new KernelError(`logprob: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
-  const k = await gpu.kernel("logprob", "chosen", { WG, SG: sg ? "" : "//" });
+  const row = (opts.variant ?? (sg ? "workgroup" : rowVariant(gpu))) === "row";
+  if (row && sg) throw new KernelError("logprob: subgroups apply to the workgroup variant, not the row variant");
+  const k = await gpu.kernel("logprob", row ? "chosen_row" : "chosen", { WG, WG_ROW, SG: sg ? "" : "//" });
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   return {
     /**
@@ -87,7 +95,7 @@ export async function loadLogprob(gpu: Gpu, opts: { subgroups?: boolean } = {}) 
       b.dispatch(k, {
         params: params().u32(T).u32(V).f32(temperature),
         buffers: [logits, targets, logp, entropy],
-        groups: grid(T, max, what),
+        groups: grid(row ? Math.ceil(T / WG_ROW) : T, max, what),
         label: "logprob",
       });
     },

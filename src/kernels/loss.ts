@@ -19,8 +19,10 @@ import type { Batch } from "../gpu/batch.ts";
 import type { Binding, Gpu } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
 import { checkBinding, checkCount, grid, sameBuffer } from "./common.ts";
+import { type RowVariant, rowVariant } from "./rmsnorm.ts";
 
 const WG = 256; // power of two (tree reductions)
+const WG_ROW = 64; // rows per workgroup in the log-softmax backward's one-invocation-per-row variant
 
 /** Slots of the f32 statistics buffer the policy and sft kernels write. */
 export const STAT = { loss: 0, tokens: 1, clipLow: 2, clipHigh: 3, klSum: 4, ratioSum: 5, clipDual: 6, tisWeightSum: 7 } as const;
@@ -114,19 +116,25 @@ function checkDistinct(what: string, outs: [Binding, string][], ins: [Binding, s
 }
 
 /**
+ * `variant` of the log-softmax backward: "workgroup" (one workgroup per row, a
+ * tree merge; hardware GPUs) or "row" (one invocation per row: CPU-backed
+ * adapters); default per adapter kind (`rowVariant`), "workgroup" when
+ * subgroups are asked for.
  * `subgroups: true`: the log-softmax backward merges its (max, Σ) pairs within
  * subgroups before the shared-memory tree (kernels/loss.wgsl; adapters with
  * `subgroups`). Off by default on every adapter kind: the sweep over V
  * dominates as in logprob, and no GPU has measured it (benchmarks/RESULTS.md).
  */
-export async function loadLoss(gpu: Gpu, opts: { subgroups?: boolean } = {}) {
+export async function loadLoss(gpu: Gpu, opts: { subgroups?: boolean; variant?: RowVariant } = {}) {
   const sg = opts.subgroups === true;
   if (sg && !gpu.features.subgroups) throw new KernelError(`loss: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
-  const c = { WG, SG: sg ? "" : "//" };
+  const row = (opts.variant ?? (sg ? "workgroup" : rowVariant(gpu))) === "row";
+  if (row && sg) throw new KernelError("loss: subgroups apply to the log-softmax backward's workgroup variant, not the row variant");
+  const c = { WG, WG_ROW, SG: sg ? "" : "//" };
   const [kPolicy, kSft, kLsm] = await Promise.all([
     gpu.kernel("loss", "policy", c),
     gpu.kernel("loss", "sft", c),
-    gpu.kernel("loss", "lsm_backward", c),
+    gpu.kernel("loss", row ? "lsm_backward_row" : "lsm_backward", c),
   ]);
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   return {
@@ -227,7 +235,7 @@ export async function loadLoss(gpu: Gpu, opts: { subgroups?: boolean } = {}) {
       b.dispatch(kLsm, {
         params: params().u32(T).u32(V).f32(temperature),
         buffers: [logits, targets, dlogp, dlogits],
-        groups: grid(T, maxGroups, what),
+        groups: grid(row ? Math.ceil(T / WG_ROW) : T, maxGroups, what),
         label: "loss.lsm_backward",
       });
     },

@@ -22,6 +22,7 @@
  */
 import type { Batch, Binding, Gpu, Kernel } from "../gpu/index.ts";
 import { KernelError, params } from "../gpu/index.ts";
+import { checkBinding, dtypeConstants, type Dtype } from "./common.ts";
 import { checkAdvance, MAX_STOP, type AdvanceTarget } from "./decode.ts";
 
 /**
@@ -59,9 +60,20 @@ export interface Sampler {
    * split into several dispatches (each a multiple of 64 rows) internally.
    * With `advance` (a sampler loaded with `decode: true`), each row's decode
    * `advance` (src/kernels/decode.ts) runs in the same dispatch, right after
-   * its token is drawn: the same results as `sample` then `advance`.
+   * its token is drawn: the same results as `sample` then `advance`, except
+   * that `tokens` and `logp` are not written (the row's output window in
+   * `dec` holds both). With `advance.embed` (a sampler loaded with
+   * `gather: dtype`) it also writes the next step's input embeddings,
+   * x [B, H] = table[the rows' next input tokens], as embedding.gather would.
    */
-  sample(b: Batch, logits: Binding, tokens: Binding, logp: Binding, B: number, V: number, opts: SampleOptions, streams: Binding, advance?: AdvanceTarget): void;
+  sample(b: Batch, logits: Binding, tokens: Binding, logp: Binding, B: number, V: number, opts: SampleOptions, streams: Binding, advance?: AdvanceTarget & { embed?: NextEmbedding }): void;
+}
+
+/** Where the decode sampler writes the next step's input embeddings: x [B, H] from table [vocabulary, H] (one binding). */
+export interface NextEmbedding {
+  table: Binding;
+  x: Binding;
+  H: number;
 }
 
 const f = Math.fround;
@@ -314,21 +326,26 @@ function bindingParts(b: Binding): { buffer: GPUBuffer; offset: number; size: nu
  * adapter kind until a GPU has measured it (benchmarks/RESULTS.md;
  * scripts/gpu-check.sh times both).
  */
-export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; subgroups?: boolean; decode?: boolean } = {}): Promise<Sampler> {
+export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; subgroups?: boolean; decode?: boolean; gather?: Dtype } = {}): Promise<Sampler> {
   const sg = tuning.subgroups === true;
   if (sg && !gpu.features.subgroups) throw new KernelError(`loadSampler: subgroups asked for, but adapter "${gpu.adapter.description}" lacks the feature`);
   const cap = tuning.rowsPerDispatch;
   if (cap !== undefined && !(Number.isInteger(cap) && cap > 0 && cap % 64 === 0)) {
     throw new KernelError(`loadSampler: rowsPerDispatch must be a positive multiple of 64, got ${cap}`);
   }
-  // By workgroup size; `decode`: the variant with the decode advance (tuning.decode).
+  // By workgroup size and variant: plain; "decode" (tuning.decode: the decode advance);
+  // "gather" (tuning.gather: the advance and the next input's embedding, in that dtype).
   const kernels = new Map<string, Kernel>();
+  const variants = ["plain", ...(tuning.decode ? ["decode"] : []), ...(tuning.gather ? ["gather"] : [])];
+  const types = tuning.gather ? dtypeConstants(gpu, tuning.gather, "sample") : { T: "f32", ENABLE: "" };
   for (const wg of [sampleWorkgroupSize(1), sampleWorkgroupSize(SMALL_V + 1)]) {
-    for (const adv of tuning.decode ? [false, true] : [false]) {
-      const constants = { WG: wg, SG: sg ? "" : "//", ADV: adv ? "" : "//", STREAMS: adv ? "read_write" : "read", MAX_STOP };
-      kernels.set(`${wg}${adv ? "/decode" : ""}`, await gpu.kernel("sample", "sample", constants));
+    for (const v of variants) {
+      const on = (b: boolean) => (b ? "" : "//");
+      const constants = { WG: wg, SG: on(sg), PLAIN: on(v === "plain"), ADV: on(v !== "plain"), GATHER: on(v === "gather"), MAX_STOP, ...(v === "gather" ? types : { T: "f32", ENABLE: "" }) };
+      kernels.set(`${wg}/${v}`, await gpu.kernel("sample", "sample", constants));
     }
   }
+  const elementBytes = tuning.gather === "f16" ? 2 : 4;
   const maxBinding = gpu.limits.maxStorageBufferBindingSize;
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   const align = gpu.limits.minStorageBufferOffsetAlignment;
@@ -342,13 +359,19 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; 
     V: number,
     opts: SampleOptions,
     streams: Binding,
-    advance?: AdvanceTarget,
+    advance?: AdvanceTarget & { embed?: NextEmbedding },
   ): void {
     const { invT, greedy, limit } = checkOptions(V, opts);
     if (!Number.isInteger(B) || B < 0) throw new KernelError(`sample: B must be an integer >= 0, got ${B}`);
+    const embed = advance?.embed;
     if (advance) {
-      if (!tuning.decode) throw new KernelError("sample: an advance needs a sampler loaded with { decode: true }");
+      if (!(embed ? tuning.gather : tuning.decode)) throw new KernelError(`sample: an advance${embed ? " with the next embedding needs a sampler loaded with { gather: dtype }" : " needs a sampler loaded with { decode: true }"}`);
       checkAdvance("sample+advance", B, streams, advance);
+    }
+    if (embed) {
+      if (!Number.isInteger(embed.H) || embed.H < 1) throw new KernelError(`sample: embedding width H must be a positive integer, got ${embed.H}`);
+      checkBinding(embed.table, limit * embed.H, elementBytes, "embedding table", "sample+advance");
+      checkBinding(embed.x, B * embed.H, elementBytes, "x", "sample+advance");
     }
     if (B === 0) return;
     const L = bindingParts(logits);
@@ -374,7 +397,7 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; 
     let rows = Math.min(B, maxGroups, Math.floor(maxBinding / (V * 4)), tuning.rowsPerDispatch ?? Infinity);
     if (rows < B) rows -= rows % 64;
     if (rows < 1) throw new KernelError(`sample: one row of V=${V} logits does not fit a storage binding`);
-    const kernel = kernels.get(`${sampleWorkgroupSize(V)}${advance ? "/decode" : ""}`)!;
+    const kernel = kernels.get(`${sampleWorkgroupSize(V)}/${embed ? "gather" : advance ? "decode" : "plain"}`)!;
     for (let r0 = 0; r0 < B; r0 += rows) {
       const n = Math.min(rows, B - r0);
       const u = params()
@@ -388,14 +411,14 @@ export async function loadSampler(gpu: Gpu, tuning: { rowsPerDispatch?: number; 
         .u32(r0)
         .u32(advance?.K ?? 0)
         .u32(advance?.s ?? 0)
-        .u32(advance?.outBase ?? 0);
-      const buffers: Binding[] = [
-        { buffer: L.buffer, offset: L.offset + r0 * V * 4, size: n * V * 4 },
-        { buffer: T.buffer, offset: T.offset + r0 * 4, size: n * 4 },
-        { buffer: P.buffer, offset: P.offset + r0 * 4, size: n * 4 },
-        { buffer: S.buffer, offset: S.offset + r0 * 8, size: n * 8 },
-      ];
-      if (advance) buffers.push(advance.tokens, advance.pos, advance.dec);
+        .u32(advance?.outBase ?? 0)
+        .u32(embed?.H ?? 0);
+      const logitRows = { buffer: L.buffer, offset: L.offset + r0 * V * 4, size: n * V * 4 };
+      const rowStreams = { buffer: S.buffer, offset: S.offset + r0 * 8, size: n * 8 };
+      // In the order of the variant's bindings (kernels/sample.wgsl).
+      const buffers: Binding[] = advance
+        ? [logitRows, rowStreams, advance.tokens, advance.pos, advance.dec, ...(embed ? [embed.table, embed.x] : [])]
+        : [logitRows, { buffer: T.buffer, offset: T.offset + r0 * 4, size: n * 4 }, { buffer: P.buffer, offset: P.offset + r0 * 4, size: n * 4 }, rowStreams];
       b.dispatch(kernel, { params: u, buffers, groups: [n], label: advance ? "sample+advance" : "sample" });
     }
   }
