@@ -188,10 +188,10 @@ function staleRounds(log: string): { got: number; distinct: number; dups: number
 const prefetched = (log: string) => [...log.matchAll(/learner: round \S+ \(step\.round (\S+)\) prefetched 1 update\(s\) ahead: 8 requests at version (\d+), servable by version (\d+) or newer/g)].map((m) => `${m[1]}@${m[2]}>=${m[3]}`);
 
 describe.skipIf(NO_REDIS !== null || !GPU)("a learner at staleness 1", () => {
+  beforeAll(() => writeFileSync(join(ROOT, "config.json"), JSON.stringify(CONFIG)));
   test("two workers generate the next step during each update; every step trains on exactly 8 completions at most 1 version old; Ctrl-C discards the prefetched step, --resume goes on", async () => {
     const url = redis!.url;
     const out = join(ROOT, "stale");
-    writeFileSync(join(ROOT, "config.json"), JSON.stringify(CONFIG));
     const args = ["train", "--config", join(ROOT, "config.json"), "--out", out, "--no-progress", "--broker", url, "--staleness", "1"];
     const w = [siri("s1", ["worker", "--broker", url, "--name", "s1", "--batch", "4"]), siri("s2", ["worker", "--broker", url, "--name", "s2", "--batch", "4"])];
     // Ctrl-C during step 1: it finishes, step 2 was prefetched before its update and is never reached.
@@ -237,5 +237,20 @@ describe.skipIf(NO_REDIS !== null || !GPU)("a learner at staleness 1", () => {
     expect(total).toBeLessThanOrEqual(40);
     expect(await queued(url)).toBe(0);
     expect(readFileSync(join(out, "config.json"), "utf8")).toContain('"staleness": 1');
+  }, 300_000);
+
+  test("no live worker: nothing is prefetched, each round is generated locally and on-policy", async () => {
+    const out = join(ROOT, "stale-alone");
+    const args = ["train", "--config", join(ROOT, "config.json"), "--out", out, "--no-progress", "--broker", redis!.url, "--staleness", "1", "--workers-grace", "0", "--steps", "2"];
+    const learner = siri("stale-alone", args);
+    expect(await learner.proc.exited).toBe(0);
+    const log = learner.stderr();
+    expect(log.match(/learner: round \S+: 8 of 8 completions generated locally/g)?.length).toBe(2);
+    expect(prefetched(log)).toEqual([]);
+    expect(readMetrics(join(out, "metrics.jsonl")).map((x) => [x.rollouts, x.rollout_version_lag_max])).toEqual([
+      [8, 0],
+      [8, 0],
+    ]);
+    expect(await queued(redis!.url)).toBe(0);
   }, 300_000);
 });

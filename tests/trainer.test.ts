@@ -15,6 +15,7 @@ import { cycleRows, cycleTable, metricsSvg, readEvals, readMetrics, STEP_FIELDS,
 import type { Rollout } from "../src/train/step.ts";
 import { train } from "../src/train/loop.ts";
 import { trainingMemoryPlan } from "../src/train/plan.ts";
+import { firstDifference, resumeKey } from "../src/train/run_state.ts";
 import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
@@ -95,6 +96,12 @@ describe("config", () => {
     expect(() => resolveConfig("demo", [{ source: "f", values: { dist: { staleness: 1.5 } } }])).toThrow(/config: dist\.staleness \(--staleness\) must be an integer >= 0/);
     expect(() => resolveConfig("demo", [{ source: "f", values: { policy: { oldLogp: "behaviour" } } }])).toThrow(/policy\.oldLogp must be auto, recompute or rollout/);
     expect(() => resolveConfig("demo", [{ source: "f", values: { dist: { staleness: 1 }, policy: { tisCap: 2 } } }])).toThrow(/policy\.tisCap must be null when the old log-probs are the rollouts' own/);
+    // A checkpoint from before bounded staleness (no dist, no policy.oldLogp) resumes under today's defaults, not under staleness 1.
+    const { dist: _dist, ...withoutDist } = DEMO;
+    const { oldLogp: _oldLogp, ...policyBefore } = DEMO.policy;
+    const before = { ...withoutDist, policy: policyBefore } as unknown as TrainConfig;
+    expect(firstDifference(resumeKey(before), resumeKey(DEMO))).toBeNull();
+    expect(firstDifference(resumeKey(before), resumeKey({ ...DEMO, dist: { staleness: 1 } }))).toBe('policy.oldLogp ("recompute" vs "rollout")');
     expect(configFromArgs({ broker: "redis://h:1", staleness: "2" }).dist.staleness).toBe(2);
     expect(() => configFromArgs({ staleness: "1" })).toThrow(/--staleness: needs --broker/);
     expect(() => configFromArgs({ broker: "redis://h:1", staleness: "-1" })).toThrow(/--staleness: expected an integer >= 0/);
@@ -385,6 +392,13 @@ describe.skipIf(!GPU)("training runs", () => {
     // Every rollout carried the sampler's log-prob of each of its tokens.
     for (const rs of seen) for (const r of rs) expect(r.rolloutLogp?.length).toBe(r.response.length);
   }, 180_000);
+
+  test("bounded staleness without a broker is an error naming dist.staleness, before any step", async () => {
+    const gpu = await gpuOrSkip();
+    const out = join(ROOT, "stale-local");
+    await expect(train(gpu, tiny(out, { dist: { staleness: 1 } }), { ...quiet, hooks: { progress: false } })).rejects.toThrow(/dist\.staleness \(--staleness\) is 1, but rollouts are generated in this process/);
+    expect(existsSync(join(out, "metrics.jsonl"))).toBe(false);
+  });
 
   test("non-finite rewards or losses skip the update, are logged, and stop the run after maxNonFinite in a row", async () => {
     const gpu = await gpuOrSkip();

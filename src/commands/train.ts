@@ -8,7 +8,7 @@ import { runDiskPlan } from "../train/checkpoint.ts";
 import { train } from "../train/loop.ts";
 import { formatPlan, planFor, trainingMemoryPlan } from "../train/plan.ts";
 import { modelMissing, modelSource, parseOverride, PRESETS, readConfigFile, resolveConfig, type TrainConfig } from "../train/config.ts";
-import { adapterLine, gpuArgs, num, openGpuFromArgs, repeatable, repeated } from "./common.ts";
+import { adapterLine, gpuArgs, int, num, openGpuFromArgs, repeatable, repeated } from "./common.ts";
 
 /** Split "a.b=1,c=[1,2]" at the commas that start a new `field=`. */
 export function splitOverrides(text: string): string[] {
@@ -119,8 +119,8 @@ export default defineCommand({
       const say = (s: string) => log.info(s);
       const url = args.broker as string | undefined;
       const rolloutSource = url ? (local: Rollouts, configJson: string) => BrokerRollouts.create(local, configJson, { ...learner, url, staleness: cfg.dist.staleness }, say) : undefined;
-      // Fault injection (tests, as the worker's SIRI_WORKER_DIE_AFTER): act as if Ctrl-C came during this step.
-      const stopAtStep = process.env.SIRI_TRAIN_STOP_AT_STEP ? Number(process.env.SIRI_TRAIN_STOP_AT_STEP) : undefined;
+      // SIRI_TRAIN_STOP_AT_STEP=n: fault injection for the tests (as the worker's SIRI_WORKER_DIE_AFTER): act as if Ctrl-C came during step n.
+      const stopAtStep = process.env.SIRI_TRAIN_STOP_AT_STEP ? int("SIRI_TRAIN_STOP_AT_STEP", process.env.SIRI_TRAIN_STOP_AT_STEP, 0, { min: 0 }) : undefined;
       const r = await train(gpu, cfg, { resume: Boolean(args.resume), hooks: { progress: args.progress !== false, stopAtStep }, log: say, rolloutSource });
       // Shells read 130 as "stopped by Ctrl-C"; the CLI runner keeps this code.
       if (r.stopped === "interrupted") process.exitCode = 130;

@@ -15,7 +15,7 @@ import { arithTask, type ArithKind } from "../tasks/arith.ts";
 import { datasetTask } from "../tasks/dataset.ts";
 import type { Task } from "../tasks/task.ts";
 import { checkpointFormat, checkpointName, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readOptimizerState, readTrainerState, saveCheckpoint, type LoadedCheckpoint } from "./checkpoint.ts";
-import { modelSource, type TrainConfig } from "./config.ts";
+import { modelSource, oldLogpOf, type TrainConfig } from "./config.ts";
 import { EVALS_FILE, METRICS_FILE, truncateJsonl } from "./metrics.ts";
 import type { TrainModel } from "./model.ts";
 import type { Optimizer } from "./optim.ts";
@@ -40,10 +40,15 @@ export async function taskFor(cfg: TrainConfig, tokenizer: LoadedTokenizer): Pro
   return datasetTask(tokenizer, d.name, d.problems, cfg.validation.every > 0 ? cfg.validation.problems : 0);
 }
 
-/** Config fields that must not change on resume (the rest may: steps, out, checkpoints, validation). */
+/**
+ * Config fields that must not change on resume (the rest may: steps, out, checkpoints, validation).
+ * The policy's old log-probs compare as used ("auto" resolved); a checkpoint from before bounded
+ * staleness has no `dist` and no `policy.oldLogp`: it was on-policy, recomputing them.
+ */
 export function resumeKey(c: TrainConfig): Record<string, unknown> {
   const { steps: _s, out: _o, checkpoint: _c, validation: _v, maxNonFinite: _m, ...rest } = c;
-  return rest;
+  const dist = rest.dist ?? { staleness: 0 };
+  return { ...rest, dist, policy: { ...rest.policy, oldLogp: oldLogpOf({ policy: { ...rest.policy, oldLogp: rest.policy.oldLogp ?? "recompute" }, dist }) } };
 }
 
 /** The first field where two JSON values differ, as "path (a vs b)", or null. */
