@@ -143,8 +143,8 @@ export const SIRI_1_5B: TrainConfig = {
 /**
  * The default run: a tiny Qwen2 on the synthetic arith task (add/sub, operands
  * 0..9), a supervised warm start on traces of mixed verbosity, then SIRI with
- * the cosine schedule scaled to the task, two cycles in about 8-9 minutes on
- * the 2-core software adapter (warm start ~4 min, RL ~8 s a step).
+ * the cosine schedule scaled to the task, two cycles in about 1-2 minutes on
+ * the 2-core software adapter (warm start ~40-80 s, RL ~1-2 s a step).
  *
  * Why these numbers (measured, lavapipe, 2 cores):
  * - operands <= 9, not <= 4: with <= 4 only ~30 training tuples exist and the
@@ -173,7 +173,7 @@ export const DEMO: TrainConfig = {
   dist: { staleness: 0 },
   normalizeAdvantages: true,
   dapo: { dynamicSampling: false, maxRounds: 3, overlongFilter: false, softOverlong: false, overlongCache: 0.25 },
-  warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.65 s a step; SFT loss ~6 -> ~0.1
+  warmStart: { steps: 350, batchSize: 16, lr: 3e-3, warmupSteps: 10 }, // ~0.1-0.2 s a step; SFT loss ~6 -> ~0.1-0.2
   checkpoint: { every: 6, keepLast: 2, keepExtremes: 0, extremesDtype: "base", maxShardGB: 5 },
   // Every held-out problem (31 of operands <= 9, add/sub), avg@4 at SIRI's eval temperature 0.6:
   // 124 samples per validation, so one problem moves the figure by ~3 points, not a whole answer's worth.
