@@ -2,7 +2,8 @@
 // worker processes on the software adapter giving the very weights of a single-process run, even when a
 // worker is SIGKILLed in the middle of a step.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { S3Client } from "bun";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readSamples } from "../src/bench/report.ts";
@@ -10,6 +11,7 @@ import { Broker, checkMsg, type CompletionMsg, type RequestMsg, WEIGHTS_KEPT } f
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { hasGpu } from "./helpers.ts";
+import { startS3 } from "./s3.ts";
 import { queued, redisMissing, served, startRedis, startSiri, TINY_RUN, until, type RedisServer, type WorkerProc } from "./redis.ts";
 
 const NO_REDIS = redisMissing();
@@ -171,6 +173,34 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
       expect(await b.entriesAdded("requests")).toBeGreaterThanOrEqual(16); // (the check the zero-worker test relies on can see requests)
     } finally {
       b.close();
+    }
+  }, 300_000);
+
+  test("weights in an S3 bucket, no shared folder: a learner with a worker trains the very weights of a single-process run", async () => {
+    const s3 = await startS3(); // tests/s3.ts: s3rver on 127.0.0.1; its variables go to the learner and the worker only
+    const run = join(ROOT, "s3");
+    const cache = join(ROOT, "s3-cache");
+    try {
+      const w = worker(redis!.url, "s3w", ["--batch", "4", "--cache-dir", cache], s3.env);
+      const learner = siri("learner-s3", [...trainArgs(run), "--broker", redis!.url, "--weights-dir", "s3://siri/run"], s3.env);
+      expect(await learner.proc.exited).toBe(0);
+      expect(rounds(learner.stderr())).toEqual([
+        { got: 8, distinct: 8, dups: 0 },
+        { got: 8, distinct: 8, dups: 0 },
+      ]);
+      expect(sameWeights(weights(single, 2), weights(run, 2))).toBe(true);
+      w.proc.kill("SIGINT");
+      expect(await w.proc.exited).toBe(0);
+      expect(served(w)).toBe(16);
+      // Versions: 0 the start, 1 after the warm start, then one per step. The two that served the steps (1, 2) came
+      // through the bucket and the worker's cache, which keeps only the newest.
+      for (const v of ["v000001", "v000002"]) expect(w.stderr()).toContain(`worker s3w: downloaded s3://siri/run/${v} to ${join(cache, v)}-`);
+      expect(readdirSync(cache).filter((n) => n.startsWith("v"))).toHaveLength(1);
+      // The bucket keeps the newest two versions (2 and 3), each complete.
+      const c = new S3Client({ bucket: "siri", accessKeyId: s3.env.S3_ACCESS_KEY_ID, secretAccessKey: s3.env.S3_SECRET_ACCESS_KEY, endpoint: s3.endpoint });
+      expect(((await c.list({ prefix: "run/" })).contents ?? []).map((o) => o.key).sort()).toEqual(["v000002", "v000003"].flatMap((v) => ["complete.json", "config.json", "model.safetensors"].map((f) => `run/${v}/${f}`)));
+    } finally {
+      await s3.stop();
     }
   }, 300_000);
 

@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { defineCommand } from "citty";
 import { BrokerRollouts, WORKERS_GRACE_MS } from "../dist/learner.ts";
+import { checkWeightsRoot } from "../dist/weights.ts";
 import { log } from "../log.ts";
 import type { Rollouts } from "../train/rollouts.ts";
 import { runDiskPlan } from "../train/checkpoint.ts";
@@ -67,7 +68,9 @@ function learnerFlags(args: Record<string, unknown>, out: string) {
     if (grace !== undefined) throw new Error("--workers-grace: only with --broker");
     if (args.local === false) throw new Error("--no-local: only with --broker");
   }
-  return { weightsDir: (args["weights-dir"] as string) || join(out, "rollout-weights"), local: args.local !== false, graceMs: num("workers-grace", grace, WORKERS_GRACE_MS / 1000, { min: 0 }) * 1000 };
+  const weightsDir = (args["weights-dir"] as string) || join(out, "rollout-weights");
+  if (args.broker) checkWeightsRoot(weightsDir);
+  return { weightsDir, local: args.local !== false, graceMs: num("workers-grace", grace, WORKERS_GRACE_MS / 1000, { min: 0 }) * 1000 };
 }
 
 export default defineCommand({
@@ -89,7 +92,7 @@ export default defineCommand({
     // citty reads --no-X as X = false, so the switch is "progress" (a flag named "no-progress" was never set).
     progress: { type: "boolean", default: true, description: "Progress bar on stderr", negativeDescription: "No progress bar" },
     broker: { type: "string", description: "Redis URL: rollouts come from `siri worker` processes on this broker" },
-    "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights)" },
+    "weights-dir": { type: "string", description: "With --broker: the shared folder for the versioned rollout weights (default <out>/rollout-weights), or s3://BUCKET/PREFIX (credentials and endpoint from S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_ENDPOINT, S3_REGION or AWS_*)" },
     "workers-grace": { type: "string", description: `With --broker: a round that starts with no live worker waits this many seconds for one, then is generated locally (default ${WORKERS_GRACE_MS / 1000})` },
     local: { type: "boolean", default: true, description: "With --broker: generate a round locally when no worker is alive", negativeDescription: "With --broker: never generate locally, always wait for workers" },
     staleness: { type: "string", description: "With --broker: bounded staleness k (dist.staleness): the next k steps' rollouts are generated while the learner updates, completions up to k versions old are accepted (default 0, on-policy)" },

@@ -12,6 +12,7 @@ export default defineCommand({
     broker: { type: "string", description: "Broker URL, e.g. redis://host:6379", required: true },
     name: { type: "string", description: "This worker's name on the broker (default host-pid)" },
     batch: { type: "string", description: "Requests claimed at once (default: the learner's engine batch)" },
+    "cache-dir": { type: "string", description: "Where weights announced in an S3 bucket are downloaded to (default: a folder per worker under the OS temp folder)" },
     "claim-after": { type: "string", description: `Take over requests another worker left pending this many seconds (default ${CLAIM_IDLE_MS / 1000})` },
   },
   async run({ args }) {
@@ -22,7 +23,7 @@ export default defineCommand({
     try {
       // SIRI_WORKER_DIE_AFTER=n: fault injection for the tests (die by SIGKILL after n completions, the last unacknowledged).
       const dieAfter = process.env.SIRI_WORKER_DIE_AFTER ? int("SIRI_WORKER_DIE_AFTER", process.env.SIRI_WORKER_DIE_AFTER, 0) : undefined;
-      const r = await runWorker(gpu, { url: args.broker, name: args.name || undefined, claimIdleMs, log: (s) => log.info(s), batch: args.batch ? int("batch", args.batch, 1) : undefined, dieAfter, stop: () => stop.requested });
+      const r = await runWorker(gpu, { url: args.broker, name: args.name || undefined, claimIdleMs, log: (s) => log.info(s), batch: args.batch ? int("batch", args.batch, 1) : undefined, dieAfter, cacheDir: args["cache-dir"] || undefined, stop: () => stop.requested });
       log.info(`worker stopped: ${r.completions} completions, ${r.rejected} requests rejected`);
     } finally {
       stop.dispose();

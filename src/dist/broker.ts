@@ -98,7 +98,7 @@ export interface WeightsMsg {
   proto: typeof PROTO;
   run: string;
   version: number;
-  /** Folder with config.json and model.safetensors (absolute path). */
+  /** Folder with config.json and model.safetensors (absolute path), or its s3:// URL (src/dist/weights.ts). */
   dir: string;
   /** "auto": f16 where the worker's adapter has it (the bench's default, as in a single-process bench). */
   dtype: DType | "auto";

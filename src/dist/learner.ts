@@ -46,7 +46,7 @@ export type { RoundRecord } from "./collect.ts";
 
 export interface LearnerOptions {
   url: string;
-  /** Shared folder for the versioned rollout weights (every worker must see it at the same path). */
+  /** Shared folder for the versioned rollout weights (every worker must see it at the same path), or s3://BUCKET/PREFIX. */
   weightsDir: string;
   /** Say how many completions are still missing every this many ms (default 10 s). */
   waitLogMs?: number;

@@ -12,7 +12,9 @@
  * keep being served across the announcement of the new weights, by
  * whichever version a worker holds then. Nothing a message says makes a worker
  * exit: announced weights it cannot load are logged and retried (requests
- * left to other workers meanwhile), a lost broker is waited for.
+ * left to other workers meanwhile), a lost broker is waited for. Weights
+ * announced as an s3:// URL are downloaded to a local cache folder first
+ * (src/dist/weights.ts); an incomplete version is such weights, retried.
  *
  * Presence: from connection to exit a worker refreshes a heartbeat key with a
  * time to live (Broker.alive), so a learner knows whether any worker is there
@@ -25,7 +27,7 @@ import type { Qwen2Gpu } from "../engine/model.ts";
 import { sizeEngine } from "../engine/size.ts";
 import type { Gpu } from "../gpu/index.ts";
 import { Broker, HEARTBEAT_MS, PROTO, type RequestMsg, type WeightsMsg } from "./broker.ts";
-import { loadRolloutWeights } from "./weights.ts";
+import { defaultCacheDir, loadRolloutWeights, localWeights } from "./weights.ts";
 
 export interface WorkerOptions {
   url: string;
@@ -40,6 +42,8 @@ export interface WorkerOptions {
   /** Stop after this many completions (tests); default: run until stopped. */
   maxCompletions?: number;
   stop?: () => boolean;
+  /** Where versions announced as s3:// URLs are downloaded to (default: defaultCacheDir(name), under the OS temp folder). */
+  cacheDir?: string;
   /** Fault injection (tests): SIGKILL this process after publishing this many completions, before acknowledging the last. */
   dieAfter?: number;
   log?: (s: string) => void;
@@ -93,7 +97,9 @@ export async function runWorker(gpu: Gpu, o: WorkerOptions): Promise<{ completio
     if (cur && cur.w.run === e.msg.run && cur.w.version === e.msg.version) return true;
     unload();
     try {
-      const model = await loadRolloutWeights(gpu, e.msg.dir, e.msg.dtype === "auto" ? defaultDtype(gpu) : e.msg.dtype);
+      const dir = await localWeights(e.msg.dir, o.cacheDir ?? defaultCacheDir(name));
+      if (dir !== e.msg.dir) log(`worker ${name}: downloaded ${e.msg.dir} to ${dir}`);
+      const model = await loadRolloutWeights(gpu, dir, e.msg.dtype === "auto" ? defaultDtype(gpu) : e.msg.dtype);
       const w = e.msg;
       const opts = w.engine ?? sizeEngine(model.config, model.dtype, gpu.limits.maxStorageBufferBindingSize, { ...w.sizing!, what: `worker ${name} (run ${w.run})` });
       try {
