@@ -12,7 +12,7 @@ export default defineCommand({
     broker: { type: "string", description: "Broker URL, e.g. redis://host:6379", required: true },
     name: { type: "string", description: "This worker's name on the broker (default host-pid)" },
     batch: { type: "string", description: "Requests claimed at once (default: the learner's engine batch)" },
-    "cache-dir": { type: "string", description: "Where weights announced in an S3 bucket are downloaded to (default: a folder per worker under the OS temp folder)" },
+    "cache-dir": { type: "string", description: "Where weights announced in an S3 bucket are downloaded to, one per worker (default: a folder per worker under the OS temp folder)" },
     "claim-after": { type: "string", description: `Take over requests another worker left pending this many seconds (default ${CLAIM_IDLE_MS / 1000})` },
   },
   async run({ args }) {
