@@ -1,45 +1,23 @@
 // Distributed rollouts over a Redis broker: the message checks, the visibility timeout, and a learner with
 // worker processes on the software adapter giving the very weights of a single-process run, even when a
 // worker is SIGKILLed in the middle of a step.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { S3Client } from "bun";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readSamples } from "../src/bench/report.ts";
-import { Broker, checkMsg, type CompletionMsg, type RequestMsg, WEIGHTS_KEPT } from "../src/dist/broker.ts";
+import { Broker, checkMsg, type RequestMsg, WEIGHTS_KEPT } from "../src/dist/broker.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { hasGpu } from "./helpers.ts";
 import { startS3 } from "./s3.ts";
-import { queued, redisMissing, served, startRedis, startSiri, TINY_RUN, until, type RedisServer, type WorkerProc } from "./redis.ts";
+import { brokerFixture, completionReader, queued, redisMissing, requestMsg, served, startRedis, TINY_RUN, until } from "./redis.ts";
 
 const NO_REDIS = redisMissing();
 const GPU = await hasGpu();
-const ROOT = mkdtempSync(join(tmpdir(), "siri-dist-"));
-let redis: RedisServer | null = null;
-beforeAll(async () => {
-  if (!NO_REDIS) redis = await startRedis();
-});
-afterAll(() => {
-  for (const p of procs) p.proc.kill("SIGKILL");
-  redis?.stop();
-  rmSync(ROOT, { recursive: true, force: true });
-});
-
-const request = (over: Partial<RequestMsg> = {}): RequestMsg => ({
-  kind: "request",
-  proto: 1,
-  run: "r1",
-  version: 0,
-  id: "0.0.0",
-  prompt: [1, 2, 3],
-  maxTokens: 4,
-  stop: [0],
-  key: 0,
-  sampling: { temperature: 1, topP: 1, topK: 0, seed: 7 },
-  ...over,
-});
+const fx = brokerFixture("siri-dist-", NO_REDIS);
+const ROOT = fx.root;
+const request = requestMsg;
 
 describe.skipIf(NO_REDIS !== null)("broker", () => {
   test("messages are checked field by field; a malformed one is named, not thrown", () => {
@@ -68,8 +46,8 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
   });
 
   test("each request goes to one worker; one left pending past the timeout goes to another; bad payloads come back as errors", async () => {
-    const a = await Broker.connect(redis!.url, { prefix: "claims", log: () => undefined });
-    const b = await Broker.connect(redis!.url, { prefix: "claims", log: () => undefined });
+    const a = await Broker.connect(fx.redis().url, { prefix: "claims", log: () => undefined });
+    const b = await Broker.connect(fx.redis().url, { prefix: "claims", log: () => undefined });
     try {
       await a.publishRequests([request({ id: "1" }), request({ id: "2" })]);
       await a.addRaw("requests", "{not json");
@@ -92,7 +70,7 @@ describe.skipIf(NO_REDIS !== null)("broker", () => {
   });
 
   test("a worker's presence: alive while its heartbeat is fresh, gone when it says so or when the heartbeat times out", async () => {
-    const b = await Broker.connect(redis!.url, { prefix: "presence", log: () => undefined });
+    const b = await Broker.connect(fx.redis().url, { prefix: "presence", log: () => undefined });
     try {
       expect(await b.liveWorkers()).toEqual([]);
       await b.alive("wa", 60_000);
@@ -123,12 +101,7 @@ function sameWeights(a: Map<string, Float32Array>, b: Map<string, Float32Array>)
   return true;
 }
 
-const procs: WorkerProc[] = [];
-function siri(name: string, args: string[], env: Record<string, string> = {}): WorkerProc {
-  const p = startSiri(ROOT, name, args, env);
-  procs.push(p);
-  return p;
-}
+const siri = fx.siri;
 const trainArgs = (out: string) => ["train", "--config", join(ROOT, "config.json"), "--out", out, "--no-progress"];
 const worker = (url: string, name: string, extra: string[] = [], env: Record<string, string> = {}) => siri(name, ["worker", "--broker", url, "--name", name, ...extra], env);
 
@@ -149,7 +122,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
   }, 240_000);
 
   test("a learner with two workers trains the very weights of a single-process run", async () => {
-    const url = redis!.url;
+    const url = fx.redis().url;
     // Each worker on adapter 0, as one per GPU would be started (index 0: the adapter the learner opens).
     const w = [worker(url, "w1", ["--batch", "4", "--adapter", "0"]), worker(url, "w2", ["--batch", "4", "--adapter", "0"])];
     const learner = siri("learner", [...trainArgs(join(ROOT, "two")), "--broker", url]);
@@ -181,8 +154,8 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
     const run = join(ROOT, "s3");
     const cache = join(ROOT, "s3-cache");
     try {
-      const w = worker(redis!.url, "s3w", ["--batch", "4", "--cache-dir", cache], s3.env);
-      const learner = siri("learner-s3", [...trainArgs(run), "--broker", redis!.url, "--weights-dir", "s3://siri/run"], s3.env);
+      const w = worker(fx.redis().url, "s3w", ["--batch", "4", "--cache-dir", cache], s3.env);
+      const learner = siri("learner-s3", [...trainArgs(run), "--broker", fx.redis().url, "--weights-dir", "s3://siri/run"], s3.env);
       expect(await learner.proc.exited).toBe(0);
       expect(rounds(learner.stderr())).toEqual([
         { got: 8, distinct: 8, dups: 0 },
@@ -229,7 +202,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
   }, 300_000);
 
   test("a worker SIGKILLed mid-step: another takes its requests after the timeout; nothing lost, nothing trained twice", async () => {
-    const url = redis!.url;
+    const url = fx.redis().url;
     const run = join(ROOT, "killed");
     // k1 alone takes all 8 requests of step 0, publishes 3 completions and dies before acknowledging the third.
     const k1 = worker(url, "k1", ["--claim-after", "2"], { SIRI_WORKER_DIE_AFTER: "3" });
@@ -249,7 +222,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("learner and workers", () => {
   }, 300_000);
 
   test("the learner SIGKILLed mid-step and resumed: the abandoned step's requests are discarded, not mixed into the next", async () => {
-    const url = redis!.url;
+    const url = fx.redis().url;
     const run = join(ROOT, "resumed");
     // --no-local: with no worker alive the learner would generate the round itself; here it must wait on the broker.
     const l1 = siri("learner-abandoned", [...trainArgs(run), "--broker", url, "--no-local"]);
@@ -332,7 +305,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("bench over the broker", () => {
     const single = join(ROOT, "bench-single", "bench");
     const one = siri("bench-single", benchArgs(single));
     expect(await one.proc.exited).toBe(0);
-    const url = redis!.url;
+    const url = fx.redis().url;
     const w = [worker(url, "b1", ["--batch", "3"]), worker(url, "b2", ["--batch", "3"])];
     const two = join(ROOT, "bench-two", "bench");
     const coord = siri("bench-two", [...benchArgs(two), "--broker", url]);
@@ -369,14 +342,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("bad messages", () => {
       await b.addRaw("requests", JSON.stringify({ ...req({ id: "p2" }), proto: 2 }));
       await b.publishRequests([req({ id: "other", run: "another-run" }), req({ id: "v7", version: 7 }), req({ id: "vocab", prompt: [1, 99999] }), req({ id: "good" })]);
       const w = siri("bad-worker", ["worker", "--broker", r.url, "--name", "bw"]);
-      const got: CompletionMsg[] = [];
-      let after = "0-0";
-      const read = async () => {
-        const c = await b.completions(run, after, 200);
-        after = c.last;
-        for (const e of c.entries) got.push(e.msg!);
-        return got.length;
-      };
+      const { got, read } = completionReader(b, run);
       await until(async () => (await read()) === 1, 120_000, "the good request's completion");
       // A malformed announcement, then another request: served with the weights loaded.
       await b.addRaw("weights", '{"kind":"weights"');

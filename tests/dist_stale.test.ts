@@ -1,9 +1,8 @@
 // Bounded staleness over the broker: the learner's acceptance window and re-issue of too-old completions,
 // the worker serving a request from its minVersion up, and a learner with two workers at staleness 1 that
 // prefetches the next step before each update, stopped (Ctrl-C) with a step prefetched and resumed.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Broker, type CompletionMsg, type RequestMsg } from "../src/dist/broker.ts";
 import { collect, emptyRecord } from "../src/dist/collect.ts";
@@ -12,46 +11,22 @@ import { prunable } from "../src/dist/weights.ts";
 import { makeTinyModel } from "../src/model/tiny.ts";
 import { readMetrics } from "../src/train/metrics.ts";
 import { hasGpu } from "./helpers.ts";
-import { queued, redisMissing, served, startRedis, startSiri, TINY_RUN, until, type RedisServer, type WorkerProc } from "./redis.ts";
+import { brokerFixture, completionReader, queued, redisMissing, requestMsg, served, startRedis, TINY_RUN, until } from "./redis.ts";
 
 const NO_REDIS = redisMissing();
 const GPU = await hasGpu();
-const ROOT = mkdtempSync(join(tmpdir(), "siri-stale-"));
-let redis: RedisServer | null = null;
-const procs: WorkerProc[] = [];
-beforeAll(async () => {
-  if (!NO_REDIS) redis = await startRedis();
-});
-afterAll(() => {
-  for (const p of procs) p.proc.kill("SIGKILL");
-  redis?.stop();
-  rmSync(ROOT, { recursive: true, force: true });
-});
-function siri(name: string, args: string[], env: Record<string, string> = {}): WorkerProc {
-  const p = startSiri(ROOT, name, args, env);
-  procs.push(p);
-  return p;
-}
+const fx = brokerFixture("siri-stale-", NO_REDIS);
+const ROOT = fx.root;
+const siri = fx.siri;
 
-const request = (run: string, id: string, version: number, minVersion?: number): RequestMsg => ({
-  kind: "request",
-  proto: 1,
-  run,
-  version,
-  id,
-  prompt: [1, 2, 3],
-  maxTokens: 4,
-  stop: [0],
-  key: id.length,
-  sampling: { temperature: 1, topP: 1, topK: 0, seed: 7 },
-  ...(minVersion === undefined ? {} : { minVersion }),
-});
+const request = (run: string, id: string, version: number, minVersion?: number): RequestMsg =>
+  requestMsg({ run, id, version, key: id.length, ...(minVersion === undefined ? {} : { minVersion }) });
 const completion = (run: string, id: string, version: number): CompletionMsg => ({ kind: "completion", proto: 1, run, version, id, tokens: [5], logprobs: [-0.5], stopReason: "stop", worker: "fake" });
 
 describe.skipIf(NO_REDIS !== null)("the learner's staleness window", () => {
   test("a completion more than k versions old is dropped with a log line and its request published again; one of a later round is kept for it; a prefetched round a restarted broker lost is published again", async () => {
-    const learner = await Broker.connect(redis!.url, { prefix: "window", log: () => undefined });
-    const worker = await Broker.connect(redis!.url, { prefix: "window", log: () => undefined });
+    const learner = await Broker.connect(fx.redis().url, { prefix: "window", log: () => undefined });
+    const worker = await Broker.connect(fx.redis().url, { prefix: "window", log: () => undefined });
     const run = "r-window";
     const [k, policy] = [1, 5];
     const window = { versionRejected: (v: number) => outsideWindow(v, policy, k), renew: (r: RequestMsg) => renewed(r, policy) };
@@ -143,18 +118,8 @@ describe.skipIf(NO_REDIS !== null || !GPU)("a worker under bounded staleness", (
       await b.announce({ kind: "weights", proto: 1, run, version: 2, dir: model, dtype: "f32", sizing: { maxBatch: 4, promptTokens: 16, newTokens: 4, prefillChunk: 64, vocabLimit: config.vocabSize } });
       await b.publishRequests([request(run, "older", 1, 1), request(run, "own", 2, 1), request(run, "on-policy-older", 1), request(run, "too-new", 3, 3)]);
       const w = siri("stale-worker", ["worker", "--broker", r.url, "--name", "sw"]);
-      const got: CompletionMsg[] = [];
-      let after = "0-0";
-      await until(
-        async () => {
-          const c = await b.completions(run, after, 200);
-          after = c.last;
-          got.push(...c.entries.map((e) => e.msg!));
-          return got.length === 2;
-        },
-        120_000,
-        "the two servable requests' completions",
-      );
+      const { got, read } = completionReader(b, run);
+      await until(async () => (await read()) === 2, 120_000, "the two servable requests' completions");
       await until(() => (w.stderr().match(/rejected request/g) ?? []).length === 2, 60_000, "the worker to reject the other two");
       w.proc.kill("SIGINT");
       expect(await w.proc.exited).toBe(0);
@@ -190,7 +155,7 @@ const prefetched = (log: string) => [...log.matchAll(/learner: round \S+ \(step\
 describe.skipIf(NO_REDIS !== null || !GPU)("a learner at staleness 1", () => {
   beforeAll(() => writeFileSync(join(ROOT, "config.json"), JSON.stringify(CONFIG)));
   test("two workers generate the next step during each update; every step trains on exactly 8 completions at most 1 version old; Ctrl-C discards the prefetched step, --resume goes on", async () => {
-    const url = redis!.url;
+    const url = fx.redis().url;
     const out = join(ROOT, "stale");
     const args = ["train", "--config", join(ROOT, "config.json"), "--out", out, "--no-progress", "--broker", url, "--staleness", "1"];
     const w = [siri("s1", ["worker", "--broker", url, "--name", "s1", "--batch", "4"]), siri("s2", ["worker", "--broker", url, "--name", "s2", "--batch", "4"])];
@@ -241,7 +206,7 @@ describe.skipIf(NO_REDIS !== null || !GPU)("a learner at staleness 1", () => {
 
   test("no live worker: nothing is prefetched, each round is generated locally and on-policy", async () => {
     const out = join(ROOT, "stale-alone");
-    const args = ["train", "--config", join(ROOT, "config.json"), "--out", out, "--no-progress", "--broker", redis!.url, "--staleness", "1", "--workers-grace", "0", "--steps", "2"];
+    const args = ["train", "--config", join(ROOT, "config.json"), "--out", out, "--no-progress", "--broker", fx.redis().url, "--staleness", "1", "--workers-grace", "0", "--steps", "2"];
     const learner = siri("stale-alone", args);
     expect(await learner.proc.exited).toBe(0);
     const log = learner.stderr();
@@ -251,6 +216,6 @@ describe.skipIf(NO_REDIS !== null || !GPU)("a learner at staleness 1", () => {
       [8, 0],
       [8, 0],
     ]);
-    expect(await queued(redis!.url)).toBe(0);
+    expect(await queued(fx.redis().url)).toBe(0);
   }, 300_000);
 });

@@ -8,12 +8,12 @@ import { Engine, occupancy, type Completion, type GenRequest } from "../src/engi
 import { loadModel, sequenceLogits, type LoadedModel } from "../src/engine/load.ts";
 import { loadReferenceModel, referenceLogits } from "../src/model/reference.ts";
 import { makeTinyModel, type TinyDtype, type TinyPreset } from "../src/model/tiny.ts";
-import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasF16, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
 // f16 compute needs shader-f16; adapters without it are covered by the f32 cases (the skip names why).
-const F16 = GPU && (await gpuOrSkip()).features.f16;
+const F16 = GPU && hasF16(await gpuOrSkip());
 const ROOT = mkdtempSync(join(tmpdir(), "siri-engine-"));
 afterAll(() => rmSync(ROOT, { recursive: true, force: true }));
 

@@ -20,6 +20,22 @@ export function testGpu(): Promise<Gpu | null> {
   return shared;
 }
 
+let f16Warned = false;
+/**
+ * Whether this GPU runs f16 shaders (`shader-f16`), for the f16 variants of a
+ * test. Without it a local run says once that those variants are skipped;
+ * under CI=true it throws: CI's adapter (lavapipe) has the feature, so a
+ * missing one is a broken set-up, not a reason to test less.
+ */
+export function hasF16(gpu: Gpu): boolean {
+  if (gpu.features.f16) return true;
+  const why = `the adapter ${gpu.adapter.description} has no shader-f16`;
+  if (process.env.CI === "true") throw new Error(`CI=true and ${why}: the f16 variants cannot be tested`);
+  if (!f16Warned) console.warn(`[tests] f16 variants skipped: ${why}`);
+  f16Warned = true;
+  return false;
+}
+
 /** The GPU, or throw (inside a test that has already checked). */
 export async function gpuOrSkip(): Promise<Gpu> {
   const g = await testGpu();

@@ -14,7 +14,7 @@ import {
   type TrainShape,
 } from "../src/kernels/attention.ts";
 import { f16BitsToF32, f32ToF16Bits, roundToF16 } from "../src/kernels/f16.ts";
-import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasF16, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
@@ -256,7 +256,7 @@ for (const [dtype, form] of (["f32", "f16"] as Dtype[]).flatMap((d) => (["tiled"
 describe.skipIf(!GPU)("training attention, rows form loaded for one head dim (trainHeadDim)", () => {
   test("= the generic rows form bit for bit, and the references (f32: hd 16 GQA, hd 8 MQA, hd 128; f16: hd 16)", async () => {
     const gpu = await gpuOrSkip();
-    for (const dtype of gpu.features.f16 ? (["f32", "f16"] as Dtype[]) : (["f32"] as Dtype[])) {
+    for (const dtype of hasF16(gpu) ? (["f32", "f16"] as Dtype[]) : (["f32"] as Dtype[])) {
       const generic = await loadAttention(gpu, dtype, "rows");
       // f16: the default run's shape only (each loader compiles every attention pipeline).
       const shapes = [[[1, 5, 33, 70], 4, 2, 16, 21], [[70, 1, 33], 4, 1, 8, 22], [[40, 1], 12, 2, 128, 23]] as const;

@@ -10,7 +10,7 @@ import { addRef, loadElementwise, swigluBackwardRef, swigluRef } from "../src/ke
 import { embeddingBackwardRef, gatherRef, groupTokens, loadEmbedding } from "../src/kernels/embedding.ts";
 import { loadRmsNorm, rmsnormBackwardRef, rmsnormRef, type RowVariant } from "../src/kernels/rmsnorm.ts";
 import { loadRope, ropeBackwardRef, ropeRef } from "../src/kernels/rope.ts";
-import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasF16, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
@@ -157,7 +157,7 @@ describe.skipIf(!GPU)("rmsnorm backward", () => {
     expect(() => norm.rmsnormBackward(gpu.batch(), a, a, a, a, d, 1, 4, EPS)).toThrow(/dx shares a buffer with x/);
     expect(() => norm.rmsnormBackward(gpu.batch(), a, a, a, c, c, 1, 4, EPS)).toThrow(/shares a buffer/);
     expect(() => norm.rmsnormBackward(gpu.batch(), a, a, a, c, d, 1, 4, 0)).toThrow(/eps/);
-    if (gpu.features.f16) {
+    if (hasF16(gpu)) {
       const half = await loadRmsNorm(gpu, "f16");
       expect(() => half.rmsnormBackward(gpu.batch(), a, a, a, c, d, 1, 4, EPS)).toThrow(/f32-only/);
     }
@@ -257,7 +257,7 @@ describe.skipIf(!GPU)("rope backward", () => {
     const a = gpu.buffer(64, "a");
     expect(() => rope.ropeBackward(gpu.batch(), a, a, 2, 2, 8, THETA)).toThrow(/rope\.rope_backward: x binds 64 bytes/);
     expect(() => rope.ropeBackward(gpu.batch(), a, a, 1, 1, 3, THETA)).toThrow(/even/);
-    if (gpu.features.f16) {
+    if (hasF16(gpu)) {
       const half = await loadRope(gpu, "f16");
       expect(() => half.ropeBackward(gpu.batch(), a, a, 1, 1, 2, THETA)).toThrow(/f32-only/);
       half.destroy();
@@ -369,7 +369,7 @@ describe.skipIf(!GPU)("swiglu backward", () => {
     expect(() => ew.swigluBackward(gpu.batch(), a, a, a, c, d, 32)).toThrow(/swiglu_backward: gate binds 64 bytes/);
     expect(() => ew.swigluBackward(gpu.batch(), a, a, c, c, d, 4)).toThrow(/dgate shares a buffer with dout/);
     expect(() => ew.swigluBackward(gpu.batch(), a, a, a, c, c, 4)).toThrow(/dgate and dup share/);
-    if (gpu.features.f16) {
+    if (hasF16(gpu)) {
       const half = await loadElementwise(gpu, "f16");
       expect(() => half.swigluBackward(gpu.batch(), a, a, a, c, d, 4)).toThrow(/f32-only/);
     }
@@ -500,7 +500,7 @@ describe.skipIf(!GPU)("embedding backward (scatter-add)", () => {
     const huge = gpu.device.createBuffer({ size: limit + 256, usage: GPUBufferUsage.STORAGE, label: "huge" });
     expect(() => emb.embeddingBackward(gpu.batch(), a, 1, c, huge, 1, 4, 0, 2)).toThrow(/dTable binds .* over the adapter's maxStorageBufferBindingSize .* row chunks/);
     huge.destroy();
-    if (gpu.features.f16) {
+    if (hasF16(gpu)) {
       const half = await loadEmbedding(gpu, "f16");
       expect(() => half.embeddingBackward(gpu.batch(), a, 1, a, c, 1, 1, 0, 1)).toThrow(/f32-only/);
     }

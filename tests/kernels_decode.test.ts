@@ -9,11 +9,11 @@ import type { Dtype } from "../src/kernels/common.ts";
 import { loadEmbedding } from "../src/kernels/embedding.ts";
 import { f32ToF16Bits } from "../src/kernels/f16.ts";
 import { loadSampler, sampleRef, type SampleOptions } from "../src/kernels/sample.ts";
-import { expectClose, gpuOrSkip, hasGpu } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasF16, hasGpu } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
-const F16 = GPU && (await gpuOrSkip()).features.f16;
+const F16 = GPU && hasF16(await gpuOrSkip());
 
 /** A small deterministic generator of u32s. */
 function lcg(seed: number): () => number {

@@ -12,7 +12,7 @@ import {
   matmulDWeightRef,
   type MatmulGrad,
 } from "../src/kernels/matmul_grad.ts";
-import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasF16, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
@@ -156,7 +156,7 @@ describe.skipIf(!GPU)("matmul_grad on the GPU", () => {
 
   test("rows form (CPU adapters) = tiled form bit for bit, and the references: K multiples of 4, dy columns by ldy/col0, f32 and f16 operands", async () => {
     const { gpu } = await setup();
-    for (const half of gpu.features.f16 ? [false, true] : [false]) {
+    for (const half of hasF16(gpu) ? [false, true] : [false]) {
       const [rows, tiled] = await Promise.all(
         (["rows", "tiled"] as const).map((form) => loadMatmulGrad(gpu, { WX: 8, WY: 8, TM: 4, TN: 4, BR: 16, RM: 8, RWG: 16, form }, { f16Operands: half })),
       );

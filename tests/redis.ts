@@ -1,12 +1,13 @@
 // A private redis-server for the broker tests (127.0.0.1, a free port, a temp dir), and worker processes.
 // Both are started with Bun.spawn and write to files: a node:child_process pipe in a process that also
 // drives the GPU stalls dawn.node's event pump (src/gpu/bun_event_pump.ts parks one callback only).
+import { afterAll, beforeAll } from "bun:test";
 import { spawnSync, type Subprocess } from "bun";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Broker } from "../src/dist/broker.ts";
+import { Broker, type CompletionMsg, type RequestMsg } from "../src/dist/broker.ts";
 
 /** Why broker tests cannot run here (null: they can); under CI=true a missing redis-server is a failure. */
 export function redisMissing(): string | null {
@@ -142,3 +143,64 @@ export const TINY_RUN = {
   optim: { lr: 3e-2 },
   dapo: { softOverlong: true, overlongCache: 1 },
 };
+
+/**
+ * A broker test file's surroundings: a temporary folder, a redis-server of its
+ * own for the file (when one is installed) and every `siri` process the file
+ * starts, all stopped and removed after the file's tests.
+ */
+export function brokerFixture(prefix: string, noRedis: string | null) {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const procs: WorkerProc[] = [];
+  let redis: RedisServer | null = null;
+  beforeAll(async () => {
+    if (!noRedis) redis = await startRedis();
+  });
+  afterAll(() => {
+    for (const p of procs) p.proc.kill("SIGKILL");
+    redis?.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+  return {
+    root,
+    /** The file's broker (started before its first test). */
+    redis: (): RedisServer => redis!,
+    /** A `siri` process in the file's folder, killed after the file if still running. */
+    siri(name: string, args: string[], env: Record<string, string> = {}): WorkerProc {
+      const p = startSiri(root, name, args, env);
+      procs.push(p);
+      return p;
+    },
+  };
+}
+
+/** A well-formed generation request (fields overridden by `over`). */
+export const requestMsg = (over: Partial<RequestMsg> = {}): RequestMsg => ({
+  kind: "request",
+  proto: 1,
+  run: "r1",
+  version: 0,
+  id: "0.0.0",
+  prompt: [1, 2, 3],
+  maxTokens: 4,
+  stop: [0],
+  key: 0,
+  sampling: { temperature: 1, topP: 1, topK: 0, seed: 7 },
+  ...over,
+});
+
+/** The completions of `run` the broker has received, read on from where the last `read` stopped. */
+export function completionReader(b: Broker, run: string) {
+  const got: CompletionMsg[] = [];
+  let after = "0-0";
+  return {
+    got,
+    /** Read what arrived since the last call; the number read in all. */
+    async read(): Promise<number> {
+      const c = await b.completions(run, after, 200);
+      after = c.last;
+      for (const e of c.entries) got.push(e.msg!);
+      return got.length;
+    },
+  };
+}

@@ -9,7 +9,7 @@ import { makeTinyModel } from "../src/model/tiny.ts";
 import { Optimizer } from "../src/train/optim.ts";
 import { keepsInternals, packSequences, TrainModel } from "../src/train/model.ts";
 import { QWEN2_1_5B } from "../src/model/config.ts";
-import { expectClose, gpuOrSkip, hasGpu, randn } from "./helpers.ts";
+import { expectClose, gpuOrSkip, hasF16, hasGpu, randn } from "./helpers.ts";
 import { TOL } from "./tolerances.ts";
 
 const GPU = await hasGpu();
@@ -195,7 +195,7 @@ describe.skipIf(!GPU)("layer internals kept by the forward", () => {
     const r = randn(mb.tokens.length, 7);
     // Loss scale 1: the gradients stay in f16's range (what is compared is the recompute, not the scaling).
     const lossScale = { init: 1, growthInterval: 2000 };
-    for (const precision of gpu.features.f16 ? (["f32", "f16-mixed"] as const) : (["f32"] as const)) {
+    for (const precision of hasF16(gpu) ? (["f32", "f16-mixed"] as const) : (["f32"] as const)) {
       const kept = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { precision, lossScale }), mb, r);
       const recomputed = await logpAndGrads(await TrainModel.create(gpu, ref.config, ref.weights, { precision, lossScale, keepActivationBytes: 0 }), mb, r);
       // f32: the kept forward normalises on its own (as the recompute does), the plain forward in the products'
